@@ -1,0 +1,68 @@
+// The Landmarks example's model types: a shared catalog of landmarks with a per-user favorite
+// flag, and per-user reservations. The library knows nothing about them; these traits are all
+// it takes to sync them.
+#pragma once
+
+#include <offsync/conflict/ask_user.hpp>
+#include <offsync/conflict/last_write_wins.hpp>
+#include <offsync/model.hpp>
+
+#include <boost/describe/class.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace landmarks {
+
+/// A landmark of the shared catalog. Clients may not edit the catalog, except `is_favorite`,
+/// which every user holds for themselves.
+struct Landmark {
+    std::int64_t id = 0;
+    std::string name;
+    std::string state;
+    std::string city;
+    std::string category;
+    bool is_featured = false;
+    bool is_favorite = false;
+    std::string image_name;
+    double latitude = 0;
+    double longitude = 0;
+    std::string description;
+};
+BOOST_DESCRIBE_STRUCT(Landmark, (),
+                      (id, name, state, city, category, is_featured, is_favorite, image_name,
+                       latitude, longitude, description))
+
+/// A user's reservation to visit a landmark. Private to its user; a conflict between two of
+/// the user's devices is theirs to decide.
+struct Reservation {
+    std::string id;
+    std::int64_t landmark_id = 0;
+    std::chrono::system_clock::time_point date;
+    std::int32_t party_size = 1;
+    std::string status = "confirmed"; ///< "confirmed" or "cancelled"
+    std::string notes;
+};
+BOOST_DESCRIBE_STRUCT(Reservation, (), (id, landmark_id, date, party_size, status, notes))
+
+} // namespace landmarks
+
+template <>
+struct offsync::model_traits<landmarks::Landmark> {
+    static constexpr std::string_view collection = "landmarks";
+    static constexpr auto key = &landmarks::Landmark::id;
+    static constexpr offsync::scope scope = offsync::scope::shared;
+    static constexpr std::array<std::string_view, 1> per_user_fields{"is_favorite"};
+    using conflict_policy = offsync::last_write_wins;
+};
+
+template <>
+struct offsync::model_traits<landmarks::Reservation> {
+    static constexpr std::string_view collection = "reservations";
+    static constexpr auto key = &landmarks::Reservation::id;
+    static constexpr offsync::scope scope = offsync::scope::per_user;
+    using conflict_policy = offsync::ask_user;
+};

@@ -1,0 +1,97 @@
+// offsync — the three policy concepts. A type that models one plugs into basic_sync_engine.
+//
+// Each concept lists the few operations the engine calls; docs/concepts.md walks through
+// writing each policy, and tests/test_custom_policies.cpp writes all three from scratch.
+#pragma once
+
+#include <offsync/conflict/resolution.hpp>
+#include <offsync/error.hpp>
+#include <offsync/hlc.hpp>
+#include <offsync/protocol.hpp>
+#include <offsync/storage/record.hpp>
+
+#include <concepts>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace offsync {
+
+/// One atomic unit of work on a client store. Reads see the transaction's own writes. Nothing
+/// is visible to other transactions until `commit()`; destroying an uncommitted transaction
+/// rolls it back. Any operation may throw (`sync_error` with `errc::storage_failure`, or the
+/// store's own exception); the engine then abandons the transaction, so a failure midway never
+/// leaves half of a pull page or half of a push result batch applied.
+///
+/// Thread safety: a store serialises its transactions, so the app may write on its own thread
+/// while a round runs; the engine never holds a transaction across an asynchronous wait.
+template <class T>
+concept storage_transaction = requires(T& t, const T& ct, std::string_view collection,
+                                       std::string_view key, const local_record& rec,
+                                       const parked_record& parked, hlc_state clock,
+                                       std::uint64_t n) {
+    { t.load(collection, key) } -> std::same_as<std::optional<local_record>>;
+    t.save(collection, key, rec);
+    t.remove(collection, key);
+    /// Keys of pushable records (dirty, not parked) greater than `after`, ascending, at most n.
+    /// Must be served by an index: a round never scans clean records.
+    { t.pushable_keys(collection, key, std::size_t(n)) } -> std::same_as<std::vector<std::string>>;
+    { t.cursor(collection) } -> std::same_as<std::uint64_t>;
+    t.set_cursor(collection, n);
+    { t.load_parked(collection, key) } -> std::same_as<std::optional<parked_record>>;
+    t.save_parked(parked);
+    t.remove_parked(collection, key);
+    /// Issues the next mutation id of this client (persisted: never issued twice).
+    { t.next_mutation_id() } -> std::same_as<std::uint64_t>;
+    { t.clock() } -> std::same_as<hlc_state>;
+    t.set_clock(clock);
+    { t.client_id() } -> std::same_as<std::string>;
+    t.commit();
+};
+
+/// A client's local store: records with sync metadata, the dirty index, pull cursors, parked
+/// records, the client id (created once), the mutation sequence and the HLC state.
+template <class S>
+concept storage_policy = requires(S& s, std::string_view collection) {
+    typename S::transaction;
+    requires storage_transaction<typename S::transaction>;
+    { s.begin() } -> std::same_as<typename S::transaction>;
+    /// Every live (not deleted) record of a collection, for the app to display.
+    { s.list(collection) } -> std::same_as<std::vector<std::pair<std::string, local_record>>>;
+    /// Parked records of one collection, or of all when `collection` is empty.
+    { s.parked(collection) } -> std::same_as<std::vector<parked_record>>;
+    { s.pending(collection) } -> std::same_as<pending_counts>;
+};
+
+namespace detail {
+struct push_handler_archetype {
+    void operator()(error_code, push_response) const {}
+};
+struct pull_handler_archetype {
+    void operator()(error_code, pull_response) const {}
+};
+} // namespace detail
+
+/// Carries push batches and pull pages to a server. Both operations follow Asio's universal
+/// model: they take any completion token (`asio::deferred`, `asio::use_awaitable`, a callback,
+/// `asio::use_future`) and complete with `(error_code, response)`. A non-success code means the
+/// round cannot trust the answer: the engine ends the round and keeps every unacknowledged
+/// change dirty. Operations should support terminal cancellation; the engine relies on it to
+/// cancel a round promptly.
+template <class T>
+concept transport_policy = requires(T& t, const push_request& push, const pull_request& pull) {
+    t.async_push(push, detail::push_handler_archetype{});
+    t.async_pull(pull, detail::pull_handler_archetype{});
+};
+
+/// Decides a conflict: any callable from `const conflict&` to `resolution`. The shipped ones are
+/// last_write_wins, server_wins and ask_user; a lambda that merges field by field is a policy too.
+template <class P>
+concept conflict_policy = std::copy_constructible<P> && requires(const P& p, const conflict& c) {
+    { p(c) } -> std::convertible_to<resolution>;
+};
+
+} // namespace offsync

@@ -1,0 +1,323 @@
+// offsync — the client's sync rules as plain functions over a storage transaction.
+//
+// Every rule that guards the "nothing lost" invariants lives here, once, for every store: the
+// app's edits, building a push, applying its results, applying a pull page, and resolving
+// conflicts. The engine and the replica only open transactions and call these.
+#pragma once
+
+#include <offsync/conflict/resolution.hpp>
+#include <offsync/model.hpp>
+#include <offsync/protocol.hpp>
+#include <offsync/report.hpp>
+#include <offsync/storage/record.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace offsync::detail {
+
+/// Fields of `value` selected by `mask`, in schema order.
+inline json::object select_fields(const collection_schema& schema, const json::object& value,
+                                  std::uint64_t mask) {
+    json::object out;
+    for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+        if (!((mask >> i) & 1)) continue;
+        const auto& f = schema.fields[i];
+        if (const auto* v = value.if_contains(f)) out.emplace(f, *v);
+        else if (const auto* d = schema.defaults.if_contains(f)) out.emplace(f, *d);
+    }
+    return out;
+}
+
+/// Bits of the fields whose values differ between `a` and `b`.
+inline std::uint64_t diff_mask(const collection_schema& schema, const json::object& a,
+                               const json::object& b) {
+    std::uint64_t mask = 0;
+    for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+        const auto* x = a.if_contains(schema.fields[i]);
+        const auto* y = b.if_contains(schema.fields[i]);
+        if ((x == nullptr) != (y == nullptr) || (x && *x != *y)) mask |= std::uint64_t{1} << i;
+    }
+    return mask;
+}
+
+/// The server's record over the local one, keeping the fields in `keep_mask` local.
+inline json::object overlay(const collection_schema& schema, const json::object& server,
+                            const json::object& local, std::uint64_t keep_mask) {
+    json::object out = normalize(schema, server);
+    for (std::size_t i = 0; i < schema.fields.size(); ++i)
+        if ((keep_mask >> i) & 1)
+            if (const auto* v = local.if_contains(schema.fields[i])) out[schema.fields[i]] = *v;
+    return out;
+}
+
+/// Validates a JSON value as a record of `schema`: an object with known fields of the right
+/// types whose key field, if present, matches `key`.
+inline diagnostics validate_value(const collection_schema& schema, std::string_view key,
+                                  const json::object& value) {
+    for (const auto& [name, v] : value) {
+        auto index = schema.field_index(name);
+        if (!index)
+            return {make_error_code(errc::unknown_field),
+                    "unknown field '" + std::string(name) + "' in " + schema.name};
+        if (auto d = schema.check_field(*index, v)) return d;
+        if (name == schema.key_field) {
+            std::string k;
+            if (key_from_json(schema, v, k) || k != key)
+                return {make_error_code(errc::invalid_id),
+                        "field '" + schema.key_field + "' does not match the record id"};
+        }
+    }
+    return {};
+}
+
+/// An app edit: `value` replaces the record (nullopt deletes it). Returns false if nothing
+/// changed. Marks exactly the changed fields dirty and bumps the change generation, which is
+/// what keeps an acknowledgement of an older push from clearing this edit.
+template <class Txn>
+bool local_edit(Txn& txn, const collection_schema& schema, std::string_view key,
+                std::optional<json::object> value, std::int64_t now_ms) {
+    auto loaded = txn.load(schema.name, key);
+    local_record rec = loaded.value_or(local_record{});
+    const bool live = loaded && !rec.deleted;
+    if (value) {
+        json::object full = normalize(schema, *value);
+        full[schema.key_field] = key_to_json(schema, key);
+        const std::uint64_t changed =
+            live ? diff_mask(schema, rec.value, full) : schema.all_fields_mask();
+        if (changed == 0) return false;
+        rec.value = std::move(full);
+        rec.deleted = false;
+        rec.delete_pending = false;
+        rec.dirty_mask |= changed;
+    } else {
+        if (!live) return false;
+        if (rec.base_version == 0 && rec.sent_mutation_id == 0) {
+            // Never left this device: nothing to tell the server.
+            txn.remove(schema.name, key);
+            if (rec.parked != park_state::none) txn.remove_parked(schema.name, key);
+            return true;
+        }
+        rec.value = {};
+        rec.deleted = true;
+        rec.delete_pending = true;
+        rec.dirty_mask = 0;
+    }
+    auto clock = txn.clock();
+    rec.modified_at = hlc_tick(clock, now_ms, txn.client_id());
+    txn.set_clock(clock);
+    ++rec.generation;
+    if (rec.parked == park_state::rejected) {
+        // A new edit is the app's answer to a rejection: push it again.
+        rec.parked = park_state::none;
+        txn.remove_parked(schema.name, key);
+    } else if (rec.parked == park_state::conflict) {
+        if (auto p = txn.load_parked(schema.name, key)) {
+            p->local_value = rec.value;
+            p->local_deleted = rec.deleted;
+            txn.save_parked(*p);
+        }
+    }
+    txn.save(schema.name, key, rec);
+    return true;
+}
+
+/// What the engine remembers about a mutation in flight, to match its result.
+struct sent_mutation {
+    std::string key;
+    std::uint64_t generation = 0;
+};
+
+/// Builds the mutations for `keys`, assigning mutation ids where a record has none for its
+/// current generation. A retry of an unchanged record reuses its id, so the server answers it
+/// with its original outcome instead of writing twice.
+template <class Txn>
+void build_push(Txn& txn, const collection_schema& schema, const std::vector<std::string>& keys,
+                push_request& request, std::vector<sent_mutation>& sent) {
+    for (const auto& key : keys) {
+        auto rec = txn.load(schema.name, key);
+        if (!rec || !rec->pushable()) continue;
+        if (rec->sent_mutation_id == 0 || rec->sent_generation != rec->generation) {
+            rec->sent_mutation_id = txn.next_mutation_id();
+            rec->sent_generation = rec->generation;
+            txn.save(schema.name, key, *rec);
+        }
+        mutation m;
+        m.mutation_id = rec->sent_mutation_id;
+        m.collection = schema.name;
+        m.id = key_to_json(schema, key);
+        m.op = rec->delete_pending ? mutation_op::remove : mutation_op::upsert;
+        m.base_version = rec->base_version;
+        m.stamp = rec->modified_at;
+        if (m.op == mutation_op::upsert) {
+            // A record the server may not have (new, or recreated over a tombstone) goes whole.
+            const auto mask = rec->base_version == 0 ? schema.all_fields_mask() : rec->dirty_mask;
+            m.fields = select_fields(schema, rec->value, mask);
+        }
+        request.mutations.push_back(std::move(m));
+        sent.push_back({key, rec->generation});
+    }
+}
+
+/// Replaces the local record by the server's (a tombstone removes it).
+template <class Txn>
+void adopt_server(Txn& txn, const collection_schema& schema, std::string_view key,
+                  local_record rec, const change& server, std::int64_t now_ms) {
+    if (server.deleted) {
+        txn.remove(schema.name, key);
+        return;
+    }
+    rec.value = normalize(schema, server.value);
+    rec.deleted = rec.delete_pending = false;
+    rec.dirty_mask = 0;
+    rec.base_version = server.version;
+    rec.sent_mutation_id = 0;
+    rec.parked = park_state::none;
+    rec.last_synced_ms = now_ms;
+    txn.save(schema.name, key, rec);
+}
+
+/// The server applied the mutation sent for `sent`. Clears the dirty state only if no local
+/// edit happened since the push was built (invariant 1); otherwise the record stays dirty,
+/// rebased on the new version, and its newer edit goes out in a later push.
+template <class Txn>
+void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutation& sent,
+                   std::uint64_t version, std::int64_t now_ms) {
+    auto rec = txn.load(schema.name, sent.key);
+    if (!rec) return;
+    rec->base_version = version;
+    rec->sent_mutation_id = 0;
+    if (rec->generation == sent.generation) {
+        if (rec->delete_pending) {
+            txn.remove(schema.name, sent.key);
+            return;
+        }
+        rec->dirty_mask = 0;
+        rec->last_synced_ms = now_ms;
+    }
+    txn.save(schema.name, sent.key, *rec);
+}
+
+/// Carries out a policy's decision on a conflicting record. `rec` must be the stored record.
+/// Returns the outcome to report.
+template <class Txn>
+conflict_outcome apply_resolution(Txn& txn, const collection_schema& schema, std::string_view key,
+                                  local_record rec, const change& server, const resolution& r,
+                                  std::int64_t now_ms) {
+    auto clock = txn.clock();
+    hlc_observe(clock, server.stamp, now_ms);
+    txn.set_clock(clock);
+    switch (r.decision) {
+    case resolution::kind::keep_local:
+        rec.base_version = server.version;
+        rec.sent_mutation_id = 0;
+        rec.parked = park_state::none;
+        if (!rec.delete_pending) {
+            rec.value = overlay(schema, server.deleted ? schema.defaults : server.value, rec.value,
+                                server.deleted ? schema.all_fields_mask() : rec.dirty_mask);
+            if (server.deleted) rec.dirty_mask = schema.all_fields_mask();
+        } else if (server.deleted) {
+            // Both sides deleted it: nothing left to push.
+            txn.remove(schema.name, key);
+            return conflict_outcome::kept_local;
+        }
+        txn.save(schema.name, key, rec);
+        return conflict_outcome::kept_local;
+    case resolution::kind::take_server:
+        adopt_server(txn, schema, key, std::move(rec), server, now_ms);
+        return conflict_outcome::took_server;
+    case resolution::kind::merged: {
+        json::object merged = normalize(schema, r.merged_value);
+        merged[schema.key_field] = key_to_json(schema, key);
+        rec.dirty_mask = server.deleted ? schema.all_fields_mask()
+                                        : diff_mask(schema, server.value, merged);
+        rec.value = std::move(merged);
+        rec.deleted = rec.delete_pending = false;
+        rec.base_version = server.version;
+        rec.sent_mutation_id = 0;
+        rec.parked = park_state::none;
+        txn.save(schema.name, key, rec);
+        return conflict_outcome::merged;
+    }
+    case resolution::kind::defer: {
+        parked_record p;
+        p.collection = schema.name;
+        p.key = std::string(key);
+        p.kind = park_state::conflict;
+        p.local_value = rec.value;
+        p.local_deleted = rec.deleted;
+        p.server = server;
+        p.detected_at_ms = now_ms;
+        txn.save_parked(p);
+        rec.parked = park_state::conflict;
+        txn.save(schema.name, key, rec);
+        return conflict_outcome::deferred;
+    }
+    }
+    return conflict_outcome::deferred;
+}
+
+/// Parks a record whose mutation the server rejected, with the server's reason.
+template <class Txn>
+void park_rejected(Txn& txn, const collection_schema& schema, std::string_view key,
+                   local_record rec, const mutation_result& result, std::int64_t now_ms) {
+    parked_record p;
+    p.collection = schema.name;
+    p.key = std::string(key);
+    p.kind = park_state::rejected;
+    p.local_value = rec.value;
+    p.local_deleted = rec.deleted;
+    p.server = result.server;
+    p.error_code = result.error_code;
+    p.error_message = result.error_message;
+    p.detected_at_ms = now_ms;
+    txn.save_parked(p);
+    rec.parked = park_state::rejected;
+    rec.sent_mutation_id = 0;
+    txn.save(schema.name, key, rec);
+}
+
+/// Applies one pulled change. Never overwrites a dirty field or a parked record (invariant 2):
+/// a dirty record takes only the fields it has not changed; a parked one only refreshes the
+/// server side of its parked record, so the user decides against the newest server version.
+template <class Txn>
+void apply_pulled(Txn& txn, const collection_schema& schema, const change& c,
+                  std::int64_t now_ms) {
+    std::string key;
+    if (auto d = key_from_json(schema, c.id, key))
+        throw sync_error(make_error_code(errc::bad_response), "pulled change: " + d.message);
+    auto rec = txn.load(schema.name, key);
+    if (rec && rec->parked != park_state::none) {
+        if (auto p = txn.load_parked(schema.name, key);
+            p && (!p->server || p->server->version < c.version)) {
+            p->server = c;
+            txn.save_parked(*p);
+        }
+        if (rec->parked == park_state::conflict) return;
+    }
+    if (!rec) {
+        if (c.deleted) return;
+        local_record fresh;
+        fresh.value = normalize(schema, c.value);
+        fresh.base_version = c.version;
+        fresh.last_synced_ms = now_ms;
+        txn.save(schema.name, key, fresh);
+        return;
+    }
+    if (!rec->dirty()) {
+        // Equal versions are adopted too: an acknowledgement tells the version of our write,
+        // but the server's record at that version may hold other fields we have not seen.
+        if (c.version < rec->base_version) return;
+        adopt_server(txn, schema, key, std::move(*rec), c, now_ms);
+        return;
+    }
+    // Dirty: the push will settle conflicts on the dirty fields; take the others. A tombstone
+    // or a pending local delete leaves the record for the push to settle with the policy.
+    if (c.deleted || rec->delete_pending) return;
+    rec->value = overlay(schema, c.value, rec->value, rec->dirty_mask);
+    txn.save(schema.name, key, *rec);
+}
+
+} // namespace offsync::detail

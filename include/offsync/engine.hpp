@@ -1,0 +1,422 @@
+// offsync — the sync engine: push-then-pull rounds on an Asio executor.
+#pragma once
+
+#include <offsync/concepts.hpp>
+#include <offsync/conflict/last_write_wins.hpp>
+#include <offsync/detail/replica_logic.hpp>
+#include <offsync/replica.hpp>
+#include <offsync/report.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace offsync {
+
+namespace asio = boost::asio;
+
+/// Tuning and hooks of a sync engine.
+struct engine_config {
+    std::size_t push_batch_size = 250; ///< mutations per push request
+    std::uint32_t pull_page_size = 500; ///< changes per pull page
+    /// Push passes per collection and round. A pass after the first re-pushes records a
+    /// conflict policy rebased (a last-write-wins local win); the bound stops two clients that
+    /// keep overwriting each other from holding a round forever.
+    int max_push_passes = 3;
+    /// Progress events, called on the engine's strand. Must not block.
+    std::function<void(const sync_event&)> on_event;
+};
+
+/// Syncs one replica with one server: a round pushes every collection's dirty records in
+/// batches, settles conflicts with each collection's policy, then pulls every collection's
+/// change feed page by page. Each batch result and each page (with its cursor) is applied in
+/// one store transaction.
+///
+/// Single flight: a request while a round runs waits for one more round after it; any number
+/// of such requests share that one round.
+///
+/// Cancellation: `async_sync` supports terminal cancellation through its handler's associated
+/// cancellation slot. Cancelling a request that waits for the next round removes it; cancelling
+/// the running round stops it at its next step (every request sharing it completes with
+/// `asio::error::operation_aborted`). What was acknowledged stays acknowledged, nothing is half
+/// applied, and the next round continues where this one stopped.
+///
+/// Thread safety: `async_sync` may be called from any thread; the round runs on the engine's
+/// strand. Lifetime: the engine, its replica and its transport must outlive every operation.
+template <storage_policy Storage, transport_policy Transport>
+class basic_sync_engine {
+public:
+    using executor_type = asio::strand<asio::any_io_executor>;
+    using completion_signature = void(error_code, sync_report);
+
+    basic_sync_engine(asio::any_io_executor ex, basic_replica<Storage>& replica,
+                      Transport& transport, engine_config config = {})
+        : strand_(asio::make_strand(std::move(ex))), replica_(replica), transport_(transport),
+          config_(std::move(config)) {
+        if (config_.push_batch_size == 0 || config_.pull_page_size == 0)
+            throw std::invalid_argument("offsync: batch and page sizes must be positive");
+        auto txn = replica_.storage().begin();
+        client_id_ = txn.client_id();
+    }
+
+    basic_sync_engine(const basic_sync_engine&) = delete;
+    basic_sync_engine& operator=(const basic_sync_engine&) = delete;
+
+    executor_type get_executor() const noexcept { return strand_; }
+    const std::string& client_id() const noexcept { return client_id_; }
+
+    /// Syncs `T`'s collection with the policy its traits name (last-write-wins if none).
+    template <synced_model T>
+    void add_collection() {
+        if constexpr (requires { typename model_traits<T>::conflict_policy; })
+            add_collection(schema_of<T>(), typename model_traits<T>::conflict_policy{});
+        else
+            add_collection(schema_of<T>(), last_write_wins{});
+    }
+
+    /// Syncs `T`'s collection with `policy`.
+    template <synced_model T, conflict_policy Policy>
+    void add_collection(Policy policy) {
+        add_collection(schema_of<T>(), std::move(policy));
+    }
+
+    /// Syncs a collection described at run time. Collections sync in the order added.
+    /// Call before the first round.
+    template <conflict_policy Policy>
+    void add_collection(collection_schema schema, Policy policy) {
+        for (const auto& c : collections_)
+            if (c.schema.name == schema.name)
+                throw std::invalid_argument("offsync: collection added twice: " + schema.name);
+        collections_.push_back(
+            {std::move(schema), [p = std::move(policy)](const conflict& c) -> resolution {
+                 return p(c);
+             }});
+    }
+
+    /// Runs a sync round (or joins the one that will start after the running one).
+    /// Completes with `(error_code, sync_report)`: the code is the round's error (a transport
+    /// failure, a store failure, `operation_aborted`), the report what got done either way.
+    template <class Token = asio::deferred_t>
+    auto async_sync(Token&& token = {}) {
+        return asio::async_initiate<Token, completion_signature>(
+            [this](auto handler) {
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                asio::any_io_executor work = asio::prefer(
+                    asio::get_associated_executor(handler, strand_),
+                    asio::execution::outstanding_work.tracked);
+                asio::dispatch(strand_, [this, slot, work = std::move(work),
+                                         h = std::move(handler)]() mutable {
+                    enqueue(waiter{handler_type(std::move(h)), slot, std::move(work), 0});
+                });
+            },
+            token);
+    }
+
+    /// Pending counts of one collection (dirty, parked conflicts, rejections).
+    pending_counts pending(std::string_view collection) {
+        return replica_.storage().pending(collection);
+    }
+
+private:
+    using handler_type = asio::any_completion_handler<completion_signature>;
+    struct waiter {
+        handler_type handler;
+        asio::cancellation_slot slot;
+        asio::any_io_executor work;
+        std::uint64_t id;
+    };
+    struct collection_entry {
+        collection_schema schema;
+        std::function<resolution(const conflict&)> policy;
+    };
+
+    void enqueue(waiter w) {
+        w.id = ++last_waiter_id_;
+        if (w.slot.is_connected()) {
+            w.slot.assign([this, id = w.id](asio::cancellation_type type) {
+                if (type != asio::cancellation_type::none)
+                    asio::dispatch(strand_, [this, id] { cancel_waiter(id); });
+            });
+        }
+        (running_ ? next_ : current_).push_back(std::move(w));
+        if (!running_) start_round();
+    }
+
+    void cancel_waiter(std::uint64_t id) {
+        for (auto it = next_.begin(); it != next_.end(); ++it) {
+            if (it->id != id) continue;
+            sync_report aborted;
+            aborted.error = asio::error::operation_aborted;
+            aborted.error_message = "cancelled before its round began";
+            complete(std::move(*it), std::move(aborted));
+            next_.erase(it);
+            return;
+        }
+        for (const auto& w : current_)
+            if (w.id == id && signal_) signal_->emit(asio::cancellation_type::terminal);
+    }
+
+    void complete(waiter w, sync_report report) {
+        if (w.slot.is_connected()) w.slot.clear();
+        // `work` is the handler's own executor (with outstanding work tracked while it waits):
+        // the handler never runs inside this strand's call stack.
+        auto ex = w.work;
+        asio::post(ex, [h = std::move(w.handler), work = std::move(w.work),
+                        r = std::move(report)]() mutable {
+            auto ec = r.error;
+            std::move(h)(ec, std::move(r));
+        });
+    }
+
+    void start_round() {
+        running_ = true;
+        auto signal = std::make_shared<asio::cancellation_signal>();
+        signal_ = signal;
+        asio::co_spawn(strand_, run_round(),
+                       asio::bind_cancellation_slot(
+                           signal->slot(), [this, signal](std::exception_ptr ep, sync_report r) {
+                               if (ep && !r.error) {
+                                   r.error = make_error_code(errc::storage_failure);
+                                   r.error_message = "unexpected exception in a sync round";
+                               }
+                               finish_round(std::move(r));
+                           }));
+    }
+
+    void finish_round(sync_report report) {
+        signal_.reset();
+        auto done = std::move(current_);
+        current_.clear();
+        for (auto& w : done) complete(std::move(w), report);
+        if (next_.empty()) {
+            running_ = false;
+            return;
+        }
+        current_ = std::move(next_);
+        next_.clear();
+        start_round();
+    }
+
+    void emit(sync_event::kind what, const std::string& collection, std::size_t count = 0,
+              std::string message = {}, std::string key = {}) {
+        if (config_.on_event)
+            config_.on_event(sync_event{what, collection, std::move(key), count, std::move(message)});
+    }
+
+    static asio::awaitable<void> throw_if_cancelled() {
+        auto state = co_await asio::this_coro::cancellation_state;
+        if (state.cancelled() != asio::cancellation_type::none)
+            throw boost::system::system_error(asio::error::operation_aborted);
+    }
+
+    asio::awaitable<sync_report> run_round() {
+        const auto started = std::chrono::steady_clock::now();
+        sync_report report;
+        emit(sync_event::kind::round_started, {});
+        try {
+            for (auto& c : collections_) co_await push_collection(c, report);
+            for (auto& c : collections_) co_await pull_collection(c, report);
+        } catch (const boost::system::system_error& e) {
+            report.error = e.code();
+            report.error_message = e.what();
+        } catch (const std::exception& e) {
+            report.error = make_error_code(errc::storage_failure);
+            report.error_message = e.what();
+        }
+        report.duration = std::chrono::steady_clock::now() - started;
+        if (report.error) emit(sync_event::kind::error, {}, 0, report.error_message);
+        emit(sync_event::kind::round_finished, {}, report.pushed + report.pulled);
+        co_return report;
+    }
+
+    asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
+        const auto& schema = c.schema;
+        for (int pass = 0; pass < config_.max_push_passes; ++pass) {
+            bool rebased = false;
+            std::string after;
+            for (;;) {
+                co_await throw_if_cancelled();
+                push_request request;
+                request.client_id = client_id_;
+                std::vector<detail::sent_mutation> sent;
+                {
+                    auto txn = replica_.storage().begin();
+                    auto keys = txn.pushable_keys(schema.name, after, config_.push_batch_size);
+                    if (keys.empty()) break;
+                    after = keys.back();
+                    detail::build_push(txn, schema, keys, request, sent);
+                    txn.commit();
+                }
+                if (request.mutations.empty()) continue;
+                auto [ec, response] = co_await transport_.async_push(
+                    request, asio::as_tuple(asio::use_awaitable));
+                if (ec)
+                    throw boost::system::system_error(ec, "push to '" + schema.name + "'");
+                report.pushed += request.mutations.size();
+                rebased |= apply_push_results(c, request, sent, response, report);
+            }
+            if (!rebased) break;
+        }
+    }
+
+    /// Applies one batch's results in one transaction; reports only after it committed.
+    /// Returns whether a record was rebased and needs another push.
+    bool apply_push_results(collection_entry& c, const push_request& request,
+                            const std::vector<detail::sent_mutation>& sent,
+                            const push_response& response, sync_report& report) {
+        const auto& schema = c.schema;
+        if (response.results.size() != request.mutations.size())
+            throw boost::system::system_error(make_error_code(errc::bad_response),
+                                              "push answered with the wrong number of results");
+        const auto now = replica_.clock()();
+        bool rebased = false;
+        std::size_t applied = 0;
+        std::vector<conflict_report> conflicts;
+        std::vector<rejection_report> rejections;
+        auto txn = replica_.storage().begin();
+        for (std::size_t i = 0; i < response.results.size(); ++i) {
+            const auto& result = response.results[i];
+            const auto& key = sent[i].key;
+            if (result.mutation_id != request.mutations[i].mutation_id)
+                throw boost::system::system_error(make_error_code(errc::bad_response),
+                                                  "push results out of order");
+            if (result.status == mutation_status::applied) {
+                detail::apply_applied(txn, schema, sent[i], result.version, now);
+                ++applied;
+                continue;
+            }
+            auto rec = txn.load(schema.name, key);
+            // Edited since the push was built: the newer edit goes out next round and meets
+            // the conflict (or the rejection) itself, with the policy deciding on it.
+            if (!rec || rec->generation != sent[i].generation) continue;
+            if (result.status == mutation_status::rejected) {
+                detail::park_rejected(txn, schema, key, *rec, result, now);
+                rejections.push_back({schema.name, key, result.error_code, result.error_message});
+                continue;
+            }
+            if (!result.server)
+                throw boost::system::system_error(make_error_code(errc::bad_response),
+                                                  "conflict without the server's record");
+            const conflict details{schema,         key,            rec->value,    rec->deleted,
+                                   rec->modified_at, rec->dirty_mask, *result.server};
+            const auto decision = c.policy(details);
+            conflict_report entry{schema.name, key, conflict_outcome::deferred, rec->value,
+                                  rec->deleted, *result.server};
+            entry.outcome = detail::apply_resolution(txn, schema, key, std::move(*rec),
+                                                     *result.server, decision, now);
+            if (entry.outcome == conflict_outcome::kept_local ||
+                entry.outcome == conflict_outcome::merged)
+                rebased = true;
+            conflicts.push_back(std::move(entry));
+        }
+        txn.commit();
+
+        report.applied += applied;
+        emit(sync_event::kind::batch_pushed, schema.name, applied);
+        for (auto& r : rejections) {
+            ++report.rejected;
+            emit(sync_event::kind::mutation_rejected, schema.name, 1, r.code + ": " + r.message,
+                 r.key);
+            report.rejections.push_back(std::move(r));
+        }
+        for (auto& entry : conflicts) {
+            emit(sync_event::kind::conflict_detected, schema.name, 1, {}, entry.key);
+            emit(sync_event::kind::conflict_resolved, schema.name, 1, to_string(entry.outcome),
+                 entry.key);
+            switch (entry.outcome) {
+            case conflict_outcome::kept_local: ++report.kept_local; break;
+            case conflict_outcome::took_server:
+                ++report.took_server;
+                report.discarded.push_back(entry);
+                break;
+            case conflict_outcome::merged: ++report.merged; break;
+            case conflict_outcome::deferred: ++report.deferred; break;
+            }
+            report.conflicts.push_back(std::move(entry));
+        }
+        return rebased;
+    }
+
+    asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
+        const auto& schema = c.schema;
+        bool restarted = false;
+        for (;;) {
+            co_await throw_if_cancelled();
+            std::uint64_t since = 0;
+            {
+                auto txn = replica_.storage().begin();
+                since = txn.cursor(schema.name);
+            }
+            // A named request: g++ 12 destroys temporaries inside a co_await expression twice.
+            const pull_request request{schema.name, since, config_.pull_page_size};
+            auto [ec, page] =
+                co_await transport_.async_pull(request, asio::as_tuple(asio::use_awaitable));
+            if (ec == errc::cursor_ahead && !restarted) {
+                // The server has less than we saw (restored from a backup, or a new server):
+                // pull everything again. Dirty records stay; pulls never overwrite them.
+                restarted = true;
+                auto txn = replica_.storage().begin();
+                txn.set_cursor(schema.name, 0);
+                txn.commit();
+                emit(sync_event::kind::error, schema.name, 0,
+                     "cursor ahead of the server; pulling from the start");
+                continue;
+            }
+            if (ec) throw boost::system::system_error(ec, "pull from '" + schema.name + "'");
+            if (page.cursor < since || (page.has_more && page.cursor == since))
+                throw boost::system::system_error(make_error_code(errc::bad_response),
+                                                  "pull cursor did not advance");
+            {
+                const auto now = replica_.clock()();
+                auto txn = replica_.storage().begin();
+                const hlc_stamp* newest = nullptr;
+                for (const auto& change : page.changes) {
+                    detail::apply_pulled(txn, schema, change, now);
+                    if (!newest || *newest < change.stamp) newest = &change.stamp;
+                }
+                if (newest) {
+                    auto clock = txn.clock();
+                    hlc_observe(clock, *newest, now);
+                    txn.set_clock(clock);
+                }
+                txn.set_cursor(schema.name, page.cursor);
+                txn.commit();
+            }
+            report.pulled += page.changes.size();
+            emit(sync_event::kind::page_pulled, schema.name, page.changes.size());
+            if (!page.has_more) break;
+        }
+    }
+
+    executor_type strand_;
+    basic_replica<Storage>& replica_;
+    Transport& transport_;
+    engine_config config_;
+    std::string client_id_;
+    std::vector<collection_entry> collections_;
+    bool running_ = false;
+    std::vector<waiter> current_, next_;
+    std::uint64_t last_waiter_id_ = 0;
+    std::shared_ptr<asio::cancellation_signal> signal_;
+};
+
+} // namespace offsync

@@ -1,0 +1,206 @@
+// offsync — tolerant JSON conversion of described structs, and a time conversion.
+#pragma once
+
+#include <offsync/error.hpp>
+
+#include <boost/describe/members.hpp>
+#include <boost/describe/modifiers.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_to.hpp>
+#include <boost/mp11/algorithm.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace offsync {
+
+namespace json = boost::json;
+
+/// True for a class type whose public data members Boost.Describe lists.
+template <class T>
+concept described_struct =
+    std::is_class_v<T> && boost::describe::has_describe_members<T>::value;
+
+/// How one member type converts to and from JSON. The primary template defers to Boost.JSON
+/// (`value_from` / `try_value_to`), so any type Boost.JSON converts works unchanged; offsync
+/// adds described structs (decoded tolerantly), `std::chrono` system time points (ISO 8601 UTC)
+/// and `std::optional` (null when empty). Specialise it for a type Boost.JSON cannot convert.
+///
+/// `decode` returns false and sets `why` when the JSON cannot become a `T`; it never throws.
+template <class T>
+struct field_codec {
+    static json::value encode(const T& v) { return json::value_from(v); }
+    static bool decode(const json::value& jv, T& out, std::string& why) {
+        auto r = json::try_value_to<T>(jv);
+        if (!r) {
+            why = "has the wrong type";
+            return false;
+        }
+        out = std::move(*r);
+        return true;
+    }
+};
+
+template <described_struct T>
+json::object to_json_object(const T& value);
+template <described_struct T>
+diagnostics from_json_object(const json::object& obj, T& out);
+
+template <described_struct T>
+struct field_codec<T> {
+    static json::value encode(const T& v) { return to_json_object(v); }
+    static bool decode(const json::value& jv, T& out, std::string& why) {
+        const auto* obj = jv.if_object();
+        if (!obj) {
+            why = "must be an object";
+            return false;
+        }
+        auto d = from_json_object(*obj, out);
+        if (d) why = d.message;
+        return !d;
+    }
+};
+
+template <class T>
+struct field_codec<std::optional<T>> {
+    static json::value encode(const std::optional<T>& v) {
+        return v ? field_codec<T>::encode(*v) : json::value(nullptr);
+    }
+    static bool decode(const json::value& jv, std::optional<T>& out, std::string& why) {
+        if (jv.is_null()) {
+            out.reset();
+            return true;
+        }
+        T inner{};
+        if (!field_codec<T>::decode(jv, inner, why)) return false;
+        out = std::move(inner);
+        return true;
+    }
+};
+
+namespace detail {
+inline bool parse_digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
+    if (pos + n > s.size()) return false;
+    out = 0;
+    for (std::size_t i = pos; i < pos + n; ++i) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        out = out * 10 + (s[i] - '0');
+    }
+    return true;
+}
+} // namespace detail
+
+/// Formats a time point as ISO 8601 UTC with milliseconds: "2026-11-25T15:25:15.123Z".
+inline std::string format_iso8601(std::chrono::system_clock::time_point tp) {
+    using namespace std::chrono;
+    const auto ms = floor<milliseconds>(tp);
+    const auto day = floor<days>(ms);
+    const year_month_day ymd{day};
+    const hh_mm_ss hms{ms - day};
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", int(ymd.year()),
+                  unsigned(ymd.month()), unsigned(ymd.day()), int(hms.hours().count()),
+                  int(hms.minutes().count()), int(hms.seconds().count()),
+                  int(hms.subseconds().count()));
+    return buf;
+}
+
+/// Parses "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)". Only UTC is accepted: a sync protocol
+/// that stores local offsets invites two replicas to disagree about one instant.
+inline std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) {
+    using namespace std::chrono;
+    int y, mo, d, h, mi, sec;
+    if (s.size() < 20 || !detail::parse_digits(s, 0, 4, y) || s[4] != '-' ||
+        !detail::parse_digits(s, 5, 2, mo) || s[7] != '-' || !detail::parse_digits(s, 8, 2, d) ||
+        (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !detail::parse_digits(s, 11, 2, h) ||
+        s[13] != ':' || !detail::parse_digits(s, 14, 2, mi) || s[16] != ':' ||
+        !detail::parse_digits(s, 17, 2, sec))
+        return std::nullopt;
+    std::size_t pos = 19;
+    long long frac_ms = 0;
+    if (pos < s.size() && s[pos] == '.') {
+        ++pos;
+        int digits = 0;
+        while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+            if (digits < 3) frac_ms = frac_ms * 10 + (s[pos] - '0');
+            ++digits;
+            ++pos;
+        }
+        if (digits == 0) return std::nullopt;
+        for (; digits < 3; ++digits) frac_ms *= 10;
+    }
+    const auto rest = s.substr(pos);
+    if (rest != "Z" && rest != "z" && rest != "+00:00") return std::nullopt;
+    const year_month_day ymd{year{y}, month{unsigned(mo)}, day{unsigned(d)}};
+    if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+    return sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} + milliseconds{frac_ms};
+}
+
+template <class Duration>
+struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>> {
+    using time_type = std::chrono::time_point<std::chrono::system_clock, Duration>;
+    static json::value encode(const time_type& v) {
+        return json::value(format_iso8601(std::chrono::time_point_cast<
+                                          std::chrono::system_clock::duration>(v)));
+    }
+    static bool decode(const json::value& jv, time_type& out, std::string& why) {
+        const auto* s = jv.if_string();
+        auto tp = s ? parse_iso8601(std::string_view(*s)) : std::nullopt;
+        if (!tp) {
+            why = "must be an ISO 8601 UTC time such as \"2026-11-25T15:25:15.123Z\"";
+            return false;
+        }
+        out = std::chrono::time_point_cast<Duration>(*tp);
+        return true;
+    }
+};
+
+/// Encodes every described public member of `value` under its own name.
+template <described_struct T>
+json::object to_json_object(const T& value) {
+    json::object obj;
+    using members = boost::describe::describe_members<T, boost::describe::mod_public>;
+    boost::mp11::mp_for_each<members>([&](auto m) {
+        using member_type = std::remove_cvref_t<decltype(value.*m.pointer)>;
+        obj.emplace(m.name, field_codec<member_type>::encode(value.*m.pointer));
+    });
+    return obj;
+}
+
+/// Decodes `obj` into `out` tolerantly: a missing member keeps the value `out` already has
+/// (its default, for a freshly constructed `T`), an unknown member is ignored, so an older
+/// client and a newer schema read each other's records. A member of the wrong type is an error
+/// (`errc::invalid_field`, naming the member); `out` may then be partly assigned.
+template <described_struct T>
+diagnostics from_json_object(const json::object& obj, T& out) {
+    diagnostics result;
+    using members = boost::describe::describe_members<T, boost::describe::mod_public>;
+    boost::mp11::mp_for_each<members>([&](auto m) {
+        if (result) return;
+        const auto* jv = obj.if_contains(m.name);
+        if (!jv) return;
+        using member_type = std::remove_cvref_t<decltype(out.*m.pointer)>;
+        std::string why;
+        if (!field_codec<member_type>::decode(*jv, out.*m.pointer, why))
+            result = {make_error_code(errc::invalid_field),
+                      std::string("field '") + m.name + "' " + why};
+    });
+    return result;
+}
+
+/// Decodes a whole `T` tolerantly, starting from `T{}`; throws `sync_error` on a wrong type.
+template <described_struct T>
+T from_json(const json::value& jv) {
+    const auto* obj = jv.if_object();
+    if (!obj) throw sync_error(make_error_code(errc::malformed_json), "expected a JSON object");
+    T out{};
+    if (auto d = from_json_object(*obj, out)) throw sync_error(d);
+    return out;
+}
+
+} // namespace offsync

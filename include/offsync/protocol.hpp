@@ -1,0 +1,425 @@
+// offsync — wire protocol v1: the messages, and their JSON form. Sans-I/O: no sockets here.
+//
+// The field names are fixed so that clients in other languages can speak v1; new fields may be
+// added, none renamed. docs/protocol.md describes every message with examples.
+#pragma once
+
+#include <offsync/error.hpp>
+#include <offsync/hlc.hpp>
+
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <cctype>
+#include <charconv>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace offsync {
+
+namespace json = boost::json;
+
+/// Largest integer a JavaScript client reads exactly; versions, cursors and stamps stay below.
+inline constexpr std::uint64_t max_safe_integer = (std::uint64_t{1} << 53) - 1;
+
+enum class mutation_op { upsert, remove };
+
+/// One local change sent in a push. `fields` holds the dirty fields (a patch) or every field
+/// (a new record, or a record that must be recreated); a remove carries none.
+struct mutation {
+    std::uint64_t mutation_id = 0; ///< per client, strictly increasing; the idempotency key
+    std::string collection;
+    json::value id;
+    mutation_op op = mutation_op::upsert;
+    std::uint64_t base_version = 0; ///< server version the local copy derives from; 0 = new
+    hlc_stamp stamp;
+    json::object fields;
+};
+
+struct push_request {
+    std::string client_id;
+    std::vector<mutation> mutations;
+};
+
+/// A record as the server holds it now: what a pull returns and what a conflict carries.
+struct change {
+    json::value id;
+    std::uint64_t version = 0;
+    bool deleted = false;
+    hlc_stamp stamp;
+    json::object value; ///< every field of the record; empty for a tombstone
+};
+
+enum class mutation_status { applied, conflict, rejected };
+
+struct mutation_result {
+    std::uint64_t mutation_id = 0;
+    mutation_status status = mutation_status::applied;
+    std::uint64_t version = 0;    ///< the new version, when applied
+    std::optional<change> server; ///< the server's record, on a conflict (and a rejection, when
+                                  ///< one exists, so the client can drop its change)
+    std::string error_code;       ///< on a rejection: the errc's wire name
+    std::string error_message;
+};
+
+struct push_response {
+    std::vector<mutation_result> results; ///< one per mutation, in request order
+};
+
+struct pull_request {
+    std::string collection;
+    std::uint64_t since = 0;
+    std::uint32_t limit = 500;
+};
+
+struct pull_response {
+    std::vector<change> changes;
+    std::uint64_t cursor = 0;
+    bool has_more = false;
+};
+
+/// Most changes a pull page may ask for; the server caps `limit` to this.
+inline constexpr std::uint32_t max_pull_limit = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+inline json::value to_json(const hlc_stamp& s) {
+    return json::object{{"wall", s.wall}, {"logical", s.logical}, {"node", s.node}};
+}
+
+inline json::value to_json(const change& c) {
+    json::object o;
+    o.reserve(5);
+    o.emplace("id", c.id);
+    o.emplace("version", c.version);
+    o.emplace("deleted", c.deleted);
+    o.emplace("stamp", to_json(c.stamp));
+    o.emplace("value", c.value);
+    return o;
+}
+
+inline json::value to_json(const mutation& m) {
+    json::object o;
+    o.reserve(7);
+    o.emplace("mutation_id", m.mutation_id);
+    o.emplace("collection", m.collection);
+    o.emplace("id", m.id);
+    o.emplace("op", m.op == mutation_op::upsert ? "upsert" : "delete");
+    o.emplace("base_version", m.base_version);
+    o.emplace("stamp", to_json(m.stamp));
+    if (m.op == mutation_op::upsert) o.emplace("fields", m.fields);
+    return o;
+}
+
+inline json::value to_json(const push_request& r) {
+    json::array muts;
+    muts.reserve(r.mutations.size());
+    for (const auto& m : r.mutations) muts.push_back(to_json(m));
+    return json::object{{"client_id", r.client_id}, {"mutations", std::move(muts)}};
+}
+
+inline const char* to_string(mutation_status s) {
+    switch (s) {
+    case mutation_status::applied: return "applied";
+    case mutation_status::conflict: return "conflict";
+    case mutation_status::rejected: return "rejected";
+    }
+    return "?";
+}
+
+inline json::value to_json(const mutation_result& r) {
+    json::object o;
+    o.emplace("mutation_id", r.mutation_id);
+    o.emplace("status", to_string(r.status));
+    if (r.status == mutation_status::applied) o.emplace("version", r.version);
+    if (r.server) o.emplace("server", to_json(*r.server));
+    if (r.status == mutation_status::rejected)
+        o.emplace("error", json::object{{"code", r.error_code}, {"message", r.error_message}});
+    return o;
+}
+
+inline json::value to_json(const push_response& r) {
+    json::array results;
+    results.reserve(r.results.size());
+    for (const auto& x : r.results) results.push_back(to_json(x));
+    return json::object{{"results", std::move(results)}};
+}
+
+inline json::value to_json(const pull_response& r) {
+    json::array changes;
+    changes.reserve(r.changes.size());
+    for (const auto& c : r.changes) changes.push_back(to_json(c));
+    return json::object{
+        {"changes", std::move(changes)}, {"cursor", r.cursor}, {"has_more", r.has_more}};
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+inline json::value error_body(errc code, std::string_view message) {
+    return json::object{{"error", json::object{{"code", to_string(code)}, {"message", message}}}};
+}
+
+/// The request target of a pull: "/v1/sync/pull?collection=C&since=N&limit=N".
+inline std::string pull_target(const pull_request& r) {
+    std::string t = "/v1/sync/pull?collection=";
+    static constexpr char hex[] = "0123456789ABCDEF";
+    for (unsigned char ch : r.collection) {
+        if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            t += char(ch);
+        } else {
+            t += '%';
+            t += hex[ch >> 4];
+            t += hex[ch & 15];
+        }
+    }
+    t += "&since=" + std::to_string(r.since) + "&limit=" + std::to_string(r.limit);
+    return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding: strict about shape and types, with a message that names the offending member.
+
+namespace detail {
+
+inline diagnostics shape_error(std::string message) {
+    return {make_error_code(errc::malformed_json), std::move(message)};
+}
+
+inline diagnostics get_uint(const json::object& o, std::string_view key, std::uint64_t& out,
+                            bool required = true) {
+    const auto* v = o.if_contains(key);
+    if (!v) {
+        if (!required) return {};
+        return shape_error("missing '" + std::string(key) + "'");
+    }
+    if (v->is_uint64()) out = v->get_uint64();
+    else if (v->is_int64() && v->get_int64() >= 0) out = std::uint64_t(v->get_int64());
+    else return shape_error("'" + std::string(key) + "' must be a non-negative integer");
+    if (out > max_safe_integer)
+        return shape_error("'" + std::string(key) + "' exceeds 2^53-1");
+    return {};
+}
+
+inline diagnostics get_string(const json::object& o, std::string_view key, std::string& out) {
+    const auto* v = o.if_contains(key);
+    if (!v || !v->is_string()) return shape_error("'" + std::string(key) + "' must be a string");
+    out.assign(v->get_string().data(), v->get_string().size());
+    return {};
+}
+
+inline diagnostics get_object(const json::object& o, std::string_view key, json::object& out) {
+    const auto* v = o.if_contains(key);
+    if (!v || !v->is_object()) return shape_error("'" + std::string(key) + "' must be an object");
+    out = v->get_object();
+    return {};
+}
+
+} // namespace detail
+
+inline diagnostics from_json(const json::value& jv, hlc_stamp& s) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("'stamp' must be an object");
+    std::uint64_t wall = 0, logical = 0;
+    if (auto d = detail::get_uint(*o, "wall", wall)) return d;
+    if (auto d = detail::get_uint(*o, "logical", logical)) return d;
+    if (logical > UINT32_MAX) return detail::shape_error("'logical' is out of range");
+    if (auto d = detail::get_string(*o, "node", s.node)) return d;
+    s.wall = std::int64_t(wall);
+    s.logical = std::uint32_t(logical);
+    return {};
+}
+
+inline diagnostics from_json(const json::value& jv, change& c) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("a change must be an object");
+    const auto* id = o->if_contains("id");
+    if (!id || !(id->is_string() || id->is_int64() || id->is_uint64()))
+        return {make_error_code(errc::invalid_id), "'id' must be a string or an integer"};
+    c.id = *id;
+    if (auto d = detail::get_uint(*o, "version", c.version)) return d;
+    const auto* del = o->if_contains("deleted");
+    if (!del || !del->is_bool()) return detail::shape_error("'deleted' must be a boolean");
+    c.deleted = del->get_bool();
+    const auto* stamp = o->if_contains("stamp");
+    if (!stamp) return detail::shape_error("missing 'stamp'");
+    if (auto d = from_json(*stamp, c.stamp)) return d;
+    return detail::get_object(*o, "value", c.value);
+}
+
+inline diagnostics from_json(const json::value& jv, mutation& m) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("a mutation must be an object");
+    if (auto d = detail::get_uint(*o, "mutation_id", m.mutation_id)) return d;
+    if (auto d = detail::get_string(*o, "collection", m.collection)) return d;
+    const auto* id = o->if_contains("id");
+    if (!id) return {make_error_code(errc::invalid_id), "missing 'id'"};
+    m.id = *id;
+    std::string op;
+    if (auto d = detail::get_string(*o, "op", op)) return d;
+    if (op == "upsert") m.op = mutation_op::upsert;
+    else if (op == "delete") m.op = mutation_op::remove;
+    else return detail::shape_error("'op' must be \"upsert\" or \"delete\"");
+    if (auto d = detail::get_uint(*o, "base_version", m.base_version)) return d;
+    const auto* stamp = o->if_contains("stamp");
+    if (!stamp) return detail::shape_error("missing 'stamp'");
+    if (auto d = from_json(*stamp, m.stamp)) return d;
+    m.fields.clear();
+    if (m.op == mutation_op::upsert) return detail::get_object(*o, "fields", m.fields);
+    return {};
+}
+
+inline diagnostics from_json(const json::value& jv, push_request& r) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("the push body must be a JSON object");
+    if (auto d = detail::get_string(*o, "client_id", r.client_id)) return d;
+    if (r.client_id.empty() || r.client_id.size() > 128)
+        return {make_error_code(errc::invalid_field), "'client_id' must be 1 to 128 bytes"};
+    const auto* muts = o->if_contains("mutations");
+    if (!muts || !muts->is_array()) return detail::shape_error("'mutations' must be an array");
+    r.mutations.clear();
+    r.mutations.resize(muts->get_array().size());
+    std::size_t i = 0;
+    for (const auto& m : muts->get_array()) {
+        if (auto d = from_json(m, r.mutations[i])) {
+            d.message = "mutations[" + std::to_string(i) + "]: " + d.message;
+            return d;
+        }
+        ++i;
+    }
+    return {};
+}
+
+inline diagnostics from_json(const json::value& jv, mutation_result& r) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("a result must be an object");
+    if (auto d = detail::get_uint(*o, "mutation_id", r.mutation_id)) return d;
+    std::string status;
+    if (auto d = detail::get_string(*o, "status", status)) return d;
+    if (status == "applied") {
+        r.status = mutation_status::applied;
+        if (auto d = detail::get_uint(*o, "version", r.version)) return d;
+    } else if (status == "conflict") {
+        r.status = mutation_status::conflict;
+        if (!o->contains("server")) return detail::shape_error("a conflict carries 'server'");
+    } else if (status == "rejected") {
+        r.status = mutation_status::rejected;
+        json::object err;
+        if (auto d = detail::get_object(*o, "error", err)) return d;
+        if (auto d = detail::get_string(err, "code", r.error_code)) return d;
+        if (auto d = detail::get_string(err, "message", r.error_message)) return d;
+    } else {
+        return detail::shape_error("unknown result status '" + status + "'");
+    }
+    r.server.reset();
+    if (const auto* s = o->if_contains("server")) {
+        r.server.emplace();
+        if (auto d = from_json(*s, *r.server)) return d;
+    }
+    return {};
+}
+
+inline diagnostics from_json(const json::value& jv, push_response& r) {
+    const auto* o = jv.if_object();
+    const auto* results = o ? o->if_contains("results") : nullptr;
+    if (!results || !results->is_array())
+        return detail::shape_error("a push response carries a 'results' array");
+    r.results.resize(results->get_array().size());
+    std::size_t i = 0;
+    for (const auto& x : results->get_array())
+        if (auto d = from_json(x, r.results[i++])) return d;
+    return {};
+}
+
+inline diagnostics from_json(const json::value& jv, pull_response& r) {
+    const auto* o = jv.if_object();
+    if (!o) return detail::shape_error("a pull response must be an object");
+    const auto* changes = o->if_contains("changes");
+    if (!changes || !changes->is_array()) return detail::shape_error("'changes' must be an array");
+    r.changes.resize(changes->get_array().size());
+    std::size_t i = 0;
+    for (const auto& c : changes->get_array())
+        if (auto d = from_json(c, r.changes[i++])) return d;
+    if (auto d = detail::get_uint(*o, "cursor", r.cursor)) return d;
+    const auto* more = o->if_contains("has_more");
+    if (!more || !more->is_bool()) return detail::shape_error("'has_more' must be a boolean");
+    r.has_more = more->get_bool();
+    return {};
+}
+
+/// Reads an error body; an unrecognised shape yields `fallback` with the raw text as message.
+inline diagnostics parse_error_body(std::string_view body, errc fallback) {
+    boost::system::error_code ec;
+    auto jv = json::parse(body, ec);
+    if (!ec && jv.is_object()) {
+        const auto* err = jv.get_object().if_contains("error");
+        if (err && err->is_object()) {
+            std::string code, message;
+            detail::get_string(err->get_object(), "code", code);
+            detail::get_string(err->get_object(), "message", message);
+            for (int e = 1; e <= int(errc::server_error); ++e)
+                if (code == to_string(errc(e))) return {make_error_code(errc(e)), message};
+            return {make_error_code(fallback), code + ": " + message};
+        }
+    }
+    return {make_error_code(fallback), std::string(body.substr(0, 200))};
+}
+
+/// Parses a pull target's query string (the part after '?').
+inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
+    r = pull_request{};
+    bool have_collection = false;
+    auto decode = [](std::string_view in, std::string& out) {
+        out.clear();
+        for (std::size_t i = 0; i < in.size(); ++i) {
+            if (in[i] == '%' && i + 2 < in.size()) {
+                int v = 0;
+                auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+                if (ec != std::errc{} || p != in.data() + i + 3) return false;
+                out += char(v);
+                i += 2;
+            } else if (in[i] == '%') {
+                return false;
+            } else {
+                out += in[i] == '+' ? ' ' : in[i];
+            }
+        }
+        return true;
+    };
+    auto number = [](std::string_view v, std::uint64_t& out) {
+        auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+        return ec == std::errc{} && p == v.data() + v.size() && !v.empty();
+    };
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        auto part = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        auto eq = part.find('=');
+        auto key = part.substr(0, eq);
+        auto val = eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+        if (key == "collection") {
+            if (!decode(val, r.collection) || r.collection.empty())
+                return {make_error_code(errc::unknown_collection), "bad 'collection' parameter"};
+            have_collection = true;
+        } else if (key == "since") {
+            if (!number(val, r.since) || r.since > max_safe_integer)
+                return {make_error_code(errc::invalid_field),
+                        "'since' must be a non-negative integer cursor"};
+        } else if (key == "limit") {
+            std::uint64_t limit = 0;
+            if (!number(val, limit) || limit == 0 || limit > max_pull_limit)
+                return {make_error_code(errc::invalid_field),
+                        "'limit' must be an integer from 1 to " + std::to_string(max_pull_limit)};
+            r.limit = std::uint32_t(limit);
+        }
+    }
+    if (!have_collection)
+        return {make_error_code(errc::unknown_collection), "missing 'collection' parameter"};
+    return {};
+}
+
+} // namespace offsync

@@ -1,0 +1,126 @@
+// offsync — a TransportPolicy that calls a sync service in the same process, through the wire
+// format, with fault injection. For tests, demos and benchmarks of everything but the network.
+#pragma once
+
+#include <offsync/error.hpp>
+#include <offsync/protocol.hpp>
+#include <offsync/server/sync_service.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace offsync {
+
+namespace asio = boost::asio;
+
+/// Faults a loopback transport injects. Each count is used up by one operation of its kind.
+struct loopback_faults {
+    int lose_push_requests = 0;  ///< pushes that fail before the server sees them
+    int lose_push_responses = 0; ///< pushes the server applies whose response is lost
+    int lose_pull_requests = 0;
+    int lose_pull_responses = 0;
+    std::chrono::milliseconds delay{0}; ///< every operation waits this long first (cancellable)
+    /// Runs after the server handled a request, before its response is delivered ("push",
+    /// "pull"): the moment at which a test edits while a push is in flight.
+    std::function<void(std::string_view operation)> after_server;
+};
+
+/// Carries requests to a `server::sync_service` in-process. Requests and responses are
+/// serialised to JSON text and parsed back, so the whole protocol is exercised, just not a
+/// socket. The service sees every request as coming from `user` (already authenticated).
+///
+/// Cancellation: both operations support terminal, partial and total cancellation while they
+/// wait (the `delay`); once the server has been called they complete with its answer.
+/// Thread safety: like an Asio I/O object, one operation at a time per transport.
+class loopback_transport {
+public:
+    using executor_type = asio::any_io_executor;
+
+    loopback_transport(executor_type ex, server::sync_service& service, std::string user)
+        : ex_(std::move(ex)), service_(&service), user_(std::move(user)) {}
+
+    executor_type get_executor() const noexcept { return ex_; }
+    loopback_faults& faults() noexcept { return faults_; }
+    /// Requests that reached the server.
+    std::size_t requests() const noexcept { return requests_; }
+    /// Bytes of request and response bodies carried.
+    std::size_t bytes() const noexcept { return bytes_; }
+
+    template <class Token>
+    auto async_push(const push_request& request, Token&& token) {
+        return run<push_response>(true, json::serialize(to_json(request)),
+                                  std::forward<Token>(token));
+    }
+
+    template <class Token>
+    auto async_pull(const pull_request& request, Token&& token) {
+        auto target = pull_target(request);
+        return run<pull_response>(false, target.substr(target.find('?') + 1),
+                                  std::forward<Token>(token));
+    }
+
+private:
+    template <class Response, class Token>
+    auto run(bool push, std::string payload, Token&& token) {
+        return asio::async_compose<Token, void(error_code, Response)>(
+            [this, push, payload = std::move(payload),
+             timer = std::make_unique<asio::steady_timer>(ex_),
+             waited = false](auto& self, error_code ec = {}) mutable {
+                if (!waited) {
+                    waited = true;
+                    timer->expires_after(faults_.delay);
+                    timer->async_wait(std::move(self));
+                    return;
+                }
+                Response response;
+                if (!ec) ec = exchange(push, payload, response);
+                self.complete(ec, std::move(response));
+            },
+            token, ex_);
+    }
+
+    template <class Response>
+    error_code exchange(bool push, const std::string& payload, Response& out) {
+        int& lose_request = push ? faults_.lose_push_requests : faults_.lose_pull_requests;
+        int& lose_response = push ? faults_.lose_push_responses : faults_.lose_pull_responses;
+        if (lose_request > 0) {
+            --lose_request;
+            return make_error_code(errc::transport_failure);
+        }
+        ++requests_;
+        auto answer = push ? service_->handle_push(user_, payload)
+                           : service_->handle_pull(user_, payload);
+        bytes_ += payload.size() + answer.body.size();
+        if (faults_.after_server) faults_.after_server(push ? "push" : "pull");
+        if (lose_response > 0) {
+            --lose_response;
+            return make_error_code(errc::transport_failure);
+        }
+        if (answer.status != 200)
+            return parse_error_body(answer.body, answer.status >= 500 ? errc::server_error
+                                                                       : errc::bad_response)
+                .code;
+        boost::system::error_code ec;
+        auto jv = json::parse(answer.body, ec);
+        if (ec || from_json(jv, out)) return make_error_code(errc::bad_response);
+        return {};
+    }
+
+    executor_type ex_;
+    server::sync_service* service_;
+    std::string user_;
+    loopback_faults faults_;
+    std::size_t requests_ = 0;
+    std::size_t bytes_ = 0;
+};
+
+} // namespace offsync

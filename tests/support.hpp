@@ -1,0 +1,102 @@
+// Test fixtures: a server with the Landmarks collections and in-process clients around it.
+#pragma once
+
+#include "../examples/landmarks/model.hpp"
+
+#include <offsync/offsync.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace offsync_test {
+
+namespace asio = boost::asio;
+using namespace offsync;
+using landmarks::Landmark;
+using landmarks::Reservation;
+
+/// A wall clock the test moves by hand; `offset_ms` skews it like a misset device clock.
+struct manual_clock {
+    std::int64_t now_ms = 1'764'000'000'000; // late 2025
+    wall_clock as_wall_clock(std::int64_t offset_ms = 0) {
+        return [this, offset_ms] { return now_ms + offset_ms; };
+    }
+};
+
+inline std::unique_ptr<server::sync_service> make_service(manual_clock& clock,
+                                                          server::service_config config = {}) {
+    config.clock = clock.as_wall_clock();
+    auto service = std::make_unique<server::sync_service>(config);
+    service->add_collection<Landmark>();
+    service->add_collection<Reservation>();
+    return service;
+}
+
+inline Landmark half_dome() {
+    Landmark l;
+    l.id = 1;
+    l.name = "Half Dome";
+    l.state = "California";
+    l.city = "Yosemite";
+    l.category = "mountains";
+    l.is_featured = true;
+    l.description = "A granite dome";
+    return l;
+}
+
+inline Landmark landmark(std::int64_t id, std::string name) {
+    Landmark l;
+    l.id = id;
+    l.name = std::move(name);
+    l.state = "Somewhere";
+    return l;
+}
+
+inline Reservation reservation(std::string id, std::string status = "confirmed",
+                               std::int32_t party = 2) {
+    Reservation r;
+    r.id = std::move(id);
+    r.landmark_id = 1;
+    r.date = std::chrono::sys_days{std::chrono::year{2026} / 12 / 24};
+    r.party_size = party;
+    r.status = std::move(status);
+    return r;
+}
+
+using engine_type = basic_sync_engine<memory_storage, loopback_transport>;
+
+/// One device: its store, replica, loopback transport and engine.
+struct client {
+    client(asio::io_context& io, server::sync_service& service, std::string user,
+           wall_clock clock, engine_config config = {})
+        : replica(storage, std::move(clock)), transport(io.get_executor(), service, std::move(user)),
+          engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
+        engine.add_collection<Landmark>();
+        engine.add_collection<Reservation>();
+    }
+
+    /// Runs one round to completion on the test's io_context.
+    sync_report sync() {
+        std::optional<sync_report> out;
+        engine.async_sync([&](error_code, sync_report r) { out = std::move(r); });
+        io_.restart();
+        io_.run();
+        REQUIRE(out);
+        return *out;
+    }
+
+    memory_storage storage;
+    basic_replica<memory_storage> replica;
+    loopback_transport transport;
+    engine_type engine;
+
+private:
+    asio::io_context& io_;
+};
+
+} // namespace offsync_test
