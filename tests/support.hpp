@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,12 +73,19 @@ using engine_type = basic_sync_engine<memory_storage, loopback_transport>;
 
 /// One device: its store, replica, loopback transport and engine.
 struct client {
+    /// Registers both Landmarks collections with their traits' policies unless
+    /// `register_collections` is given.
     client(asio::io_context& io, server::sync_service& service, std::string user,
-           wall_clock clock, engine_config config = {})
+           wall_clock clock, engine_config config = {},
+           std::function<void(engine_type&)> register_collections = {})
         : replica(storage, std::move(clock)), transport(io.get_executor(), service, std::move(user)),
           engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
-        engine.add_collection<Landmark>();
-        engine.add_collection<Reservation>();
+        if (register_collections) {
+            register_collections(engine);
+        } else {
+            engine.add_collection<Landmark>();
+            engine.add_collection<Reservation>();
+        }
     }
 
     /// Runs one round to completion on the test's io_context.
@@ -98,5 +106,27 @@ struct client {
 private:
     asio::io_context& io_;
 };
+
+/// A server with two landmarks, a manual clock and an io_context for its clients.
+struct world {
+    manual_clock clock;
+    asio::io_context io;
+    std::unique_ptr<server::sync_service> owned = make_service(clock);
+    server::sync_service& service = *owned;
+
+    world() {
+        service.admin_put("landmarks", to_json_object(half_dome()));
+        service.admin_put("landmarks", to_json_object(landmark(2, "Golden Gate Bridge")));
+    }
+    std::unique_ptr<client> device(std::string user, std::int64_t skew_ms = 0,
+                                   std::function<void(engine_type&)> collections = {}) {
+        return std::make_unique<client>(io, service, std::move(user),
+                                        clock.as_wall_clock(skew_ms), engine_config{},
+                                        std::move(collections));
+    }
+};
+
+/// Registers reservations with last-write-wins instead of the traits' ask-user.
+inline void lww_reservations(engine_type& e) { e.add_collection<Reservation>(last_write_wins{}); }
 
 } // namespace offsync_test

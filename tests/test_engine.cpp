@@ -3,23 +3,6 @@
 
 using namespace offsync_test;
 
-namespace {
-struct world {
-    manual_clock clock;
-    asio::io_context io;
-    std::unique_ptr<server::sync_service> owned = make_service(clock);
-    server::sync_service& service = *owned;
-
-    world() {
-        service.admin_put("landmarks", to_json_object(half_dome()));
-        service.admin_put("landmarks", to_json_object(landmark(2, "Golden Gate Bridge")));
-    }
-    std::unique_ptr<client> device(std::string user, std::int64_t skew_ms = 0) {
-        return std::make_unique<client>(io, service, std::move(user),
-                                        clock.as_wall_clock(skew_ms));
-    }
-};
-} // namespace
 
 TEST_CASE("a first sync pulls the catalog", "[engine]") {
     world w;
@@ -290,84 +273,89 @@ TEST_CASE("server-wins takes the server value and reports the discarded change",
 
 TEST_CASE("last-write-wins in both directions", "[engine][lww]") {
     world w;
-    auto phone = w.device("alice");
-    auto laptop = w.device("alice");
+    auto phone = w.device("alice", 0, lww_reservations);
+    auto laptop = w.device("alice", 0, lww_reservations);
+    phone->replica.put(reservation("r-1"));
     phone->sync();
     laptop->sync();
-    auto fav = [](client& c, bool on) {
-        auto l = *c.replica.get<Landmark>(1);
-        l.is_favorite = on;
-        c.replica.put(l);
-    };
 
-    SECTION("the later local edit wins and is re-pushed") {
-        fav(*phone, true);
+    SECTION("the later local edit wins and is re-pushed in the same round") {
+        phone->replica.put(reservation("r-1", "confirmed", 3));
         w.clock.now_ms += 1000;
-        fav(*laptop, false); // laptop's edit is later... but equals the server default:
-        fav(*laptop, true);
-        fav(*laptop, false);
+        laptop->replica.put(reservation("r-1", "confirmed", 5));
         phone->sync();
         auto r = laptop->sync();
+        CHECK(!r.error);
         CHECK(r.kept_local == 1);
-        CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == false);
+        CHECK(r.discarded.empty());
+        CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 5);
+        CHECK(laptop->replica.pending<Reservation>().dirty == 0);
         phone->sync();
-        CHECK_FALSE(phone->replica.get<Landmark>(1)->is_favorite);
+        CHECK(phone->replica.get<Reservation>("r-1")->party_size == 5);
     }
-    SECTION("the later server write wins and the local change is reported") {
-        fav(*laptop, true);
+    SECTION("the later server write wins and the local change is reported, not lost silently") {
+        laptop->replica.put(reservation("r-1", "confirmed", 5));
         w.clock.now_ms += 1000;
-        fav(*phone, true);
-        fav(*phone, false);
+        phone->replica.put(reservation("r-1", "confirmed", 3));
         phone->sync();
         auto r = laptop->sync();
         CHECK(r.took_server == 1);
-        CHECK(r.discarded.size() == 1);
-        CHECK_FALSE(laptop->replica.get<Landmark>(1)->is_favorite);
+        REQUIRE(r.discarded.size() == 1);
+        CHECK(r.discarded[0].local_value.at("party_size") == 5);
+        CHECK(laptop->replica.get<Reservation>("r-1")->party_size == 3);
+    }
+    SECTION("an exact tie is broken the same way on every device") {
+        phone->replica.put(reservation("r-1", "confirmed", 3));
+        laptop->replica.put(reservation("r-1", "confirmed", 5));
+        phone->sync();
+        laptop->sync();
+        phone->sync();
+        const auto expected = phone->engine.client_id() > laptop->engine.client_id() ? 3 : 5;
+        CHECK(phone->replica.get<Reservation>("r-1")->party_size == expected);
+        CHECK(laptop->replica.get<Reservation>("r-1")->party_size == expected);
     }
 }
 
-TEST_CASE("last-write-wins follows causality, not a device clock an hour fast", "[engine][lww]") {
+TEST_CASE("a device clock an hour fast does not make later edits lose", "[engine][lww]") {
     world w;
-    auto fast = w.device("alice", 3'600'000); // wall clock one hour ahead
-    auto normal = w.device("alice");
+    auto fast = w.device("alice", 3'600'000, lww_reservations);
+    auto normal = w.device("alice", 0, lww_reservations);
+    fast->replica.put(reservation("r-1", "confirmed", 3));
     fast->sync();
     normal->sync();
-
-    // The fast device favorites; the normal one sees it, then unfavorites a minute later.
-    auto l = *fast->replica.get<Landmark>(1);
-    l.is_favorite = true;
-    fast->replica.put(l);
-    fast->sync();
-    normal->sync();
-    REQUIRE(normal->replica.get<Landmark>(1)->is_favorite);
     w.clock.now_ms += 60'000;
-    l.is_favorite = false;
-    normal->replica.put(l);
-    // Meanwhile the fast device edits again, concurrently, so the server holds its write.
-    auto f = *fast->replica.get<Landmark>(1);
-    f.is_favorite = false;
-    f.is_favorite = true;
-    fast->replica.put(f); // unchanged value: no edit
-    normal->sync();
-    CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == false);
 
-    // A concurrent pair: the normal device edits after having seen the fast one's write, so
-    // its stamp is above the fast write even though its wall clock is an hour behind.
+    // The normal device edits a minute later, having seen the fast device's write. Server
+    // versions say it descends from that write: no conflict, whatever the clocks say.
+    normal->replica.put(reservation("r-1", "confirmed", 7));
+    auto r = normal->sync();
+    CHECK(r.conflict_count() == 0);
+    CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 7);
     fast->sync();
-    auto g = *fast->replica.get<Landmark>(1);
-    g.is_favorite = true;
-    fast->replica.put(g);
-    fast->sync(); // server: true, stamped at fast's wall clock (+1h)
+    CHECK(fast->replica.get<Reservation>("r-1")->party_size == 7);
+
+    // Its stamps follow causality: an edit after seeing the fast write stamps above it.
+    auto server_stamp = w.service.get("alice", "reservations", "r-1")->stamp;
+    normal->replica.put(reservation("r-1", "confirmed", 8));
+    auto txn = normal->storage.begin();
+    CHECK(txn.load("reservations", "r-1")->modified_at > server_stamp);
+}
+
+TEST_CASE("concurrent edits from a fast clock: the outcome is reported", "[engine][lww]") {
+    world w;
+    auto fast = w.device("alice", 3'600'000, lww_reservations);
+    auto normal = w.device("alice", 0, lww_reservations);
+    normal->replica.put(reservation("r-1"));
     normal->sync();
-    w.clock.now_ms += 1000;
-    auto h = *normal->replica.get<Landmark>(1);
-    REQUIRE(h.is_favorite);
-    h.is_favorite = false;
-    normal->replica.put(h);
-    // The fast device writes "true" again without having seen the normal device's edit.
-    // Not concurrent with what normal saw... so make the fast write concurrent:
-    normal->sync();
-    CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == false);
     fast->sync();
-    CHECK_FALSE(fast->replica.get<Landmark>(1)->is_favorite);
+    // Neither has seen the other's edit: wall time decides, and the fast clock wins. The
+    // normal device's change is listed as discarded so the app can surface it.
+    normal->replica.put(reservation("r-1", "confirmed", 4));
+    fast->replica.put(reservation("r-1", "confirmed", 9));
+    fast->sync();
+    auto r = normal->sync();
+    CHECK(r.took_server == 1);
+    REQUIRE(r.discarded.size() == 1);
+    CHECK(r.discarded[0].local_value.at("party_size") == 4);
+    CHECK(normal->replica.get<Reservation>("r-1")->party_size == 9);
 }

@@ -1,1 +1,332 @@
+// One test per "nothing lost" invariant of DESIGN.md, plus cancellation and single flight.
+// Each fails if its invariant breaks.
 #include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <thread>
+
+using namespace offsync_test;
+
+TEST_CASE("invariant 1: an edit made while its push is in flight survives", "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    a->replica.put(reservation("r-1", "confirmed", 2));
+    // The server applies party_size 2; before its answer arrives the user changes it to 4.
+    a->transport.faults().after_server = [&](std::string_view op) {
+        if (op == "push") a->replica.put(reservation("r-1", "confirmed", 4));
+        a->transport.faults().after_server = nullptr;
+    };
+    auto first = a->sync();
+    CHECK(!first.error);
+    CHECK(a->replica.get<Reservation>("r-1")->party_size == 4);
+    CHECK(a->replica.pending<Reservation>().dirty == 1); // the acknowledgement did not clear it
+    auto second = a->sync();
+    CHECK(second.conflict_count() == 0);
+    CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 4);
+    CHECK(a->replica.pending<Reservation>().dirty == 0);
+}
+
+TEST_CASE("invariant 3: a retry after a lost response is applied once, no conflict",
+          "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    auto b = w.device("alice");
+    a->replica.put(reservation("r-1"));
+    a->sync();
+    b->sync();
+    a->replica.put(reservation("r-1", "cancelled"));
+    a->transport.faults().lose_push_responses = 1;
+    auto lost = a->sync();
+    CHECK(lost.error == errc::transport_failure);
+    const auto after_first = w.service.last_version();
+    CHECK(a->replica.pending<Reservation>().dirty == 1);
+
+    SECTION("the same mutation again: the original outcome, no second write") {
+        auto retry = a->sync();
+        CHECK(!retry.error);
+        CHECK(retry.conflict_count() == 0);
+        CHECK(retry.applied == 1);
+        CHECK(w.service.last_version() == after_first);
+        CHECK(a->replica.pending<Reservation>().dirty == 0);
+    }
+    SECTION("edited again before the retry: still no conflict with itself") {
+        a->replica.put(reservation("r-1", "cancelled", 5));
+        auto retry = a->sync();
+        CHECK(retry.conflict_count() == 0);
+        auto server = w.service.get("alice", "reservations", "r-1");
+        CHECK(server->value.at("status") == "cancelled");
+        CHECK(server->value.at("party_size") == 5);
+    }
+    b->sync();
+    CHECK(b->replica.get<Reservation>("r-1")->status == "cancelled");
+}
+
+TEST_CASE("invariant 4: a round abandoned half-way is finished by a new engine on the store",
+          "[invariants]") {
+    world w;
+    memory_storage store;
+    basic_replica<memory_storage> replica(store, w.clock.as_wall_clock());
+    for (int i = 0; i < 7; ++i) replica.put(reservation("r-" + std::to_string(i)));
+    {
+        loopback_transport transport(w.io.get_executor(), w.service, "alice");
+        engine_config config;
+        config.push_batch_size = 2;
+        engine_type engine(w.io.get_executor(), replica, transport, config);
+        engine.add_collection<Reservation>();
+        // The second batch never arrives.
+        transport.faults().after_server = [&](std::string_view) {
+            transport.faults().lose_push_requests = 1;
+        };
+        std::optional<sync_report> report;
+        engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
+        w.io.run();
+        REQUIRE(report);
+        CHECK(report->error == errc::transport_failure);
+        CHECK(report->applied == 2);
+    }
+    CHECK(replica.pending<Reservation>().dirty == 5);
+    w.io.restart();
+    loopback_transport transport(w.io.get_executor(), w.service, "alice");
+    engine_type engine(w.io.get_executor(), replica, transport);
+    engine.add_collection<Reservation>();
+    std::optional<sync_report> report;
+    engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
+    w.io.run();
+    REQUIRE(report);
+    CHECK(!report->error);
+    CHECK(report->applied == 5);
+    CHECK(replica.pending<Reservation>().dirty == 0);
+    pull_response all;
+    REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, all));
+    CHECK(all.changes.size() == 7);
+    CHECK(w.service.last_version() == 2 + 7); // two landmarks, seven reservations: no repeats
+}
+
+TEST_CASE("invariant 4: a pull page and its cursor apply together or not at all",
+          "[invariants]") {
+    world w;
+    for (int i = 3; i < 13; ++i) w.service.admin_put("landmarks", to_json_object(landmark(i, "L")));
+    auto a = w.device("alice");
+    const char* failing_op = GENERATE("save", "set_cursor", "commit");
+    CAPTURE(failing_op);
+    bool armed = true;
+    a->storage.set_fault_hook([&](std::string_view op) {
+        if (armed && op == failing_op) {
+            armed = false;
+            return true;
+        }
+        return false;
+    });
+    auto failed = a->sync();
+    CHECK(failed.error == errc::storage_failure);
+    CHECK(a->replica.list<Landmark>().empty());
+    CHECK(a->storage.begin().cursor("landmarks") == 0);
+    auto ok = a->sync();
+    CHECK(!ok.error);
+    CHECK(a->replica.list<Landmark>().size() == 12);
+}
+
+TEST_CASE("invariant 4: a push result batch that fails to apply is retried whole",
+          "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    a->replica.put(reservation("r-1"));
+    a->replica.put(reservation("r-2"));
+    int commits = 0;
+    a->storage.set_fault_hook([&](std::string_view op) {
+        // Commit 1 stores the mutation ids; commit 2 would store the results.
+        return op == "commit" && ++commits == 2;
+    });
+    auto failed = a->sync();
+    CHECK(failed.error == errc::storage_failure);
+    CHECK(a->replica.pending<Reservation>().dirty == 2);
+    const auto version = w.service.last_version();
+    auto ok = a->sync();
+    CHECK(!ok.error);
+    CHECK(ok.conflict_count() == 0);
+    CHECK(w.service.last_version() == version); // the retry was recognised, not re-applied
+    CHECK(a->replica.pending<Reservation>().dirty == 0);
+}
+
+TEST_CASE("invariant 2: a pull never overwrites a dirty field or a parked record",
+          "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    auto b = w.device("alice");
+    a->replica.put(reservation("r-1"));
+    a->sync();
+    b->sync();
+    auto noted = reservation("r-1");
+    noted.notes = "b's note";
+    b->replica.put(noted);
+    a->replica.put(reservation("r-1", "cancelled"));
+    a->sync();
+    b->transport.faults().lose_push_requests = 1; // the pull happens, the push does not
+    {
+        // Pull by hand into b while its note is dirty.
+        pull_response page;
+        REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, page));
+        auto txn = b->storage.begin();
+        for (auto& c : page.changes) detail::apply_pulled(txn, schema_of<Reservation>(), c, 0);
+        txn.commit();
+    }
+    auto r = *b->replica.get<Reservation>("r-1");
+    CHECK(r.notes == "b's note");   // dirty: kept
+    CHECK(r.status == "cancelled"); // clean: taken
+}
+
+TEST_CASE("invariant 5: rejected mutations are parked with their reason and never block others",
+          "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    a->sync();
+    auto fake = landmark(99, "Not in the catalog");
+    a->replica.put(fake);               // clients cannot create catalog entries
+    auto renamed = *a->replica.get<Landmark>(1);
+    renamed.name = "Renamed by a client"; // nor rename one
+    a->replica.put(renamed);
+    a->replica.put(reservation("r-1"));   // fine
+    auto report = a->sync();
+    CHECK(!report.error);
+    CHECK(report.rejected == 2);
+    CHECK(report.applied == 1);
+    auto rejected = a->replica.rejected();
+    REQUIRE(rejected.size() == 2);
+    CHECK(a->replica.pending<Landmark>().rejected == 2);
+    // Parked: not pushed again.
+    CHECK(a->sync().pushed == 0);
+    // Dropping returns each to the server's version, or removes it if the server has none.
+    a->replica.drop_rejected<Landmark>(1);
+    a->replica.drop_rejected<Landmark>(99);
+    CHECK(a->replica.get<Landmark>(1)->name == "Half Dome");
+    CHECK_FALSE(a->replica.get<Landmark>(99));
+    CHECK(a->replica.rejected().empty());
+    CHECK_THROWS_AS(a->replica.drop_rejected<Landmark>(1), sync_error);
+}
+
+TEST_CASE("deletes travel as tombstones and delete-vs-update goes through the policy",
+          "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    auto b = w.device("alice");
+    a->replica.put(reservation("r-1"));
+    a->sync();
+    b->sync();
+    SECTION("a delete reaches the other device") {
+        CHECK(a->replica.erase<Reservation>("r-1"));
+        CHECK_FALSE(a->replica.get<Reservation>("r-1"));
+        a->sync();
+        CHECK(w.service.get("alice", "reservations", "r-1")->deleted);
+        b->sync();
+        CHECK_FALSE(b->replica.get<Reservation>("r-1"));
+    }
+    SECTION("update against a delete is asked of the user") {
+        a->replica.erase<Reservation>("r-1");
+        a->sync();
+        b->replica.put(reservation("r-1", "confirmed", 7));
+        auto r = b->sync();
+        CHECK(r.deferred == 1);
+        auto conflicts = b->replica.conflicts();
+        REQUIRE(conflicts.size() == 1);
+        CHECK(conflicts[0].server->deleted);
+        b->replica.resolve<Reservation>("r-1", resolve_choice::keep_mine); // recreate it
+        CHECK(b->sync().conflict_count() == 0);
+        CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 7);
+        a->sync();
+        CHECK(a->replica.get<Reservation>("r-1")->party_size == 7);
+    }
+    SECTION("delete against an update, use-server keeps the record") {
+        a->replica.put(reservation("r-1", "confirmed", 7));
+        a->sync();
+        b->replica.erase<Reservation>("r-1");
+        b->sync();
+        REQUIRE(b->replica.conflicts().size() == 1);
+        CHECK(b->replica.conflicts()[0].local_deleted);
+        b->replica.resolve<Reservation>("r-1", resolve_choice::use_server);
+        CHECK(b->replica.get<Reservation>("r-1")->party_size == 7);
+    }
+    SECTION("a record created and deleted offline never reaches the server") {
+        a->replica.put(reservation("r-2"));
+        a->replica.erase<Reservation>("r-2");
+        CHECK(a->sync().pushed == 0);
+        CHECK_FALSE(w.service.get("alice", "reservations", "r-2"));
+    }
+}
+
+TEST_CASE("a cursor ahead of the server restarts the pull from zero", "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    a->sync();
+    {
+        auto txn = a->storage.begin();
+        txn.set_cursor("landmarks", 1000);
+        txn.commit();
+    }
+    auto r = a->sync();
+    CHECK(!r.error);
+    CHECK(a->storage.begin().cursor("landmarks") <= w.service.last_version());
+}
+
+TEST_CASE("cancellation in the middle of a round leaves the store consistent",
+          "[invariants][cancel]") {
+    world w;
+    auto a = w.device("alice");
+    for (int i = 0; i < 6; ++i) a->replica.put(reservation("r-" + std::to_string(i)));
+    a->transport.faults().delay = std::chrono::milliseconds(200);
+    asio::cancellation_signal cancel;
+    std::optional<std::pair<error_code, sync_report>> result;
+    a->engine.async_sync(asio::bind_cancellation_slot(
+        cancel.slot(), [&](error_code ec, sync_report r) { result.emplace(ec, std::move(r)); }));
+    asio::steady_timer timer(w.io, std::chrono::milliseconds(20));
+    timer.async_wait([&](error_code) { cancel.emit(asio::cancellation_type::terminal); });
+    w.io.run();
+    REQUIRE(result);
+    CHECK(result->first == asio::error::operation_aborted);
+    CHECK(a->replica.pending<Reservation>().dirty == 6);
+    a->transport.faults().delay = {};
+    auto after = a->sync();
+    CHECK(!after.error);
+    CHECK(a->replica.pending<Reservation>().dirty == 0);
+    CHECK(after.applied == 6);
+}
+
+TEST_CASE("requests during a round coalesce into one more round; a waiter can cancel",
+          "[invariants][cancel]") {
+    world w;
+    std::size_t rounds = 0;
+    engine_config config;
+    config.on_event = [&](const sync_event& e) {
+        if (e.what == sync_event::kind::round_started) ++rounds;
+    };
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    a.transport.faults().delay = std::chrono::milliseconds(5);
+    int completed = 0;
+    error_code cancelled_ec;
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    asio::cancellation_signal cancel;
+    a.engine.async_sync(asio::bind_cancellation_slot(
+        cancel.slot(), [&](error_code ec, sync_report) { cancelled_ec = ec; }));
+    asio::post(w.io, [&] { cancel.emit(asio::cancellation_type::terminal); });
+    w.io.run();
+    CHECK(completed == 3);
+    CHECK(rounds == 2);
+    CHECK(cancelled_ec == asio::error::operation_aborted);
+}
+
+TEST_CASE("async_sync works with use_future from another thread", "[invariants]") {
+    world w;
+    auto a = w.device("alice");
+    auto work = asio::make_work_guard(w.io);
+    std::thread runner([&] { w.io.run(); });
+    auto future = a->engine.async_sync(asio::use_future);
+    auto report = future.get();
+    work.reset();
+    runner.join();
+    CHECK(!report.error);
+    CHECK(report.pulled == 2);
+}

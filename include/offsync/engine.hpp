@@ -24,6 +24,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -118,14 +119,25 @@ public:
     template <class Token = asio::deferred_t>
     auto async_sync(Token&& token = {}) {
         return asio::async_initiate<Token, completion_signature>(
-            [this](auto handler) {
-                auto slot = asio::get_associated_cancellation_slot(handler);
+            [this](auto raw_handler) {
                 asio::any_io_executor work = asio::prefer(
-                    asio::get_associated_executor(handler, strand_),
+                    asio::get_associated_executor(raw_handler, strand_),
                     asio::execution::outstanding_work.tracked);
-                asio::dispatch(strand_, [this, slot, work = std::move(work),
+                // Type-erase first: the erased handler forwards the caller's slot to a slot of
+                // its own, and that inner slot is the one to listen on.
+                handler_type handler(std::move(raw_handler));
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                const auto id = ++last_waiter_id_;
+                // Installed before anything is queued, so a cancellation emitted right after
+                // this call is not lost; it reaches the strand after the request itself.
+                if (slot.is_connected())
+                    slot.assign([this, id](asio::cancellation_type type) {
+                        if (type != asio::cancellation_type::none)
+                            asio::dispatch(strand_, [this, id] { cancel_waiter(id); });
+                    });
+                asio::dispatch(strand_, [this, slot, id, work = std::move(work),
                                          h = std::move(handler)]() mutable {
-                    enqueue(waiter{handler_type(std::move(h)), slot, std::move(work), 0});
+                    enqueue(waiter{std::move(h), slot, std::move(work), id});
                 });
             },
             token);
@@ -150,13 +162,6 @@ private:
     };
 
     void enqueue(waiter w) {
-        w.id = ++last_waiter_id_;
-        if (w.slot.is_connected()) {
-            w.slot.assign([this, id = w.id](asio::cancellation_type type) {
-                if (type != asio::cancellation_type::none)
-                    asio::dispatch(strand_, [this, id] { cancel_waiter(id); });
-            });
-        }
         (running_ ? next_ : current_).push_back(std::move(w));
         if (!running_) start_round();
     }
@@ -415,7 +420,7 @@ private:
     std::vector<collection_entry> collections_;
     bool running_ = false;
     std::vector<waiter> current_, next_;
-    std::uint64_t last_waiter_id_ = 0;
+    std::atomic<std::uint64_t> last_waiter_id_{0};
     std::shared_ptr<asio::cancellation_signal> signal_;
 };
 
