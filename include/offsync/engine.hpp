@@ -297,6 +297,9 @@ private:
         std::size_t applied = 0;
         std::vector<conflict_report> conflicts;
         std::vector<rejection_report> rejections;
+        // The transaction holds the store's lock: it ends before any event handler runs, so a
+        // handler may read the store. Conflict policies run inside it and must not.
+        {
         auto txn = replica_.storage().begin();
         for (std::size_t i = 0; i < response.results.size(); ++i) {
             const auto& result = response.results[i];
@@ -334,6 +337,7 @@ private:
             conflicts.push_back(std::move(entry));
         }
         txn.commit();
+        }
 
         report.applied += applied;
         emit(sync_event::kind::batch_pushed, schema.name, applied);

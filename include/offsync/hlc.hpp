@@ -47,13 +47,24 @@ struct hlc_state {
     friend bool operator==(const hlc_state&, const hlc_state&) = default;
 };
 
+/// Advances the logical counter; at its limit the stamp moves to the next millisecond instead
+/// of wrapping, which would order a later stamp before an earlier one.
+inline void bump(hlc_state& state) {
+    if (state.logical == UINT32_MAX) {
+        ++state.wall;
+        state.logical = 0;
+    } else {
+        ++state.logical;
+    }
+}
+
 /// Issues a stamp for a local event and advances `state`.
 inline hlc_stamp hlc_tick(hlc_state& state, std::int64_t physical_ms, const std::string& node) {
     if (physical_ms > state.wall) {
         state.wall = physical_ms;
         state.logical = 0;
     } else {
-        ++state.logical;
+        bump(state);
     }
     return hlc_stamp{state.wall, state.logical, node};
 }
@@ -61,15 +72,18 @@ inline hlc_stamp hlc_tick(hlc_state& state, std::int64_t physical_ms, const std:
 /// Folds a stamp received from elsewhere into `state`, so later local stamps order after it.
 inline void hlc_observe(hlc_state& state, const hlc_stamp& seen, std::int64_t physical_ms) {
     const auto wall = std::max({state.wall, seen.wall, physical_ms});
+    if (wall == physical_ms && wall != state.wall && wall != seen.wall) {
+        state.wall = wall;
+        state.logical = 0;
+        return;
+    }
     std::uint32_t logical = 0;
-    if (wall == state.wall && wall == seen.wall)
-        logical = std::max(state.logical, seen.logical) + 1;
-    else if (wall == state.wall)
-        logical = state.logical + 1;
-    else if (wall == seen.wall)
-        logical = seen.logical + 1;
+    if (wall == state.wall && wall == seen.wall) logical = std::max(state.logical, seen.logical);
+    else if (wall == state.wall) logical = state.logical;
+    else logical = seen.logical;
     state.wall = wall;
     state.logical = logical;
+    bump(state);
 }
 
 } // namespace offsync

@@ -83,7 +83,7 @@ struct pull_response {
     bool has_more = false;
 };
 
-/// Most changes a pull page may ask for; the server caps `limit` to this.
+/// Most changes a pull page may ask for; a larger `limit` on the wire is refused (400).
 inline constexpr std::uint32_t max_pull_limit = 5000;
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
         out.clear();
         for (std::size_t i = 0; i < in.size(); ++i) {
             if (in[i] == '%' && i + 2 < in.size()) {
-                int v = 0;
+                unsigned v = 0; // unsigned: from_chars then rejects a sign, as in "%-1"
                 auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
                 if (ec != std::errc{} || p != in.data() + i + 3) return false;
                 out += char(v);

@@ -123,6 +123,8 @@ public:
                         std::to_string(config_.max_mutations_per_push) + " per push"};
         if (request.client_id.empty())
             return {make_error_code(errc::invalid_field), "'client_id' must not be empty"};
+        if (user.empty())
+            return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
         std::vector<std::string> keys(request.mutations.size());
         for (std::size_t i = 0; i < request.mutations.size(); ++i) {
@@ -162,6 +164,7 @@ public:
     /// version above `since`, ascending, each record at its latest version.
     diagnostics pull(std::string_view user, const pull_request& request,
                      pull_response& response) {
+        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
         auto* coll = find(request.collection);
         if (!coll)
@@ -421,6 +424,11 @@ private:
         }
 
         mutation_result r;
+        if (m.op == mutation_op::upsert && patch_mask == 0 && base && !base->deleted) {
+            // Nothing to write: answer with the version the client's record now matches.
+            r.version = current()->version;
+            return r;
+        }
         if (m.op == mutation_op::remove) {
             r.version = !base ? last_version_
                         : base->deleted ? base->version
