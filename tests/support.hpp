@@ -124,6 +124,20 @@ struct world {
                                         clock.as_wall_clock(skew_ms), engine_config{},
                                         std::move(collections));
     }
+
+    struct device_pair {
+        std::unique_ptr<client> first, second;
+    };
+    /// Two of alice's devices that both hold reservation `id` ("confirmed", party of 2),
+    /// created on the first and synced to both.
+    device_pair alice_devices_sharing(const std::string& id,
+                                      std::function<void(engine_type&)> collections = {}) {
+        device_pair pair{device("alice", 0, collections), device("alice", 0, collections)};
+        pair.first->replica.put(reservation(id));
+        pair.first->sync();
+        pair.second->sync();
+        return pair;
+    }
 };
 
 /// Registers reservations with last-write-wins instead of the traits' ask-user.

@@ -94,11 +94,7 @@ TEST_CASE("a dirty favorite survives a pull that changes other fields", "[engine
 
 TEST_CASE("a stale reservation push conflicts and is parked for the user", "[engine][seed]") {
     world w;
-    auto phone = w.device("alice");
-    auto laptop = w.device("alice");
-    phone->replica.put(reservation("r-1"));
-    phone->sync();
-    laptop->sync();
+    auto [phone, laptop] = w.alice_devices_sharing("r-1");
     REQUIRE(laptop->replica.get<Reservation>("r-1"));
 
     // Both devices change the party size of the same reservation offline.
@@ -169,11 +165,7 @@ TEST_CASE("a stale reservation push conflicts and is parked for the user", "[eng
 
 TEST_CASE("keep-mine conflicts again only when the server moved once more", "[engine]") {
     world w;
-    auto phone = w.device("alice");
-    auto laptop = w.device("alice");
-    phone->replica.put(reservation("r-1"));
-    phone->sync();
-    laptop->sync();
+    auto [phone, laptop] = w.alice_devices_sharing("r-1");
     phone->replica.put(reservation("r-1", "cancelled", 3));
     phone->sync();
     laptop->replica.put(reservation("r-1", "confirmed", 4));
@@ -194,11 +186,7 @@ TEST_CASE("keep-mine conflicts again only when the server moved once more", "[en
 TEST_CASE("a pull refreshes a parked conflict so keep-mine meets the newest server version",
           "[engine]") {
     world w;
-    auto phone = w.device("alice");
-    auto laptop = w.device("alice");
-    phone->replica.put(reservation("r-1"));
-    phone->sync();
-    laptop->sync();
+    auto [phone, laptop] = w.alice_devices_sharing("r-1");
     phone->replica.put(reservation("r-1", "cancelled", 3));
     phone->sync();
     laptop->replica.put(reservation("r-1", "confirmed", 4));
@@ -218,11 +206,7 @@ TEST_CASE("a pull refreshes a parked conflict so keep-mine meets the newest serv
 
 TEST_CASE("edits to different fields of one record merge without a conflict", "[engine]") {
     world w;
-    auto phone = w.device("alice");
-    auto laptop = w.device("alice");
-    phone->replica.put(reservation("r-1"));
-    phone->sync();
-    laptop->sync();
+    auto [phone, laptop] = w.alice_devices_sharing("r-1");
     phone->replica.put(reservation("r-1", "cancelled"));
     auto noted = reservation("r-1");
     noted.notes = "window seat";
@@ -273,11 +257,7 @@ TEST_CASE("server-wins takes the server value and reports the discarded change",
 
 TEST_CASE("last-write-wins in both directions", "[engine][lww]") {
     world w;
-    auto phone = w.device("alice", 0, lww_reservations);
-    auto laptop = w.device("alice", 0, lww_reservations);
-    phone->replica.put(reservation("r-1"));
-    phone->sync();
-    laptop->sync();
+    auto [phone, laptop] = w.alice_devices_sharing("r-1", lww_reservations);
 
     SECTION("the later local edit wins and is re-pushed in the same round") {
         phone->replica.put(reservation("r-1", "confirmed", 3));

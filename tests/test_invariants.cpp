@@ -32,11 +32,7 @@ TEST_CASE("invariant 1: an edit made while its push is in flight survives", "[in
 TEST_CASE("invariant 3: a retry after a lost response is applied once, no conflict",
           "[invariants]") {
     world w;
-    auto a = w.device("alice");
-    auto b = w.device("alice");
-    a->replica.put(reservation("r-1"));
-    a->sync();
-    b->sync();
+    auto [a, b] = w.alice_devices_sharing("r-1");
     a->replica.put(reservation("r-1", "cancelled"));
     a->transport.faults().lose_push_responses = 1;
     auto lost = a->sync();
@@ -154,11 +150,7 @@ TEST_CASE("invariant 4: a push result batch that fails to apply is retried whole
 TEST_CASE("invariant 2: a pull never overwrites a dirty field or a parked record",
           "[invariants]") {
     world w;
-    auto a = w.device("alice");
-    auto b = w.device("alice");
-    a->replica.put(reservation("r-1"));
-    a->sync();
-    b->sync();
+    auto [a, b] = w.alice_devices_sharing("r-1");
     auto noted = reservation("r-1");
     noted.notes = "b's note";
     b->replica.put(noted);
@@ -210,11 +202,7 @@ TEST_CASE("invariant 5: rejected mutations are parked with their reason and neve
 TEST_CASE("deletes travel as tombstones and delete-vs-update goes through the policy",
           "[invariants]") {
     world w;
-    auto a = w.device("alice");
-    auto b = w.device("alice");
-    a->replica.put(reservation("r-1"));
-    a->sync();
-    b->sync();
+    auto [a, b] = w.alice_devices_sharing("r-1");
     SECTION("a delete reaches the other device") {
         CHECK(a->replica.erase<Reservation>("r-1"));
         CHECK_FALSE(a->replica.get<Reservation>("r-1"));
