@@ -12,6 +12,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -267,6 +268,65 @@ public:
         return last_version_;
     }
 
+    // --- Per-record REST: what the HTTP server's `/v1/C` and `/v1/C/{id}` routes call. Same
+    // scope and validation as a push, through the same write path, but without idempotency
+    // (a REST request carries no mutation id).
+
+    /// Every live record of `collection` as `user` sees it, in version order. No paging: a
+    /// plain client with a large collection should page the change feed instead.
+    diagnostics list(std::string_view user, std::string_view collection,
+                     std::vector<change>& out) {
+        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
+        std::lock_guard lock(mutex_);
+        auto* coll = find(collection);
+        if (!coll) return unknown_collection(collection);
+        out.clear();
+        const bool shared = coll->schema.scope == scope::shared;
+        if (const auto* feed = feed_of(*coll, shared ? std::string_view() : user))
+            for (const auto& [version, key] : *feed)
+                if (auto c = view(*coll, user, key); c && !c->deleted)
+                    out.push_back(std::move(*c));
+        return {};
+    }
+
+    /// One live record as `user` sees it. `id` is the id as it appears in a URL path (already
+    /// percent-decoded): the string itself, or an integer's decimal digits.
+    diagnostics get_record(std::string_view user, std::string_view collection,
+                           std::string_view id, change& out) {
+        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
+        std::lock_guard lock(mutex_);
+        auto* coll = find(collection);
+        if (!coll) return unknown_collection(collection);
+        std::string key;
+        if (auto d = key_from_text(coll->schema, id, key)) return d;
+        auto c = view(*coll, user, key);
+        if (!c || c->deleted) return not_found(coll->schema, key);
+        out = std::move(*c);
+        return {};
+    }
+
+    /// Writes the fields of `fields` (a patch, or every field) to one record as `user`.
+    /// `base_version` is the version the caller's copy derives from; without one the write is
+    /// unconditional. A field written since `base_version` answers `version_conflict` with the
+    /// server's record in `out`; every REST write counts as a writer of its own, so the caller's
+    /// own earlier REST writes count too. A refused write (scope, types, unknown fields) answers
+    /// its code, and `out` holds the server's record when one exists. On success `out` is the
+    /// record as it is now.
+    diagnostics put_record(std::string_view user, std::string_view collection,
+                           std::string_view id, const json::object& fields,
+                           std::optional<std::uint64_t> base_version, change& out) {
+        return rest_write(user, collection, id, mutation_op::upsert, &fields, base_version, out);
+    }
+
+    /// Deletes one record as `user` (a tombstone the change feed carries). Conflicts, scope and
+    /// `base_version` as for `put_record`; deleting a record that does not exist is `not_found`.
+    /// On success `out` is the tombstone.
+    diagnostics delete_record(std::string_view user, std::string_view collection,
+                              std::string_view id, std::optional<std::uint64_t> base_version,
+                              change& out) {
+        return rest_write(user, collection, id, mutation_op::remove, nullptr, base_version, out);
+    }
+
 private:
     struct field_meta {
         std::uint64_t version = 0;
@@ -289,6 +349,73 @@ private:
         /// Per owner: version -> key, the latest version of each record only.
         std::map<std::string, feed_map, std::less<>> feeds;
     };
+
+    static diagnostics unknown_collection(std::string_view name) {
+        return {make_error_code(errc::unknown_collection),
+                "unknown collection '" + std::string(name) + "'"};
+    }
+    static diagnostics not_found(const collection_schema& schema, std::string_view key) {
+        return {make_error_code(errc::not_found),
+                schema.name + "/" + std::string(key) + " does not exist"};
+    }
+
+    /// The key of an id written in a URL path: a string id as is, an integer id as decimal
+    /// digits (an optional '-', no '+', no leading or trailing junk).
+    static diagnostics key_from_text(const collection_schema& schema, std::string_view text,
+                                     std::string& key) {
+        if (schema.key == key_kind::string) return key_from_json(schema, json::string(text), key);
+        std::int64_t n = 0;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+        if (text.empty() || ec != std::errc{} || p != text.data() + text.size())
+            return {make_error_code(errc::invalid_id), "id must be an integer"};
+        key = std::to_string(n);
+        if (key != text) return {make_error_code(errc::invalid_id), "id must be an integer"};
+        return {};
+    }
+
+    diagnostics rest_write(std::string_view user, std::string_view collection,
+                           std::string_view id, mutation_op op, const json::object* fields,
+                           std::optional<std::uint64_t> base_version, change& out) {
+        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
+        std::lock_guard lock(mutex_);
+        auto* coll = find(collection);
+        if (!coll) return unknown_collection(collection);
+        std::string key;
+        if (auto d = key_from_text(coll->schema, id, key)) return d;
+        auto current = view(*coll, user, key);
+        if (op == mutation_op::remove && (!current || current->deleted))
+            return not_found(coll->schema, key);
+        mutation m;
+        m.collection = coll->schema.name;
+        m.id = key_to_json(coll->schema, key);
+        m.op = op;
+        if (fields) m.fields = *fields;
+        // Unconditional: based on what the caller would see now.
+        m.base_version = base_version ? *base_version : current ? current->version : 0;
+        // A writer id of its own per request, so that no earlier write is ever "this client's".
+        const auto writer = "rest:" + std::string(user) + ":" + std::to_string(++rest_writes_);
+        const auto now = config_.clock();
+        m.stamp = hlc_tick(clock_, now, "rest:" + std::string(user));
+        auto result = apply_one(user, writer, *coll, key, m);
+        switch (result.status) {
+        case mutation_status::applied:
+            out = *view(*coll, user, key);
+            return {};
+        case mutation_status::conflict:
+            out = std::move(*result.server);
+            return {make_error_code(errc::version_conflict),
+                    coll->schema.name + "/" + key + " was written since version " +
+                        std::to_string(m.base_version) + "; it is now at version " +
+                        std::to_string(out.version)};
+        case mutation_status::rejected:
+            out = result.server ? std::move(*result.server) : change{};
+            for (int e = 1; e <= int(errc::server_error); ++e)
+                if (result.error_code == to_string(errc(e)))
+                    return {make_error_code(errc(e)), result.error_message};
+            return {make_error_code(errc::invalid_field), result.error_message};
+        }
+        return {};
+    }
 
     template <class T>
     static diagnostics parse_body(std::string_view body, T& out) {
@@ -497,6 +624,7 @@ private:
     /// (user, client id) -> mutation id -> its result, for idempotent retries.
     std::unordered_map<std::string, std::map<std::uint64_t, mutation_result>> applied_;
     std::uint64_t last_version_ = 0;
+    std::uint64_t rest_writes_ = 0;
     hlc_state clock_;
 };
 

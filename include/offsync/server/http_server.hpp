@@ -1,0 +1,717 @@
+// offsync — the HTTP/1.1 front of a sync service, on Boost.Beast: the protocol v1 routes, per-record
+// REST, health, Bearer authentication, limits and graceful shutdown.
+#pragma once
+
+#include <offsync/error.hpp>
+#include <offsync/protocol.hpp>
+#include <offsync/server/auth.hpp>
+#include <offsync/server/sync_service.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace offsync::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+
+/// One request as the server answered it: what the request log line holds. The views point into
+/// the request and are valid only during the logger call. The token is never logged.
+struct request_log {
+    std::uint64_t connection = 0;     ///< per-server connection number, from 1
+    std::string_view remote;          ///< the peer's address and port
+    std::string_view method;          ///< empty when the request could not be parsed
+    std::string_view target;          ///< path and query as sent
+    unsigned status = 0;
+    std::string_view user;            ///< the authenticated user; empty when there is none
+    std::string_view error;           ///< the error body's code; empty on success
+    std::size_t request_bytes = 0;    ///< body bytes received
+    std::size_t response_bytes = 0;   ///< body bytes sent
+    std::chrono::microseconds duration{0}; ///< from the whole request read to the response sent
+};
+
+/// A request log record as one JSON line (no trailing newline): what a structured log wants.
+inline std::string format_log_line(const request_log& r) {
+    json::object o;
+    o.emplace("conn", r.connection);
+    o.emplace("remote", r.remote);
+    o.emplace("method", r.method);
+    o.emplace("target", r.target);
+    o.emplace("status", r.status);
+    o.emplace("user", r.user);
+    if (!r.error.empty()) o.emplace("error", r.error);
+    o.emplace("in", r.request_bytes);
+    o.emplace("out", r.response_bytes);
+    o.emplace("us", r.duration.count());
+    return json::serialize(o);
+}
+
+/// Limits and hooks of an HTTP server. The defaults suit a server on the open internet.
+struct http_server_config {
+    /// Largest request body; a larger one is answered `413 batch_too_large` and the connection
+    /// is closed (a `Content-Length` above it is refused before the body is read).
+    std::size_t max_body_bytes = 8u << 20;
+    /// Largest request line plus headers; larger is answered 431 and the connection closed.
+    std::size_t max_header_bytes = 16u << 10;
+    /// How long one request may take to arrive, from its first byte to its last, and how long
+    /// writing its response may take. A client that stalls mid-request is disconnected.
+    std::chrono::milliseconds read_timeout{30'000};
+    /// How long a keep-alive connection may wait for the first byte of its next request.
+    std::chrono::milliseconds idle_timeout{60'000};
+    /// Open connections served at once. Beyond it a new connection is answered
+    /// `503 server_error` with `Retry-After` and closed.
+    std::size_t max_connections = 512;
+    /// The `Retry-After` (seconds) of a 503 for too many connections.
+    std::chrono::seconds busy_retry_after{1};
+    /// How long `async_shutdown` lets in-flight requests finish before it closes their
+    /// connections.
+    std::chrono::milliseconds drain_timeout{10'000};
+    /// Called once per request, after its response was written (or failed to be), on the
+    /// connection's executor; may be called from several threads at once. Default: no log.
+    std::function<void(const request_log&)> log;
+};
+
+namespace detail {
+
+using http_request = http::request<http::string_body>;
+using http_response = http::response<http::string_body>;
+
+/// What the router answered, and what the log line needs to know about it.
+struct routed {
+    http_response response;
+    std::string user;
+    std::string error; ///< the error body's code, when the answer is an error
+};
+
+inline void set_json(http_response& res, unsigned status, std::string body) {
+    res.result(status);
+    res.set(http::field::content_type, "application/json");
+    res.body() = std::move(body);
+}
+
+inline void set_error(routed& r, unsigned status, errc code, std::string_view message) {
+    set_json(r.response, status, json::serialize(error_body(code, message)));
+    r.error = to_string(code);
+}
+
+inline void set_error(routed& r, const diagnostics& d) {
+    const auto code =
+        d.code.category() == offsync_category() ? errc(d.code.value()) : errc::server_error;
+    set_error(r, http_status(d.code), code, d.message);
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+
+inline std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+/// The token of an `Authorization: Bearer <token>` header; empty if there is none.
+inline std::string_view bearer_token(const http_request& req) {
+    auto it = req.find(http::field::authorization);
+    if (it == req.end()) return {};
+    auto v = trim(std::string_view(it->value().data(), it->value().size()));
+    if (v.size() < 7 || !iequals(v.substr(0, 6), "bearer") || (v[6] != ' ' && v[6] != '\t'))
+        return {};
+    return trim(v.substr(7));
+}
+
+inline bool is_json(const http_request& req) {
+    auto it = req.find(http::field::content_type);
+    if (it == req.end()) return false;
+    auto v = std::string_view(it->value().data(), it->value().size());
+    return iequals(trim(v.substr(0, v.find(';'))), "application/json");
+}
+
+/// Percent-decodes one path segment; false on a broken escape.
+inline bool decode_segment(std::string_view in, std::string& out) {
+    out.clear();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] != '%') {
+            out += in[i];
+            continue;
+        }
+        if (i + 2 >= in.size()) return false;
+        unsigned v = 0;
+        auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+        if (ec != std::errc{} || p != in.data() + i + 3) return false;
+        out += char(v);
+        i += 2;
+    }
+    return true;
+}
+
+/// The version of an `If-Match: "42"` header (quotes optional): the base of a REST write.
+inline diagnostics if_match_version(const http_request& req, std::optional<std::uint64_t>& out) {
+    out.reset();
+    auto it = req.find(http::field::if_match);
+    if (it == req.end()) return {};
+    auto v = trim(std::string_view(it->value().data(), it->value().size()));
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    std::uint64_t n = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || ec != std::errc{} || p != v.data() + v.size() || n > max_safe_integer)
+        return {make_error_code(errc::invalid_field),
+                "If-Match must be one version ETag, like \"42\""};
+    out = n;
+    return {};
+}
+
+inline std::string etag(std::uint64_t version) { return '"' + std::to_string(version) + '"'; }
+
+inline void method_not_allowed(routed& r, std::string_view allow) {
+    r.response.set(http::field::allow, allow);
+    set_error(r, 405, errc::not_found, "method not allowed here; allowed: " + std::string(allow));
+}
+
+inline void answer_change(routed& r, unsigned status, const change& c) {
+    set_json(r.response, status, json::serialize(to_json(c)));
+    r.response.set(http::field::etag, etag(c.version));
+}
+
+/// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
+/// report that the server drains.
+inline routed route(sync_service& service, const authenticator& auth, const http_request& req,
+                    bool stopping) {
+    routed r;
+    r.response.version(11);
+    const auto target = std::string_view(req.target().data(), req.target().size());
+    const auto qpos = target.find('?');
+    const auto path = target.substr(0, qpos);
+    const auto query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
+    const auto method = req.method();
+
+    if (path == "/healthz") {
+        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
+        json::object o{{"status", stopping ? "stopping" : "ok"},
+                       {"storage", "ready"},
+                       {"last_version", service.last_version()}};
+        set_json(r.response, stopping ? 503 : 200, json::serialize(o));
+        return r;
+    }
+
+    // Everything else needs a user, even a route that does not exist: nothing about the API
+    // is revealed to an unauthenticated caller.
+    const auto token = bearer_token(req);
+    std::optional<std::string> user;
+    if (!token.empty() && auth) user = auth(token);
+    if (!user || user->empty()) {
+        r.response.set(http::field::www_authenticate, "Bearer");
+        set_error(r, 401, errc::unauthorized,
+                  token.empty() ? "missing Authorization: Bearer token" : "token not accepted");
+        return r;
+    }
+    r.user = *user;
+
+    auto reply = [&](const service_response& s) {
+        set_json(r.response, s.status, s.body);
+        if (s.status != 200) {
+            auto d = parse_error_body(s.body, errc::server_error);
+            r.error = d.code.category() == offsync_category() ? to_string(errc(d.code.value()))
+                                                              : "server_error";
+        }
+    };
+
+    if (path == "/v1/sync/push") {
+        if (method != http::verb::post) return method_not_allowed(r, "POST"), r;
+        if (!is_json(req))
+            return set_error(r, 415, errc::malformed_json, "Content-Type must be application/json"),
+                   r;
+        reply(service.handle_push(*user, req.body()));
+        return r;
+    }
+    if (path == "/v1/sync/pull") {
+        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
+        reply(service.handle_pull(*user, query));
+        return r;
+    }
+
+    // /v1/{collection} and /v1/{collection}/{id}
+    constexpr std::string_view prefix = "/v1/";
+    if (path.substr(0, prefix.size()) != prefix || path.size() == prefix.size())
+        return set_error(r, 404, errc::not_found, "no such route"), r;
+    auto rest = path.substr(prefix.size());
+    const auto slash = rest.find('/');
+    std::string collection, id;
+    if (!decode_segment(rest.substr(0, slash), collection) || collection.empty())
+        return set_error(r, 404, errc::unknown_collection, "bad collection in the path"), r;
+
+    if (slash == std::string_view::npos) {
+        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
+        std::vector<change> records;
+        if (auto d = service.list(*user, collection, records)) return set_error(r, d), r;
+        json::array arr;
+        arr.reserve(records.size());
+        for (const auto& c : records) arr.push_back(to_json(c));
+        set_json(r.response, 200, json::serialize(json::object{{"records", std::move(arr)}}));
+        return r;
+    }
+    const auto id_text = rest.substr(slash + 1);
+    if (id_text.find('/') != std::string_view::npos)
+        return set_error(r, 404, errc::not_found, "no such route"), r;
+    if (!decode_segment(id_text, id) || id.empty())
+        return set_error(r, 400, errc::invalid_id, "bad record id in the path"), r;
+
+    change out;
+    switch (method) {
+    case http::verb::get:
+        if (auto d = service.get_record(*user, collection, id, out)) return set_error(r, d), r;
+        answer_change(r, 200, out);
+        return r;
+    case http::verb::put:
+    case http::verb::delete_: {
+        std::optional<std::uint64_t> base;
+        if (auto d = if_match_version(req, base)) return set_error(r, d), r;
+        diagnostics d;
+        if (method == http::verb::put) {
+            if (!is_json(req))
+                return set_error(r, 415, errc::malformed_json,
+                                 "Content-Type must be application/json"),
+                       r;
+            boost::system::error_code ec;
+            auto jv = json::parse(req.body(), ec);
+            if (ec)
+                return set_error(r, 400, errc::malformed_json, "body is not JSON: " + ec.message()),
+                       r;
+            if (!jv.is_object())
+                return set_error(r, 400, errc::malformed_json,
+                                 "the body must be a JSON object of fields"),
+                       r;
+            d = service.put_record(*user, collection, id, jv.get_object(), base, out);
+        } else {
+            d = service.delete_record(*user, collection, id, base, out);
+        }
+        if (!d) {
+            answer_change(r, 200, out);
+        } else if (d.code == errc::version_conflict) {
+            // The seed's shape: 409 with the server's record, here next to the error.
+            json::value body = error_body(errc::version_conflict, d.message);
+            body.get_object().emplace("server", to_json(out));
+            set_json(r.response, 409, json::serialize(body));
+            r.response.set(http::field::etag, etag(out.version));
+            r.error = to_string(errc::version_conflict);
+        } else {
+            set_error(r, d);
+        }
+        return r;
+    }
+    default: return method_not_allowed(r, "GET, PUT, DELETE"), r;
+    }
+}
+
+/// The answer to a request Beast could not read.
+inline routed read_error(const beast::error_code& ec) {
+    routed r;
+    r.response.version(11);
+    if (ec == http::error::body_limit)
+        set_error(r, 413, errc::batch_too_large, "request body too large");
+    else if (ec == http::error::header_limit)
+        set_error(r, 431, errc::malformed_json, "request headers too large");
+    else
+        set_error(r, 400, errc::malformed_json, "malformed HTTP request: " + ec.message());
+    return r;
+}
+
+class http_server_impl : public std::enable_shared_from_this<http_server_impl> {
+public:
+    using tcp = asio::ip::tcp;
+
+    http_server_impl(asio::any_io_executor ex, sync_service& service, authenticator auth,
+                     http_server_config config)
+        : ex_(std::move(ex)), strand_(asio::make_strand(ex_)), acceptor_(strand_),
+          drained_(strand_), service_(service), auth_(std::move(auth)),
+          config_(std::move(config)) {}
+
+    void listen(const tcp::endpoint& endpoint) {
+        acceptor_.open(endpoint.protocol());
+        acceptor_.set_option(tcp::acceptor::reuse_address(true));
+        acceptor_.bind(endpoint);
+        acceptor_.listen(asio::socket_base::max_listen_connections);
+    }
+
+    tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+
+    void start() {
+        {
+            std::lock_guard lock(mutex_);
+            accepting_ = true;
+        }
+        asio::co_spawn(strand_, accept_loop(shared_from_this()), asio::detached);
+    }
+
+    const asio::strand<asio::any_io_executor>& strand() const noexcept { return strand_; }
+
+    std::size_t connections() const {
+        std::lock_guard lock(mutex_);
+        return connections_.size();
+    }
+
+    /// From now on no request begins: idle connections close as they notice, busy ones after
+    /// their answer.
+    void begin_stop() {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+
+    asio::awaitable<void> shutdown(std::shared_ptr<http_server_impl> self) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        std::vector<std::shared_ptr<connection>> idle;
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+            for (auto& [id, c] : connections_)
+                if (c->idle) idle.push_back(c);
+        }
+        boost::system::error_code ignored;
+        acceptor_.close(ignored);
+        for (auto& c : idle) cancel(c);
+        auto deadline = std::chrono::steady_clock::now() + config_.drain_timeout;
+        bool forced = false;
+        for (;;) {
+            const bool late = std::chrono::steady_clock::now() >= deadline;
+            std::vector<std::shared_ptr<connection>> left;
+            {
+                std::lock_guard lock(mutex_);
+                if (connections_.empty() && !accepting_) break;
+                if (late)
+                    for (auto& [id, c] : connections_) left.push_back(c);
+            }
+            if (late) {
+                if (forced) break; // closed connections that still have not ended: give up
+                forced = true;
+                for (auto& c : left) cancel(c);
+                deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            }
+            drained_.expires_at(deadline);
+            co_await drained_.async_wait(tok);
+        }
+        (void)self;
+    }
+
+private:
+    struct connection {
+        explicit connection(tcp::socket socket) : stream(std::move(socket)) {}
+        beast::tcp_stream stream;
+        std::uint64_t id = 0;
+        std::string remote;
+        bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
+    };
+
+    static void cancel(const std::shared_ptr<connection>& c) {
+        asio::post(c->stream.get_executor(), [c] { c->stream.cancel(); });
+    }
+
+    void wake_shutdown() {
+        asio::post(strand_, [self = shared_from_this()] { self->drained_.cancel(); });
+    }
+
+    asio::awaitable<void> accept_loop(std::shared_ptr<http_server_impl> self) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        for (;;) {
+            tcp::socket socket(asio::make_strand(ex_));
+            auto [ec] = co_await acceptor_.async_accept(socket, tok);
+            std::shared_ptr<connection> c;
+            {
+                std::lock_guard lock(mutex_);
+                if (stopping_ || !acceptor_.is_open()) break;
+                if (ec) {
+                    // Out of descriptors and the like: breathe, then accept again.
+                } else if (connections_.size() >= config_.max_connections) {
+                    // Answered outside `this`: it may outlive the server.
+                    asio::co_spawn(socket.get_executor(),
+                                   reject_busy(std::move(socket), config_.busy_retry_after),
+                                   asio::detached);
+                    continue;
+                } else {
+                    c = std::make_shared<connection>(std::move(socket));
+                    c->id = ++last_connection_id_;
+                    boost::system::error_code rec;
+                    auto ep = c->stream.socket().remote_endpoint(rec);
+                    if (!rec) c->remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+                    connections_.emplace(c->id, c);
+                }
+            }
+            if (c) {
+                asio::co_spawn(c->stream.get_executor(), session(self, c), asio::detached);
+            } else {
+                asio::steady_timer pause(strand_, std::chrono::milliseconds(50));
+                co_await pause.async_wait(tok);
+            }
+        }
+        std::lock_guard lock(mutex_);
+        accepting_ = false;
+        drained_.cancel();
+    }
+
+    static asio::awaitable<void> reject_busy(tcp::socket socket, std::chrono::seconds retry) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        beast::tcp_stream stream(std::move(socket));
+        http_response res;
+        res.version(11);
+        set_json(res, 503,
+                 json::serialize(error_body(errc::server_error, "too many connections")));
+        res.set(http::field::retry_after, std::to_string(retry.count()));
+        res.keep_alive(false);
+        res.prepare_payload();
+        stream.expires_after(std::chrono::seconds(1));
+        auto [ec, n] = co_await http::async_write(stream, res, tok);
+        if (!ec) co_await linger_close(stream);
+        stream.close();
+    }
+
+    /// Closes our side after an answer, then drains what the client still sends for a moment,
+    /// so the close does not reset the connection before the client read the answer.
+    static asio::awaitable<void> linger_close(beast::tcp_stream& stream) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        boost::system::error_code ignored;
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream.expires_after(std::chrono::milliseconds(500));
+        std::array<char, 4096> sink;
+        std::size_t drained = 0;
+        while (drained < (1u << 20)) {
+            auto space = asio::buffer(sink);
+            auto [ec, n] = co_await stream.async_read_some(space, tok);
+            if (ec) break;
+            drained += n;
+        }
+    }
+
+    asio::awaitable<void> session(std::shared_ptr<http_server_impl> self,
+                                  std::shared_ptr<connection> c) {
+        struct unregister {
+            http_server_impl* server;
+            std::uint64_t id;
+            ~unregister() {
+                std::lock_guard lock(server->mutex_);
+                server->connections_.erase(id);
+                if (server->stopping_ && server->connections_.empty()) server->wake_shutdown();
+            }
+        } guard{this, c->id};
+        (void)self;
+        try {
+            co_await serve(*c);
+        } catch (const std::exception&) {
+            // A failure of this connection only (out of memory while answering, ...).
+        }
+        boost::system::error_code ignored;
+        c->stream.socket().close(ignored);
+    }
+
+    asio::awaitable<void> serve(connection& c) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        auto& stream = c.stream;
+        beast::flat_buffer buffer;
+        for (;;) {
+            if (buffer.size() == 0) {
+                {
+                    std::lock_guard lock(mutex_);
+                    if (stopping_) co_return;
+                    c.idle = true;
+                }
+                stream.expires_after(config_.idle_timeout);
+                auto space = buffer.prepare(4096);
+                auto [ec, n] = co_await stream.async_read_some(space, tok);
+                {
+                    std::lock_guard lock(mutex_);
+                    c.idle = false;
+                }
+                if (ec) co_return; // closed by the client, idle too long, or shutting down
+                buffer.commit(n);
+            }
+            http::request_parser<http::string_body> parser;
+            parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
+            parser.body_limit(config_.max_body_bytes);
+            stream.expires_after(config_.read_timeout);
+            auto [ec, n] = co_await http::async_read(stream, buffer, parser, tok);
+            const auto started = std::chrono::steady_clock::now();
+            if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+                ec == asio::error::operation_aborted || ec == asio::error::connection_reset)
+                co_return; // gone, stalled or cancelled: nobody to answer
+            bool close = false;
+            routed r;
+            if (ec) {
+                r = read_error(ec);
+                close = true;
+            } else {
+                bool stopping;
+                {
+                    std::lock_guard lock(mutex_);
+                    stopping = stopping_;
+                }
+                try {
+                    r = route(service_, auth_, parser.get(), stopping);
+                } catch (const std::exception& e) {
+                    r = routed{};
+                    r.response.version(11);
+                    set_error(r, 500, errc::server_error, e.what());
+                }
+                close = !parser.get().keep_alive() || stopping;
+            }
+            {
+                std::lock_guard lock(mutex_);
+                close = close || stopping_;
+            }
+            r.response.set(http::field::server, "offsync");
+            r.response.keep_alive(!close);
+            r.response.prepare_payload();
+            stream.expires_after(config_.read_timeout);
+            auto [wec, wn] = co_await http::async_write(stream, r.response, tok);
+            if (config_.log) {
+                const auto& req = parser.get();
+                request_log line;
+                line.connection = c.id;
+                line.remote = c.remote;
+                if (!ec) {
+                    line.method = std::string_view(req.method_string().data(),
+                                                   req.method_string().size());
+                    line.target = std::string_view(req.target().data(), req.target().size());
+                    line.request_bytes = req.body().size();
+                }
+                line.status = r.response.result_int();
+                line.user = r.user;
+                line.error = r.error;
+                line.response_bytes = r.response.body().size();
+                line.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - started);
+                try {
+                    config_.log(line);
+                } catch (...) {
+                    // A failing logger must not take the connection down.
+                }
+            }
+            if (wec) co_return;
+            if (close) {
+                co_await linger_close(stream);
+                co_return;
+            }
+        }
+    }
+
+    asio::any_io_executor ex_;
+    asio::strand<asio::any_io_executor> strand_;
+    tcp::acceptor acceptor_;
+    asio::steady_timer drained_;
+    sync_service& service_;
+    authenticator auth_;
+    http_server_config config_;
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, std::shared_ptr<connection>> connections_;
+    std::uint64_t last_connection_id_ = 0;
+    bool accepting_ = false;
+    bool stopping_ = false;
+};
+
+} // namespace detail
+
+/// Serves a `sync_service` over HTTP/1.1 with keep-alive:
+///
+/// | route | auth | what |
+/// |---|---|---|
+/// | `POST /v1/sync/push` | Bearer | `sync_service::handle_push` (JSON body) |
+/// | `GET /v1/sync/pull?collection=C&since=N&limit=N` | Bearer | `sync_service::handle_pull` |
+/// | `GET /v1/C` | Bearer | `{"records": [<change>...]}`: every live record the user sees |
+/// | `GET /v1/C/{id}` | Bearer | the record as a `<change>`, with `ETag: "<version>"` |
+/// | `PUT /v1/C/{id}` | Bearer | writes the fields of the JSON object body; `If-Match: "<version>"` makes it conditional: a stale base answers 409 with the server's record |
+/// | `DELETE /v1/C/{id}` | Bearer | deletes it (a tombstone); `If-Match` as for PUT |
+/// | `GET /healthz` | none | `{"status": "ok", ...}`; 503 `"stopping"` while it drains |
+///
+/// Errors are `{"error": {"code", "message"}}` with the status of `http_status()`, plus 405 (a
+/// method a route does not have), 415 (a body that is not `application/json`), 431 (headers
+/// too large) and 503 (too many connections). docs/protocol.md has the details.
+///
+/// Threading: the accept loop runs on a strand of the executor; every connection runs as a
+/// coroutine on a strand of its own, so a multi-threaded io_context serves connections in
+/// parallel. The service and the authenticator are called from those strands.
+///
+/// Lifetime: the service must outlive the server's work. Call `async_shutdown` and let it
+/// complete (or stop the io_context) before destroying the service. The server object itself
+/// may be destroyed at any time: the running coroutines keep their state alive.
+class http_server {
+public:
+    using executor_type = asio::any_io_executor;
+    using tcp = asio::ip::tcp;
+
+    /// `auth` decides every request but `/healthz`; an empty one refuses them all.
+    http_server(executor_type ex, sync_service& service, authenticator auth,
+                http_server_config config = {})
+        : impl_(std::make_shared<detail::http_server_impl>(std::move(ex), service, std::move(auth),
+                                                           std::move(config))) {}
+
+    /// Binds and listens (port 0: an ephemeral port, see `local_endpoint`). Throws
+    /// `boost::system::system_error` if the address cannot be bound.
+    void listen(const tcp::endpoint& endpoint) { impl_->listen(endpoint); }
+
+    tcp::endpoint local_endpoint() const { return impl_->local_endpoint(); }
+
+    /// Starts accepting connections. Call once, after `listen`.
+    void start() { impl_->start(); }
+
+    /// Open connections right now.
+    std::size_t connections() const { return impl_->connections(); }
+
+    /// Graceful shutdown: stops accepting, closes idle keep-alive connections, lets requests in
+    /// flight finish (their responses carry `Connection: close`), and completes with `(error_code)`
+    /// once every connection has ended, or after `drain_timeout` once the stragglers were
+    /// closed. No cancellation. Takes any completion token.
+    template <class Token = asio::deferred_t>
+    auto async_shutdown(Token&& token = {}) {
+        return asio::async_initiate<Token, void(error_code)>(
+            [](auto handler, std::shared_ptr<detail::http_server_impl> impl) {
+                auto* raw = impl.get();
+                raw->begin_stop();
+                asio::co_spawn(raw->strand(), raw->shutdown(std::move(impl)),
+                               [h = std::move(handler)](std::exception_ptr) mutable {
+                                   std::move(h)(error_code{});
+                               });
+            },
+            token, impl_);
+    }
+
+private:
+    std::shared_ptr<detail::http_server_impl> impl_;
+};
+
+} // namespace offsync::server
