@@ -1,0 +1,987 @@
+// The HTTP server and the HTTP transport, end to end over 127.0.0.1: the seed's behaviours,
+// authentication and scope, bad input, limits, timeouts, cancellation and server restarts.
+// Every test runs a real server on an ephemeral port and bounds every wait.
+#include "support.hpp"
+
+#include <offsync/server/auth.hpp>
+#include <offsync/server/http_server.hpp>
+#include <offsync/transport/http.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+using namespace offsync_test;
+using namespace std::chrono_literals;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+const std::string alice_token = "alice-token-0123456789";
+const std::string bob_token = "bob-token-0123456789abc";
+
+server::authenticator test_tokens() {
+    std::istringstream file("# test tokens\n" + alice_token + " alice\n\n" + bob_token +
+                            "   bob\n");
+    return server::token_file_authenticator::parse(file);
+}
+
+server::http_server_config test_server_config() {
+    server::http_server_config c;
+    c.read_timeout = 2s;
+    c.idle_timeout = 5s;
+    c.drain_timeout = 2s;
+    return c;
+}
+
+/// A sync service with the Landmarks collections behind a real HTTP server on 127.0.0.1, run by
+/// a thread of its own, so tests may block on sockets. The server can be stopped and restarted
+/// on the same port.
+struct http_world {
+    manual_clock clock;
+    std::unique_ptr<server::sync_service> owned = make_service(clock);
+    server::sync_service& service = *owned;
+    server::http_server_config config;
+    asio::io_context server_io;
+    std::optional<server::http_server> srv;
+    std::thread thread;
+    unsigned short port = 0;
+    std::mutex log_mutex;
+    std::vector<std::string> log_lines;
+    std::function<void(const server::request_log&)> on_request;
+
+    explicit http_world(server::http_server_config c = test_server_config())
+        : config(std::move(c)) {
+        service.admin_put("landmarks", to_json_object(half_dome()));
+        service.admin_put("landmarks", to_json_object(landmark(2, "Golden Gate Bridge")));
+        start();
+    }
+    ~http_world() { stop(); }
+
+    void start() {
+        auto c = config;
+        c.log = [this](const server::request_log& r) {
+            {
+                std::lock_guard lock(log_mutex);
+                log_lines.push_back(server::format_log_line(r));
+            }
+            if (on_request) on_request(r);
+        };
+        srv.emplace(server_io.get_executor(), service, test_tokens(), c);
+        srv->listen({asio::ip::make_address("127.0.0.1"), port});
+        port = srv->local_endpoint().port();
+        srv->start();
+        server_io.restart();
+        // The work guard keeps the thread up between a shutdown and the next start.
+        thread = std::thread([this] {
+            auto work = asio::make_work_guard(server_io);
+            server_io.run();
+        });
+    }
+
+    /// Graceful shutdown, bounded; returns whether it completed in time.
+    bool stop() {
+        if (!thread.joinable()) return true;
+        auto done = srv->async_shutdown(asio::use_future);
+        const bool drained = done.wait_for(5s) == std::future_status::ready;
+        server_io.stop();
+        thread.join();
+        srv.reset();
+        return drained;
+    }
+
+    std::vector<std::string> logs() {
+        std::lock_guard lock(log_mutex);
+        return log_lines;
+    }
+};
+
+/// Runs `io` until `done` or the deadline; true when done.
+template <class Pred>
+bool run_until(asio::io_context& io, Pred done, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    io.restart();
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+        io.run_one_for(50ms);
+    return done();
+}
+
+using http_engine = basic_sync_engine<memory_storage, http_transport>;
+
+http_transport_config transport_config(unsigned short port, std::shared_ptr<std::string> token) {
+    http_transport_config c;
+    c.host = "127.0.0.1";
+    c.port = std::to_string(port);
+    c.connect_timeout = 2s;
+    c.request_timeout = 3s;
+    c.token_provider = [token](bool) { return *token; };
+    return c;
+}
+
+/// One device syncing over HTTP.
+struct http_client {
+    http_client(asio::io_context& io, unsigned short port, std::string token, wall_clock clock,
+                engine_config config = {})
+        : token(std::make_shared<std::string>(std::move(token))), replica(storage, std::move(clock)),
+          transport(io.get_executor(), transport_config(port, this->token)),
+          engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
+        engine.add_collection<Landmark>();
+        engine.add_collection<Reservation>();
+    }
+
+    sync_report sync() {
+        std::optional<sync_report> out;
+        engine.async_sync([&](error_code, sync_report r) { out = std::move(r); });
+        REQUIRE(run_until(io_, [&] { return out.has_value(); }));
+        return *out;
+    }
+
+    std::shared_ptr<std::string> token;
+    memory_storage storage;
+    basic_replica<memory_storage> replica;
+    http_transport transport;
+    http_engine engine;
+
+private:
+    asio::io_context& io_;
+};
+
+// --- A raw HTTP client: exact bytes out, the parsed answer back.
+
+struct raw_answer {
+    boost::system::error_code ec; ///< set when no complete response arrived
+    http::response<http::string_body> res;
+    unsigned status() const { return res.result_int(); }
+    json::value body() const {
+        boost::system::error_code jec;
+        auto jv = json::parse(res.body(), jec);
+        return jec ? json::value() : jv;
+    }
+    std::string code() const {
+        auto jv = body();
+        if (!jv.is_object()) return "";
+        const auto* e = jv.get_object().if_contains("error");
+        if (!e || !e->is_object()) return "";
+        const auto* c = e->get_object().if_contains("code");
+        return c && c->is_string() ? std::string(c->get_string()) : "";
+    }
+};
+
+asio::awaitable<void> raw_exchange(unsigned short port, std::string wire, raw_answer* out) {
+    const auto tok = asio::as_tuple(asio::use_awaitable);
+    auto ex = co_await asio::this_coro::executor;
+    beast::tcp_stream stream(ex);
+    tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    auto [cec] = co_await stream.async_connect(ep, tok);
+    if (cec) {
+        out->ec = cec;
+        co_return;
+    }
+    auto data = asio::buffer(wire);
+    auto [wec, wn] = co_await asio::async_write(stream, data, tok);
+    // A write error is not final: the server may have answered before it stopped reading.
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64u << 20);
+    auto [rec, rn] = co_await http::async_read(stream, buffer, parser, tok);
+    out->ec = rec ? rec : wec;
+    if (!rec) {
+        out->ec = {};
+        out->res = parser.release();
+    }
+}
+
+/// Sends `wire` on a new connection and reads one response, within `limit`.
+raw_answer raw(unsigned short port, std::string wire, std::chrono::milliseconds limit = 5s) {
+    asio::io_context io;
+    raw_answer out;
+    out.ec = asio::error::timed_out;
+    asio::co_spawn(io, raw_exchange(port, std::move(wire), &out), asio::detached);
+    io.run_for(limit);
+    return out;
+}
+
+std::string request(std::string_view method, std::string_view target,
+                    std::string_view token = alice_token, std::string_view body = {},
+                    std::string_view content_type = "application/json",
+                    std::string_view extra_headers = {}) {
+    std::string w;
+    w += std::string(method) + " " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    if (!token.empty()) w += "Authorization: Bearer " + std::string(token) + "\r\n";
+    if (!body.empty() || method == "POST" || method == "PUT") {
+        if (!content_type.empty()) w += "Content-Type: " + std::string(content_type) + "\r\n";
+        w += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    }
+    w += std::string(extra_headers);
+    w += "Connection: close\r\n\r\n";
+    w += std::string(body);
+    return w;
+}
+
+std::string push_body(std::string_view client, const std::vector<mutation>& ms) {
+    push_request r;
+    r.client_id = std::string(client);
+    r.mutations = ms;
+    return json::serialize(to_json(r));
+}
+
+mutation upsert(std::uint64_t id, std::string collection, json::value key, std::uint64_t base,
+                json::object fields) {
+    mutation m;
+    m.mutation_id = id;
+    m.collection = std::move(collection);
+    m.id = std::move(key);
+    m.base_version = base;
+    m.stamp = {1'764'000'000'000, 0, "raw-client"};
+    m.fields = std::move(fields);
+    return m;
+}
+
+/// What two users can observe of the server, as text, to check that bad input changed nothing.
+std::string snapshot(server::sync_service& s) {
+    std::string out = std::to_string(s.last_version());
+    for (const char* user : {"alice", "bob"})
+        for (const char* coll : {"landmarks", "reservations"}) {
+            std::vector<change> all;
+            REQUIRE(!s.list(user, coll, all));
+            for (const auto& c : all) out += '\n' + json::serialize(to_json(c));
+        }
+    return out;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The seed's behaviours over HTTP
+
+TEST_CASE("http: a favorite syncs over HTTP and stays the user's own", "[http]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    auto first = phone.sync();
+    INFO(first.error_message);
+    REQUIRE(!first.error);
+    CHECK(first.pulled == 2);
+    auto dome = *phone.replica.get<Landmark>(1);
+    dome.is_favorite = true;
+    phone.replica.put(dome);
+
+    auto report = phone.sync();
+    CHECK(!report.error);
+    CHECK(report.applied == 1);
+    CHECK(phone.replica.pending<Landmark>().dirty == 0);
+    CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == true);
+    CHECK(w.service.get("bob", "landmarks", "1")->value.at("is_favorite") == false);
+    // One keep-alive connection carried the whole conversation.
+    CHECK(phone.transport.connects() == 1);
+
+    http_client laptop(io, w.port, alice_token, w.clock.as_wall_clock());
+    CHECK(!laptop.sync().error);
+    CHECK(laptop.replica.get<Landmark>(1)->is_favorite);
+    http_client bobs(io, w.port, bob_token, w.clock.as_wall_clock());
+    CHECK(!bobs.sync().error);
+    CHECK(!bobs.replica.get<Landmark>(1)->is_favorite);
+}
+
+TEST_CASE("http: a reservation conflict between two devices is parked for the user", "[http]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    http_client laptop(io, w.port, alice_token, w.clock.as_wall_clock());
+    phone.replica.put(reservation("r-1"));
+    REQUIRE(!phone.sync().error);
+    REQUIRE(!laptop.sync().error);
+    REQUIRE(laptop.replica.get<Reservation>("r-1"));
+
+    phone.replica.put(reservation("r-1", "cancelled", 3));
+    laptop.replica.put(reservation("r-1", "confirmed", 6));
+    CHECK(!phone.sync().error);
+    auto report = laptop.sync();
+    CHECK(!report.error);
+    CHECK(report.deferred == 1);
+    auto conflicts = laptop.replica.conflicts("reservations");
+    REQUIRE(conflicts.size() == 1);
+    REQUIRE(conflicts[0].server);
+    CHECK(conflicts[0].server->value.at("status") == "cancelled");
+    CHECK(laptop.replica.get<Reservation>("r-1")->party_size == 6);
+
+    laptop.replica.resolve<Reservation>("r-1", resolve_choice::keep_mine);
+    auto settled = laptop.sync();
+    CHECK(!settled.error);
+    CHECK(settled.conflict_count() == 0);
+    CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 6);
+    CHECK(!phone.sync().error);
+    CHECK(phone.replica.get<Reservation>("r-1")->party_size == 6);
+}
+
+TEST_CASE("http: a delete travels as a tombstone", "[http]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    http_client laptop(io, w.port, alice_token, w.clock.as_wall_clock());
+    phone.replica.put(reservation("r-1"));
+    REQUIRE(!phone.sync().error);
+    REQUIRE(!laptop.sync().error);
+    phone.replica.erase<Reservation>("r-1");
+    CHECK(!phone.sync().error);
+    CHECK(w.service.get("alice", "reservations", "r-1")->deleted);
+    CHECK(!laptop.sync().error);
+    CHECK(!laptop.replica.get<Reservation>("r-1"));
+}
+
+TEST_CASE("http: a pull larger than one page pages through the feed", "[http]") {
+    http_world w;
+    for (int i = 0; i < 250; ++i)
+        w.service.admin_put("reservations", to_json_object(reservation("r-" + std::to_string(i))),
+                            "alice");
+    asio::io_context io;
+    engine_config config;
+    config.pull_page_size = 100;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock(), config);
+    auto report = phone.sync();
+    CHECK(!report.error);
+    CHECK(report.pulled == 252);
+    CHECK(phone.replica.list<Reservation>().size() == 250);
+    // landmarks: one page; reservations: three pages.
+    CHECK(phone.transport.requests() == 4);
+    CHECK(phone.transport.connects() == 1);
+    auto again = phone.sync();
+    CHECK(again.pulled == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication and scope
+
+TEST_CASE("http: requests without a token or with a wrong one are refused", "[http][security]") {
+    http_world w;
+    const auto before = snapshot(w.service);
+    const std::string push = push_body(
+        "c1", {upsert(1, "reservations", "r-1", 0, to_json_object(reservation("r-1")))});
+    for (std::string token : {std::string(), std::string("wrong-token-0123456789")}) {
+        INFO("token: " << token);
+        for (const auto& wire :
+             {request("POST", "/v1/sync/push", token, push),
+              request("GET", "/v1/sync/pull?collection=landmarks", token),
+              request("GET", "/v1/reservations", token), request("GET", "/v1/landmarks/1", token),
+              request("PUT", "/v1/reservations/r-1", token, R"({"party_size": 3})"),
+              request("DELETE", "/v1/reservations/r-1", token),
+              request("GET", "/no/such/route", token)}) {
+            auto a = raw(w.port, wire);
+            REQUIRE(!a.ec);
+            CHECK(a.status() == 401);
+            CHECK(a.code() == "unauthorized");
+            CHECK(a.res[http::field::www_authenticate] == "Bearer");
+        }
+    }
+    // A malformed Authorization header is no token either.
+    auto basic = raw(w.port, request("GET", "/v1/landmarks", "", "", "",
+                                     "Authorization: Basic YWxpY2U6c2VjcmV0\r\n"));
+    CHECK(basic.status() == 401);
+    CHECK(snapshot(w.service) == before);
+
+    // Health needs no token.
+    auto health = raw(w.port, request("GET", "/healthz", ""));
+    CHECK(health.status() == 200);
+    CHECK(health.body().at("status") == "ok");
+
+    // The engine reports the refusal and keeps its changes.
+    asio::io_context io;
+    http_client intruder(io, w.port, "wrong-token-0123456789", w.clock.as_wall_clock());
+    intruder.replica.put(reservation("r-9"));
+    auto report = intruder.sync();
+    CHECK(report.error == errc::unauthorized);
+    CHECK(intruder.replica.pending<Reservation>().dirty == 1);
+    CHECK(intruder.transport.last_error().code == errc::unauthorized);
+    CHECK(snapshot(w.service) == before);
+}
+
+TEST_CASE("http: a refused token is refreshed once and the request retried", "[http][security]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    int refreshes = 0;
+    bool expired = true;
+    auto cfg = transport_config(w.port, phone.token);
+    cfg.token_provider = [&](bool refresh) {
+        if (refresh) {
+            ++refreshes;
+            expired = false;
+        }
+        return expired ? std::string("expired-token-0123456789") : alice_token;
+    };
+    http_transport transport(io.get_executor(), cfg);
+    std::optional<std::pair<error_code, pull_response>> got;
+    pull_request pull_landmarks{"landmarks", 0, 100};
+    transport.async_pull(pull_landmarks,
+                         [&](error_code ec, pull_response r) { got.emplace(ec, std::move(r)); });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(!got->first);
+    CHECK(got->second.changes.size() == 2);
+    CHECK(refreshes == 1);
+    CHECK(transport.requests() == 2);
+
+    SECTION("a refreshed token that is refused too ends the operation: one retry only") {
+        cfg.token_provider = [&](bool refresh) {
+            refreshes += refresh;
+            return std::string("expired-token-0123456789");
+        };
+        http_transport stuck(io.get_executor(), cfg);
+        got.reset();
+        refreshes = 0;
+        stuck.async_pull(pull_landmarks,
+                         [&](error_code ec, pull_response r) { got.emplace(ec, std::move(r)); });
+        REQUIRE(run_until(io, [&] { return got.has_value(); }));
+        CHECK(got->first == errc::unauthorized);
+        CHECK(refreshes == 1);
+        CHECK(stuck.requests() == 2);
+    }
+}
+
+TEST_CASE("http: one user cannot read or write another's reservations", "[http][security]") {
+    http_world w;
+    asio::io_context io;
+    http_client alice(io, w.port, alice_token, w.clock.as_wall_clock());
+    auto mine = reservation("r-1", "confirmed", 2);
+    mine.notes = "alice's";
+    alice.replica.put(mine);
+    REQUIRE(!alice.sync().error);
+    const auto alices = json::serialize(to_json(*w.service.get("alice", "reservations", "r-1")));
+
+    SECTION("through sync") {
+        http_client bob(io, w.port, bob_token, w.clock.as_wall_clock());
+        CHECK(!bob.sync().error);
+        CHECK(bob.replica.list<Reservation>().empty()); // invisible
+        // Writing the same id creates bob's own record; alice's is untouched.
+        auto theirs = reservation("r-1", "cancelled", 9);
+        bob.replica.put(theirs);
+        CHECK(!bob.sync().error);
+        CHECK(w.service.get("bob", "reservations", "r-1")->value.at("party_size") == 9);
+        // A raw push naming alice's record with a stale-looking base is still bob's record.
+        auto a = raw(w.port,
+                     request("POST", "/v1/sync/push", bob_token,
+                             push_body("bob-raw", {upsert(1, "reservations", "r-1", 1,
+                                                          {{"notes", "bob was here"}})})));
+        CHECK(a.status() == 200);
+        CHECK(json::serialize(to_json(*w.service.get("alice", "reservations", "r-1"))) ==
+              alices);
+        CHECK(!alice.sync().error);
+        CHECK(alice.replica.get<Reservation>("r-1")->notes == "alice's");
+    }
+    SECTION("through REST") {
+        auto get = raw(w.port, request("GET", "/v1/reservations/r-1", bob_token));
+        CHECK(get.status() == 404);
+        CHECK(get.code() == "not_found");
+        auto list = raw(w.port, request("GET", "/v1/reservations", bob_token));
+        CHECK(list.status() == 200);
+        CHECK(list.body().at("records").as_array().empty());
+        auto del = raw(w.port, request("DELETE", "/v1/reservations/r-1", bob_token));
+        CHECK(del.status() == 404);
+        auto put = raw(w.port, request("PUT", "/v1/reservations/r-1", bob_token,
+                                       R"({"notes": "bob was here"})", "application/json",
+                                       "If-Match: \"1\"\r\n"));
+        CHECK(put.status() == 200); // bob's own r-1
+        CHECK(put.body().at("value").at("notes") == "bob was here");
+        CHECK(json::serialize(to_json(*w.service.get("alice", "reservations", "r-1"))) ==
+              alices);
+        auto alice_get = raw(w.port, request("GET", "/v1/reservations/r-1", alice_token));
+        CHECK(alice_get.body().at("value").at("notes") == "alice's");
+    }
+}
+
+TEST_CASE("http: a client writing a read-only landmark field is refused", "[http][security]") {
+    http_world w;
+    const auto before = snapshot(w.service);
+
+    SECTION("through REST") {
+        auto a = raw(w.port, request("PUT", "/v1/landmarks/1", alice_token, R"({"name": "Mine"})"));
+        CHECK(a.status() == 403);
+        CHECK(a.code() == "read_only");
+        auto d = raw(w.port, request("DELETE", "/v1/landmarks/1", alice_token));
+        CHECK(d.status() == 403);
+        auto n = raw(w.port, request("PUT", "/v1/landmarks/99", alice_token,
+                                     R"({"is_favorite": true})"));
+        CHECK(n.status() == 404);
+        CHECK(snapshot(w.service) == before);
+        // The per-user field is writable, and only for the writer.
+        auto fav = raw(w.port, request("PUT", "/v1/landmarks/1", alice_token,
+                                       R"({"is_favorite": true})"));
+        CHECK(fav.status() == 200);
+        CHECK(fav.body().at("value").at("is_favorite") == true);
+        CHECK(w.service.get("bob", "landmarks", "1")->value.at("is_favorite") == false);
+        CHECK(w.service.get("alice", "landmarks", "1")->value.at("name") == "Half Dome");
+    }
+    SECTION("through sync") {
+        asio::io_context io;
+        http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+        REQUIRE(!phone.sync().error);
+        auto dome = *phone.replica.get<Landmark>(1);
+        dome.name = "My Dome";
+        phone.replica.put(dome);
+        auto report = phone.sync();
+        CHECK(!report.error);
+        CHECK(report.rejected == 1);
+        CHECK(w.service.get("alice", "landmarks", "1")->value.at("name") == "Half Dome");
+        CHECK(snapshot(w.service) == before);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST
+
+TEST_CASE("http: REST reads and conditional writes", "[http][rest]") {
+    http_world w;
+    auto list = raw(w.port, request("GET", "/v1/landmarks"));
+    REQUIRE(list.status() == 200);
+    CHECK(list.body().at("records").as_array().size() == 2);
+
+    auto created = raw(w.port, request("PUT", "/v1/reservations/r-1", alice_token,
+                                       json::serialize(to_json_object(reservation("r-1")))));
+    REQUIRE(created.status() == 200);
+    const auto v1 = created.body().at("version").to_number<std::uint64_t>();
+    CHECK(created.res[http::field::etag] == "\"" + std::to_string(v1) + "\"");
+
+    auto got = raw(w.port, request("GET", "/v1/reservations/r-1"));
+    CHECK(got.status() == 200);
+    CHECK(got.body().at("value").at("status") == "confirmed");
+    CHECK(got.res[http::field::etag] == "\"" + std::to_string(v1) + "\"");
+
+    const std::string if_v1 = "If-Match: \"" + std::to_string(v1) + "\"\r\n";
+    auto updated = raw(w.port, request("PUT", "/v1/reservations/r-1", alice_token,
+                                       R"({"status": "cancelled"})", "application/json", if_v1));
+    REQUIRE(updated.status() == 200);
+    const auto v2 = updated.body().at("version").to_number<std::uint64_t>();
+    CHECK(v2 > v1);
+
+    // Stale: the status was written after v1. 409 with the server's record; nothing written.
+    auto stale = raw(w.port, request("PUT", "/v1/reservations/r-1", alice_token,
+                                     R"({"status": "confirmed"})", "application/json", if_v1));
+    CHECK(stale.status() == 409);
+    CHECK(stale.code() == "version_conflict");
+    CHECK(stale.body().at("server").at("version") == v2);
+    CHECK(stale.body().at("server").at("value").at("status") == "cancelled");
+    CHECK(w.service.last_version() == v2);
+
+    auto bad_etag = raw(w.port, request("PUT", "/v1/reservations/r-1", alice_token,
+                                        R"({"status": "confirmed"})", "application/json",
+                                        "If-Match: W/\"x\"\r\n"));
+    CHECK(bad_etag.status() == 400);
+
+    auto stale_delete = raw(w.port, request("DELETE", "/v1/reservations/r-1", alice_token, "",
+                                            "", if_v1));
+    CHECK(stale_delete.status() == 409);
+    auto deleted = raw(w.port, request("DELETE", "/v1/reservations/r-1", alice_token, "", "",
+                                       "If-Match: \"" + std::to_string(v2) + "\"\r\n"));
+    CHECK(deleted.status() == 200);
+    CHECK(deleted.body().at("deleted") == true);
+    CHECK(raw(w.port, request("GET", "/v1/reservations/r-1")).status() == 404);
+    CHECK(raw(w.port, request("DELETE", "/v1/reservations/r-1")).status() == 404);
+
+    // A sync client sees the REST writes in its feed.
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    CHECK(!phone.sync().error);
+    CHECK(!phone.replica.get<Reservation>("r-1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: a 4xx, the server stays up, nothing changes
+
+TEST_CASE("http: bad input is answered 4xx and changes nothing", "[http][bad-input]") {
+    auto config = test_server_config();
+    config.max_body_bytes = 4096;
+    config.max_header_bytes = 2048;
+    config.read_timeout = 500ms;
+    http_world w(config);
+    const auto before = snapshot(w.service);
+    const std::string good_push = push_body(
+        "c1", {upsert(1, "reservations", "r-1", 0, to_json_object(reservation("r-1")))});
+
+    struct probe {
+        const char* what;
+        std::string wire;
+        unsigned status;
+        const char* code;
+    };
+    const std::vector<probe> probes = {
+        {"malformed JSON", request("POST", "/v1/sync/push", alice_token, "{\"client_id\": "), 400,
+         "malformed_json"},
+        {"wrong shape", request("POST", "/v1/sync/push", alice_token, "[1,2,3]"), 400,
+         "malformed_json"},
+        {"wrong content type",
+         request("POST", "/v1/sync/push", alice_token, good_push, "text/plain"), 415,
+         "malformed_json"},
+        {"no content type", request("POST", "/v1/sync/push", alice_token, good_push, ""), 415,
+         "malformed_json"},
+        {"oversized body",
+         request("POST", "/v1/sync/push", alice_token, std::string(5000, ' ') + good_push), 413,
+         "batch_too_large"},
+        {"oversized headers",
+         request("GET", "/v1/landmarks", alice_token, "", "",
+                 "X-Padding: " + std::string(3000, 'x') + "\r\n"),
+         431, "malformed_json"},
+        {"bad integer id", request("GET", "/v1/landmarks/abc"), 400, "invalid_id"},
+        {"id with junk", request("GET", "/v1/landmarks/1x"), 400, "invalid_id"},
+        {"broken escape", request("GET", "/v1/reservations/%zz"), 400, "invalid_id"},
+        {"overlong id", request("GET", "/v1/reservations/" + std::string(300, 'a')), 400,
+         "invalid_id"},
+        {"bad id in a push",
+         request("POST", "/v1/sync/push", alice_token,
+                 push_body("c1", {upsert(1, "landmarks", "one", 0, {{"is_favorite", true}})})),
+         400, "invalid_id"},
+        {"bad cursor", request("GET", "/v1/sync/pull?collection=landmarks&since=abc"), 400,
+         "invalid_field"},
+        {"negative cursor", request("GET", "/v1/sync/pull?collection=landmarks&since=-1"), 400,
+         "invalid_field"},
+        {"cursor ahead", request("GET", "/v1/sync/pull?collection=landmarks&since=999"), 400,
+         "cursor_ahead"},
+        {"huge limit", request("GET", "/v1/sync/pull?collection=landmarks&limit=99999"), 400,
+         "invalid_field"},
+        {"unknown collection", request("GET", "/v1/sync/pull?collection=nope"), 404,
+         "unknown_collection"},
+        {"unknown REST collection", request("GET", "/v1/nope"), 404, "unknown_collection"},
+        {"unknown route", request("GET", "/v2/whatever"), 404, "not_found"},
+        {"nested route", request("GET", "/v1/landmarks/1/extra"), 404, "not_found"},
+        {"wrong method", request("GET", "/v1/sync/push"), 405, "not_found"},
+        {"wrong method on a record", request("POST", "/v1/landmarks/1", alice_token, "{}"), 405,
+         "not_found"},
+        {"PUT of a non-object", request("PUT", "/v1/reservations/r-1", alice_token, "[]"), 400,
+         "malformed_json"},
+        {"PUT of a wrong type",
+         request("PUT", "/v1/reservations/r-1", alice_token, R"({"party_size": "two"})"), 400,
+         "invalid_field"},
+        {"PUT of an unknown field",
+         request("PUT", "/v1/reservations/r-1", alice_token, R"({"colour": "red"})"), 400,
+         "unknown_field"},
+        {"not HTTP", "HELLO THERE\r\n\r\n", 400, "malformed_json"},
+    };
+    for (const auto& p : probes) {
+        INFO(p.what);
+        auto a = raw(w.port, p.wire);
+        REQUIRE(!a.ec);
+        CHECK(a.status() == p.status);
+        CHECK(a.code() == p.code);
+        CHECK(a.res[http::field::content_type] == "application/json");
+    }
+
+    // A truncated body: the client announces the whole body, sends 10 bytes and stalls.
+    {
+        auto wire = request("POST", "/v1/sync/push", alice_token, good_push);
+        wire = wire.substr(0, wire.find("\r\n\r\n") + 4 + 10);
+        auto a = raw(w.port, wire);
+        CHECK(a.ec); // no answer, only a close; half a request is never applied
+    }
+    // Content-Length over the limit is refused before the body is sent.
+    {
+        std::string wire = "POST /v1/sync/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                           alice_token +
+                           "\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n";
+        auto a = raw(w.port, wire);
+        REQUIRE(!a.ec);
+        CHECK(a.status() == 413);
+    }
+    CHECK(snapshot(w.service) == before);
+
+    // And the server still serves.
+    auto ok = raw(w.port, request("POST", "/v1/sync/push", alice_token, good_push));
+    CHECK(ok.status() == 200);
+    CHECK(ok.body().at("results").at(0).at("status") == "applied");
+}
+
+TEST_CASE("http: a client that stalls mid-request is timed out while others are served",
+          "[http][bad-input]") {
+    auto config = test_server_config();
+    config.read_timeout = 300ms;
+    http_world w(config);
+    asio::io_context io;
+    tcp::socket stalled(io);
+    stalled.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    const std::string half = "GET /v1/landmarks HTTP/1.1\r\nHost: x\r\nAuthor";
+    asio::write(stalled, asio::buffer(half));
+
+    // Others are served meanwhile, on connections of their own.
+    for (int i = 0; i < 3; ++i) CHECK(raw(w.port, request("GET", "/healthz", "")).status() == 200);
+
+    // The server hangs up on the stalled client, without an answer.
+    std::array<char, 256> buf;
+    boost::system::error_code read_ec;
+    std::size_t n = 0;
+    bool finished = false;
+    const auto began = std::chrono::steady_clock::now();
+    stalled.async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t k) {
+        read_ec = ec;
+        n = k;
+        finished = true;
+    });
+    REQUIRE(run_until(io, [&] { return finished; }, 3s));
+    CHECK(read_ec == asio::error::eof);
+    CHECK(n == 0);
+    CHECK(std::chrono::steady_clock::now() - began < 2s);
+    CHECK(raw(w.port, request("GET", "/v1/landmarks")).status() == 200);
+}
+
+TEST_CASE("http: connections beyond the limit get 503 with Retry-After", "[http][bad-input]") {
+    auto config = test_server_config();
+    config.max_connections = 2;
+    config.busy_retry_after = 7s;
+    http_world w(config);
+    asio::io_context io;
+    std::vector<tcp::socket> held;
+    for (int i = 0; i < 2; ++i) {
+        held.emplace_back(io);
+        held.back().connect({asio::ip::make_address("127.0.0.1"), w.port});
+    }
+    // Wait until the server has registered both.
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (w.srv->connections() < 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    REQUIRE(w.srv->connections() == 2);
+
+    auto busy = raw(w.port, request("GET", "/healthz", ""));
+    REQUIRE(!busy.ec);
+    CHECK(busy.status() == 503);
+    CHECK(busy.code() == "server_error");
+    CHECK(busy.res[http::field::retry_after] == "7");
+
+    // The HTTP transport surfaces the hint.
+    auto token = std::make_shared<std::string>(alice_token);
+    http_transport transport(io.get_executor(), transport_config(w.port, token));
+    std::optional<error_code> got;
+    pull_request pull_landmarks{"landmarks", 0, 100};
+    transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(*got == errc::server_error);
+    REQUIRE(transport.retry_after());
+    CHECK(*transport.retry_after() == 7s);
+
+    // Freed slots serve again.
+    held.clear();
+    const auto deadline2 = std::chrono::steady_clock::now() + 3s;
+    while (w.srv->connections() > 0 && std::chrono::steady_clock::now() < deadline2)
+        std::this_thread::sleep_for(5ms);
+    got.reset();
+    transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(!*got);
+    CHECK(!transport.retry_after());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport faults, timeouts and cancellation
+
+TEST_CASE("http: the server stopped mid-round; the client keeps its changes and converges",
+          "[http][faults]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    REQUIRE(!phone.sync().error);
+    phone.replica.put(reservation("r-1", "confirmed", 2));
+    auto dome = *phone.replica.get<Landmark>(1);
+    dome.is_favorite = true;
+    phone.replica.put(dome);
+
+    // The server goes down right after it answered the first push of the round (landmarks):
+    // the reservations push that follows finds no server.
+    std::atomic<bool> stopped{false};
+    w.on_request = [&](const server::request_log& r) {
+        if (r.target == "/v1/sync/push" && !stopped.exchange(true))
+            w.srv->async_shutdown(asio::detached);
+    };
+    auto failed = phone.sync();
+    CHECK(failed.error == errc::transport_failure);
+    CHECK(!failed.error_message.empty());
+    CHECK(phone.transport.last_error().code == errc::transport_failure);
+    CHECK(phone.replica.pending<Reservation>().dirty == 1);
+    CHECK(!w.service.get("alice", "reservations", "r-1"));
+    CHECK(w.stop());
+
+    // Down: every round fails, nothing is lost.
+    auto down = phone.sync();
+    CHECK(down.error == errc::transport_failure);
+    CHECK(phone.replica.pending<Reservation>().dirty == 1);
+
+    w.on_request = nullptr;
+    w.start(); // same port
+    auto report = phone.sync();
+    INFO(report.error_message);
+    CHECK(!report.error);
+    CHECK(phone.replica.pending<Reservation>().dirty == 0);
+    CHECK(phone.replica.pending<Landmark>().dirty == 0);
+    CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 2);
+    CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == true);
+}
+
+TEST_CASE("http: a keep-alive connection the server closed is replaced transparently",
+          "[http][faults]") {
+    auto config = test_server_config();
+    config.idle_timeout = 100ms;
+    http_world w(config);
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    REQUIRE(!phone.sync().error);
+    std::this_thread::sleep_for(300ms); // the server drops the idle connection
+    phone.replica.put(reservation("r-1"));
+    auto report = phone.sync();
+    CHECK(!report.error);
+    CHECK(report.applied == 1);
+    CHECK(phone.transport.connects() == 2);
+}
+
+TEST_CASE("http: a server that never answers times out, and cancellation is prompt",
+          "[http][faults]") {
+    asio::io_context io;
+    // A listener that never accepts: connects succeed (the backlog), nothing is ever answered.
+    tcp::acceptor silent(io, {asio::ip::make_address("127.0.0.1"), 0});
+    auto token = std::make_shared<std::string>(alice_token);
+    auto cfg = transport_config(silent.local_endpoint().port(), token);
+    pull_request pull_landmarks{"landmarks", 0, 100};
+
+    SECTION("the request timeout") {
+        cfg.request_timeout = 200ms;
+        http_transport transport(io.get_executor(), cfg);
+        std::optional<error_code> got;
+        const auto began = std::chrono::steady_clock::now();
+        transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+        REQUIRE(run_until(io, [&] { return got.has_value(); }, 3s));
+        CHECK(*got == errc::transport_failure);
+        CHECK(std::chrono::steady_clock::now() - began < 2s);
+    }
+    SECTION("terminal cancellation") {
+        http_transport transport(io.get_executor(), cfg);
+        asio::cancellation_signal signal;
+        std::optional<error_code> got;
+        transport.async_pull(pull_landmarks,
+                             asio::bind_cancellation_slot(signal.slot(),
+                                                          [&](error_code ec, pull_response) {
+                                                              got = ec;
+                                                          }));
+        asio::steady_timer timer(io, 100ms);
+        timer.async_wait([&](error_code) { signal.emit(asio::cancellation_type::terminal); });
+        REQUIRE(run_until(io, [&] { return got.has_value(); }, 3s));
+        CHECK(*got == asio::error::operation_aborted);
+    }
+    SECTION("no server at all") {
+        auto port = silent.local_endpoint().port();
+        silent.close();
+        cfg.port = std::to_string(port);
+        http_transport transport(io.get_executor(), cfg);
+        std::optional<error_code> got;
+        transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+        REQUIRE(run_until(io, [&] { return got.has_value(); }, 3s));
+        CHECK(*got == errc::transport_failure);
+        CHECK(transport.last_error().message.find("connect") != std::string::npos);
+    }
+}
+
+TEST_CASE("http: the transport maps error answers to offsync codes", "[http][faults]") {
+    http_world w;
+    asio::io_context io;
+    auto token = std::make_shared<std::string>(alice_token);
+    http_transport transport(io.get_executor(), transport_config(w.port, token));
+    std::optional<error_code> got;
+    pull_request unknown{"nope", 0, 100};
+    transport.async_pull(unknown, [&](error_code ec, pull_response) { got = ec; });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(*got == errc::unknown_collection);
+    CHECK(transport.last_error().message.find("404") != std::string::npos);
+
+    got.reset();
+    pull_request ahead{"landmarks", 999, 100};
+    transport.async_pull(ahead, [&](error_code ec, pull_response) { got = ec; });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(*got == errc::cursor_ahead);
+
+    // A 200 that is not protocol v1: an HTTP server that is not offsync.
+    tcp::acceptor fake(io, {asio::ip::make_address("127.0.0.1"), 0});
+    auto cfg = transport_config(fake.local_endpoint().port(), token);
+    http_transport confused(io.get_executor(), cfg);
+    fake.async_accept([&](error_code, tcp::socket s) {
+        auto sock = std::make_shared<tcp::socket>(std::move(s));
+        auto reply = std::make_shared<std::string>(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello");
+        asio::async_write(*sock, asio::buffer(*reply), [sock, reply](error_code, std::size_t) {});
+    });
+    got.reset();
+    pull_request pull_landmarks{"landmarks", 0, 100};
+    confused.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+    REQUIRE(run_until(io, [&] { return got.has_value(); }));
+    CHECK(*got == errc::bad_response);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operating the server
+
+TEST_CASE("http: one structured log line per request, without the token", "[http][ops]") {
+    http_world w;
+    raw(w.port, request("GET", "/v1/landmarks"));
+    raw(w.port, request("GET", "/v1/nope"));
+    raw(w.port, request("GET", "/healthz", ""));
+    // A line is written after its response: give the server's thread a moment.
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (w.logs().size() < 3 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    const auto lines = w.logs();
+    REQUIRE(lines.size() == 3);
+    auto first = json::parse(lines[0]);
+    CHECK(first.at("method") == "GET");
+    CHECK(first.at("target") == "/v1/landmarks");
+    CHECK(first.at("status") == 200);
+    CHECK(first.at("user") == "alice");
+    auto second = json::parse(lines[1]);
+    CHECK(second.at("status") == 404);
+    CHECK(second.at("error") == "unknown_collection");
+    for (const auto& l : lines) CHECK(l.find(alice_token) == std::string::npos);
+}
+
+TEST_CASE("http: shutdown closes idle connections and completes promptly", "[http][ops]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    REQUIRE(!phone.sync().error); // leaves an idle keep-alive connection open
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (w.srv->connections() < 1 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    CHECK(w.srv->connections() == 1);
+    const auto began = std::chrono::steady_clock::now();
+    CHECK(w.stop());
+    CHECK(std::chrono::steady_clock::now() - began < 1s);
+    // Nothing listens any more.
+    auto a = raw(w.port, request("GET", "/healthz", ""), 1s);
+    CHECK(a.ec);
+}
+
+TEST_CASE("token files: parsing, lookups, bad lines", "[http][security]") {
+    std::istringstream good("# comment\n\n0123456789abcdef alice\r\nfedcba9876543210\tbob\n");
+    auto auth = server::token_file_authenticator::parse(good);
+    CHECK(auth.size() == 2);
+    CHECK(auth("0123456789abcdef") == std::optional<std::string>("alice"));
+    CHECK(auth("fedcba9876543210") == std::optional<std::string>("bob"));
+    CHECK(!auth("0123456789abcde"));
+    CHECK(!auth("0123456789abcdeF"));
+    CHECK(!auth(""));
+    CHECK(server::constant_time_equal("abc", "abc"));
+    CHECK(!server::constant_time_equal("abc", "abd"));
+    CHECK(!server::constant_time_equal("abc", "abcd"));
+    CHECK(!server::constant_time_equal("", "a"));
+
+    for (const char* bad : {"short alice\n", "0123456789abcdef\n",
+                            "0123456789abcdef alice extra\n",
+                            "0123456789abcdef alice\n0123456789abcdef bob\n"}) {
+        INFO(bad);
+        std::istringstream in(bad);
+        CHECK_THROWS_AS(server::token_file_authenticator::parse(in), sync_error);
+    }
+    CHECK_THROWS_AS(server::token_file_authenticator::load("/nonexistent/tokens"), sync_error);
+}
