@@ -236,11 +236,39 @@ TEST_CASE("deletes travel as tombstones and delete-vs-update goes through the po
         b->replica.resolve<Reservation>("r-1", resolve_choice::use_server);
         CHECK(b->replica.get<Reservation>("r-1")->party_size == 7);
     }
-    SECTION("a record created and deleted offline never reaches the server") {
+    SECTION("a record created and deleted offline leaves nothing on the server") {
         a->replica.put(reservation("r-2"));
         a->replica.erase<Reservation>("r-2");
-        CHECK(a->sync().pushed == 0);
+        const auto version = w.service.last_version();
+        auto r = a->sync();
+        CHECK(r.applied == 1); // the delete, which the server answers without writing
+        CHECK(w.service.last_version() == version);
         CHECK_FALSE(w.service.get("alice", "reservations", "r-2"));
+        CHECK_FALSE(a->replica.get<Reservation>("r-2"));
+        CHECK(a->replica.pending<Reservation>().dirty == 0);
+    }
+    SECTION("created offline, met by another device's record of the same id, then deleted") {
+        // The other device creates r-2 first; this one creates it offline too, pulls the
+        // other's into its dirty copy, then deletes it: the delete must reach the server as a
+        // conflict, not vanish locally while the server keeps the record.
+        b->replica.put(reservation("r-2", "confirmed", 4));
+        b->sync();
+        a->replica.put(reservation("r-2", "confirmed", 9));
+        {
+            // A pull before this device ever pushed r-2 (in a round, the pull that follows a
+            // push built before the edit).
+            pull_response page;
+            REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, page));
+            auto txn = a->storage.begin();
+            for (auto& c : page.changes) detail::apply_pulled(txn, schema_of<Reservation>(), c, 0);
+            txn.set_cursor("reservations", page.cursor);
+            txn.commit();
+        }
+        CHECK(a->replica.erase<Reservation>("r-2"));
+        auto r = a->sync();
+        CHECK(r.deferred == 1); // ask-user: delete against b's record
+        a->replica.resolve<Reservation>("r-2", resolve_choice::use_server);
+        CHECK(a->replica.get<Reservation>("r-2")->party_size == 4);
     }
 }
 

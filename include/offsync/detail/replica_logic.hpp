@@ -94,12 +94,9 @@ bool local_edit(Txn& txn, const collection_schema& schema, std::string_view key,
         rec.dirty_mask |= changed;
     } else {
         if (!live) return false;
-        if (rec.base_version == 0 && rec.sent_mutation_id == 0) {
-            // Never left this device: nothing to tell the server.
-            txn.remove(schema.name, key);
-            if (rec.parked != park_state::none) txn.remove_parked(schema.name, key);
-            return true;
-        }
+        // Even a record created offline and never pushed sends its delete: a pull may have met
+        // a record of the same id from another device (merged into this dirty one, base still
+        // 0), and only the server can say. A delete of a record it never had costs it nothing.
         rec.value = {};
         rec.deleted = true;
         rec.delete_pending = true;
