@@ -985,3 +985,135 @@ TEST_CASE("token files: parsing, lookups, bad lines", "[http][security]") {
     }
     CHECK_THROWS_AS(server::token_file_authenticator::load("/nonexistent/tokens"), sync_error);
 }
+
+TEST_CASE("http: shutdown lets a request in flight finish, then closes", "[http][ops]") {
+    http_world w;
+    asio::io_context io;
+    tcp::socket s(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    auto wire = request("POST", "/v1/sync/push", alice_token,
+                        push_body("c1", {upsert(1, "reservations", "r-1", 0,
+                                                to_json_object(reservation("r-1")))}));
+    wire.erase(wire.find("Connection: close\r\n"), 19); // a keep-alive request
+    const auto split = wire.find("\r\n\r\n") + 4 + 20;
+    asio::write(s, asio::buffer(wire.data(), split));
+    std::this_thread::sleep_for(100ms); // the server is now reading the body
+
+    auto done = w.srv->async_shutdown(asio::use_future);
+    CHECK(done.wait_for(300ms) == std::future_status::timeout); // draining, not dropping
+    // A new connection is not served any more.
+    CHECK(raw(w.port, request("GET", "/healthz", ""), 1s).ec);
+
+    asio::write(s, asio::buffer(wire.data() + split, wire.size() - split));
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    boost::system::error_code ec;
+    http::read(s, buffer, res, ec); // bounded: the server's read timeout closes a stuck exchange
+    REQUIRE(!ec);
+    CHECK(res.result_int() == 200);
+    CHECK(!res.keep_alive()); // the last answer of a draining server
+    CHECK(done.wait_for(2s) == std::future_status::ready);
+    REQUIRE(w.service.get("alice", "reservations", "r-1"));
+}
+
+namespace {
+
+/// A TCP proxy in front of the server that can swallow responses: it closes both sides when
+/// the server's answer arrives, so the server applied a request whose answer the client never
+/// sees.
+struct dropping_proxy {
+    dropping_proxy(asio::io_context& io, unsigned short target)
+        : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), target(target) {
+        asio::co_spawn(io, accept(this), asio::detached);
+    }
+    unsigned short port() const { return acceptor.local_endpoint().port(); }
+
+    tcp::acceptor acceptor;
+    unsigned short target;
+    int drop_responses = 0;
+    int dropped = 0;
+
+private:
+    static asio::awaitable<void> pipe(std::shared_ptr<tcp::socket> from,
+                                      std::shared_ptr<tcp::socket> to, dropping_proxy* p,
+                                      bool responses) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        std::array<char, 16384> buf;
+        for (;;) {
+            auto space = asio::buffer(buf);
+            auto [ec, n] = co_await from->async_read_some(space, tok);
+            if (ec) break;
+            if (responses && p->drop_responses > 0) {
+                --p->drop_responses;
+                ++p->dropped;
+                break;
+            }
+            auto data = asio::buffer(buf.data(), n);
+            auto [wec, wn] = co_await asio::async_write(*to, data, tok);
+            if (wec) break;
+        }
+        boost::system::error_code ignored;
+        from->close(ignored);
+        to->close(ignored);
+    }
+
+    static asio::awaitable<void> accept(dropping_proxy* p) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        for (;;) {
+            auto [ec, client] = co_await p->acceptor.async_accept(tok);
+            if (ec) co_return;
+            auto c = std::make_shared<tcp::socket>(std::move(client));
+            auto s = std::make_shared<tcp::socket>(c->get_executor());
+            tcp::endpoint server(asio::ip::make_address("127.0.0.1"), p->target);
+            auto [cec] = co_await s->async_connect(server, tok);
+            if (cec) continue;
+            asio::co_spawn(c->get_executor(), pipe(c, s, p, false), asio::detached);
+            asio::co_spawn(c->get_executor(), pipe(s, c, p, true), asio::detached);
+        }
+    }
+};
+
+} // namespace
+
+TEST_CASE("http: a push whose answer was lost is resent: no duplicate, no conflict",
+          "[http][faults]") {
+    http_world w;
+    asio::io_context io;
+    dropping_proxy proxy(io, w.port);
+    http_client phone(io, proxy.port(), alice_token, w.clock.as_wall_clock());
+    http_client laptop(io, w.port, alice_token, w.clock.as_wall_clock());
+    REQUIRE(!phone.sync().error);
+    phone.replica.put(reservation("r-1", "confirmed", 4));
+    const auto before = w.service.last_version();
+
+    proxy.drop_responses = 1;
+    auto report = phone.sync();
+    INFO(report.error_message);
+    CHECK(proxy.dropped == 1);
+    // The push reached the server, its answer did not; the transport sent it once more on a
+    // new connection and got the original outcome.
+    CHECK(!report.error);
+    CHECK(report.applied == 1);
+    CHECK(report.conflict_count() == 0);
+    CHECK(phone.transport.connects() == 2);
+    CHECK(w.service.last_version() == before + 1); // one write, not two
+    CHECK(phone.replica.pending<Reservation>().dirty == 0);
+
+    SECTION("and when the answer is lost on a fresh connection, the next round settles it") {
+        phone.replica.put(reservation("r-1", "cancelled", 4));
+        phone.transport.close();
+        proxy.drop_responses = 1;
+        auto lost = phone.sync();
+        CHECK(lost.error == errc::transport_failure);
+        CHECK(phone.replica.pending<Reservation>().dirty == 1);
+        const auto applied = w.service.last_version();
+        CHECK(applied == before + 2); // the server did apply it
+        auto retry = phone.sync();
+        CHECK(!retry.error);
+        CHECK(retry.conflict_count() == 0);
+        CHECK(w.service.last_version() == applied);
+        CHECK(phone.replica.pending<Reservation>().dirty == 0);
+    }
+    CHECK(!laptop.sync().error);
+    CHECK(laptop.replica.get<Reservation>("r-1")->party_size == 4);
+}
