@@ -4,11 +4,15 @@
 #include "../examples/landmarks/model.hpp"
 
 #include <offsync/offsync.hpp>
+#ifdef OFFSYNC_TEST_SQLITE
+#include <offsync/storage/sqlite.hpp>
+#endif
 
 #include <boost/asio/io_context.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -69,7 +73,28 @@ inline Reservation reservation(std::string id, std::string status = "confirmed",
     return r;
 }
 
-using engine_type = basic_sync_engine<memory_storage, loopback_transport>;
+#ifdef OFFSYNC_TEST_SQLITE
+/// Removes a test database and its WAL files once the store using it has closed.
+struct temp_database_path {
+    std::filesystem::path file = std::filesystem::temp_directory_path() /
+                                 ("offsync-test-" + make_uuid() + ".db");
+    ~temp_database_path() {
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"})
+            std::filesystem::remove(file.string() + suffix, ec);
+    }
+};
+/// A SQLite store on a fresh temporary file. Tests trade power-loss durability for speed.
+struct test_storage : private temp_database_path, public sqlite_storage {
+    test_storage() : sqlite_storage(file.string(), {sqlite_durability::normal, 5000}) {}
+};
+#else
+/// The store the engine tests run against: this binary uses the in-memory store; the
+/// offsync-tests-sqlite binary compiles the same tests with OFFSYNC_TEST_SQLITE.
+using test_storage = memory_storage;
+#endif
+
+using engine_type = basic_sync_engine<test_storage, loopback_transport>;
 
 /// One device: its store, replica, loopback transport and engine.
 struct client {
@@ -98,8 +123,8 @@ struct client {
         return *out;
     }
 
-    memory_storage storage;
-    basic_replica<memory_storage> replica;
+    test_storage storage;
+    basic_replica<test_storage> replica;
     loopback_transport transport;
     engine_type engine;
 

@@ -52,7 +52,7 @@ private:
     std::set<std::string>& applied_;
 };
 
-using device_engine = basic_sync_engine<memory_storage, recording_transport>;
+using device_engine = basic_sync_engine<test_storage, recording_transport>;
 
 struct device {
     device(asio::io_context& io, server::sync_service& s, std::string u, wall_clock clock,
@@ -65,8 +65,8 @@ struct device {
         else engine.add_collection<Reservation>(last_write_wins{});
     }
     std::string user;
-    memory_storage storage;
-    basic_replica<memory_storage> replica;
+    test_storage storage;
+    basic_replica<test_storage> replica;
     recording_transport transport;
     device_engine engine;
     std::map<std::string, std::string> last_token; ///< reservation id -> token of last edit

@@ -226,8 +226,8 @@ TEST_CASE("server-wins takes the server value and reports the discarded change",
     world w;
     auto phone = w.device("alice");
     // A laptop whose reservations use server-wins instead of the traits' ask-user.
-    memory_storage store;
-    basic_replica<memory_storage> replica(store, w.clock.as_wall_clock());
+    test_storage store;
+    basic_replica<test_storage> replica(store, w.clock.as_wall_clock());
     loopback_transport transport(w.io.get_executor(), w.service, "alice");
     engine_type engine(w.io.get_executor(), replica, transport);
     engine.add_collection<Reservation>(server_wins{});

@@ -63,8 +63,8 @@ TEST_CASE("invariant 3: a retry after a lost response is applied once, no confli
 TEST_CASE("invariant 4: a round abandoned half-way is finished by a new engine on the store",
           "[invariants]") {
     world w;
-    memory_storage store;
-    basic_replica<memory_storage> replica(store, w.clock.as_wall_clock());
+    test_storage store;
+    basic_replica<test_storage> replica(store, w.clock.as_wall_clock());
     for (int i = 0; i < 7; ++i) replica.put(reservation("r-" + std::to_string(i)));
     {
         loopback_transport transport(w.io.get_executor(), w.service, "alice");

@@ -1,0 +1,517 @@
+// offsync — a StoragePolicy on one SQLite database file: the client store an app ships.
+//
+// Link SQLite (CMake: offsync::sqlite, or SQLite::SQLite3 yourself). docs/storage.md explains
+// the schema and the durability settings.
+#pragma once
+
+#include <offsync/error.hpp>
+#include <offsync/storage/memory.hpp> // make_uuid
+#include <offsync/storage/record.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <sqlite3.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace offsync {
+
+/// How hard a commit waits for the disk (SQLite's `synchronous` pragma, in WAL mode).
+enum class sqlite_durability {
+    /// A commit survives a crash of the app. A power loss may roll back the last commits: edits
+    /// made just before it are lost; rolled-back acknowledgements are pushed again and the
+    /// server recognises them by mutation id. Faster.
+    normal,
+    /// Every commit is on disk before it returns: survives a power loss too.
+    full,
+};
+
+struct sqlite_config {
+    sqlite_durability durability = sqlite_durability::full;
+    /// How long a transaction waits for another process holding the file's write lock.
+    int busy_timeout_ms = 5000;
+};
+
+/// The client store on SQLite: one file in WAL mode, the schema created and migrated on open
+/// (table `offsync_meta` holds the schema version), prepared statements reused, and a partial
+/// index over pushable records so building a push never scans clean ones.
+///
+/// Errors: opening a file that is not a database, a database of another program, or a newer
+/// schema throws `sync_error` with `errc::storage_failure` and a message naming the file and the
+/// cause; nothing in the file is changed. A failure inside a transaction (disk full, read-only
+/// file) throws the same; the transaction rolls back.
+///
+/// Thread safety: every member function may be called from any thread. A transaction holds the
+/// store's lock for its lifetime (as memory_storage does); one connection serves all threads.
+class sqlite_storage {
+    struct db_closer {
+        void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+    };
+    struct stmt_finalizer {
+        void operator()(sqlite3_stmt* st) const { sqlite3_finalize(st); }
+    };
+    class statement : public std::unique_ptr<sqlite3_stmt, stmt_finalizer> {
+        using unique_ptr::unique_ptr;
+    };
+
+    static std::string column_text(const statement& st, int index) {
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
+        return text ? std::string(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
+                    : std::string();
+    }
+
+public:
+    static constexpr int schema_version = 1;
+    using fault_hook = std::function<bool(std::string_view operation)>;
+
+    explicit sqlite_storage(const std::string& path, sqlite_config config = {}) : path_(path) {
+        sqlite3* db = nullptr;
+        const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                           SQLITE_OPEN_FULLMUTEX,
+                                       nullptr);
+        db_.reset(db);
+        if (rc != SQLITE_OK) fail("cannot open");
+        sqlite3_extended_result_codes(db, 1);
+        sqlite3_busy_timeout(db, config.busy_timeout_ms);
+        open_schema(config);
+        prepare_statements();
+    }
+
+    sqlite_storage(const sqlite_storage&) = delete;
+    sqlite_storage& operator=(const sqlite_storage&) = delete;
+
+    const std::string& path() const noexcept { return path_; }
+
+    /// The connection, for the app's own queries (and pragmas). Use it only while no
+    /// transaction of this store is open on another thread.
+    sqlite3* native_handle() const noexcept { return db_.get(); }
+
+    /// Lets tests fail the store at an exact operation, as memory_storage does.
+    void set_fault_hook(fault_hook hook) {
+        std::lock_guard lock(mutex_);
+        fault_ = std::move(hook);
+    }
+
+    class transaction {
+    public:
+        transaction(transaction&& other) noexcept
+            : store_(std::exchange(other.store_, nullptr)), lock_(std::move(other.lock_)),
+              open_(std::exchange(other.open_, false)) {}
+        transaction& operator=(transaction&&) = delete;
+        ~transaction() {
+            if (store_ && open_) store_->exec_noexcept("ROLLBACK");
+        }
+
+        std::optional<local_record> load(std::string_view collection, std::string_view key) {
+            auto& st = store_->stmt_.load;
+            bind(st, collection, key);
+            std::optional<local_record> out;
+            if (step(st) == SQLITE_ROW) {
+                local_record r;
+                r.value = store_->parse_object(column_text(st, 0));
+                r.deleted = sqlite3_column_int(st.get(), 1) != 0;
+                r.delete_pending = sqlite3_column_int(st.get(), 2) != 0;
+                r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), 3));
+                r.dirty_mask = std::uint64_t(sqlite3_column_int64(st.get(), 4));
+                r.generation = std::uint64_t(sqlite3_column_int64(st.get(), 5));
+                r.modified_at.wall = sqlite3_column_int64(st.get(), 6);
+                r.modified_at.logical = std::uint32_t(sqlite3_column_int64(st.get(), 7));
+                r.modified_at.node = column_text(st, 8);
+                r.last_synced_ms = sqlite3_column_int64(st.get(), 9);
+                r.sent_mutation_id = std::uint64_t(sqlite3_column_int64(st.get(), 10));
+                r.sent_generation = std::uint64_t(sqlite3_column_int64(st.get(), 11));
+                r.parked = static_cast<park_state>(sqlite3_column_int(st.get(), 12));
+                out = std::move(r);
+            }
+            reset(st);
+            return out;
+        }
+
+        void save(std::string_view collection, std::string_view key, const local_record& r) {
+            check("save");
+            auto& st = store_->stmt_.save;
+            bind(st, collection, key);
+            const auto value = json::serialize(r.value);
+            bind_text(st, 3, value);
+            sqlite3_bind_int(st.get(), 4, r.deleted);
+            sqlite3_bind_int(st.get(), 5, r.delete_pending);
+            sqlite3_bind_int64(st.get(), 6, std::int64_t(r.base_version));
+            sqlite3_bind_int64(st.get(), 7, std::int64_t(r.dirty_mask));
+            sqlite3_bind_int64(st.get(), 8, std::int64_t(r.generation));
+            sqlite3_bind_int64(st.get(), 9, r.modified_at.wall);
+            sqlite3_bind_int64(st.get(), 10, r.modified_at.logical);
+            bind_text(st, 11, r.modified_at.node);
+            sqlite3_bind_int64(st.get(), 12, r.last_synced_ms);
+            sqlite3_bind_int64(st.get(), 13, std::int64_t(r.sent_mutation_id));
+            sqlite3_bind_int64(st.get(), 14, std::int64_t(r.sent_generation));
+            sqlite3_bind_int(st.get(), 15, int(r.parked));
+            sqlite3_bind_int(st.get(), 16, r.pushable());
+            run(st);
+        }
+
+        void remove(std::string_view collection, std::string_view key) {
+            check("remove");
+            auto& st = store_->stmt_.remove;
+            bind(st, collection, key);
+            run(st);
+        }
+
+        std::vector<std::string> pushable_keys(std::string_view collection,
+                                               std::string_view after, std::size_t limit) {
+            auto& st = store_->stmt_.pushable;
+            bind(st, collection, after);
+            sqlite3_bind_int64(st.get(), 3, std::int64_t(limit));
+            std::vector<std::string> keys;
+            while (step(st) == SQLITE_ROW) keys.push_back(column_text(st, 0));
+            reset(st);
+            return keys;
+        }
+
+        std::uint64_t cursor(std::string_view collection) {
+            auto& st = store_->stmt_.cursor;
+            bind_text(st, 1, collection);
+            std::uint64_t c = 0;
+            if (step(st) == SQLITE_ROW) c = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+            reset(st);
+            return c;
+        }
+
+        void set_cursor(std::string_view collection, std::uint64_t cursor) {
+            check("set_cursor");
+            auto& st = store_->stmt_.set_cursor;
+            bind_text(st, 1, collection);
+            sqlite3_bind_int64(st.get(), 2, std::int64_t(cursor));
+            run(st);
+        }
+
+        std::optional<parked_record> load_parked(std::string_view collection,
+                                                 std::string_view key) {
+            auto& st = store_->stmt_.load_parked;
+            bind(st, collection, key);
+            std::optional<parked_record> out;
+            if (step(st) == SQLITE_ROW) out = read_parked(st);
+            reset(st);
+            return out;
+        }
+
+        void save_parked(const parked_record& p) {
+            check("save_parked");
+            auto& st = store_->stmt_.save_parked;
+            bind(st, p.collection, p.key);
+            sqlite3_bind_int(st.get(), 3, int(p.kind));
+            const auto local = json::serialize(p.local_value);
+            bind_text(st, 4, local);
+            sqlite3_bind_int(st.get(), 5, p.local_deleted);
+            std::string server;
+            if (p.server) {
+                server = json::serialize(to_json(*p.server));
+                bind_text(st, 6, server);
+            } else {
+                sqlite3_bind_null(st.get(), 6);
+            }
+            bind_text(st, 7, p.error_code);
+            bind_text(st, 8, p.error_message);
+            sqlite3_bind_int64(st.get(), 9, p.detected_at_ms);
+            run(st);
+        }
+
+        void remove_parked(std::string_view collection, std::string_view key) {
+            check("remove_parked");
+            auto& st = store_->stmt_.remove_parked;
+            bind(st, collection, key);
+            run(st);
+        }
+
+        std::uint64_t next_mutation_id() {
+            check("next_mutation_id");
+            const auto id = std::uint64_t(store_->meta_int("next_mutation", 1));
+            store_->set_meta("next_mutation", std::to_string(id + 1));
+            return id;
+        }
+
+        hlc_state clock() {
+            return {store_->meta_int("hlc_wall", 0),
+                    std::uint32_t(store_->meta_int("hlc_logical", 0))};
+        }
+        void set_clock(hlc_state s) {
+            store_->set_meta("hlc_wall", std::to_string(s.wall));
+            store_->set_meta("hlc_logical", std::to_string(s.logical));
+        }
+        std::string client_id() { return store_->client_id_; }
+
+        void commit() {
+            check("commit");
+            store_->exec("COMMIT");
+            open_ = false;
+        }
+
+    private:
+        friend class sqlite_storage;
+        explicit transaction(sqlite_storage& s) : store_(&s), lock_(s.mutex_) {
+            store_->exec("BEGIN IMMEDIATE");
+            open_ = true;
+        }
+        void check(std::string_view op) {
+            if (store_->fault_ && store_->fault_(op))
+                throw sync_error(make_error_code(errc::storage_failure),
+                                 "injected storage failure at " + std::string(op));
+        }
+        int step(const statement& st) {
+            const int rc = sqlite3_step(st.get());
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                reset(st);
+                store_->fail("query failed");
+            }
+            return rc;
+        }
+        void run(const statement& st) {
+            step(st);
+            reset(st);
+        }
+        static void reset(const statement& st) {
+            sqlite3_reset(st.get());
+            sqlite3_clear_bindings(st.get());
+        }
+        static void bind_text(const statement& st, int index, std::string_view text) {
+            // An empty view may have no data pointer, which SQLite would bind as NULL.
+            sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),
+                              SQLITE_TRANSIENT);
+        }
+        static void bind(const statement& st, std::string_view collection, std::string_view key) {
+            bind_text(st, 1, collection);
+            bind_text(st, 2, key);
+        }
+        parked_record read_parked(const statement& st) {
+            parked_record p;
+            p.collection = column_text(st, 0);
+            p.key = column_text(st, 1);
+            p.kind = static_cast<park_state>(sqlite3_column_int(st.get(), 2));
+            p.local_value = store_->parse_object(column_text(st, 3));
+            p.local_deleted = sqlite3_column_int(st.get(), 4) != 0;
+            if (sqlite3_column_type(st.get(), 5) != SQLITE_NULL) {
+                p.server.emplace();
+                if (from_json(json::parse(column_text(st, 5)), *p.server))
+                    store_->fail_message("a parked record's server copy is corrupt");
+            }
+            p.error_code = column_text(st, 6);
+            p.error_message = column_text(st, 7);
+            p.detected_at_ms = sqlite3_column_int64(st.get(), 8);
+            return p;
+        }
+
+        sqlite_storage* store_;
+        std::unique_lock<std::mutex> lock_;
+        bool open_ = false;
+    };
+
+    transaction begin() { return transaction(*this); }
+
+    std::vector<std::pair<std::string, local_record>> list(std::string_view collection) {
+        std::vector<std::pair<std::string, local_record>> out;
+        auto txn = begin();
+        auto& st = stmt_.list;
+        transaction::bind_text(st, 1, collection);
+        std::vector<std::string> keys;
+        while (txn.step(st) == SQLITE_ROW) keys.push_back(column_text(st, 0));
+        transaction::reset(st);
+        for (auto& k : keys)
+            if (auto r = txn.load(collection, k)) out.emplace_back(std::move(k), std::move(*r));
+        return out;
+    }
+
+    std::vector<parked_record> parked(std::string_view collection) {
+        auto txn = begin();
+        auto& st = stmt_.all_parked;
+        transaction::bind_text(st, 1, collection);
+        std::vector<parked_record> out;
+        while (txn.step(st) == SQLITE_ROW) out.push_back(txn.read_parked(st));
+        transaction::reset(st);
+        return out;
+    }
+
+    pending_counts pending(std::string_view collection) {
+        auto txn = begin();
+        pending_counts n;
+        auto& st = stmt_.pending;
+        transaction::bind_text(st, 1, collection);
+        if (txn.step(st) == SQLITE_ROW) {
+            n.dirty = std::size_t(sqlite3_column_int64(st.get(), 0));
+            n.conflicts = std::size_t(sqlite3_column_int64(st.get(), 1));
+            n.rejected = std::size_t(sqlite3_column_int64(st.get(), 2));
+        }
+        transaction::reset(st);
+        return n;
+    }
+
+private:
+    json::object parse_object(const std::string& text) {
+        boost::system::error_code ec;
+        auto jv = json::parse(text, ec);
+        if (ec || !jv.is_object()) fail_message("a stored record is not a JSON object");
+        return std::move(jv.get_object());
+    }
+
+    [[noreturn]] void fail(const char* what) {
+        fail_message(std::string(what) + ": " + sqlite3_errmsg(db_.get()));
+    }
+    [[noreturn]] void fail_message(const std::string& what) {
+        throw sync_error(make_error_code(errc::storage_failure), path_ + ": " + what);
+    }
+
+    void exec(const char* sql) {
+        char* message = nullptr;
+        if (sqlite3_exec(db_.get(), sql, nullptr, nullptr, &message) != SQLITE_OK) {
+            std::string text = message ? message : "unknown error";
+            sqlite3_free(message);
+            fail_message(text + " (in: " + std::string(sql).substr(0, 60) + ")");
+        }
+    }
+    void exec_noexcept(const char* sql) noexcept { sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr); }
+
+    statement prepare(const char* sql) {
+        sqlite3_stmt* st = nullptr;
+        if (sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr) !=
+            SQLITE_OK)
+            fail("cannot prepare a statement");
+        return statement(st);
+    }
+
+    std::int64_t meta_int(const char* key, std::int64_t fallback) {
+        auto& st = stmt_.get_meta;
+        sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
+        std::int64_t v = fallback;
+        if (sqlite3_step(st.get()) == SQLITE_ROW) v = sqlite3_column_int64(st.get(), 0);
+        sqlite3_reset(st.get());
+        return v;
+    }
+    void set_meta(const char* key, const std::string& value) {
+        auto& st = stmt_.set_meta;
+        sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st.get(), 2, value.c_str(), int(value.size()), SQLITE_TRANSIENT);
+        const int rc = sqlite3_step(st.get());
+        sqlite3_reset(st.get());
+        if (rc != SQLITE_DONE) fail("cannot write metadata");
+    }
+
+    /// Creates or checks the schema. Refuses, without writing, a file that is not a database,
+    /// a database of another program, or an offsync schema newer than this code.
+    void open_schema(const sqlite_config& config) {
+        // Reading the schema first makes SQLite check the header: "file is not a database".
+        int tables = 0, ours = 0;
+        {
+            sqlite3_stmt* raw = nullptr;
+            if (sqlite3_prepare_v2(db_.get(),
+                                   "SELECT count(*), count(CASE name WHEN 'offsync_meta' THEN 1 "
+                                   "END) FROM sqlite_master WHERE type = 'table'",
+                                   -1, &raw, nullptr) != SQLITE_OK)
+                fail("not a usable SQLite database");
+            statement st(raw);
+            if (sqlite3_step(st.get()) != SQLITE_ROW) fail("not a usable SQLite database");
+            tables = sqlite3_column_int(st.get(), 0);
+            ours = sqlite3_column_int(st.get(), 1);
+        }
+        if (tables > 0 && ours == 0)
+            fail_message("the database belongs to another program (no offsync_meta table)");
+        exec("PRAGMA journal_mode = WAL");
+        exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
+                                                          : "PRAGMA synchronous = NORMAL");
+        if (ours) {
+            sqlite3_stmt* raw = nullptr;
+            sqlite3_prepare_v2(db_.get(),
+                               "SELECT value FROM offsync_meta WHERE key = 'schema_version'", -1,
+                               &raw, nullptr);
+            statement st(raw);
+            int version = 0;
+            if (st && sqlite3_step(st.get()) == SQLITE_ROW) version = sqlite3_column_int(st.get(), 0);
+            if (version > schema_version)
+                fail_message("schema version " + std::to_string(version) +
+                             " is newer than this offsync (" + std::to_string(schema_version) +
+                             ")");
+            if (version < 1) fail_message("offsync_meta has no schema version");
+            // Migrations from older versions go here, each in its own transaction.
+        } else {
+            exec("BEGIN IMMEDIATE");
+            exec(R"(
+CREATE TABLE offsync_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE offsync_records (
+    collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    deleted INTEGER NOT NULL, delete_pending INTEGER NOT NULL,
+    base_version INTEGER NOT NULL, dirty_mask INTEGER NOT NULL, generation INTEGER NOT NULL,
+    stamp_wall INTEGER NOT NULL, stamp_logical INTEGER NOT NULL, stamp_node TEXT NOT NULL,
+    last_synced INTEGER NOT NULL, sent_mutation_id INTEGER NOT NULL,
+    sent_generation INTEGER NOT NULL, parked INTEGER NOT NULL, pushable INTEGER NOT NULL,
+    PRIMARY KEY (collection, key)) WITHOUT ROWID;
+CREATE INDEX offsync_records_pushable ON offsync_records (collection, key) WHERE pushable = 1;
+CREATE TABLE offsync_cursors (collection TEXT PRIMARY KEY, cursor INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE offsync_parked (
+    collection TEXT NOT NULL, key TEXT NOT NULL, kind INTEGER NOT NULL,
+    local_value TEXT NOT NULL, local_deleted INTEGER NOT NULL, server TEXT,
+    error_code TEXT NOT NULL, error_message TEXT NOT NULL, detected_at INTEGER NOT NULL,
+    PRIMARY KEY (collection, key)) WITHOUT ROWID;
+INSERT INTO offsync_meta VALUES ('schema_version', 1);
+)");
+            const auto id = make_uuid();
+            const auto insert = "INSERT INTO offsync_meta VALUES ('client_id', '" + id + "')";
+            exec(insert.c_str());
+            exec("COMMIT");
+        }
+        sqlite3_stmt* raw = nullptr;
+        sqlite3_prepare_v2(db_.get(), "SELECT value FROM offsync_meta WHERE key = 'client_id'",
+                           -1, &raw, nullptr);
+        statement st(raw);
+        if (!st || sqlite3_step(st.get()) != SQLITE_ROW) fail_message("the store has no client id");
+        client_id_ = column_text(st, 0);
+    }
+
+    void prepare_statements() {
+        stmt_.load = prepare(
+            "SELECT value, deleted, delete_pending, base_version, dirty_mask, generation, "
+            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
+            "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
+        stmt_.save = prepare("INSERT OR REPLACE INTO offsync_records VALUES "
+                             "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+        stmt_.remove = prepare("DELETE FROM offsync_records WHERE collection = ?1 AND key = ?2");
+        stmt_.pushable = prepare("SELECT key FROM offsync_records WHERE pushable = 1 AND "
+                                 "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
+        stmt_.cursor = prepare("SELECT cursor FROM offsync_cursors WHERE collection = ?1");
+        stmt_.set_cursor = prepare("INSERT OR REPLACE INTO offsync_cursors VALUES (?1, ?2)");
+        stmt_.load_parked = prepare("SELECT * FROM offsync_parked WHERE collection = ?1 AND key = ?2");
+        stmt_.save_parked =
+            prepare("INSERT OR REPLACE INTO offsync_parked VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+        stmt_.remove_parked = prepare("DELETE FROM offsync_parked WHERE collection = ?1 AND key = ?2");
+        stmt_.all_parked = prepare(
+            "SELECT * FROM offsync_parked WHERE ?1 = '' OR collection = ?1 ORDER BY collection, key");
+        stmt_.list = prepare(
+            "SELECT key FROM offsync_records WHERE collection = ?1 AND deleted = 0 ORDER BY key");
+        stmt_.pending = prepare(
+            "SELECT (SELECT count(*) FROM offsync_records WHERE pushable = 1 AND collection = ?1), "
+            "(SELECT count(*) FROM offsync_parked WHERE collection = ?1 AND kind = 1), "
+            "(SELECT count(*) FROM offsync_parked WHERE collection = ?1 AND kind = 2)");
+        stmt_.get_meta = prepare("SELECT value FROM offsync_meta WHERE key = ?1");
+        stmt_.set_meta = prepare("INSERT OR REPLACE INTO offsync_meta VALUES (?1, ?2)");
+    }
+
+    struct statements {
+        statement load, save, remove, pushable, cursor, set_cursor, load_parked, save_parked,
+            remove_parked, all_parked, list, pending, get_meta, set_meta;
+    };
+
+    std::string path_;
+    std::mutex mutex_;
+    fault_hook fault_;
+    std::unique_ptr<sqlite3, db_closer> db_;
+    std::string client_id_;
+    statements stmt_; // declared after db_: finalized before the connection closes
+};
+
+} // namespace offsync

@@ -1,0 +1,231 @@
+// The SQLite client store: persistence across reopening, the pushable index, and every error
+// case failing clearly without touching the file. (The engine and invariant tests run against
+// it as well, in the offsync-tests-sqlite binary.)
+#include "support.hpp"
+
+#include <offsync/storage/sqlite.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace offsync_test;
+
+namespace {
+struct temp_file {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("offsync-sqlite-" + make_uuid() + ".db");
+    ~temp_file() {
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"})
+            std::filesystem::remove(path.string() + suffix, ec);
+    }
+    std::string str() const { return path.string(); }
+};
+
+std::string file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+/// The error a constructor throws, as a diagnostics value.
+template <class F>
+diagnostics error_of(F&& f) {
+    try {
+        f();
+    } catch (const sync_error& e) {
+        return {e.code(), e.what()};
+    }
+    return {};
+}
+} // namespace
+
+static_assert(storage_policy<sqlite_storage>);
+
+TEST_CASE("a SQLite store keeps everything across reopening", "[sqlite]") {
+    temp_file file;
+    manual_clock clock;
+    std::string client_id;
+    {
+        sqlite_storage store(file.str());
+        basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+        replica.put(reservation("r-1", "confirmed", 3));
+        replica.put(reservation("r-2"));
+        replica.erase<Reservation>("r-2");
+        auto txn = store.begin();
+        client_id = txn.client_id();
+        CHECK(txn.next_mutation_id() == 1);
+        CHECK(txn.next_mutation_id() == 2);
+        txn.set_cursor("reservations", 41);
+        parked_record p;
+        p.collection = "reservations";
+        p.key = "r-1";
+        p.local_value = json::object{{"party_size", 3}};
+        p.server = change{json::value("r-1"), 40, false, hlc_stamp{5, 1, "x"},
+                          json::object{{"party_size", 2}}};
+        p.detected_at_ms = 99;
+        txn.save_parked(p);
+        txn.commit();
+    }
+    sqlite_storage store(file.str());
+    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    auto txn_check = [&] {
+        auto txn = store.begin();
+        CHECK(txn.client_id() == client_id);
+        CHECK(txn.next_mutation_id() == 3);
+        CHECK(txn.cursor("reservations") == 41);
+        CHECK(txn.cursor("landmarks") == 0);
+        CHECK(txn.clock().wall == clock.now_ms);
+        auto r2 = txn.load("reservations", "r-2");
+        REQUIRE(r2);
+        CHECK(r2->deleted);
+        CHECK(r2->delete_pending);
+        auto p = txn.load_parked("reservations", "r-1");
+        REQUIRE(p);
+        REQUIRE(p->server);
+        CHECK(p->server->version == 40);
+        CHECK(p->server->stamp == hlc_stamp{5, 1, "x"});
+        CHECK(p->local_value.at("party_size") == 3);
+        CHECK(p->detected_at_ms == 99);
+    };
+    txn_check();
+    CHECK(replica.get<Reservation>("r-1")->party_size == 3);
+    CHECK_FALSE(replica.get<Reservation>("r-2"));
+    CHECK(replica.list<Reservation>().size() == 1);
+    CHECK(store.pending("reservations").dirty == 2); // r-1, and r-2's delete
+    CHECK(store.pending("reservations").conflicts == 1);
+    CHECK(store.parked("").size() == 1);
+}
+
+TEST_CASE("an uncommitted SQLite transaction changes nothing", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    {
+        auto txn = store.begin();
+        local_record r;
+        r.value = json::object{{"id", "r-1"}};
+        r.dirty_mask = 1;
+        txn.save("reservations", "r-1", r);
+        txn.set_cursor("reservations", 7);
+        CHECK(txn.load("reservations", "r-1")); // sees its own write
+    }
+    auto txn = store.begin();
+    CHECK_FALSE(txn.load("reservations", "r-1"));
+    CHECK(txn.cursor("reservations") == 0);
+    CHECK(txn.pushable_keys("reservations", "", 10).empty());
+}
+
+TEST_CASE("the pushable index serves push batches in key order", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    {
+        auto txn = store.begin();
+        for (int i = 0; i < 50; ++i) {
+            local_record r;
+            r.value = json::object{{"id", i}};
+            r.dirty_mask = (i % 5 == 0) ? 1 : 0; // every fifth is dirty
+            if (i == 10) r.parked = park_state::conflict;
+            char key[8];
+            std::snprintf(key, sizeof key, "k%02d", i);
+            txn.save("c", key, r);
+        }
+        txn.commit();
+    }
+    auto txn = store.begin();
+    CHECK(txn.pushable_keys("c", "", 100) ==
+          std::vector<std::string>{"k00", "k05", "k15", "k20", "k25", "k30", "k35", "k40", "k45"});
+    CHECK(txn.pushable_keys("c", "k20", 2) == std::vector<std::string>{"k25", "k30"});
+    CHECK(txn.pushable_keys("other", "", 100).empty());
+    // The query plan uses the partial index: no scan of clean records.
+    sqlite3_stmt* plan = nullptr;
+    REQUIRE(sqlite3_prepare_v2(store.native_handle(),
+                               "EXPLAIN QUERY PLAN SELECT key FROM offsync_records WHERE "
+                               "pushable = 1 AND collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                               -1, &plan, nullptr) == SQLITE_OK);
+    std::string detail;
+    while (sqlite3_step(plan) == SQLITE_ROW)
+        detail += reinterpret_cast<const char*>(sqlite3_column_text(plan, 3));
+    sqlite3_finalize(plan);
+    CAPTURE(detail);
+    CHECK(detail.find("offsync_records_pushable") != std::string::npos);
+}
+
+TEST_CASE("SQLite store errors are clear and change nothing", "[sqlite]") {
+    temp_file file;
+    SECTION("a file that is not a database") {
+        { std::ofstream(file.str()) << "this is a text file, not a database\n"; }
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { sqlite_storage store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("not a database") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+    }
+    SECTION("a database of another program") {
+        sqlite3* db = nullptr;
+        sqlite3_open(file.str().c_str(), &db);
+        sqlite3_exec(db, "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)", nullptr,
+                     nullptr, nullptr);
+        sqlite3_close(db);
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { sqlite_storage store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("another program") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+    }
+    SECTION("a schema newer than this code") {
+        { sqlite_storage store(file.str()); }
+        sqlite3* db = nullptr;
+        sqlite3_open(file.str().c_str(), &db);
+        sqlite3_exec(db, "UPDATE offsync_meta SET value = 99 WHERE key = 'schema_version'",
+                     nullptr, nullptr, nullptr);
+        sqlite3_close(db);
+        auto d = error_of([&] { sqlite_storage store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("newer") != std::string::npos);
+    }
+    SECTION("a directory that does not exist") {
+        auto d = error_of([&] { sqlite_storage store("/nonexistent-dir/x/offsync.db"); });
+        CHECK(d.code == errc::storage_failure);
+    }
+    SECTION("a full disk: the transaction fails whole, the store stays usable") {
+        sqlite_storage store(file.str());
+        manual_clock clock;
+        basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+        REQUIRE(replica.put(reservation("r-0")));
+        // Cap the file at its current size: SQLite then answers "database or disk is full".
+        sqlite3_exec(store.native_handle(), "PRAGMA max_page_count = 1", nullptr, nullptr,
+                     nullptr);
+        auto big = reservation("r-big");
+        big.notes = std::string(64 * 1024, 'x');
+        auto d = replica.put(schema_of<Reservation>(), "r-big", to_json_object(big));
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("full") != std::string::npos);
+        CHECK_FALSE(replica.get<Reservation>("r-big"));
+        CHECK(replica.get<Reservation>("r-0"));
+        sqlite3_exec(store.native_handle(), "PRAGMA max_page_count = 1000000", nullptr, nullptr,
+                     nullptr);
+        CHECK(replica.put(big));
+        CHECK(replica.get<Reservation>("r-big")->notes.size() == 64 * 1024);
+    }
+}
+
+TEST_CASE("schema evolution: a stored record missing a newer field reads as its default",
+          "[sqlite]") {
+    temp_file file;
+    {
+        sqlite_storage store(file.str());
+        auto txn = store.begin();
+        local_record r;
+        // Written by an older version of the app whose reservations had no notes or party.
+        r.value = json::object{{"id", "r-1"}, {"landmark_id", 1}, {"status", "confirmed"}};
+        r.base_version = 3;
+        txn.save("reservations", "r-1", r);
+        txn.commit();
+    }
+    sqlite_storage store(file.str());
+    basic_replica<sqlite_storage> replica(store);
+    auto r = replica.get<Reservation>("r-1");
+    REQUIRE(r);
+    CHECK(r->party_size == 1);
+    CHECK(r->notes.empty());
+    CHECK(r->status == "confirmed");
+}
