@@ -6,6 +6,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <atomic>
+#include <map>
 #include <thread>
 
 using namespace offsync_test;
@@ -345,4 +347,32 @@ TEST_CASE("async_sync works with use_future from another thread", "[invariants]"
     runner.join();
     CHECK(!report.error);
     CHECK(report.pulled == 2);
+}
+
+TEST_CASE("the app edits on its own thread while rounds run on another", "[invariants][threads]") {
+    world w;
+    auto a = w.device("alice");
+    auto b = w.device("alice");
+    std::atomic<bool> editing{true};
+    std::map<std::string, int> last_party;
+    std::thread app([&] {
+        for (int i = 0; i < 200; ++i) {
+            const auto id = "r-" + std::to_string(i % 7);
+            a->replica.put(reservation(id, "confirmed", i + 1));
+            last_party[id] = i + 1;
+            if (i % 50 == 0) std::this_thread::yield();
+        }
+        editing = false;
+    });
+    // Rounds on this thread, concurrently with the edits.
+    while (editing) a->sync();
+    app.join();
+    a->sync();
+    b->sync();
+    CHECK(a->replica.pending<Reservation>().dirty == 0);
+    for (const auto& [id, party] : last_party) {
+        CAPTURE(id);
+        CHECK(a->replica.get<Reservation>(id)->party_size == party);
+        CHECK(b->replica.get<Reservation>(id)->party_size == party);
+    }
 }
