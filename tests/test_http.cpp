@@ -133,13 +133,18 @@ http_transport_config transport_config(unsigned short port, std::shared_ptr<std:
 
 /// One device syncing over HTTP.
 struct http_client {
+    /// Registers both collections with their traits' policies unless `collections` is given.
     http_client(asio::io_context& io, unsigned short port, std::string token, wall_clock clock,
-                engine_config config = {})
+                engine_config config = {}, std::function<void(http_engine&)> collections = {})
         : token(std::make_shared<std::string>(std::move(token))), replica(storage, std::move(clock)),
           transport(io.get_executor(), transport_config(port, this->token)),
           engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
-        engine.add_collection<Landmark>();
-        engine.add_collection<Reservation>();
+        if (collections) {
+            collections(engine);
+        } else {
+            engine.add_collection<Landmark>();
+            engine.add_collection<Reservation>();
+        }
     }
 
     sync_report sync() {
@@ -325,6 +330,55 @@ TEST_CASE("http: a reservation conflict between two devices is parked for the us
     CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 6);
     CHECK(!phone.sync().error);
     CHECK(phone.replica.get<Reservation>("r-1")->party_size == 6);
+}
+
+TEST_CASE("http: last-write-wins and server-wins settle conflicts over HTTP", "[http]") {
+    http_world w;
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    SECTION("server_wins: the local change is dropped and reported") {
+        http_client laptop(io, w.port, alice_token, w.clock.as_wall_clock(), {},
+                           [](http_engine& e) { e.add_collection<Reservation>(server_wins{}); });
+        phone.replica.put(reservation("r-1"));
+        REQUIRE(!phone.sync().error);
+        REQUIRE(!laptop.sync().error);
+        phone.replica.put(reservation("r-1", "cancelled", 3));
+        laptop.replica.put(reservation("r-1", "confirmed", 6));
+        CHECK(!phone.sync().error);
+        auto report = laptop.sync();
+        CHECK(!report.error);
+        CHECK(report.took_server == 1);
+        REQUIRE(report.discarded.size() == 1);
+        CHECK(laptop.replica.get<Reservation>("r-1")->party_size == 3);
+        CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 3);
+    }
+    SECTION("last_write_wins: the later edit wins, whichever device pushes first") {
+        auto lww = [](http_engine& e) { e.add_collection<Reservation>(last_write_wins{}); };
+        http_client first(io, w.port, alice_token, w.clock.as_wall_clock(), {}, lww);
+        http_client second(io, w.port, alice_token, w.clock.as_wall_clock(), {}, lww);
+        first.replica.put(reservation("r-1"));
+        REQUIRE(!first.sync().error);
+        REQUIRE(!second.sync().error);
+        second.replica.put(reservation("r-1", "confirmed", 6)); // earlier edit
+        w.clock.now_ms += 1000;
+        first.replica.put(reservation("r-1", "confirmed", 3)); // later edit, pushed first
+        CHECK(!first.sync().error);
+        auto report = second.sync();
+        CHECK(!report.error);
+        CHECK(report.took_server == 1);
+        CHECK(report.discarded.size() == 1);
+        CHECK(second.replica.get<Reservation>("r-1")->party_size == 3);
+
+        first.replica.put(reservation("r-1", "confirmed", 5));
+        w.clock.now_ms += 1000;
+        second.replica.put(reservation("r-1", "confirmed", 8)); // now the later one
+        CHECK(!first.sync().error);
+        auto again = second.sync();
+        CHECK(again.kept_local == 1); // re-pushed over the server's version
+        CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 8);
+        CHECK(!first.sync().error);
+        CHECK(first.replica.get<Reservation>("r-1")->party_size == 8);
+    }
 }
 
 TEST_CASE("http: a delete travels as a tombstone", "[http]") {
