@@ -21,6 +21,7 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -565,7 +566,22 @@ private:
             parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
             parser.body_limit(config_.max_body_bytes);
             stream.expires_after(config_.read_timeout);
-            auto [ec, n] = co_await http::async_read(stream, buffer, parser, tok);
+            auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, tok);
+            beast::error_code ec = hec;
+            if (!ec && !parser.is_done()) {
+                // curl and others wait for "100 Continue" before they send a larger body.
+                const auto& fields = parser.get();
+                if (auto it = fields.find(http::field::expect);
+                    it != fields.end() &&
+                    iequals(std::string_view(it->value().data(), it->value().size()),
+                            "100-continue")) {
+                    http::response<http::empty_body> proceed{http::status::continue_, 11};
+                    auto [cec, cn] = co_await http::async_write(stream, proceed, tok);
+                    if (cec) co_return;
+                }
+                auto [bec, bn] = co_await http::async_read(stream, buffer, parser, tok);
+                ec = bec;
+            }
             const auto started = std::chrono::steady_clock::now();
             if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
                 ec == asio::error::operation_aborted || ec == asio::error::connection_reset)
