@@ -20,4 +20,13 @@ if [ "${1:-}" != "--quick" ]; then
     cmake --build build-asan -j "$jobs" --target offsync-tests offsync-tests-sqlite offsync-doc-snippets
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 600
+
+    # Threads: the app edits on one thread while rounds run on another. ThreadSanitizer checks
+    # the stores' locking on the SQLite build of those tests.
+    cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug "${launcher[@]}" \
+        -DOFFSYNC_BUILD_EXAMPLES=OFF -DOFFSYNC_BUILD_BENCHMARKS=OFF \
+        -DCMAKE_CXX_FLAGS="-O1 -fsanitize=thread -Wno-tsan"
+    cmake --build build-tsan -j "$jobs" --target offsync-tests-sqlite
+    TSAN_OPTIONS=halt_on_error=1 \
+        ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 600 -R "^sqlite: "
 fi
