@@ -408,7 +408,7 @@ public:
         }
         boost::system::error_code ignored;
         acceptor_.close(ignored);
-        for (auto& c : idle) cancel(c);
+        for (auto& c : idle) cancel(c, true);
         auto deadline = std::chrono::steady_clock::now() + config_.drain_timeout;
         bool forced = false;
         for (;;) {
@@ -423,7 +423,7 @@ public:
             if (late) {
                 if (forced) break; // closed connections that still have not ended: give up
                 forced = true;
-                for (auto& c : left) cancel(c);
+                for (auto& c : left) cancel(c, false);
                 deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
             }
             drained_.expires_at(deadline);
@@ -441,8 +441,16 @@ private:
         bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
     };
 
-    static void cancel(const std::shared_ptr<connection>& c) {
-        asio::post(c->stream.get_executor(), [c] { c->stream.cancel(); });
+    /// Cancels a connection's I/O on its strand. `if_still_idle`: only if it still waits for a
+    /// request to begin; one whose request arrived meanwhile is let finish (drained).
+    void cancel(const std::shared_ptr<connection>& c, bool if_still_idle) {
+        asio::post(c->stream.get_executor(), [self = shared_from_this(), c, if_still_idle] {
+            {
+                std::lock_guard lock(self->mutex_);
+                if (if_still_idle && !c->idle) return;
+            }
+            c->stream.cancel();
+        });
     }
 
     void wake_shutdown() {
