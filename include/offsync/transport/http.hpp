@@ -73,7 +73,8 @@ struct http_transport_config {
 /// - `asio::error::operation_aborted`: the operation was cancelled.
 /// `last_error()` holds the detail message, `retry_after()` the server's `Retry-After`.
 ///
-/// Cancellation: terminal cancellation through the completion handler's associated slot. It
+/// Cancellation: terminal cancellation through the completion handler's associated slot (partial
+/// and total requests are ignored: an HTTP exchange cannot stop halfway and stay usable). It
 /// stops the operation at once and closes the connection (its state is unknown); the next
 /// operation opens a new one. A push cancelled after it was sent may have been applied: the
 /// engine resends it with the same mutation ids, which the server answers idempotently.
