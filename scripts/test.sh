@@ -28,5 +28,5 @@ if [ "${1:-}" != "--quick" ]; then
         -DCMAKE_CXX_FLAGS="-O1 -fsanitize=thread -Wno-tsan"
     cmake --build build-tsan -j "$jobs" --target offsync-tests-sqlite
     TSAN_OPTIONS=halt_on_error=1 \
-        ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 600 -R "^sqlite: "
+        ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 600 -R "^sqlite:"
 fi

@@ -919,7 +919,7 @@ TEST_CASE("http: connections beyond the limit get 503 with Retry-After", "[http]
 // ---------------------------------------------------------------------------------------------
 // Transport faults, timeouts and cancellation
 
-TEST_CASE("http: the server stopped mid-round; the client keeps its changes and converges",
+TEST_CASE("http: the server stopped mid-round, the client keeps its changes and converges",
           "[http][faults]") {
     http_world w;
     asio::io_context io;

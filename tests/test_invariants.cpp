@@ -311,7 +311,7 @@ TEST_CASE("cancellation in the middle of a round leaves the store consistent",
     CHECK(after.applied == 6);
 }
 
-TEST_CASE("requests during a round coalesce into one more round; a waiter can cancel",
+TEST_CASE("requests during a round coalesce into one more round, and a waiter can cancel",
           "[invariants][cancel]") {
     world w;
     std::size_t rounds = 0;
