@@ -5,6 +5,7 @@
 
 #include <offsync/offsync.hpp>
 #ifdef OFFSYNC_TEST_SQLITE
+#include <offsync/server/sqlite_store.hpp>
 #include <offsync/storage/sqlite.hpp>
 #endif
 
@@ -12,7 +13,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -25,6 +34,71 @@ using namespace offsync;
 using landmarks::Landmark;
 using landmarks::Reservation;
 
+/// Makes a file read-only for real while it lives: the immutable attribute (which stops root
+/// too, on file systems that have it), else permission bits (which stop everyone else).
+/// `engaged()` says whether either worked.
+class read_only_file {
+public:
+    explicit read_only_file(std::string path) : path_(std::move(path)) {
+        if (const int fd = ::open(path_.c_str(), O_RDONLY); fd >= 0) {
+            int flags = 0;
+            if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+                flags |= FS_IMMUTABLE_FL;
+                immutable_ = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+            }
+            ::close(fd);
+        }
+        if (!immutable_ && ::geteuid() != 0) chmodded_ = ::chmod(path_.c_str(), 0444) == 0;
+    }
+    ~read_only_file() {
+        if (immutable_)
+            if (const int fd = ::open(path_.c_str(), O_RDONLY); fd >= 0) {
+                int flags = 0;
+                if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+                    flags &= ~FS_IMMUTABLE_FL;
+                    ::ioctl(fd, FS_IOC_SETFLAGS, &flags);
+                }
+                ::close(fd);
+            }
+        if (chmodded_) ::chmod(path_.c_str(), 0644);
+    }
+    read_only_file(const read_only_file&) = delete;
+    read_only_file& operator=(const read_only_file&) = delete;
+    bool engaged() const { return immutable_ || chmodded_; }
+
+private:
+    std::string path_;
+    bool immutable_ = false, chmodded_ = false;
+};
+
+/// A database file name in the temporary directory, removed with its WAL files at the end.
+struct temp_file {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("offsync-test-" + make_uuid() + ".db");
+    ~temp_file() {
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"})
+            std::filesystem::remove(path.string() + suffix, ec);
+    }
+    std::string str() const { return path.string(); }
+};
+
+inline std::string file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+/// The `sync_error` that `f` throws (a store's constructor, say), as diagnostics; empty if none.
+template <class F>
+diagnostics error_of(F&& f) {
+    try {
+        f();
+    } catch (const sync_error& e) {
+        return {e.code(), e.what()};
+    }
+    return {};
+}
+
 /// A wall clock the test moves by hand; `offset_ms` skews it like a misset device clock.
 struct manual_clock {
     std::int64_t now_ms = 1'764'000'000'000; // late 2025
@@ -32,15 +106,6 @@ struct manual_clock {
         return [this, offset_ms] { return now_ms + offset_ms; };
     }
 };
-
-inline std::unique_ptr<server::sync_service> make_service(manual_clock& clock,
-                                                          server::service_config config = {}) {
-    config.clock = clock.as_wall_clock();
-    auto service = std::make_unique<server::sync_service>(config);
-    service->add_collection<Landmark>();
-    service->add_collection<Reservation>();
-    return service;
-}
 
 inline Landmark half_dome() {
     Landmark l;
@@ -75,18 +140,10 @@ inline Reservation reservation(std::string id, std::string status = "confirmed",
 
 #ifdef OFFSYNC_TEST_SQLITE
 /// Removes a test database and its WAL files once the store using it has closed.
-struct temp_database_path {
-    std::filesystem::path file = std::filesystem::temp_directory_path() /
-                                 ("offsync-test-" + make_uuid() + ".db");
-    ~temp_database_path() {
-        std::error_code ec;
-        for (const char* suffix : {"", "-wal", "-shm"})
-            std::filesystem::remove(file.string() + suffix, ec);
-    }
-};
+using temp_database_path = temp_file;
 /// A SQLite store on a fresh temporary file. Tests trade power-loss durability for speed.
 struct test_storage : private temp_database_path, public sqlite_storage {
-    test_storage() : sqlite_storage(file.string(), {sqlite_durability::normal, 5000}) {}
+    test_storage() : sqlite_storage(str(), {sqlite_durability::normal, 5000}) {}
 };
 #else
 /// The store the engine tests run against: this binary uses the in-memory store; the
@@ -95,6 +152,28 @@ using test_storage = memory_storage;
 #endif
 
 using engine_type = basic_sync_engine<test_storage, loopback_transport>;
+
+/// A sync service with the Landmarks collections over the server store this binary tests: in
+/// memory, or (OFFSYNC_TEST_SQLITE) a SQLite file that goes away with the service.
+inline std::shared_ptr<server::sync_service> make_service(manual_clock& clock,
+                                                          server::service_config config = {}) {
+    config.clock = clock.as_wall_clock();
+#ifdef OFFSYNC_TEST_SQLITE
+    struct sqlite_service {
+        temp_database_path path;
+        server::sqlite_server_store store{path.str(), {sqlite_durability::normal, 2000}};
+        server::sync_service service;
+        explicit sqlite_service(server::service_config c) : service(store, std::move(c)) {}
+    };
+    auto holder = std::make_shared<sqlite_service>(std::move(config));
+    std::shared_ptr<server::sync_service> service(holder, &holder->service);
+#else
+    auto service = std::make_shared<server::sync_service>(std::move(config));
+#endif
+    service->add_collection<Landmark>();
+    service->add_collection<Reservation>();
+    return service;
+}
 
 /// One device: its store, replica, loopback transport and engine.
 struct client {
@@ -136,7 +215,7 @@ private:
 struct world {
     manual_clock clock;
     asio::io_context io;
-    std::unique_ptr<server::sync_service> owned = make_service(clock);
+    std::shared_ptr<server::sync_service> owned = make_service(clock);
     server::sync_service& service = *owned;
 
     world() {

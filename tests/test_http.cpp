@@ -61,7 +61,7 @@ std::future<void> shutdown_future(server::http_server& srv) {
 /// on the same port.
 struct http_world {
     manual_clock clock;
-    std::unique_ptr<server::sync_service> owned = make_service(clock);
+    std::shared_ptr<server::sync_service> owned = make_service(clock);
     server::sync_service& service = *owned;
     server::http_server_config config;
     asio::io_context server_io;

@@ -11,32 +11,6 @@
 using namespace offsync_test;
 
 namespace {
-struct temp_file {
-    std::filesystem::path path =
-        std::filesystem::temp_directory_path() / ("offsync-sqlite-" + make_uuid() + ".db");
-    ~temp_file() {
-        std::error_code ec;
-        for (const char* suffix : {"", "-wal", "-shm"})
-            std::filesystem::remove(path.string() + suffix, ec);
-    }
-    std::string str() const { return path.string(); }
-};
-
-std::string file_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
-
-/// The error a constructor throws, as a diagnostics value.
-template <class F>
-diagnostics error_of(F&& f) {
-    try {
-        f();
-    } catch (const sync_error& e) {
-        return {e.code(), e.what()};
-    }
-    return {};
-}
 } // namespace
 
 static_assert(storage_policy<sqlite_storage>);
@@ -114,6 +88,43 @@ TEST_CASE("an uncommitted SQLite transaction changes nothing", "[sqlite]") {
     CHECK(txn.pushable_keys("reservations", "", 10).empty());
 }
 
+TEST_CASE("list_where filters a collection by a JSON path", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    basic_replica<sqlite_storage> replica(store);
+    REQUIRE(replica.put(reservation("r-1", "confirmed", 2)));
+    REQUIRE(replica.put(reservation("r-2", "cancelled", 4)));
+    REQUIRE(replica.put(reservation("r-3", "cancelled", 2)));
+    REQUIRE(replica.put(reservation("r-4", "cancelled", 2)));
+    replica.erase<Reservation>("r-4");
+    auto keys = [](const auto& rows) {
+        std::vector<std::string> out;
+        for (const auto& [key, rec] : rows) out.push_back(key);
+        return out;
+    };
+    CHECK(keys(store.list_where("reservations", "$.status", "cancelled")) ==
+          std::vector<std::string>{"r-2", "r-3"});
+    CHECK(keys(store.list_where("reservations", "$.party_size", 2)) ==
+          std::vector<std::string>{"r-1", "r-3"});
+    CHECK(store.list_where("reservations", "$.party_size", "2").empty()); // types matter
+    CHECK(store.list_where("reservations", "$.no_such_field", "x").empty());
+    CHECK(store.list_where("landmarks", "$.status", "cancelled").empty());
+    const auto rows = store.list_where("reservations", "$.status", "confirmed");
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].second.value.at("party_size") == 2);
+    for (const char* bad : {"status", "$.[", ""}) {
+        CAPTURE(bad);
+        try {
+            store.list_where("reservations", bad, "x");
+            FAIL("a bad path was accepted");
+        } catch (const sync_error& e) {
+            CHECK(e.code() == errc::invalid_field);
+            CHECK(std::string(e.what()).find("JSON path") != std::string::npos);
+        }
+    }
+    CHECK(store.list("reservations").size() == 3); // a bad query changed nothing
+}
+
 TEST_CASE("the pushable index serves push batches in key order", "[sqlite]") {
     temp_file file;
     sqlite_storage store(file.str());
@@ -181,6 +192,31 @@ TEST_CASE("SQLite store errors are clear and change nothing", "[sqlite]") {
         auto d = error_of([&] { sqlite_storage store(file.str()); });
         CHECK(d.code == errc::storage_failure);
         CHECK(d.message.find("newer") != std::string::npos);
+    }
+    SECTION("a read-only file") {
+        // In the build tree rather than /tmp, which may be a tmpfs without file attributes.
+        const std::string path = "offsync-read-only-" + make_uuid() + ".db";
+        {
+            sqlite_storage store(path);
+            basic_replica<sqlite_storage> replica(store);
+            REQUIRE(replica.put(reservation("r-1")));
+        }
+        {
+            read_only_file guard(path);
+            REQUIRE(guard.engaged());
+            const auto before = file_bytes(path);
+            auto d = error_of([&] { sqlite_storage store(path); });
+            CHECK(d.code == errc::storage_failure);
+            CHECK(d.message.find("read-only") != std::string::npos);
+            CHECK(d.message.find(path) != std::string::npos);
+            CHECK(file_bytes(path) == before);
+        }
+        {
+            sqlite_storage store(path); // writable again: nothing was lost
+            CHECK(store.list("reservations").size() == 1);
+        }
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
     }
     SECTION("a directory that does not exist") {
         auto d = error_of([&] { sqlite_storage store("/nonexistent-dir/x/offsync.db"); });

@@ -162,7 +162,7 @@ std::string body_of(const push_request& r) {
 /// versions 1 to 5.
 struct seeded {
     manual_clock clock;
-    std::unique_ptr<server::sync_service> owned;
+    std::shared_ptr<server::sync_service> owned;
     server::sync_service& service;
     device alice{service, "alice", "a-phone"};
     device bob{service, "bob", "b-phone"};

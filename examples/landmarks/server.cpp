@@ -1,20 +1,26 @@
 // landmarks-server: the Landmarks sync server over HTTP/1.1.
 //
-//   landmarks-server [--port N] [--bind ADDR] [--tokens FILE] [--catalog FILE] [--data FILE]
+//   landmarks-server [--port N] [--bind ADDR] [--tokens FILE] [--catalog FILE]
+//                    [--data FILE | --in-memory]
 //
 // --port     TCP port (default 8080; 0 picks a free one and prints it)
 // --bind     address to listen on (default 127.0.0.1)
 // --tokens   lines of "token user" (default: tokens.txt beside this source)
 // --catalog  the shared landmark catalog, a JSON array (default: catalog.json beside it)
-// --data     where the server keeps its records: accepted for the command line of the SQLite
-//            server store to come; until then records live in memory and a note says so
+// --data     the SQLite file the server keeps its records in (default landmarks-server.db in
+//            the working directory); created on first start, carried on after a restart
+// --in-memory  keep records in memory instead: everything is gone when the server stops
 //
+// The catalog is merged into the store at every start: a landmark that is missing, or whose
+// catalog entry changed, is written; the others keep their versions, so clients pull nothing
+// new after a plain restart.
 // Prints one JSON log line per request on stdout; stops cleanly on SIGINT/SIGTERM, letting
 // requests in flight finish.
 #include "model.hpp"
 
 #include <offsync/server/auth.hpp>
 #include <offsync/server/http_server.hpp>
+#include <offsync/server/sqlite_store.hpp>
 #include <offsync/server/sync_service.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -25,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -36,7 +43,7 @@ int usage(const char* why) {
     std::fprintf(stderr,
                  "landmarks-server: %s\n"
                  "usage: landmarks-server [--port N] [--bind ADDR] [--tokens FILE] "
-                 "[--catalog FILE] [--data FILE]\n",
+                 "[--catalog FILE] [--data FILE | --in-memory]\n",
                  why);
     return 2;
 }
@@ -50,22 +57,45 @@ bool read_file(const std::string& path, std::string& out) {
     return true;
 }
 
+/// Whether the store already holds this catalog entry as it is (per-user fields aside).
+bool unchanged(offsync::server::sync_service& service, const offsync::collection_schema& schema,
+               const boost::json::object& entry) {
+    const auto* id = entry.if_contains(schema.key_field);
+    std::string key;
+    if (!id || offsync::key_from_json(schema, *id, key)) return false; // admin_put explains
+    const auto stored = service.get("", "landmarks", key);
+    if (!stored || stored->deleted) return false;
+    const auto wanted = offsync::normalize(schema, entry);
+    for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+        if ((schema.per_user_mask >> i) & 1) continue;
+        const auto& f = schema.fields[i];
+        if (stored->value.at(f) != wanted.at(f)) return false;
+    }
+    return true;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-    std::string port = "8080", bind = "127.0.0.1", data;
+    std::string port = "8080", bind = "127.0.0.1", data = "landmarks-server.db";
     std::string tokens_path = LANDMARKS_TOKENS, catalog_path = LANDMARKS_CATALOG;
+    bool in_memory = false, data_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
+        if (flag == "--in-memory") {
+            in_memory = true;
+            continue;
+        }
         if (i + 1 >= argc) return usage(("missing value after " + flag).c_str());
         const std::string value = argv[++i];
         if (flag == "--port") port = value;
         else if (flag == "--bind") bind = value;
         else if (flag == "--tokens") tokens_path = value;
         else if (flag == "--catalog") catalog_path = value;
-        else if (flag == "--data") data = value;
+        else if (flag == "--data") data = value, data_given = true;
         else return usage(("unknown option " + flag).c_str());
     }
+    if (in_memory && data_given) return usage("--data and --in-memory exclude each other");
     unsigned short port_number = 0;
     try {
         const auto n = std::stoul(port);
@@ -80,7 +110,10 @@ int main(int argc, char** argv) {
         if (!tokens_file) return usage(("cannot read tokens file " + tokens_path).c_str());
         auto auth = offsync::server::token_file_authenticator::parse(tokens_file, tokens_path);
 
-        offsync::server::sync_service service;
+        std::unique_ptr<offsync::server::server_store> store;
+        if (in_memory) store = std::make_unique<offsync::server::memory_server_store>();
+        else store = std::make_unique<offsync::server::sqlite_server_store>(data);
+        offsync::server::sync_service service(*store);
         service.add_collection<landmarks::Landmark>();
         service.add_collection<landmarks::Reservation>();
         std::string text;
@@ -90,21 +123,22 @@ int main(int argc, char** argv) {
         const auto catalog = boost::json::parse(text, ec);
         if (ec || !catalog.is_array())
             return usage(("catalog " + catalog_path + " is not a JSON array").c_str());
+        const auto schema = offsync::schema_of<landmarks::Landmark>();
+        std::size_t written = 0;
         for (const auto& item : catalog.as_array()) {
             offsync::diagnostics error;
-            if (!item.is_object() ||
-                !service.admin_put("landmarks", item.as_object(), {}, &error)) {
+            if (!item.is_object()) error = {{}, "not an object"};
+            else if (!unchanged(service, schema, item.as_object()) &&
+                     service.admin_put("landmarks", item.as_object(), {}, &error))
+                ++written;
+            if (error) {
                 std::fprintf(stderr, "landmarks-server: bad catalog entry in %s: %s\n",
-                             catalog_path.c_str(),
-                             item.is_object() ? error.message.c_str() : "not an object");
+                             catalog_path.c_str(), error.message.c_str());
                 return 2;
             }
         }
-        if (!data.empty())
-            std::fprintf(stderr,
-                         "landmarks-server: note: --data %s is not used yet; records are kept "
-                         "in memory until the SQLite server store lands\n",
-                         data.c_str());
+        std::fprintf(stderr, "landmarks-server: %s; %zu catalog entries written\n",
+                     in_memory ? "records in memory" : ("records in " + data).c_str(), written);
 
         asio::io_context io;
         offsync::server::http_server_config config;

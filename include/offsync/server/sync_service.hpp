@@ -7,6 +7,7 @@
 #include <offsync/hlc.hpp>
 #include <offsync/model.hpp>
 #include <offsync/protocol.hpp>
+#include <offsync/server/store.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -15,6 +16,7 @@
 #include <charconv>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -28,8 +30,9 @@ namespace offsync::server {
 struct service_config {
     std::size_t max_mutations_per_push = 1000;
     std::size_t max_body_bytes = 8u << 20;
-    /// How many mutation results the server remembers per client for idempotent retries. A
-    /// client retries only what it has not seen acknowledged, which is at most a few batches.
+    /// How many mutation ids back the server remembers a client's results for idempotent
+    /// retries: results of ids more than this below the client's newest are forgotten. A client
+    /// retries only what it has not seen acknowledged, which is at most a few batches.
     std::size_t idempotency_window = 20000;
     wall_clock clock = system_wall_ms;
 };
@@ -60,8 +63,10 @@ inline unsigned http_status(const error_code& ec) {
     }
 }
 
-/// The sync service over an in-memory record store. One mutex serialises requests, so every
-/// push applies as one transaction: a reader never sees half of it.
+/// The sync service over a `server_store`: in memory by default, or any store the caller owns
+/// (`sqlite_server_store` in server/sqlite_store.hpp). One mutex serialises requests, and every
+/// push is one store transaction: a reader never sees half of it, and a push the store fails
+/// to write leaves nothing behind (the client gets a server error and retries it).
 ///
 /// Versions come from one strictly increasing sequence; every field keeps the version and the
 /// client that last wrote it. A mutation conflicts only if a field it writes was written after
@@ -75,7 +80,18 @@ inline unsigned http_status(const error_code& ec) {
 /// Thread safety: every member function may be called from any thread.
 class sync_service {
 public:
-    explicit sync_service(service_config config = {}) : config_(std::move(config)) {}
+    /// A service over its own in-memory store.
+    explicit sync_service(service_config config = {})
+        : owned_store_(std::make_unique<memory_server_store>()), store_(*owned_store_),
+          config_(std::move(config)), counters_(store_.counters()) {}
+
+    /// A service over `store`, which must outlive it. The store's counters (the version
+    /// sequence and the clock) carry on where they were.
+    explicit sync_service(server_store& store, service_config config = {})
+        : store_(store), config_(std::move(config)), counters_(store_.counters()) {}
+
+    sync_service(const sync_service&) = delete;
+    sync_service& operator=(const sync_service&) = delete;
 
     template <synced_model T>
     void add_collection() {
@@ -84,7 +100,7 @@ public:
     void add_collection(collection_schema schema) {
         std::lock_guard lock(mutex_);
         auto name = schema.name;
-        collections_[name].schema = std::move(schema);
+        schemas_[name] = std::move(schema);
     }
 
     const service_config& config() const noexcept { return config_; }
@@ -128,36 +144,44 @@ public:
             return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
         std::vector<std::string> keys(request.mutations.size());
+        std::vector<const collection_schema*> schemas(request.mutations.size());
         for (std::size_t i = 0; i < request.mutations.size(); ++i) {
             const auto& m = request.mutations[i];
-            auto* coll = find(m.collection);
-            if (!coll)
+            schemas[i] = find(m.collection);
+            if (!schemas[i])
                 return {make_error_code(errc::unknown_collection),
                         "mutations[" + std::to_string(i) + "]: unknown collection '" +
                             m.collection + "'"};
-            if (auto d = key_from_json(coll->schema, m.id, keys[i])) {
+            if (auto d = key_from_json(*schemas[i], m.id, keys[i])) {
                 d.message = "mutations[" + std::to_string(i) + "]: " + d.message;
                 return d;
             }
         }
-        auto& remembered = applied_[std::string(user) + '\n' + request.client_id];
-        response.results.clear();
-        response.results.reserve(request.mutations.size());
-        const auto now = config_.clock();
-        for (std::size_t i = 0; i < request.mutations.size(); ++i) {
-            const auto& m = request.mutations[i];
-            if (auto it = remembered.find(m.mutation_id); it != remembered.end()) {
-                response.results.push_back(it->second);
-                continue;
+        const auto client = std::string(user) + '\n' + request.client_id;
+        std::vector<mutation_result> results;
+        results.reserve(request.mutations.size());
+        auto d = in_transaction([&] {
+            const auto now = config_.clock();
+            std::uint64_t newest_id = 0;
+            for (std::size_t i = 0; i < request.mutations.size(); ++i) {
+                const auto& m = request.mutations[i];
+                newest_id = std::max(newest_id, m.mutation_id);
+                if (auto remembered = store_.find_result(client, m.mutation_id)) {
+                    results.push_back(std::move(*remembered));
+                    continue;
+                }
+                hlc_observe(counters_.clock, m.stamp, now);
+                auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
+                result.mutation_id = m.mutation_id;
+                store_.remember_result(client, result);
+                results.push_back(std::move(result));
             }
-            hlc_observe(clock_, m.stamp, now);
-            auto result = apply_one(user, request.client_id, *find(m.collection), keys[i], m);
-            result.mutation_id = m.mutation_id;
-            remembered.emplace(m.mutation_id, result);
-            while (remembered.size() > config_.idempotency_window)
-                remembered.erase(remembered.begin());
-            response.results.push_back(std::move(result));
-        }
+            if (newest_id > config_.idempotency_window)
+                store_.forget_results_below(client, newest_id - config_.idempotency_window);
+            return diagnostics{};
+        });
+        if (d) return d;
+        response.results = std::move(results);
         return {};
     }
 
@@ -167,48 +191,58 @@ public:
                      pull_response& response) {
         if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
-        auto* coll = find(request.collection);
-        if (!coll)
+        const auto* schema = find(request.collection);
+        if (!schema)
             return {make_error_code(errc::unknown_collection),
                     "unknown collection '" + request.collection + "'"};
-        if (request.since > last_version_)
+        if (request.since > counters_.last_version)
             return {make_error_code(errc::cursor_ahead),
                     "cursor " + std::to_string(request.since) +
                         " is ahead of the server's last version " +
-                        std::to_string(last_version_) + "; re-sync from 0"};
+                        std::to_string(counters_.last_version) + "; re-sync from 0"};
         const std::size_t limit = std::clamp<std::size_t>(request.limit, 1, max_pull_limit);
-        const auto& schema = coll->schema;
-        // A shared collection's feed merges the shared records with this user's own values.
-        const feed_map* feeds[2] = {nullptr, nullptr};
-        if (schema.scope == scope::per_user) {
-            feeds[0] = feed_of(*coll, user);
-        } else {
-            feeds[0] = feed_of(*coll, "");
-            if (schema.per_user_mask) feeds[1] = feed_of(*coll, user);
-        }
-        feed_map::const_iterator it[2], end[2];
-        for (int f = 0; f < 2; ++f)
-            if (feeds[f]) {
-                it[f] = feeds[f]->upper_bound(request.since);
-                end[f] = feeds[f]->end();
+        return guarded([&] {
+            // A shared collection's feed merges the shared records with this user's own values.
+            const bool shared = schema->scope == scope::shared;
+            const bool overlay = shared && schema->per_user_mask;
+            // One more than the page, to know whether more follow.
+            std::vector<server_record> pages[2];
+            store_.feed(*schema, shared ? std::string_view() : user, request.since, limit + 1,
+                        pages[0]);
+            if (overlay) store_.feed(*schema, user, request.since, limit + 1, pages[1]);
+            std::size_t next[2] = {0, 0};
+            auto live = [&](int f) { return next[f] < pages[f].size(); };
+            pull_response out;
+            out.cursor = request.since;
+            std::unordered_set<std::string_view> page_keys;
+            std::size_t consumed = 0;
+            while ((live(0) || live(1)) && consumed < limit) {
+                const int f = !live(0)   ? 1
+                              : !live(1) ? 0
+                                         : (pages[0][next[0]].version < pages[1][next[1]].version
+                                                ? 0
+                                                : 1);
+                const auto& rec = pages[f][next[f]++];
+                out.cursor = rec.version;
+                ++consumed;
+                // The shared record and this user's own values of it are one change.
+                if (!page_keys.insert(rec.key).second) continue;
+                std::optional<change> c;
+                if (!overlay) {
+                    c = view(*schema, &rec, nullptr);
+                } else if (f == 0) {
+                    const auto own = store_.find(*schema, user, rec.key);
+                    c = view(*schema, &rec, own ? &*own : nullptr);
+                } else {
+                    const auto base = store_.find(*schema, {}, rec.key);
+                    c = view(*schema, base ? &*base : nullptr, &rec);
+                }
+                if (c) out.changes.push_back(std::move(*c));
             }
-        auto live = [&](int f) { return feeds[f] && it[f] != end[f]; };
-        response = pull_response{};
-        response.cursor = request.since;
-        std::unordered_set<std::string_view> page_keys;
-        std::size_t consumed = 0;
-        while ((live(0) || live(1)) && consumed < limit) {
-            int f = !live(0) ? 1 : !live(1) ? 0 : (it[0]->first < it[1]->first ? 0 : 1);
-            response.cursor = it[f]->first;
-            std::string_view key = it[f]->second;
-            ++it[f];
-            ++consumed;
-            // The shared record and this user's own values of it are one change.
-            if (!page_keys.insert(key).second) continue;
-            if (auto c = view(*coll, user, key)) response.changes.push_back(std::move(*c));
-        }
-        response.has_more = live(0) || live(1);
-        return {};
+            out.has_more = live(0) || live(1);
+            response = std::move(out);
+            return diagnostics{};
+        });
     }
 
     // --- Server-side access: seeding a catalog, admin edits, REST reads.
@@ -219,53 +253,66 @@ public:
     std::uint64_t admin_put(std::string_view collection, const json::object& value,
                             std::string_view owner = {}, diagnostics* error = nullptr) {
         std::lock_guard lock(mutex_);
-        auto fail = [&](diagnostics d) {
-            if (error) *error = std::move(d);
-            return std::uint64_t{0};
-        };
-        auto* coll = find(collection);
-        if (!coll)
-            return fail({make_error_code(errc::unknown_collection),
-                         "unknown collection '" + std::string(collection) + "'"});
-        const auto* id = value.if_contains(coll->schema.key_field);
-        std::string key;
-        if (!id) return fail({make_error_code(errc::invalid_id), "value has no key field"});
-        if (auto d = key_from_json(coll->schema, *id, key)) return fail(d);
-        if (auto d = detail::validate_value(coll->schema, key, value)) return fail(d);
-        auto stamp = hlc_tick(clock_, config_.clock(), "server");
-        const std::string base_owner =
-            coll->schema.scope == scope::per_user ? std::string(owner) : std::string();
-        return write(*coll, base_owner, key, value, ~std::uint64_t{0} & ~coll->schema.per_user_mask,
-                     stamp, "server");
+        std::uint64_t version = 0;
+        auto outcome = [&]() -> diagnostics {
+            const auto* schema = find(collection);
+            if (!schema) return unknown_collection(collection);
+            const auto* id = value.if_contains(schema->key_field);
+            std::string key;
+            if (!id) return {make_error_code(errc::invalid_id), "value has no key field"};
+            if (auto d = key_from_json(*schema, *id, key)) return d;
+            if (auto d = detail::validate_value(*schema, key, value)) return d;
+            const auto base_owner =
+                schema->scope == scope::per_user ? std::string(owner) : std::string();
+            return in_transaction([&] {
+                auto stamp = hlc_tick(counters_.clock, config_.clock(), "server");
+                const auto existing = store_.find(*schema, base_owner, key);
+                version = write(*schema, base_owner, key, existing ? &*existing : nullptr, value,
+                                ~std::uint64_t{0} & ~schema->per_user_mask, stamp, "server");
+                return diagnostics{};
+            });
+        }();
+        if (outcome) {
+            if (error) *error = std::move(outcome);
+            return 0;
+        }
+        return version;
     }
 
-    /// Deletes a record as the server itself; returns the tombstone's version (0: none).
+    /// Deletes a record as the server itself; returns the tombstone's version (0: none, or the
+    /// store failed).
     std::uint64_t admin_erase(std::string_view collection, std::string_view key,
                               std::string_view owner = {}) {
         std::lock_guard lock(mutex_);
-        auto* coll = find(collection);
-        if (!coll) return 0;
-        const std::string base_owner =
-            coll->schema.scope == scope::per_user ? std::string(owner) : std::string();
-        auto* rec = find_record(*coll, base_owner, key);
-        if (!rec || rec->deleted) return 0;
-        return tombstone(*coll, base_owner, std::string(key),
-                         hlc_tick(clock_, config_.clock(), "server"),
-                         "server");
+        const auto* schema = find(collection);
+        if (!schema) return 0;
+        const auto base_owner =
+            schema->scope == scope::per_user ? std::string(owner) : std::string();
+        std::uint64_t version = 0;
+        const auto failed = in_transaction([&] {
+            const auto rec = store_.find(*schema, base_owner, key);
+            if (rec && !rec->deleted)
+                version = tombstone(*schema, base_owner, *rec,
+                                    hlc_tick(counters_.clock, config_.clock(), "server"),
+                                    "server");
+            return diagnostics{};
+        });
+        return failed ? 0 : version;
     }
 
-    /// The record as `user` sees it, tombstones included.
+    /// The record as `user` sees it, tombstones included. Throws `sync_error` if the store
+    /// fails.
     std::optional<change> get(std::string_view user, std::string_view collection,
                               std::string_view key) {
         std::lock_guard lock(mutex_);
-        auto* coll = find(collection);
-        if (!coll) return std::nullopt;
-        return view(*coll, user, key);
+        const auto* schema = find(collection);
+        if (!schema) return std::nullopt;
+        return lookup(*schema, user, key);
     }
 
     std::uint64_t last_version() const {
         std::lock_guard lock(mutex_);
-        return last_version_;
+        return counters_.last_version;
     }
 
     // --- Per-record REST: what the HTTP server's `/v1/C` and `/v1/C/{id}` routes call. Same
@@ -278,15 +325,25 @@ public:
                      std::vector<change>& out) {
         if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
-        auto* coll = find(collection);
-        if (!coll) return unknown_collection(collection);
-        out.clear();
-        const bool shared = coll->schema.scope == scope::shared;
-        if (const auto* feed = feed_of(*coll, shared ? std::string_view() : user))
-            for (const auto& [version, key] : *feed)
-                if (auto c = view(*coll, user, key); c && !c->deleted)
-                    out.push_back(std::move(*c));
-        return {};
+        const auto* schema = find(collection);
+        if (!schema) return unknown_collection(collection);
+        return guarded([&] {
+            out.clear();
+            const bool shared = schema->scope == scope::shared;
+            std::vector<server_record> page;
+            std::uint64_t since = 0;
+            do {
+                store_.feed(*schema, shared ? std::string_view() : user, since, 1000, page);
+                for (const auto& rec : page) {
+                    since = rec.version;
+                    std::optional<server_record> own;
+                    if (shared && schema->per_user_mask) own = store_.find(*schema, user, rec.key);
+                    if (auto c = view(*schema, &rec, own ? &*own : nullptr); c && !c->deleted)
+                        out.push_back(std::move(*c));
+                }
+            } while (page.size() == 1000);
+            return diagnostics{};
+        });
     }
 
     /// One live record as `user` sees it. `id` is the id as it appears in a URL path (already
@@ -295,14 +352,16 @@ public:
                            std::string_view id, change& out) {
         if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
-        auto* coll = find(collection);
-        if (!coll) return unknown_collection(collection);
+        const auto* schema = find(collection);
+        if (!schema) return unknown_collection(collection);
         std::string key;
-        if (auto d = key_from_text(coll->schema, id, key)) return d;
-        auto c = view(*coll, user, key);
-        if (!c || c->deleted) return not_found(coll->schema, key);
-        out = std::move(*c);
-        return {};
+        if (auto d = key_from_text(*schema, id, key)) return d;
+        return guarded([&]() -> diagnostics {
+            auto c = lookup(*schema, user, key);
+            if (!c || c->deleted) return not_found(*schema, key);
+            out = std::move(*c);
+            return {};
+        });
     }
 
     /// Writes the fields of `fields` (a patch, or every field) to one record as `user`.
@@ -328,28 +387,6 @@ public:
     }
 
 private:
-    struct field_meta {
-        std::uint64_t version = 0;
-        std::string writer;
-    };
-    struct stored_record {
-        json::object value;
-        bool deleted = false;
-        std::uint64_t version = 0;
-        hlc_stamp stamp;
-        std::string last_writer;
-        std::vector<field_meta> fields;
-    };
-    using feed_map = std::map<std::uint64_t, std::string>;
-    struct collection_state {
-        collection_schema schema;
-        /// Keyed by (owner, key): owner is the user of a per-user record, and empty for a shared
-        /// record; a shared record's per-user values live under (user, key).
-        std::unordered_map<std::string, stored_record> records;
-        /// Per owner: version -> key, the latest version of each record only.
-        std::map<std::string, feed_map, std::less<>> feeds;
-    };
-
     static diagnostics unknown_collection(std::string_view name) {
         return {make_error_code(errc::unknown_collection),
                 "unknown collection '" + std::string(name) + "'"};
@@ -357,6 +394,42 @@ private:
     static diagnostics not_found(const collection_schema& schema, std::string_view key) {
         return {make_error_code(errc::not_found),
                 schema.name + "/" + std::string(key) + " does not exist"};
+    }
+
+    /// Runs `body` with the store's failures turned into a server error. A store failure is
+    /// the server's problem, never the request's: it answers `server_error` (HTTP 500), which
+    /// the client retries.
+    template <class Body>
+    diagnostics guarded(Body&& body) {
+        try {
+            return body();
+        } catch (const std::exception& e) {
+            return {make_error_code(errc::server_error), std::string("server store: ") + e.what()};
+        }
+    }
+
+    /// Runs `body` in one store transaction: commits if it returns no error, rolls back (the
+    /// store and the counters) if it returns one or the store throws.
+    template <class Body>
+    diagnostics in_transaction(Body&& body) {
+        const auto saved = counters_;
+        bool open = false;
+        auto d = guarded([&] {
+            store_.begin();
+            open = true;
+            auto result = body();
+            if (!result) {
+                store_.set_counters(counters_);
+                store_.commit();
+                open = false;
+            }
+            return result;
+        });
+        if (open) {
+            store_.rollback();
+            counters_ = saved;
+        }
+        return d;
     }
 
     /// The key of an id written in a URL path: a string id as is, an integer id as decimal
@@ -378,43 +451,46 @@ private:
                            std::optional<std::uint64_t> base_version, change& out) {
         if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
-        auto* coll = find(collection);
-        if (!coll) return unknown_collection(collection);
+        const auto* schema = find(collection);
+        if (!schema) return unknown_collection(collection);
         std::string key;
-        if (auto d = key_from_text(coll->schema, id, key)) return d;
-        auto current = view(*coll, user, key);
-        if (op == mutation_op::remove && (!current || current->deleted))
-            return not_found(coll->schema, key);
-        mutation m;
-        m.collection = coll->schema.name;
-        m.id = key_to_json(coll->schema, key);
-        m.op = op;
-        if (fields) m.fields = *fields;
-        // Unconditional: based on what the caller would see now.
-        m.base_version = base_version ? *base_version : current ? current->version : 0;
-        // A writer id of its own per request, so that no earlier write is ever "this client's".
-        const auto writer = "rest:" + std::string(user) + ":" + std::to_string(++rest_writes_);
-        const auto now = config_.clock();
-        m.stamp = hlc_tick(clock_, now, "rest:" + std::string(user));
-        auto result = apply_one(user, writer, *coll, key, m);
-        switch (result.status) {
-        case mutation_status::applied:
-            out = *view(*coll, user, key);
+        if (auto d = key_from_text(*schema, id, key)) return d;
+        return in_transaction([&]() -> diagnostics {
+            auto current = lookup(*schema, user, key);
+            if (op == mutation_op::remove && (!current || current->deleted))
+                return not_found(*schema, key);
+            mutation m;
+            m.collection = schema->name;
+            m.id = key_to_json(*schema, key);
+            m.op = op;
+            if (fields) m.fields = *fields;
+            // Unconditional: based on what the caller would see now.
+            m.base_version = base_version ? *base_version : current ? current->version : 0;
+            // A writer id of its own per request, so that no earlier write is ever "this
+            // client's".
+            const auto writer =
+                "rest:" + std::string(user) + ":" + std::to_string(++counters_.rest_writes);
+            m.stamp = hlc_tick(counters_.clock, config_.clock(), "rest:" + std::string(user));
+            auto result = apply_one(user, writer, *schema, key, m);
+            switch (result.status) {
+            case mutation_status::applied:
+                out = *lookup(*schema, user, key);
+                return {};
+            case mutation_status::conflict:
+                out = std::move(*result.server);
+                return {make_error_code(errc::version_conflict),
+                        schema->name + "/" + key + " was written since version " +
+                            std::to_string(m.base_version) + "; it is now at version " +
+                            std::to_string(out.version)};
+            case mutation_status::rejected:
+                out = result.server ? std::move(*result.server) : change{};
+                for (int e = 1; e <= int(errc::server_error); ++e)
+                    if (result.error_code == to_string(errc(e)))
+                        return {make_error_code(errc(e)), result.error_message};
+                return {make_error_code(errc::invalid_field), result.error_message};
+            }
             return {};
-        case mutation_status::conflict:
-            out = std::move(*result.server);
-            return {make_error_code(errc::version_conflict),
-                    coll->schema.name + "/" + key + " was written since version " +
-                        std::to_string(m.base_version) + "; it is now at version " +
-                        std::to_string(out.version)};
-        case mutation_status::rejected:
-            out = result.server ? std::move(*result.server) : change{};
-            for (int e = 1; e <= int(errc::server_error); ++e)
-                if (result.error_code == to_string(errc(e)))
-                    return {make_error_code(errc(e)), result.error_message};
-            return {make_error_code(errc::invalid_field), result.error_message};
-        }
-        return {};
+        });
     }
 
     template <class T>
@@ -431,52 +507,29 @@ private:
         return {http_status(d.code), json::serialize(error_body(code, d.message))};
     }
 
-    collection_state* find(std::string_view name) {
-        auto it = collections_.find(name);
-        return it == collections_.end() ? nullptr : &it->second;
-    }
-    static const feed_map* feed_of(const collection_state& c, std::string_view owner) {
-        auto it = c.feeds.find(owner);
-        return it == c.feeds.end() ? nullptr : &it->second;
-    }
-    static std::string record_id(std::string_view owner, std::string_view key) {
-        std::string id;
-        id.reserve(owner.size() + 1 + key.size());
-        id.append(owner).push_back('\0');
-        id.append(key);
-        return id;
-    }
-    static stored_record* find_record(collection_state& c, std::string_view owner,
-                                      std::string_view key) {
-        auto it = c.records.find(record_id(owner, key));
-        return it == c.records.end() ? nullptr : &it->second;
-    }
-    static const stored_record* find_record(const collection_state& c, std::string_view owner,
-                                            std::string_view key) {
-        return find_record(const_cast<collection_state&>(c), owner, key);
+    const collection_schema* find(std::string_view name) const {
+        auto it = schemas_.find(name);
+        return it == schemas_.end() ? nullptr : &it->second;
     }
 
-    /// The record as `user` sees it: the shared or owned record, with the user's own values of
-    /// per-user fields laid over it.
-    static std::optional<change> view(const collection_state& c, std::string_view user,
-                                      std::string_view key) {
-        const auto& schema = c.schema;
-        const bool shared = schema.scope == scope::shared;
-        const auto* base = find_record(c, shared ? std::string_view() : user, key);
+    /// The record as `user` sees it: the shared or owned record `base`, with the user's own
+    /// values of per-user fields (`own`) laid over it. A field the stored record lacks (the
+    /// model gained it since) reads as its default.
+    static std::optional<change> view(const collection_schema& schema, const server_record* base,
+                                      const server_record* own) {
         if (!base) return std::nullopt;
         change out;
-        out.id = key_to_json(schema, key);
+        out.id = key_to_json(schema, base->key);
         out.version = base->version;
         out.deleted = base->deleted;
         out.stamp = base->stamp;
         if (base->deleted) return out;
         out.value = base->value;
-        if (shared && schema.per_user_mask) {
-            const auto* own = find_record(c, user, key);
+        if (schema.scope == scope::shared && schema.per_user_mask) {
             for (std::size_t i = 0; i < schema.fields.size(); ++i) {
                 if (!((schema.per_user_mask >> i) & 1)) continue;
                 const auto& f = schema.fields[i];
-                const auto* v = own ? own->value.if_contains(f) : nullptr;
+                const auto* v = own && !own->deleted ? own->value.if_contains(f) : nullptr;
                 out.value[f] = v ? *v : schema.defaults.at(f);
             }
             if (own && own->version > out.version) {
@@ -487,8 +540,19 @@ private:
         return out;
     }
 
-    mutation_result rejected(errc code, std::string message,
-                             std::optional<change> server = std::nullopt) {
+    /// `view`, reading the records from the store.
+    std::optional<change> lookup(const collection_schema& schema, std::string_view user,
+                                 std::string_view key) {
+        const bool shared = schema.scope == scope::shared;
+        const auto base = store_.find(schema, shared ? std::string_view() : user, key);
+        if (!base) return std::nullopt;
+        std::optional<server_record> own;
+        if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
+        return view(schema, &*base, own ? &*own : nullptr);
+    }
+
+    static mutation_result rejected(errc code, std::string message,
+                                    std::optional<change> server = std::nullopt) {
         mutation_result r;
         r.status = mutation_status::rejected;
         r.error_code = to_string(code);
@@ -498,13 +562,14 @@ private:
     }
 
     mutation_result apply_one(std::string_view user, const std::string& client,
-                              collection_state& coll, const std::string& key, const mutation& m) {
-        const auto& schema = coll.schema;
+                              const collection_schema& schema, const std::string& key,
+                              const mutation& m) {
         const bool shared = schema.scope == scope::shared;
         const std::string base_owner = shared ? std::string() : std::string(user);
-        auto* base = find_record(coll, base_owner, key);
-        auto* own = shared && schema.per_user_mask ? find_record(coll, user, key) : nullptr;
-        auto current = [&] { return view(coll, user, key); };
+        const auto base = store_.find(schema, base_owner, key);
+        std::optional<server_record> own;
+        if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
+        auto current = [&] { return view(schema, base ? &*base : nullptr, own ? &*own : nullptr); };
 
         std::uint64_t patch_mask = 0;
         if (m.op == mutation_op::upsert) {
@@ -527,20 +592,20 @@ private:
             return rejected(errc::not_found, schema.name + "/" + key + " does not exist");
 
         // Conflict: something this mutation writes was written since its base by another client.
-        auto newer = [&](std::uint64_t version, const std::string& writer) {
-            return version > m.base_version && writer != client;
+        auto newer = [&](const field_stamp& written) {
+            return written.version > m.base_version && written.writer != client;
         };
         bool conflict = false;
         if (base && base->deleted) {
-            conflict = m.op == mutation_op::upsert && newer(base->version, base->last_writer);
+            conflict = m.op == mutation_op::upsert &&
+                       newer(field_stamp{base->version, base->last_writer});
         } else if (base) {
             const auto mask = m.op == mutation_op::remove ? schema.all_fields_mask() : patch_mask;
             for (std::size_t i = 0; i < schema.fields.size() && !conflict; ++i) {
                 if (!((mask >> i) & 1)) continue;
                 const bool per_user = (schema.per_user_mask >> i) & 1 && shared;
-                const auto* holder = per_user ? own : base;
-                if (holder && i < holder->fields.size())
-                    conflict = newer(holder->fields[i].version, holder->fields[i].writer);
+                const auto* holder = per_user ? (own ? &*own : nullptr) : &*base;
+                if (holder && i < holder->fields.size()) conflict = newer(holder->fields[i]);
             }
         }
         if (conflict) {
@@ -557,34 +622,37 @@ private:
             return r;
         }
         if (m.op == mutation_op::remove) {
-            r.version = !base ? last_version_
+            r.version = !base ? counters_.last_version
                         : base->deleted ? base->version
-                                        : tombstone(coll, base_owner, key, m.stamp, client);
+                                        : tombstone(schema, base_owner, *base, m.stamp, client);
             return r;
         }
         const auto shared_mask = patch_mask & ~(shared ? schema.per_user_mask : 0);
         const auto own_mask = patch_mask & (shared ? schema.per_user_mask : 0);
-        if (shared_mask || !shared) r.version = write(coll, base_owner, key, m.fields, shared_mask,
-                                                      m.stamp, client);
-        if (own_mask) r.version = write(coll, std::string(user), key, m.fields, own_mask, m.stamp,
-                                        client);
+        if (shared_mask || !shared)
+            r.version = write(schema, base_owner, key, base ? &*base : nullptr, m.fields,
+                              shared_mask, m.stamp, client);
+        if (own_mask)
+            r.version = write(schema, user, key, own ? &*own : nullptr, m.fields, own_mask,
+                              m.stamp, client);
         return r;
     }
 
-    /// Writes the `mask` fields of `fields` into the record (owner, key) at a new version.
-    std::uint64_t write(collection_state& coll, const std::string& owner, const std::string& key,
+    /// Writes the `mask` fields of `fields` into the record (owner, key), whose stored state is
+    /// `existing`, at a new version.
+    std::uint64_t write(const collection_schema& schema, std::string_view owner,
+                        const std::string& key, const server_record* existing,
                         const json::object& fields, std::uint64_t mask, const hlc_stamp& stamp,
                         const std::string& writer) {
-        const auto& schema = coll.schema;
-        const auto version = ++last_version_;
-        auto& rec = coll.records[record_id(owner, key)];
-        auto& feed = coll.feeds[owner];
-        if (rec.version) feed.erase(rec.version);
-        const bool fresh = rec.version == 0 || rec.deleted;
-        if (fresh) {
+        const auto version = ++counters_.last_version;
+        server_record rec;
+        if (existing && existing->version != 0 && !existing->deleted) {
+            rec = *existing;
+        } else {
+            rec.key = key;
             rec.value = schema.defaults;
             rec.value[schema.key_field] = key_to_json(schema, key);
-            rec.fields.assign(schema.fields.size(), field_meta{version, writer});
+            rec.fields.assign(schema.fields.size(), field_stamp{version, writer});
         }
         rec.fields.resize(schema.fields.size());
         for (std::size_t i = 0; i < schema.fields.size(); ++i) {
@@ -598,34 +666,29 @@ private:
         rec.version = version;
         rec.stamp = stamp;
         rec.last_writer = writer;
-        feed.emplace(version, key);
+        store_.put(schema, owner, rec);
         return version;
     }
 
-    std::uint64_t tombstone(collection_state& coll, const std::string& owner,
-                            const std::string& key, const hlc_stamp& stamp,
+    std::uint64_t tombstone(const collection_schema& schema, std::string_view owner,
+                            const server_record& existing, const hlc_stamp& stamp,
                             const std::string& writer) {
-        const auto version = ++last_version_;
-        auto& rec = coll.records[record_id(owner, key)];
-        auto& feed = coll.feeds[owner];
-        if (rec.version) feed.erase(rec.version);
-        rec.value = {};
+        server_record rec;
+        rec.key = existing.key;
         rec.deleted = true;
-        rec.version = version;
+        rec.version = ++counters_.last_version;
         rec.stamp = stamp;
         rec.last_writer = writer;
-        feed.emplace(version, key);
-        return version;
+        store_.put(schema, owner, rec);
+        return rec.version;
     }
 
+    std::unique_ptr<server_store> owned_store_; ///< the default in-memory store, if no other
+    server_store& store_;
     service_config config_;
     mutable std::mutex mutex_;
-    std::map<std::string, collection_state, std::less<>> collections_;
-    /// (user, client id) -> mutation id -> its result, for idempotent retries.
-    std::unordered_map<std::string, std::map<std::uint64_t, mutation_result>> applied_;
-    std::uint64_t last_version_ = 0;
-    std::uint64_t rest_writes_ = 0;
-    hlc_state clock_;
+    std::map<std::string, collection_schema, std::less<>> schemas_;
+    server_counters counters_;
 };
 
 } // namespace offsync::server

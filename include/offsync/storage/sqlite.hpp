@@ -4,6 +4,7 @@
 // the schema and the durability settings.
 #pragma once
 
+#include <offsync/detail/sqlite_connection.hpp>
 #include <offsync/error.hpp>
 #include <offsync/storage/memory.hpp> // make_uuid
 #include <offsync/storage/record.hpp>
@@ -25,15 +26,9 @@
 
 namespace offsync {
 
-/// How hard a commit waits for the disk (SQLite's `synchronous` pragma, in WAL mode).
-enum class sqlite_durability {
-    /// A commit survives a crash of the app. A power loss may roll back the last commits: edits
-    /// made just before it are lost; rolled-back acknowledgements are pushed again and the
-    /// server recognises them by mutation id. Faster.
-    normal,
-    /// Every commit is on disk before it returns: survives a power loss too.
-    full,
-};
+// sqlite_durability (detail/sqlite_connection.hpp): on a client, `normal` may lose the last
+// edits to a power loss; rolled-back acknowledgements are pushed again and the server
+// recognises them by mutation id.
 
 struct sqlite_config {
     sqlite_durability durability = sqlite_durability::full;
@@ -53,36 +48,17 @@ struct sqlite_config {
 /// Thread safety: every member function may be called from any thread. A transaction holds the
 /// store's lock for its lifetime (as memory_storage does); one connection serves all threads.
 class sqlite_storage {
-    struct db_closer {
-        void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-    };
-    struct stmt_finalizer {
-        void operator()(sqlite3_stmt* st) const { sqlite3_finalize(st); }
-    };
-    class statement : public std::unique_ptr<sqlite3_stmt, stmt_finalizer> {
-        using unique_ptr::unique_ptr;
-    };
-
+    using statement = detail::sqlite_statement;
     static std::string column_text(const statement& st, int index) {
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
-        return text ? std::string(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
-                    : std::string();
+        return detail::sqlite_connection::column_text(st, index);
     }
 
 public:
     static constexpr int schema_version = 1;
     using fault_hook = std::function<bool(std::string_view operation)>;
 
-    explicit sqlite_storage(const std::string& path, sqlite_config config = {}) : path_(path) {
-        sqlite3* db = nullptr;
-        const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                           SQLITE_OPEN_FULLMUTEX,
-                                       nullptr);
-        db_.reset(db);
-        if (rc != SQLITE_OK) fail("cannot open");
-        sqlite3_extended_result_codes(db, 1);
-        sqlite3_busy_timeout(db, config.busy_timeout_ms);
+    explicit sqlite_storage(const std::string& path, sqlite_config config = {})
+        : db_(path, config.busy_timeout_ms) {
         open_schema(config);
         prepare_statements();
     }
@@ -90,7 +66,7 @@ public:
     sqlite_storage(const sqlite_storage&) = delete;
     sqlite_storage& operator=(const sqlite_storage&) = delete;
 
-    const std::string& path() const noexcept { return path_; }
+    const std::string& path() const noexcept { return db_.path(); }
 
     /// The connection, for the app's own queries (and pragmas). Use it only while no
     /// transaction of this store is open on another thread.
@@ -266,26 +242,11 @@ public:
                 throw sync_error(make_error_code(errc::storage_failure),
                                  "injected storage failure at " + std::string(op));
         }
-        int step(const statement& st) {
-            const int rc = sqlite3_step(st.get());
-            if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-                reset(st);
-                store_->fail("query failed");
-            }
-            return rc;
-        }
-        void run(const statement& st) {
-            step(st);
-            reset(st);
-        }
-        static void reset(const statement& st) {
-            sqlite3_reset(st.get());
-            sqlite3_clear_bindings(st.get());
-        }
+        int step(const statement& st) { return store_->db_.step(st); }
+        void run(const statement& st) { store_->db_.run(st); }
+        static void reset(const statement& st) { detail::sqlite_connection::reset(st); }
         static void bind_text(const statement& st, int index, std::string_view text) {
-            // An empty view may have no data pointer, which SQLite would bind as NULL.
-            sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),
-                              SQLITE_TRANSIENT);
+            detail::sqlite_connection::bind_text(st, index, text);
         }
         static void bind(const statement& st, std::string_view collection, std::string_view key) {
             bind_text(st, 1, collection);
@@ -317,16 +278,38 @@ public:
     transaction begin() { return transaction(*this); }
 
     std::vector<std::pair<std::string, local_record>> list(std::string_view collection) {
-        std::vector<std::pair<std::string, local_record>> out;
         auto txn = begin();
         auto& st = stmt_.list;
         transaction::bind_text(st, 1, collection);
-        std::vector<std::string> keys;
-        while (txn.step(st) == SQLITE_ROW) keys.push_back(column_text(st, 0));
-        transaction::reset(st);
-        for (auto& k : keys)
-            if (auto r = txn.load(collection, k)) out.emplace_back(std::move(k), std::move(*r));
-        return out;
+        return load_rows(txn, st, collection);
+    }
+
+    /// The live records of `collection` whose stored value at `json_path` equals `equals`, in
+    /// key order: SQLite's JSON path syntax (`$.status`, `$.tags[0]`, `$.address.city`) over
+    /// the stored JSON, served by SQLite's JSON functions. A JSON null never matches, nor does
+    /// a field that an older row lacks. A path SQLite cannot read throws `sync_error` with
+    /// `errc::invalid_field`.
+    std::vector<std::pair<std::string, local_record>> list_where(std::string_view collection,
+                                                                 std::string_view json_path,
+                                                                 const json::value& equals) {
+        auto txn = begin();
+        {
+            auto& check = stmt_.check_path;
+            transaction::bind_text(check, 1, json_path);
+            const int rc = sqlite3_step(check.get());
+            const std::string why = sqlite3_errmsg(db_.get());
+            transaction::reset(check);
+            if (rc != SQLITE_ROW || json_path.empty() || json_path.front() != '$')
+                throw sync_error(make_error_code(errc::invalid_field),
+                                 "'" + std::string(json_path) +
+                                     "' is not a JSON path (like $.field): " + why);
+        }
+        auto& st = stmt_.list_where;
+        transaction::bind_text(st, 1, collection);
+        transaction::bind_text(st, 2, json_path);
+        const auto wanted = json::serialize(equals);
+        transaction::bind_text(st, 3, wanted);
+        return load_rows(txn, st, collection);
     }
 
     std::vector<parked_record> parked(std::string_view collection) {
@@ -354,6 +337,18 @@ public:
     }
 
 private:
+    /// The records whose keys the bound statement `st` selects (column 0).
+    static std::vector<std::pair<std::string, local_record>>
+    load_rows(transaction& txn, const statement& st, std::string_view collection) {
+        std::vector<std::string> keys;
+        while (txn.step(st) == SQLITE_ROW) keys.push_back(column_text(st, 0));
+        transaction::reset(st);
+        std::vector<std::pair<std::string, local_record>> out;
+        for (auto& k : keys)
+            if (auto r = txn.load(collection, k)) out.emplace_back(std::move(k), std::move(*r));
+        return out;
+    }
+
     json::object parse_object(const std::string& text) {
         boost::system::error_code ec;
         auto jv = json::parse(text, ec);
@@ -361,30 +356,11 @@ private:
         return std::move(jv.get_object());
     }
 
-    [[noreturn]] void fail(const char* what) {
-        fail_message(std::string(what) + ": " + sqlite3_errmsg(db_.get()));
-    }
-    [[noreturn]] void fail_message(const std::string& what) {
-        throw sync_error(make_error_code(errc::storage_failure), path_ + ": " + what);
-    }
-
-    void exec(const char* sql) {
-        char* message = nullptr;
-        if (sqlite3_exec(db_.get(), sql, nullptr, nullptr, &message) != SQLITE_OK) {
-            std::string text = message ? message : "unknown error";
-            sqlite3_free(message);
-            fail_message(text + " (in: " + std::string(sql).substr(0, 60) + ")");
-        }
-    }
-    void exec_noexcept(const char* sql) noexcept { sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr); }
-
-    statement prepare(const char* sql) {
-        sqlite3_stmt* st = nullptr;
-        if (sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr) !=
-            SQLITE_OK)
-            fail("cannot prepare a statement");
-        return statement(st);
-    }
+    [[noreturn]] void fail(const char* what) { db_.fail(what); }
+    [[noreturn]] void fail_message(const std::string& what) { db_.fail_message(what); }
+    void exec(const char* sql) { db_.exec(sql); }
+    void exec_noexcept(const char* sql) noexcept { db_.exec_noexcept(sql); }
+    statement prepare(const char* sql) { return db_.prepare(sql); }
 
     std::int64_t meta_int(const char* key, std::int64_t fallback) {
         auto& st = stmt_.get_meta;
@@ -406,22 +382,7 @@ private:
     /// Creates or checks the schema. Refuses, without writing, a file that is not a database,
     /// a database of another program, or an offsync schema newer than this code.
     void open_schema(const sqlite_config& config) {
-        // Reading the schema first makes SQLite check the header: "file is not a database".
-        int tables = 0, ours = 0;
-        {
-            sqlite3_stmt* raw = nullptr;
-            if (sqlite3_prepare_v2(db_.get(),
-                                   "SELECT count(*), count(CASE name WHEN 'offsync_meta' THEN 1 "
-                                   "END) FROM sqlite_master WHERE type = 'table'",
-                                   -1, &raw, nullptr) != SQLITE_OK)
-                fail("not a usable SQLite database");
-            statement st(raw);
-            if (sqlite3_step(st.get()) != SQLITE_ROW) fail("not a usable SQLite database");
-            tables = sqlite3_column_int(st.get(), 0);
-            ours = sqlite3_column_int(st.get(), 1);
-        }
-        if (tables > 0 && ours == 0)
-            fail_message("the database belongs to another program (no offsync_meta table)");
+        const bool ours = db_.has_meta_table("offsync_meta");
         exec("PRAGMA journal_mode = WAL");
         exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
                                                           : "PRAGMA synchronous = NORMAL");
@@ -493,6 +454,10 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
             "SELECT * FROM offsync_parked WHERE ?1 = '' OR collection = ?1 ORDER BY collection, key");
         stmt_.list = prepare(
             "SELECT key FROM offsync_records WHERE collection = ?1 AND deleted = 0 ORDER BY key");
+        stmt_.list_where = prepare(
+            "SELECT key FROM offsync_records WHERE collection = ?1 AND deleted = 0 AND "
+            "json_extract(value, ?2) = json_extract(?3, '$') ORDER BY key");
+        stmt_.check_path = prepare("SELECT json_extract('{}', ?1)");
         stmt_.pending = prepare(
             "SELECT (SELECT count(*) FROM offsync_records WHERE pushable = 1 AND collection = ?1), "
             "(SELECT count(*) FROM offsync_parked WHERE collection = ?1 AND kind = 1), "
@@ -503,13 +468,12 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
 
     struct statements {
         statement load, save, remove, pushable, cursor, set_cursor, load_parked, save_parked,
-            remove_parked, all_parked, list, pending, get_meta, set_meta;
+            remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 
-    std::string path_;
     std::mutex mutex_;
     fault_hook fault_;
-    std::unique_ptr<sqlite3, db_closer> db_;
+    detail::sqlite_connection db_;
     std::string client_id_;
     statements stmt_; // declared after db_: finalized before the connection closes
 };

@@ -1,0 +1,343 @@
+// offsync — the sync service's state in one SQLite file: records with per-field versions,
+// tombstones, the change feed index, remembered mutation results and the version sequence.
+//
+// Link SQLite (CMake: offsync::sqlite). docs/storage.md explains the schema.
+#pragma once
+
+#include <offsync/detail/sqlite_connection.hpp>
+#include <offsync/server/store.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace offsync::server {
+
+struct sqlite_server_config {
+    /// The server acknowledges a push only after its commit; `full` keeps acknowledged writes
+    /// through a power loss, `normal` only through a crash of the process.
+    sqlite_durability durability = sqlite_durability::full;
+    /// How long opening waits for another process that holds the file.
+    int busy_timeout_ms = 2000;
+};
+
+/// A `server_store` on one SQLite file in WAL mode. The schema is created on first open and
+/// checked on every open (`offsync_server_meta` holds its version).
+///
+/// One server per file: the store holds the file's lock (SQLite's exclusive locking mode) from
+/// open until it is destroyed, because the service keeps the version sequence in memory
+/// between writes. A second store on the same file fails to open with a clear message.
+///
+/// Errors: a file that is not a database, a database of another program, a newer schema, a
+/// locked file or one that cannot be opened throws `sync_error(errc::storage_failure)` from the
+/// constructor, naming the file, and changes nothing. A failed write throws the same; the
+/// service rolls the request back.
+class sqlite_server_store final : public server_store {
+public:
+    static constexpr int schema_version = 1;
+    using fault_hook = std::function<bool(std::string_view operation)>;
+
+    explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
+        : db_(path, config.busy_timeout_ms) {
+        db_.exec("PRAGMA locking_mode = EXCLUSIVE");
+        const bool exists = db_.has_meta_table("offsync_server_meta");
+        db_.exec("PRAGMA journal_mode = WAL");
+        db_.exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
+                                                              : "PRAGMA synchronous = NORMAL");
+        if (exists) check_schema();
+        else create_schema();
+        prepare_statements();
+        // A write takes the exclusive lock now rather than at the first request, so that a
+        // second server on this file fails here.
+        begin();
+        set_meta("opened_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+        db_.exec("COMMIT");
+    }
+
+    const std::string& path() const noexcept { return db_.path(); }
+    /// The connection, for inspection and backups (`sqlite3_backup_*`); not while a request
+    /// runs.
+    sqlite3* native_handle() const noexcept { return db_.get(); }
+
+    /// Lets tests fail the store at an exact operation ("put", "remember_result",
+    /// "set_counters", "commit").
+    void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
+
+    void begin() override { db_.exec("BEGIN IMMEDIATE"); }
+    void commit() override {
+        check("commit");
+        db_.exec("COMMIT");
+    }
+    void rollback() noexcept override { db_.exec_noexcept("ROLLBACK"); }
+
+    server_counters counters() override {
+        server_counters c;
+        c.last_version = std::uint64_t(meta_int("last_version"));
+        c.rest_writes = std::uint64_t(meta_int("rest_writes"));
+        c.clock.wall = meta_int("hlc_wall");
+        c.clock.logical = std::uint32_t(meta_int("hlc_logical"));
+        return c;
+    }
+    void set_counters(const server_counters& c) override {
+        check("set_counters");
+        set_meta("last_version", std::int64_t(c.last_version));
+        set_meta("rest_writes", std::int64_t(c.rest_writes));
+        set_meta("hlc_wall", c.clock.wall);
+        set_meta("hlc_logical", c.clock.logical);
+    }
+
+    std::optional<server_record> find(const collection_schema& schema, std::string_view owner,
+                                      std::string_view key) override {
+        auto& st = stmt_.find;
+        bind_record_key(st, schema.name, owner);
+        db_.bind_text(st, 3, key);
+        std::optional<server_record> out;
+        if (db_.step(st) == SQLITE_ROW) out = read_record(schema, st, std::string(key));
+        db_.reset(st);
+        return out;
+    }
+
+    void put(const collection_schema& schema, std::string_view owner,
+             const server_record& r) override {
+        check("put");
+        auto& st = stmt_.put;
+        bind_record_key(st, schema.name, owner);
+        db_.bind_text(st, 3, r.key);
+        sqlite3_bind_int64(st.get(), 4, std::int64_t(r.version));
+        sqlite3_bind_int(st.get(), 5, r.deleted);
+        value_text_.clear();
+        if (!r.deleted) value_text_ = json::serialize(r.value);
+        db_.bind_text(st, 6, value_text_);
+        sqlite3_bind_int64(st.get(), 7, r.stamp.wall);
+        sqlite3_bind_int64(st.get(), 8, r.stamp.logical);
+        db_.bind_text(st, 9, r.stamp.node);
+        db_.bind_text(st, 10, r.last_writer);
+        const auto writes = field_writes_text(schema, r);
+        db_.bind_text(st, 11, writes);
+        db_.run(st);
+    }
+
+    void feed(const collection_schema& schema, std::string_view owner, std::uint64_t since,
+              std::size_t limit, std::vector<server_record>& out) override {
+        out.clear();
+        auto& st = stmt_.feed;
+        bind_record_key(st, schema.name, owner);
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(since));
+        sqlite3_bind_int64(st.get(), 4, std::int64_t(limit));
+        while (db_.step(st) == SQLITE_ROW)
+            out.push_back(read_record(schema, st, db_.column_text(st, 7)));
+        db_.reset(st);
+    }
+
+    std::optional<mutation_result> find_result(std::string_view client,
+                                               std::uint64_t mutation_id) override {
+        auto& st = stmt_.find_result;
+        db_.bind_text(st, 1, client);
+        sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
+        std::optional<mutation_result> out;
+        if (db_.step(st) == SQLITE_ROW) {
+            mutation_result r;
+            if (sqlite3_column_type(st.get(), 1) == SQLITE_NULL) {
+                r.mutation_id = mutation_id;
+                r.status = mutation_status::applied;
+                r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+            } else {
+                boost::system::error_code ec;
+                auto jv = json::parse(db_.column_text(st, 1), ec);
+                if (ec || from_json(jv, r)) {
+                    db_.reset(st);
+                    db_.fail_message("a remembered mutation result is corrupt");
+                }
+            }
+            out = std::move(r);
+        }
+        db_.reset(st);
+        return out;
+    }
+
+    void remember_result(std::string_view client, const mutation_result& r) override {
+        check("remember_result");
+        auto& st = stmt_.remember;
+        db_.bind_text(st, 1, client);
+        sqlite3_bind_int64(st.get(), 2, std::int64_t(r.mutation_id));
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(r.version));
+        // A plain success, the common case, is its version alone.
+        std::string detail;
+        if (r.status != mutation_status::applied || r.server) {
+            detail = json::serialize(to_json(r));
+            db_.bind_text(st, 4, detail);
+        }
+        db_.run(st);
+    }
+
+    void forget_results_below(std::string_view client, std::uint64_t mutation_id) override {
+        auto& st = stmt_.forget;
+        db_.bind_text(st, 1, client);
+        sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
+        db_.run(st);
+    }
+
+private:
+    void check(std::string_view operation) {
+        if (fault_ && fault_(operation))
+            throw sync_error(make_error_code(errc::storage_failure),
+                             "injected server store failure at " + std::string(operation));
+    }
+
+    void bind_record_key(const offsync::detail::sqlite_statement& st, std::string_view collection,
+                         std::string_view owner) {
+        db_.bind_text(st, 1, collection);
+        db_.bind_text(st, 2, owner);
+    }
+
+    /// Per-field versions, stored compactly: only the fields whose last write is not the
+    /// record's own (version, last writer), as {"field": [version, "writer"]}. A fresh record
+    /// stores "{}".
+    static std::string field_writes_text(const collection_schema& schema,
+                                         const server_record& r) {
+        if (r.deleted) return "{}";
+        json::object writes;
+        for (std::size_t i = 0; i < r.fields.size() && i < schema.fields.size(); ++i) {
+            const auto& f = r.fields[i];
+            if (f.version == r.version && f.writer == r.last_writer) continue;
+            writes[schema.fields[i]] = json::array{f.version, json::string(f.writer)};
+        }
+        return json::serialize(writes);
+    }
+
+    /// Reads a row of `find` or `feed` (columns in the order they select), aligning it with
+    /// `schema`: a field the model gained since the row was written reads as its default and
+    /// was never written (version 0); a field it lost is dropped.
+    server_record read_record(const collection_schema& schema, const offsync::detail::sqlite_statement& st,
+                              std::string key) {
+        server_record r;
+        r.key = std::move(key);
+        r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+        r.deleted = sqlite3_column_int(st.get(), 1) != 0;
+        r.stamp.wall = sqlite3_column_int64(st.get(), 3);
+        r.stamp.logical = std::uint32_t(sqlite3_column_int64(st.get(), 4));
+        r.stamp.node = db_.column_text(st, 5);
+        r.last_writer = db_.column_text(st, 6);
+        if (r.deleted) return r;
+        const auto stored = parse_object(db_.column_text(st, 2));
+        const auto writes = parse_object(db_.column_text(st, 8));
+        r.value = normalize(schema, stored);
+        r.fields.resize(schema.fields.size());
+        for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+            const auto& name = schema.fields[i];
+            if (const auto* w = writes.if_contains(name)) {
+                const auto* pair = w->if_array();
+                if (!pair || pair->size() != 2 || !(*pair)[0].is_number() ||
+                    !(*pair)[1].is_string())
+                    db_.fail_message("a record's field versions are corrupt");
+                r.fields[i] = {(*pair)[0].to_number<std::uint64_t>(),
+                               std::string((*pair)[1].get_string())};
+            } else if (stored.contains(name)) {
+                r.fields[i] = {r.version, r.last_writer};
+            }
+        }
+        return r;
+    }
+
+    json::object parse_object(const std::string& text) {
+        boost::system::error_code ec;
+        auto jv = json::parse(text, ec);
+        if (ec || !jv.is_object()) db_.fail_message("a stored record is not a JSON object");
+        return std::move(jv.get_object());
+    }
+
+    std::int64_t meta_int(const char* key) {
+        auto& st = stmt_.get_meta;
+        sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
+        std::int64_t v = 0;
+        if (db_.step(st) == SQLITE_ROW) v = sqlite3_column_int64(st.get(), 0);
+        db_.reset(st);
+        return v;
+    }
+    void set_meta(const char* key, std::int64_t value) {
+        auto& st = stmt_.set_meta;
+        sqlite3_bind_text(st.get(), 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st.get(), 2, value);
+        db_.run(st);
+    }
+
+    void check_schema() {
+        sqlite3_stmt* raw = nullptr;
+        sqlite3_prepare_v2(db_.get(),
+                           "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'",
+                           -1, &raw, nullptr);
+        offsync::detail::sqlite_statement st(raw);
+        int version = 0;
+        if (st && sqlite3_step(st.get()) == SQLITE_ROW) version = sqlite3_column_int(st.get(), 0);
+        if (version > schema_version)
+            db_.fail_message("server schema version " + std::to_string(version) +
+                             " is newer than this offsync (" + std::to_string(schema_version) +
+                             ")");
+        if (version < 1) db_.fail_message("offsync_server_meta has no schema version");
+        // Migrations from older versions go here, each in its own transaction.
+    }
+
+    void create_schema() {
+        db_.exec("BEGIN IMMEDIATE");
+        try {
+            db_.exec(R"(
+CREATE TABLE offsync_server_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE offsync_server_records (
+    collection TEXT NOT NULL, owner TEXT NOT NULL, key TEXT NOT NULL,
+    version INTEGER NOT NULL, deleted INTEGER NOT NULL, value TEXT NOT NULL,
+    stamp_wall INTEGER NOT NULL, stamp_logical INTEGER NOT NULL, stamp_node TEXT NOT NULL,
+    last_writer TEXT NOT NULL, field_writes TEXT NOT NULL,
+    PRIMARY KEY (collection, owner, key)) WITHOUT ROWID;
+CREATE UNIQUE INDEX offsync_server_feed ON offsync_server_records (collection, owner, version);
+CREATE TABLE offsync_server_results (
+    client TEXT NOT NULL, mutation_id INTEGER NOT NULL, version INTEGER NOT NULL, detail TEXT,
+    PRIMARY KEY (client, mutation_id)) WITHOUT ROWID;
+INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
+)");
+            db_.exec("COMMIT");
+        } catch (...) {
+            db_.exec_noexcept("ROLLBACK");
+            throw;
+        }
+    }
+
+    void prepare_statements() {
+        // Columns 0..8 of find and feed line up for read_record; feed adds the key last.
+        stmt_.find = db_.prepare(
+            "SELECT version, deleted, value, stamp_wall, stamp_logical, stamp_node, "
+            "last_writer, NULL, field_writes FROM offsync_server_records "
+            "WHERE collection = ?1 AND owner = ?2 AND key = ?3");
+        stmt_.feed = db_.prepare(
+            "SELECT version, deleted, value, stamp_wall, stamp_logical, stamp_node, "
+            "last_writer, key, field_writes FROM offsync_server_records "
+            "WHERE collection = ?1 AND owner = ?2 AND version > ?3 ORDER BY version LIMIT ?4");
+        stmt_.put = db_.prepare("INSERT OR REPLACE INTO offsync_server_records VALUES "
+                                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        stmt_.find_result = db_.prepare("SELECT version, detail FROM offsync_server_results "
+                                        "WHERE client = ?1 AND mutation_id = ?2");
+        stmt_.remember = db_.prepare(
+            "INSERT OR REPLACE INTO offsync_server_results VALUES (?1, ?2, ?3, ?4)");
+        stmt_.forget = db_.prepare(
+            "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id < ?2");
+        stmt_.get_meta = db_.prepare("SELECT value FROM offsync_server_meta WHERE key = ?1");
+        stmt_.set_meta = db_.prepare("INSERT OR REPLACE INTO offsync_server_meta VALUES (?1, ?2)");
+    }
+
+    struct statements {
+        offsync::detail::sqlite_statement find, feed, put, find_result, remember, forget, get_meta,
+            set_meta;
+    };
+
+    offsync::detail::sqlite_connection db_;
+    statements stmt_; // declared after db_: finalized before the connection closes
+    fault_hook fault_;
+    std::string value_text_;
+};
+
+} // namespace offsync::server

@@ -1,0 +1,232 @@
+// offsync — where the sync service keeps its state: the server store interface and the
+// in-memory store. The SQLite store is in server/sqlite_store.hpp.
+#pragma once
+
+#include <offsync/error.hpp>
+#include <offsync/hlc.hpp>
+#include <offsync/model.hpp>
+#include <offsync/protocol.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace offsync::server {
+
+/// Which version wrote a field, and which writer (a client id, "server", or a REST writer).
+struct field_stamp {
+    std::uint64_t version = 0;
+    std::string writer;
+    friend bool operator==(const field_stamp&, const field_stamp&) = default;
+};
+
+/// One stored record. Its owner is the user of a per-user record, empty for a shared record;
+/// a user's own values of a shared record's per-user fields are a record of their own, owned by
+/// that user.
+struct server_record {
+    std::string key;
+    json::object value; ///< every field of the schema; empty for a tombstone
+    bool deleted = false;
+    std::uint64_t version = 0;
+    hlc_stamp stamp;
+    std::string last_writer;
+    std::vector<field_stamp> fields; ///< aligned with the schema's `fields`
+};
+
+/// What the service keeps besides records: the version sequence, the REST writer sequence and
+/// the hybrid logical clock. Saved with every write transaction.
+struct server_counters {
+    std::uint64_t last_version = 0;
+    std::uint64_t rest_writes = 0;
+    hlc_state clock;
+};
+
+/// The storage the sync service runs on. The service serialises every call (one mutex), so an
+/// implementation need not be thread safe. Writes happen only between `begin()` and `commit()`;
+/// everything written in between becomes visible together or, after `rollback()`, not at all.
+///
+/// Failures throw `sync_error` (usually `errc::storage_failure`); the service rolls back and
+/// answers the request with a server error, so the client retries it later.
+///
+/// Records are read and written whole: an implementation stores them as it likes, but must
+/// return each record exactly as put, with `value` and `fields` aligned to the schema it is
+/// given (a field the schema gained since the record was written reads as its default, with
+/// version 0).
+class server_store {
+public:
+    virtual ~server_store() = default;
+
+    virtual void begin() = 0;
+    virtual void commit() = 0;
+    virtual void rollback() noexcept = 0;
+
+    virtual server_counters counters() = 0;
+    virtual void set_counters(const server_counters& counters) = 0;
+
+    /// The record (owner, key) of the collection, tombstones included.
+    virtual std::optional<server_record> find(const collection_schema& schema,
+                                              std::string_view owner, std::string_view key) = 0;
+    /// Inserts or replaces the record (owner, record.key).
+    virtual void put(const collection_schema& schema, std::string_view owner,
+                     const server_record& record) = 0;
+    /// The change feed of one owner: records with a version above `since`, ascending, at most
+    /// `limit` of them. Cost must grow with the page, not with the collection.
+    virtual void feed(const collection_schema& schema, std::string_view owner,
+                      std::uint64_t since, std::size_t limit,
+                      std::vector<server_record>& out) = 0;
+
+    /// The remembered result of a client's mutation, for an idempotent retry. `client` names
+    /// the (user, client id) pair.
+    virtual std::optional<mutation_result> find_result(std::string_view client,
+                                                       std::uint64_t mutation_id) = 0;
+    virtual void remember_result(std::string_view client, const mutation_result& result) = 0;
+    /// Forgets the client's results with a mutation id below `mutation_id`.
+    virtual void forget_results_below(std::string_view client, std::uint64_t mutation_id) = 0;
+};
+
+/// The server store in memory: fast, and gone when the process ends. Keeps an undo log while a
+/// transaction is open so that a failed request leaves nothing behind.
+class memory_server_store final : public server_store {
+public:
+    using fault_hook = std::function<bool(std::string_view operation)>;
+
+    /// Lets tests fail the store at an exact operation ("put", "remember_result", "commit").
+    void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
+
+    void begin() override {
+        undo_.clear();
+        saved_counters_ = counters_;
+        in_transaction_ = true;
+    }
+    void commit() override {
+        check("commit");
+        undo_.clear();
+        in_transaction_ = false;
+    }
+    void rollback() noexcept override {
+        for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
+        undo_.clear();
+        counters_ = saved_counters_;
+        in_transaction_ = false;
+    }
+
+    server_counters counters() override { return counters_; }
+    void set_counters(const server_counters& c) override {
+        check("set_counters");
+        counters_ = c;
+    }
+
+    std::optional<server_record> find(const collection_schema& schema, std::string_view owner,
+                                      std::string_view key) override {
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return std::nullopt;
+        auto it = c->second.records.find(record_id(owner, key));
+        if (it == c->second.records.end()) return std::nullopt;
+        return it->second;
+    }
+
+    void put(const collection_schema& schema, std::string_view owner,
+             const server_record& record) override {
+        check("put");
+        auto& c = collections_[schema.name];
+        const auto id = record_id(owner, record.key);
+        auto it = c.records.find(id);
+        std::optional<server_record> previous;
+        if (it != c.records.end()) previous = it->second;
+        auto& feed = c.feeds[std::string(owner)];
+        if (previous) feed.erase(previous->version);
+        feed[record.version] = record.key;
+        c.records[id] = record;
+        if (in_transaction_)
+            undo_.push_back([this, name = schema.name, owner = std::string(owner), id,
+                             version = record.version, previous = std::move(previous)] {
+                auto& coll = collections_[name];
+                auto& f = coll.feeds[owner];
+                f.erase(version);
+                if (previous) {
+                    f[previous->version] = previous->key;
+                    coll.records[id] = *previous;
+                } else {
+                    coll.records.erase(id);
+                }
+            });
+    }
+
+    void feed(const collection_schema& schema, std::string_view owner, std::uint64_t since,
+              std::size_t limit, std::vector<server_record>& out) override {
+        out.clear();
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return;
+        auto f = c->second.feeds.find(owner);
+        if (f == c->second.feeds.end()) return;
+        for (auto it = f->second.upper_bound(since); it != f->second.end() && out.size() < limit;
+             ++it)
+            out.push_back(c->second.records.at(record_id(owner, it->second)));
+    }
+
+    std::optional<mutation_result> find_result(std::string_view client,
+                                               std::uint64_t mutation_id) override {
+        auto c = results_.find(std::string(client));
+        if (c == results_.end()) return std::nullopt;
+        auto it = c->second.find(mutation_id);
+        if (it == c->second.end()) return std::nullopt;
+        return it->second;
+    }
+    void remember_result(std::string_view client, const mutation_result& result) override {
+        check("remember_result");
+        auto& results = results_[std::string(client)];
+        const bool inserted = results.insert_or_assign(result.mutation_id, result).second;
+        if (in_transaction_ && inserted)
+            undo_.push_back([this, client = std::string(client), id = result.mutation_id] {
+                results_[client].erase(id);
+            });
+    }
+    void forget_results_below(std::string_view client, std::uint64_t mutation_id) override {
+        auto c = results_.find(std::string(client));
+        if (c == results_.end()) return;
+        auto& results = c->second;
+        const auto end = results.lower_bound(mutation_id);
+        if (in_transaction_)
+            for (auto it = results.begin(); it != end; ++it)
+                undo_.push_back([this, client = std::string(client), kept = *it] {
+                    results_[client].insert(kept);
+                });
+        results.erase(results.begin(), end);
+    }
+
+private:
+    struct collection_state {
+        /// Keyed by record_id(owner, key).
+        std::unordered_map<std::string, server_record> records;
+        /// Per owner: version -> key, the latest version of each record only.
+        std::map<std::string, std::map<std::uint64_t, std::string>, std::less<>> feeds;
+    };
+
+    static std::string record_id(std::string_view owner, std::string_view key) {
+        std::string id;
+        id.reserve(owner.size() + 1 + key.size());
+        id.append(owner).push_back('\0');
+        id.append(key);
+        return id;
+    }
+    void check(std::string_view operation) {
+        if (fault_ && fault_(operation))
+            throw sync_error(make_error_code(errc::storage_failure),
+                             "injected server store failure at " + std::string(operation));
+    }
+
+    std::map<std::string, collection_state, std::less<>> collections_;
+    std::unordered_map<std::string, std::map<std::uint64_t, mutation_result>> results_;
+    server_counters counters_, saved_counters_;
+    std::vector<std::function<void()>> undo_;
+    bool in_transaction_ = false;
+    fault_hook fault_;
+};
+
+} // namespace offsync::server

@@ -1,0 +1,374 @@
+// The server's stores: the SQLite store keeps everything across restarts, a failed write
+// leaves nothing behind in either store, the schema can grow, and every error is clear.
+// (The sync service, engine, invariant and convergence tests run on the SQLite server store
+// too, in the offsync-tests-sqlite binary.)
+#include "support.hpp"
+
+#include <offsync/server/sqlite_store.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace offsync_test;
+
+namespace {
+
+server::service_config config_at(manual_clock& clock) {
+    server::service_config c;
+    c.clock = clock.as_wall_clock();
+    return c;
+}
+
+void add_landmarks(server::sync_service& s) {
+    s.add_collection<Landmark>();
+    s.add_collection<Reservation>();
+}
+
+mutation upsert(std::uint64_t id, std::string key, std::uint64_t base, json::object fields,
+                const std::string& client) {
+    mutation m;
+    m.mutation_id = id;
+    m.collection = "reservations";
+    m.id = json::value(key);
+    m.base_version = base;
+    m.stamp = hlc_stamp{1'764'000'000'000 + std::int64_t(id), 0, client};
+    m.fields = std::move(fields);
+    return m;
+}
+
+push_response push(server::sync_service& s, std::string_view user, const std::string& client,
+                   std::vector<mutation> ms) {
+    push_response out;
+    auto d = s.push(user, {client, std::move(ms)}, out);
+    INFO(d.message);
+    REQUIRE(!d);
+    return out;
+}
+
+/// What a user can observe of the service, as text.
+std::string snapshot(server::sync_service& s) {
+    std::string out = std::to_string(s.last_version());
+    for (const char* user : {"alice", "bob"})
+        for (const char* coll : {"landmarks", "reservations"}) {
+            pull_response page;
+            REQUIRE(!s.pull(user, {coll, 0, 5000}, page));
+            out += '\n' + json::serialize(to_json(page));
+        }
+    return out;
+}
+
+} // namespace
+
+// A model type in two versions of an app: the second gained a field.
+namespace evolution {
+struct NoteV1 {
+    std::string id;
+    std::string text;
+};
+BOOST_DESCRIBE_STRUCT(NoteV1, (), (id, text))
+struct NoteV2 {
+    std::string id;
+    std::string text;
+    std::int32_t stars = 3;
+};
+BOOST_DESCRIBE_STRUCT(NoteV2, (), (id, text, stars))
+} // namespace evolution
+
+template <>
+struct offsync::model_traits<evolution::NoteV1> {
+    static constexpr std::string_view collection = "notes";
+    static constexpr auto key = &evolution::NoteV1::id;
+    static constexpr offsync::scope scope = offsync::scope::per_user;
+};
+template <>
+struct offsync::model_traits<evolution::NoteV2> {
+    static constexpr std::string_view collection = "notes";
+    static constexpr auto key = &evolution::NoteV2::id;
+    static constexpr offsync::scope scope = offsync::scope::per_user;
+};
+
+TEST_CASE("a SQLite server store keeps records, versions and results across restarts",
+          "[server-store]") {
+    temp_file file;
+    manual_clock clock;
+    std::string before;
+    std::uint64_t r1_version = 0;
+    {
+        server::sqlite_server_store store(file.str());
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
+        auto r = push(service, "alice", "phone",
+                      {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+        REQUIRE(r.results.at(0).status == mutation_status::applied);
+        r1_version = r.results[0].version;
+        // alice's favorite: a per-user value of the shared landmark.
+        mutation fav;
+        fav.mutation_id = 2;
+        fav.collection = "landmarks";
+        fav.id = 1;
+        fav.base_version = 1;
+        fav.fields = {{"is_favorite", true}};
+        REQUIRE(push(service, "alice", "phone", {fav}).results.at(0).status ==
+                mutation_status::applied);
+        before = snapshot(service);
+    }
+    server::sqlite_server_store store(file.str());
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    CHECK(snapshot(service) == before);
+    CHECK(service.get("alice", "landmarks", "1")->value.at("is_favorite") == true);
+    CHECK(service.get("bob", "landmarks", "1")->value.at("is_favorite") == false);
+
+    // A retry of mutation 1 (its acknowledgement lost before the restart) is recognised.
+    auto retry = push(service, "alice", "phone",
+                      {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+    CHECK(retry.results.at(0).status == mutation_status::applied);
+    CHECK(retry.results[0].version == r1_version);
+    CHECK(snapshot(service) == before);
+
+    // Per-field writers survived: the same client writing on an old base is no conflict...
+    auto own = push(service, "alice", "phone", {upsert(3, "r-1", 0, {{"notes", "x"}}, "phone")});
+    CHECK(own.results.at(0).status == mutation_status::applied);
+    // ...another client writing the same field on an old base is one...
+    auto other =
+        push(service, "alice", "laptop", {upsert(1, "r-1", r1_version, {{"notes", "y"}}, "laptop")});
+    CHECK(other.results.at(0).status == mutation_status::conflict);
+    // ...and a different field merges.
+    auto merge = push(service, "alice", "laptop",
+                      {upsert(2, "r-1", r1_version, {{"party_size", 7}}, "laptop")});
+    CHECK(merge.results.at(0).status == mutation_status::applied);
+    // The version sequence carried on.
+    CHECK(merge.results[0].version == own.results[0].version + 1);
+    CHECK(service.last_version() == merge.results[0].version);
+}
+
+TEST_CASE("a push the server store fails to write leaves nothing behind", "[server-store]") {
+    const std::string op = GENERATE("put", "remember_result", "set_counters", "commit");
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(op, on_sqlite);
+    temp_file file;
+    manual_clock clock;
+    server::memory_server_store memory;
+    std::optional<server::sqlite_server_store> sqlite;
+    if (on_sqlite) sqlite.emplace(file.str());
+    server::server_store& store = on_sqlite ? static_cast<server::server_store&>(*sqlite)
+                                            : static_cast<server::server_store&>(memory);
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
+    push(service, "alice", "phone",
+         {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+    const auto before = snapshot(service);
+
+    // Fail the second time the operation runs, in the middle of a three-mutation push.
+    int calls = 0;
+    auto hook = [&](std::string_view at) { return at == op && ++calls == 2; };
+    if (on_sqlite) sqlite->set_fault_hook(hook);
+    else memory.set_fault_hook(hook);
+    const push_request request{
+        "phone",
+        {upsert(2, "r-1", 2, {{"party_size", 4}}, "phone"),
+         upsert(3, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
+         upsert(4, "r-3", 0, to_json_object(reservation("r-3")), "phone")}};
+    // "commit" runs once per push: make its first run fail.
+    if (op == "commit" || op == "set_counters") calls = 1;
+    auto answer = service.handle_push("alice", json::serialize(to_json(request)));
+    CHECK(answer.status == 500);
+    CHECK(parse_error_body(answer.body, errc::bad_response).code == errc::server_error);
+    CHECK(answer.body.find("injected") != std::string::npos);
+    CHECK(snapshot(service) == before);
+
+    // The client retries the same request once the store works again: applied exactly once.
+    if (on_sqlite) sqlite->set_fault_hook({});
+    else memory.set_fault_hook({});
+    push_response first, second;
+    REQUIRE(!service.push("alice", request, first));
+    REQUIRE(!service.push("alice", request, second));
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(first.results.at(i).status == mutation_status::applied);
+        CHECK(second.results.at(i).version == first.results[i].version);
+    }
+    CHECK(service.last_version() == 5);
+    CHECK(service.get("alice", "reservations", "r-1")->value.at("party_size") == 4);
+}
+
+TEST_CASE("a REST write and an admin write the store fails change nothing", "[server-store]") {
+    manual_clock clock;
+    server::memory_server_store memory;
+    server::sync_service service(memory, config_at(clock));
+    add_landmarks(service);
+    REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
+    const auto before = snapshot(service);
+    memory.set_fault_hook([](std::string_view at) { return at == "commit"; });
+    change out;
+    auto d = service.put_record("alice", "reservations", "r-9",
+                                to_json_object(reservation("r-9")), std::nullopt, out);
+    CHECK(d.code == errc::server_error);
+    diagnostics error;
+    CHECK(service.admin_put("landmarks", to_json_object(landmark(2, "Golden Gate")), {},
+                            &error) == 0);
+    CHECK(error.code == errc::server_error);
+    CHECK(service.admin_erase("landmarks", "1") == 0);
+    CHECK(snapshot(service) == before);
+}
+
+TEST_CASE("a client whose push the server cannot store keeps its edits and pushes them later",
+          "[server-store]") {
+    temp_file file;
+    manual_clock clock;
+    server::sqlite_server_store store(file.str());
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    asio::io_context io;
+    client phone(io, service, "alice", clock.as_wall_clock());
+    REQUIRE(phone.replica.put(reservation("r-1", "confirmed", 3)));
+    store.set_fault_hook([](std::string_view at) { return at == "put"; });
+    auto failed = phone.sync();
+    CHECK(failed.error);
+    CHECK(phone.replica.pending<Reservation>().dirty == 1);
+    store.set_fault_hook({});
+    auto ok = phone.sync();
+    CHECK_FALSE(ok.error);
+    CHECK(phone.replica.pending<Reservation>().dirty == 0);
+    CHECK(service.get("alice", "reservations", "r-1")->value.at("party_size") == 3);
+}
+
+TEST_CASE("schema evolution on the server: a gained field reads as its default, a lost one "
+          "is dropped",
+          "[server-store]") {
+    temp_file file;
+    manual_clock clock;
+    std::uint64_t v1 = 0;
+    {
+        server::sqlite_server_store store(file.str());
+        server::sync_service service(store, config_at(clock));
+        service.add_collection<evolution::NoteV1>();
+        mutation m = upsert(1, "n-1", 0, {{"id", "n-1"}, {"text", "old app"}}, "phone");
+        m.collection = "notes";
+        auto r = push(service, "alice", "phone", {m});
+        REQUIRE(r.results.at(0).status == mutation_status::applied);
+        v1 = r.results[0].version;
+    }
+    {
+        server::sqlite_server_store store(file.str());
+        server::sync_service service(store, config_at(clock));
+        service.add_collection<evolution::NoteV2>();
+        auto note = service.get("alice", "notes", "n-1");
+        REQUIRE(note);
+        CHECK(note->value.at("text") == "old app");
+        CHECK(note->value.at("stars") == 3);
+        // Nobody ever wrote `stars`: another client writing it on the old base is no conflict.
+        mutation m = upsert(1, "n-1", v1, {{"stars", 5}}, "laptop");
+        m.collection = "notes";
+        auto r = push(service, "alice", "laptop", {m});
+        CHECK(r.results.at(0).status == mutation_status::applied);
+        // `text` was written at v1 by the phone: writing it on base 0 from the laptop is one.
+        mutation t = upsert(2, "n-1", 0, {{"text", "new app"}}, "laptop");
+        t.collection = "notes";
+        CHECK(push(service, "alice", "laptop", {t}).results.at(0).status ==
+              mutation_status::conflict);
+    }
+    server::sqlite_server_store store(file.str());
+    server::sync_service service(store, config_at(clock));
+    service.add_collection<evolution::NoteV1>();
+    auto note = service.get("alice", "notes", "n-1");
+    REQUIRE(note);
+    CHECK_FALSE(note->value.contains("stars"));
+    CHECK(note->value.at("text") == "old app");
+}
+
+TEST_CASE("SQLite server store errors are clear and change nothing", "[server-store]") {
+    temp_file file;
+    SECTION("a file that is not a database") {
+        { std::ofstream(file.str()) << "this is a text file, not a database\n"; }
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("not a database") != std::string::npos);
+        CHECK(d.message.find(file.str()) != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+    }
+    SECTION("a database of another program, or the client store's file") {
+        sqlite3* db = nullptr;
+        sqlite3_open(file.str().c_str(), &db);
+        sqlite3_exec(db, "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)", nullptr,
+                     nullptr, nullptr);
+        sqlite3_close(db);
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("another program") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+    }
+    SECTION("a schema newer than this code") {
+        { server::sqlite_server_store store(file.str()); }
+        sqlite3* db = nullptr;
+        sqlite3_open(file.str().c_str(), &db);
+        sqlite3_exec(db,
+                     "UPDATE offsync_server_meta SET value = 99 WHERE key = 'schema_version'",
+                     nullptr, nullptr, nullptr);
+        sqlite3_close(db);
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("newer") != std::string::npos);
+    }
+    SECTION("a second server on the same file") {
+        server::sqlite_server_store first(file.str());
+        auto d = error_of([&] { server::sqlite_server_store second(file.str(), {{}, 50}); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("locked") != std::string::npos);
+    }
+    SECTION("a read-only file") {
+        const std::string path = "offsync-server-read-only-" + make_uuid() + ".db";
+        { server::sqlite_server_store store(path); }
+        {
+            read_only_file guard(path);
+            REQUIRE(guard.engaged());
+            const auto before = file_bytes(path);
+            auto d = error_of([&] { server::sqlite_server_store store(path); });
+            CHECK(d.code == errc::storage_failure);
+            CHECK(d.message.find("read-only") != std::string::npos);
+            CHECK(file_bytes(path) == before);
+        }
+        { server::sqlite_server_store store(path); }
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
+    }
+    SECTION("a directory that does not exist") {
+        auto d = error_of(
+            [&] { server::sqlite_server_store store("/nonexistent-dir/x/server.db"); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("/nonexistent-dir/x/server.db") != std::string::npos);
+    }
+    SECTION("a full disk: the push fails whole, the store stays usable") {
+        manual_clock clock;
+        server::sqlite_server_store store(file.str());
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        push(service, "alice", "phone",
+             {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+        const auto before = snapshot(service);
+        sqlite3_exec(store.native_handle(), "PRAGMA max_page_count = 1", nullptr, nullptr,
+                     nullptr);
+        auto big = reservation("r-big");
+        big.notes = std::string(64 * 1024, 'x');
+        const push_request request{
+            "phone", {upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
+                      upsert(3, "r-big", 0, to_json_object(big), "phone")}};
+        auto answer = service.handle_push("alice", json::serialize(to_json(request)));
+        CHECK(answer.status == 500);
+        CHECK(answer.body.find("full") != std::string::npos);
+        CHECK(snapshot(service) == before);
+        sqlite3_exec(store.native_handle(), "PRAGMA max_page_count = 1000000", nullptr,
+                     nullptr, nullptr);
+        push_response ok;
+        REQUIRE(!service.push("alice", request, ok));
+        CHECK(ok.results.at(1).status == mutation_status::applied);
+        CHECK(service.get("alice", "reservations", "r-big")->value.at("notes").as_string().size() ==
+              64 * 1024);
+    }
+}
