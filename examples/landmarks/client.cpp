@@ -562,26 +562,27 @@ int list_landmarks(context& c, bool favorites_only) {
     std::sort(all.begin(), all.end(),
               [](const auto& a, const auto& b) { return a.value.id < b.value.id; });
     json::array items;
-    std::size_t favorites = 0, shown = 0;
-    if (!all.empty() && !c.out.json)
-        c.out.text(format("%4s %-3s %-26s %-36s %s", "ID", "FAV", "NAME", "LOCATION", "CATEGORY"));
+    std::vector<std::string> rows;
+    std::size_t favorites = 0;
     for (const auto& [l, state] : all) {
         favorites += l.is_favorite;
         if (favorites_only && !l.is_favorite) continue;
-        ++shown;
         auto item = offsync::to_json_object(l);
         item["sync"] = state;
         items.push_back(std::move(item));
         const std::string where = l.city + ", " + l.state;
         const std::string note = std::string_view(state) == "synced" ? "" : format("  (%s)", state);
-        c.out.text(format("%4lld  %-2s %-26s %-36s %s%s", static_cast<long long>(l.id),
-                          l.is_favorite ? "*" : "", l.name.c_str(), where.c_str(),
-                          l.category.c_str(), note.c_str()));
+        rows.push_back(format("%4lld  %-2s %-26s %-36s %s%s", static_cast<long long>(l.id),
+                              l.is_favorite ? "*" : "", l.name.c_str(), where.c_str(),
+                              l.category.c_str(), note.c_str()));
     }
+    if (!rows.empty())
+        c.out.text(format("%4s %-3s %-26s %-36s %s", "ID", "FAV", "NAME", "LOCATION", "CATEGORY"));
+    for (const auto& row : rows) c.out.text(row);
     c.out.doc["landmarks"] = std::move(items);
     if (all.empty())
         c.out.text("No landmarks on this device yet: run `landmarks sync` to fetch the catalog.");
-    else if (favorites_only && shown == 0)
+    else if (favorites_only && rows.empty())
         c.out.text("No favorites yet: `landmarks favorite ID` marks one.");
     else
         c.out.text(format("%zu landmarks, %zu favorites (*).", all.size(), favorites));
@@ -808,24 +809,24 @@ int cmd_status(context& c) {
                               {"code", p.error_code}, {"message", p.error_message}});
     doc["rejections"] = rejections;
 
-    c.out.text("Device      " + c.dev.path() + " (client " + client_id + ")");
-    c.out.text("Data        " + plural(doc["landmarks"].as_uint64(), "landmark", "landmarks") +
+    c.out.text("Device       " + c.dev.path() + " (client " + client_id + ")");
+    c.out.text("Data         " + plural(doc["landmarks"].as_uint64(), "landmark", "landmarks") +
                ", " + plural(doc["reservations"].as_uint64(), "reservation", "reservations"));
     if (at_ms)
-        c.out.text("Last sync   " + format_time_ms(at_ms) + " (" + ago(at_ms) + ") with " +
+        c.out.text("Last sync    " + format_time_ms(at_ms) + " (" + ago(at_ms) + ") with " +
                    c.dev.state("last_sync_server").value_or("?") + ": " +
-                   (result == "ok" ? std::string("ok") : result + ": " + message));
+                   (result == "ok" ? std::string("ok") : "failed: " + message));
     else
-        c.out.text("Last sync   never");
+        c.out.text("Last sync    never");
     if (at_ms && result != "ok")
-        c.out.text("Last good   " + (ok_ms ? format_time_ms(ok_ms) + " (" + ago(ok_ms) + ")"
+        c.out.text("Last success " + (ok_ms ? format_time_ms(ok_ms) + " (" + ago(ok_ms) + ")"
                                            : std::string("never")));
-    c.out.text(format("To push     %s (landmarks %zu, reservations %zu)",
+    c.out.text(format("To push      %s (landmarks %zu, reservations %zu)",
                       plural(st.dirty(), "change", "changes").c_str(), st.landmarks.dirty,
                       st.reservations.dirty));
-    c.out.text(format("Conflicts   %zu%s", st.conflicts(),
+    c.out.text(format("Conflicts    %zu%s", st.conflicts(),
                       st.conflicts() ? " (`landmarks conflicts` shows them)" : ""));
-    c.out.text(format("Rejected    %zu", st.rejected()));
+    c.out.text(format("Rejected     %zu", st.rejected()));
     for (const auto& p : c.dev.replica().rejected())
         c.out.text("  " + p.collection + "/" + p.key + ": " + p.error_code + ": " +
                    p.error_message);
