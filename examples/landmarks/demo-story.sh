@@ -12,6 +12,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
 build=${1:?usage: demo-story.sh BUILD_DIR}
 bin=$build/examples/landmarks
 for program in landmarks landmarks-server; do
