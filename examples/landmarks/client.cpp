@@ -435,6 +435,11 @@ public:
 
     asio::io_context& io() noexcept { return io_; }
 
+    /// The engine, for code that starts rounds itself on `io()` (`round()` runs one to its end).
+    offsync::basic_sync_engine<store_type, offsync::http_transport>& engine() noexcept {
+        return engine_;
+    }
+
     /// Runs one round to its end and returns its report.
     offsync::sync_report round() {
         std::optional<offsync::sync_report> out;
@@ -959,16 +964,18 @@ int main(int argc, char** argv) {
         if (opt.args.empty()) usage_error("no command given (landmarks help lists the commands)");
         name = opt.args[0];
         if (name == "help") {
-            std::fputs(usage_text, stdout);
-            return exit_ok;
+            if (out.json) out.doc["usage"] = usage_text;
+            else std::fputs(usage_text, stdout);
+        } else {
+            const command* cmd = nullptr;
+            for (const auto& c : commands)
+                if (c.name == name) cmd = &c;
+            if (!cmd)
+                usage_error("unknown command '" + name + "' (landmarks help lists the commands)");
+            device dev(opt.db);
+            context ctx{opt, dev, out};
+            status = cmd->run(ctx);
         }
-        const command* cmd = nullptr;
-        for (const auto& c : commands)
-            if (c.name == name) cmd = &c;
-        if (!cmd) usage_error("unknown command '" + name + "' (landmarks help lists the commands)");
-        device dev(opt.db);
-        context ctx{opt, dev, out};
-        status = cmd->run(ctx);
     } catch (const failure& f) {
         status = f.status;
         out.doc["error"] = {{"code", f.code}, {"message", f.message}};
