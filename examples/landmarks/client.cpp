@@ -81,8 +81,9 @@ commands:
   favorite ID                  mark landmark ID as a favorite
   unfavorite ID                unmark it
   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
-                               book a visit (a new reservation), or with --id RID
-                               create or change reservation RID
+                               book a visit (a new reservation: party of 1, today,
+                               unless given), or with --id RID create or change
+                               reservation RID
   cancel RID                   cancel reservation RID
   sync                         push local changes, then pull the server's
   status                       changes waiting to sync, conflicts, rejections, last sync
@@ -238,12 +239,14 @@ options parse_command_line(int argc, char** argv) {
         else if (name == "--timeout") {
             auto v = take();
             auto n = parse_integer(v);
-            if (!n || *n < 1 || *n > 3600) usage_error("--timeout takes seconds from 1 to 3600, not '" + v + "'");
+            if (!n || *n < 1 || *n > 3600)
+                usage_error("--timeout takes seconds from 1 to 3600, not '" + v + "'");
             o.timeout = std::chrono::seconds(*n);
         } else if (name == "--party") {
             auto v = take();
             auto n = parse_integer(v);
-            if (!n || *n < 1 || *n > 99) usage_error("--party takes a number from 1 to 99, not '" + v + "'");
+            if (!n || *n < 1 || *n > 99)
+                usage_error("--party takes a number from 1 to 99, not '" + v + "'");
             o.party = std::int32_t(*n);
         } else if (name == "--date") {
             auto v = take();
@@ -273,7 +276,8 @@ std::pair<std::string, std::string> split_server(const std::string& server) {
     if (host.size() > 2 && host.front() == '[' && host.back() == ']')
         host = host.substr(1, host.size() - 2);
     auto n = parse_integer(port);
-    if (!n || *n < 1 || *n > 65535) usage_error("--server: the port must be 1 to 65535, not '" + port + "'");
+    if (!n || *n < 1 || *n > 65535)
+        usage_error("--server: the port must be 1 to 65535, not '" + port + "'");
     return {host, port};
 }
 
@@ -494,7 +498,8 @@ failure classify(const offsync::sync_report& r, const offsync::diagnostics& tran
                  const std::string& server) {
     using offsync::errc;
     const auto& ec = r.error;
-    const std::string detail = transport ? transport.message : r.error_message;
+    std::string detail = transport ? transport.message : r.error_message;
+    while (!detail.empty() && (detail.back() == ' ' || detail.back() == ':')) detail.pop_back();
     if (ec == offsync::make_error_code(errc::unauthorized))
         return {exit_auth, "unauthorized",
                 "the server at " + server + " refused the token (401 Unauthorized): check "

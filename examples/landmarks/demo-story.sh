@@ -132,7 +132,7 @@ doc=$(json laptop "$alice" conflicts)
 expect "one conflict, on r-1" has "$doc" '"id":"r-1"'
 expect "the laptop changed party_size only" has "$doc" '"changed_here":["party_size"]'
 
-section "5. Alice keeps the laptop's party size; the phone's note, which the laptop did not touch, stays"
+section "5. Alice keeps the laptop's party size; the phone's note, untouched there, stays"
 device laptop "$alice" "$online" 0 resolve r-1 keep-mine
 device laptop "$alice" "$online" 0 sync
 device phone "$alice" "$online" 0 sync
