@@ -14,7 +14,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
 build=${1:?usage: demo-story.sh BUILD_DIR}
+# BUILD_DIR is the project's build directory, or the directory holding the programs themselves.
 bin=$build/examples/landmarks
+[ ! -x "$build/landmarks" ] || bin=$build
 for program in landmarks landmarks-server; do
     if [ ! -x "$bin/$program" ]; then
         echo "demo-story: $bin/$program is not built (ninja -C $build $program)" >&2

@@ -12,7 +12,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
 build=${1:?usage: test-cli.sh BUILD_DIR CASE}
 case_name=${2:?usage: test-cli.sh BUILD_DIR CASE}
+# BUILD_DIR is the project's build directory, or the directory holding the programs themselves.
 bin=$build/examples/landmarks
+[ ! -x "$build/landmarks" ] || bin=$build
 cli=$bin/landmarks
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/landmarks-test.XXXXXX")
