@@ -71,8 +71,8 @@ device() {
     local name=$1 token=$2 server=$3 want=$4 rc=0
     shift 4
     printf '  [%s] $ landmarks %s\n' "$name" "$(typed "$@")"
-    timeout 30 "$bin/landmarks" --db "$work/$name.db" --token "$token" --server "$server" \
-        --timeout 5 "$@" >"$work/out" 2>&1 || rc=$?
+    timeout 60 "$bin/landmarks" --db "$work/$name.db" --token "$token" --server "$server" \
+        --timeout 20 "$@" >"$work/out" 2>&1 || rc=$?
     sed 's/^/      /' "$work/out"
     expect "landmarks $* on $name exits $want (it exited $rc)" test "$rc" -eq "$want"
 }
@@ -81,7 +81,7 @@ device() {
 json() {
     local name=$1 token=$2
     shift 2
-    timeout 30 "$bin/landmarks" --db "$work/$name.db" --token "$token" --server "$online" \
+    timeout 60 "$bin/landmarks" --db "$work/$name.db" --token "$token" --server "$online" \
         --json "$@" 2>/dev/null || true
 }
 has() { grep -qF -- "$2" <<<"$1"; }

@@ -78,7 +78,7 @@ lm() {
     last_args="$* (on $db)"
     local auth=()
     [ -z "$token" ] || auth=(--token "$token")
-    timeout 30 "$cli" --db "$work/$db.db" --server "$server" "${auth[@]}" --timeout 5 "$@" \
+    timeout 60 "$cli" --db "$work/$db.db" --server "$server" "${auth[@]}" --timeout 20 "$@" \
         >"$work/stdout" 2>"$work/stderr" || rc=$?
 }
 
