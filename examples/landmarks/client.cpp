@@ -963,9 +963,11 @@ int main(int argc, char** argv) {
     std::string name;
     int status = exit_ok;
     try {
+        // A guess for errors in the command line itself; the parsed options decide after.
         for (int i = 1; i < argc; ++i)
             if (std::string_view(argv[i]) == "--json") out.json = true;
         const auto opt = parse_command_line(argc, argv);
+        out.json = opt.json;
         if (opt.args.empty()) usage_error("no command given (landmarks help lists the commands)");
         name = opt.args[0];
         if (name == "help") {
