@@ -1,0 +1,1010 @@
+// landmarks: one Landmarks device on the command line. Its data lives in one SQLite file; every
+// command but `sync` works offline, and `sync` reconciles the file with a landmarks-server.
+//
+//   landmarks [--db FILE] [--server HOST:PORT] [--token TOKEN] [--timeout SECONDS] [--json]
+//             COMMAND [ARGS]
+//
+//   list [landmarks|favorites|reservations]  favorite ID  unfavorite ID
+//   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
+//   cancel RID  sync  status  conflicts  resolve RID keep-mine|use-server  help
+//
+// Exit status, for scripts (also printed by `landmarks help`):
+//   0  success
+//   1  `sync` completed, but conflicts or rejected changes wait for the user
+//   2  usage error: unknown command or option, a malformed value
+//   3  the server is unreachable or failing; local edits are kept for the next sync
+//   4  no token, or the server refused it (401)
+//   5  unknown id: no such landmark, reservation or pending conflict
+//   6  local storage error: the --db file cannot be opened, read or written
+//
+// With --json every command prints exactly one JSON document on stdout, errors included
+// (`{"command", "exit_code", "error": {"code", "message"}}`); people's messages go to stderr.
+//
+// How it is put together: `device` owns the SQLite store, its replica and a small table of the
+// program's own state (the last sync); `session` owns one connection to the server and a sync
+// engine over the device's replica, and runs rounds on its io_context; `status_of()` gathers
+// what a status display shows. Each command is a function in the `commands` table. A command
+// that keeps syncing in the background would hold one session and drive its rounds from a
+// scheduler on the same io_context, recording each round with `record_round()`.
+#include "model.hpp"
+
+#include <offsync/offsync.hpp>
+#include <offsync/storage/sqlite.hpp>
+#include <offsync/transport/http.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using landmarks::Landmark;
+using landmarks::Reservation;
+using store_type = offsync::sqlite_storage;
+using replica_type = offsync::basic_replica<store_type>;
+
+enum exit_status : int {
+    exit_ok = 0,
+    exit_attention = 1,
+    exit_usage = 2,
+    exit_unreachable = 3,
+    exit_auth = 4,
+    exit_not_found = 5,
+    exit_storage = 6,
+};
+
+const char* const usage_text = R"(usage: landmarks [OPTIONS] COMMAND [ARGS]
+
+One Landmarks device: its data lives in a local SQLite file. Every command but
+sync works offline; sync pushes local changes to the server and pulls its changes.
+
+commands:
+  list [landmarks|favorites|reservations]
+                               show the local data (default: landmarks; * = favorite)
+  favorite ID                  mark landmark ID as a favorite
+  unfavorite ID                unmark it
+  reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
+                               book a visit (a new reservation: party of 1, today,
+                               unless given), or with --id RID create or change
+                               reservation RID
+  cancel RID                   cancel reservation RID
+  sync                         push local changes, then pull the server's
+  status                       changes waiting to sync, conflicts, rejections, last sync
+  conflicts                    conflicts waiting for you: your fields and the server's
+  resolve RID keep-mine|use-server
+                               settle a conflict (keep-mine keeps the fields you changed)
+  help                         this text
+
+options:
+  --db FILE           the device's SQLite file (env LANDMARKS_DB; default landmarks.db)
+  --server HOST:PORT  the sync server (env LANDMARKS_SERVER; default 127.0.0.1:8080)
+  --token TOKEN       bearer token for sync (env LANDMARKS_TOKEN)
+  --timeout SECONDS   bound on connecting and on each request (default 10)
+  --json              print one JSON document per command instead of text
+
+exit status:
+  0  success
+  1  sync completed, but conflicts or rejected changes wait for you
+  2  usage error
+  3  server unreachable or failing (local edits are kept for the next sync)
+  4  no token, or the server refused it (401)
+  5  unknown id: no such landmark, reservation or pending conflict
+  6  local storage error (the --db file)
+)";
+
+/// Why a command stopped: its exit status, a stable code for --json, and a message for people.
+struct failure {
+    int status;
+    std::string code;
+    std::string message;
+};
+
+[[noreturn]] void fail(int status, std::string code, std::string message) {
+    throw failure{status, std::move(code), std::move(message)};
+}
+[[noreturn]] void usage_error(std::string message) {
+    fail(exit_usage, "usage", std::move(message));
+}
+
+/// A system_error's own message, without the " : <code message> [category:value]" Boost adds.
+std::string plain_message(const boost::system::system_error& e) {
+    std::string what = e.what();
+    const auto pos = what.rfind(": " + e.code().message());
+    return pos == std::string::npos || pos == 0 ? what : what.substr(0, pos);
+}
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* fmt, ...) {
+    char buf[1024];
+    va_list args;
+    va_start(args, fmt);
+    const int n = std::vsnprintf(buf, sizeof buf, fmt, args);
+    va_end(args);
+    if (n < 0) return {};
+    if (std::size_t(n) < sizeof buf) return std::string(buf, std::size_t(n));
+    std::string out(std::size_t(n) + 1, '\0');
+    va_start(args, fmt);
+    std::vsnprintf(out.data(), out.size(), fmt, args);
+    va_end(args);
+    out.resize(std::size_t(n));
+    return out;
+}
+
+// --- command line -------------------------------------------------------------------------
+
+struct options {
+    std::string db;
+    std::string server;
+    std::string token;
+    bool json = false;
+    std::chrono::milliseconds timeout{10'000};
+    // reserve's own options
+    std::optional<std::int32_t> party;
+    std::optional<std::chrono::sys_days> date;
+    std::optional<std::string> notes;
+    std::optional<std::string> reservation_id;
+    std::vector<std::string> args; ///< the command and its operands
+};
+
+std::string env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? v : fallback;
+}
+
+std::optional<long long> parse_integer(std::string_view text) {
+    if (text.empty() || text.size() > 18) return std::nullopt;
+    long long n = 0;
+    bool negative = text[0] == '-';
+    if (negative) text.remove_prefix(1);
+    if (text.empty()) return std::nullopt;
+    for (char ch : text) {
+        if (ch < '0' || ch > '9') return std::nullopt;
+        n = n * 10 + (ch - '0');
+    }
+    return negative ? -n : n;
+}
+
+std::optional<std::chrono::sys_days> parse_day(std::string_view text) {
+    using namespace std::chrono;
+    if (text.size() != 10 || text[4] != '-' || text[7] != '-') return std::nullopt;
+    auto y = parse_integer(text.substr(0, 4)), m = parse_integer(text.substr(5, 2)),
+         d = parse_integer(text.substr(8, 2));
+    if (!y || !m || !d || *m < 1 || *d < 1) return std::nullopt;
+    const year_month_day ymd{year{int(*y)}, month{unsigned(*m)}, day{unsigned(*d)}};
+    if (!ymd.ok()) return std::nullopt;
+    return sys_days{ymd};
+}
+
+std::string format_day(std::chrono::system_clock::time_point tp) {
+    using namespace std::chrono;
+    const year_month_day ymd{floor<days>(tp)};
+    return format("%04d-%02u-%02u", int(ymd.year()), unsigned(ymd.month()), unsigned(ymd.day()));
+}
+
+options parse_command_line(int argc, char** argv) {
+    options o;
+    o.db = env_or("LANDMARKS_DB", "landmarks.db");
+    o.server = env_or("LANDMARKS_SERVER", "127.0.0.1:8080");
+    o.token = env_or("LANDMARKS_TOKEN", "");
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--") {
+            for (++i; i < argc; ++i) o.args.push_back(argv[i]);
+            break;
+        }
+        if (arg == "-h" || arg == "--help") {
+            o.args.insert(o.args.begin(), "help");
+            continue;
+        }
+        if (arg == "--json") {
+            o.json = true;
+            continue;
+        }
+        if (!arg.starts_with("--")) {
+            o.args.push_back(arg);
+            continue;
+        }
+        std::string name = arg, value;
+        bool has_value = false;
+        if (auto eq = arg.find('='); eq != std::string::npos) {
+            name = arg.substr(0, eq);
+            value = arg.substr(eq + 1);
+            has_value = true;
+        }
+        auto take = [&] {
+            if (has_value) return value;
+            if (i + 1 >= argc) usage_error("missing value after " + name);
+            return std::string(argv[++i]);
+        };
+        if (name == "--db") o.db = take();
+        else if (name == "--server") o.server = take();
+        else if (name == "--token") o.token = take();
+        else if (name == "--timeout") {
+            auto v = take();
+            auto n = parse_integer(v);
+            if (!n || *n < 1 || *n > 3600)
+                usage_error("--timeout takes seconds from 1 to 3600, not '" + v + "'");
+            o.timeout = std::chrono::seconds(*n);
+        } else if (name == "--party") {
+            auto v = take();
+            auto n = parse_integer(v);
+            if (!n || *n < 1 || *n > 99)
+                usage_error("--party takes a number from 1 to 99, not '" + v + "'");
+            o.party = std::int32_t(*n);
+        } else if (name == "--date") {
+            auto v = take();
+            o.date = parse_day(v);
+            if (!o.date) usage_error("--date takes a day as YYYY-MM-DD, not '" + v + "'");
+        } else if (name == "--notes") o.notes = take();
+        else if (name == "--id") {
+            auto v = take();
+            if (v.empty() || v.size() > offsync::max_id_length)
+                usage_error("--id takes a reservation id of 1 to 256 bytes");
+            o.reservation_id = v;
+        } else usage_error("unknown option " + name);
+    }
+    const bool reserve = !o.args.empty() && o.args[0] == "reserve";
+    if (!reserve && (o.party || o.date || o.notes || o.reservation_id))
+        usage_error("--party, --date, --notes and --id belong to the reserve command");
+    if (o.db.empty()) usage_error("--db takes a file name");
+    return o;
+}
+
+/// "HOST:PORT" (or "[V6-ADDRESS]:PORT") into a transport's host and port.
+std::pair<std::string, std::string> split_server(const std::string& server) {
+    const auto colon = server.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == server.size())
+        usage_error("--server takes HOST:PORT, not '" + server + "'");
+    std::string host = server.substr(0, colon), port = server.substr(colon + 1);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    auto n = parse_integer(port);
+    if (!n || *n < 1 || *n > 65535)
+        usage_error("--server: the port must be 1 to 65535, not '" + port + "'");
+    return {host, port};
+}
+
+// --- the device: its store and the program's own state ------------------------------------
+
+/// One device's data: the offsync store in the --db file, the replica the commands edit it
+/// through, and the table `landmarks_cli_state` (key, value) this program keeps beside offsync's
+/// tables for what offsync does not track: when the last sync ran and how it ended.
+class device {
+public:
+    explicit device(const std::string& path) : path_(path), store_(open(path)), replica_(*store_) {
+        exec("CREATE TABLE IF NOT EXISTS landmarks_cli_state (key TEXT PRIMARY KEY, value) "
+             "WITHOUT ROWID");
+    }
+
+    const std::string& path() const noexcept { return path_; }
+    store_type& store() noexcept { return *store_; }
+    replica_type& replica() noexcept { return replica_; }
+
+    std::optional<std::string> state(const char* key) {
+        sqlite3_stmt* st = nullptr;
+        if (sqlite3_prepare_v2(db(), "SELECT value FROM landmarks_cli_state WHERE key = ?1", -1,
+                               &st, nullptr) != SQLITE_OK)
+            storage_failure();
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        std::optional<std::string> out;
+        const int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+            out = text ? text : "";
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) storage_failure();
+        return out;
+    }
+
+    /// Writes several keys in one transaction.
+    void set_state(const std::vector<std::pair<std::string, std::string>>& values) {
+        exec("BEGIN IMMEDIATE");
+        for (const auto& [key, value] : values) {
+            sqlite3_stmt* st = nullptr;
+            if (sqlite3_prepare_v2(db(),
+                                   "INSERT OR REPLACE INTO landmarks_cli_state VALUES (?1, ?2)", -1,
+                                   &st, nullptr) != SQLITE_OK) {
+                rollback();
+                storage_failure();
+            }
+            sqlite3_bind_text(st, 1, key.c_str(), int(key.size()), SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 2, value.c_str(), int(value.size()), SQLITE_TRANSIENT);
+            const int rc = sqlite3_step(st);
+            sqlite3_finalize(st);
+            if (rc != SQLITE_DONE) {
+                rollback();
+                storage_failure();
+            }
+        }
+        exec("COMMIT");
+    }
+
+private:
+    static std::unique_ptr<store_type> open(const std::string& path) {
+        try {
+            return std::make_unique<store_type>(path);
+        } catch (const boost::system::system_error& e) {
+            fail(exit_storage, "storage", plain_message(e));
+        } catch (const std::exception& e) {
+            fail(exit_storage, "storage", path + ": " + e.what());
+        }
+    }
+
+    // The store's connection; used only between the store's own transactions (one thread).
+    sqlite3* db() const noexcept { return store_->native_handle(); }
+
+    [[noreturn]] void storage_failure() {
+        fail(exit_storage, "storage", path_ + ": " + sqlite3_errmsg(db()));
+    }
+    void exec(const char* sql) {
+        if (sqlite3_exec(db(), sql, nullptr, nullptr, nullptr) != SQLITE_OK) storage_failure();
+    }
+    void rollback() noexcept { sqlite3_exec(db(), "ROLLBACK", nullptr, nullptr, nullptr); }
+
+    std::string path_;
+    std::unique_ptr<store_type> store_;
+    replica_type replica_;
+};
+
+/// Where a record stands with the server.
+const char* sync_state(const offsync::local_record& r) {
+    switch (r.parked) {
+    case offsync::park_state::conflict: return "conflict";
+    case offsync::park_state::rejected: return "rejected";
+    case offsync::park_state::none: break;
+    }
+    return r.dirty() ? "pending" : "synced";
+}
+
+template <class T>
+struct entry {
+    T value;
+    const char* state;
+};
+
+template <class T>
+std::vector<entry<T>> entries(device& d) {
+    std::vector<entry<T>> out;
+    for (auto& [key, rec] : d.store().list(offsync::schema_of<T>().name))
+        out.push_back({offsync::from_json<T>(rec.value), sync_state(rec)});
+    return out;
+}
+
+std::int64_t parse_landmark_id(const std::string& text) {
+    auto n = parse_integer(text);
+    if (!n) usage_error("a landmark id is a number, not '" + text + "'");
+    return *n;
+}
+
+Landmark find_landmark(device& d, std::int64_t id) {
+    if (auto l = d.replica().get<Landmark>(id)) return *l;
+    const auto count = d.store().list("landmarks").size();
+    if (count == 0)
+        fail(exit_not_found, "unknown_landmark",
+             format("no landmark %lld here: this device has no catalog yet; run `landmarks sync` "
+                    "once while online to fetch it",
+                    static_cast<long long>(id)));
+    fail(exit_not_found, "unknown_landmark",
+         format("no landmark %lld in the catalog (%zu landmarks; `landmarks list` shows them)",
+                static_cast<long long>(id), count));
+}
+
+Reservation find_reservation(device& d, const std::string& id) {
+    if (auto r = d.replica().get<Reservation>(id)) return *r;
+    fail(exit_not_found, "unknown_reservation",
+         "no reservation '" + id + "' (`landmarks list reservations` shows them)");
+}
+
+std::string landmark_name(device& d, std::int64_t id) {
+    auto l = d.replica().get<Landmark>(id);
+    return l ? l->name : format("landmark %lld", static_cast<long long>(id));
+}
+
+std::string describe(device& d, const Reservation& r) {
+    return format("%s on %s, party of %d, %s", landmark_name(d, r.landmark_id).c_str(),
+                  format_day(r.date).c_str(), int(r.party_size), r.status.c_str()) +
+           (r.notes.empty() ? "" : ", notes \"" + r.notes + "\"");
+}
+
+// --- talking to the server ----------------------------------------------------------------
+
+/// One connection to the server and a sync engine over the device's replica. Rounds run on the
+/// session's own io_context; the session may run any number of them.
+class session {
+public:
+    session(device& d, const options& o)
+        : transport_(io_.get_executor(), transport_config(o)),
+          engine_(io_.get_executor(), d.replica(), transport_) {
+        engine_.add_collection<Landmark>();    // last-write-wins, from the model's traits
+        engine_.add_collection<Reservation>(); // ask-user, from the model's traits
+    }
+
+    asio::io_context& io() noexcept { return io_; }
+
+    /// The engine, for code that starts rounds itself on `io()` (`round()` runs one to its end).
+    offsync::basic_sync_engine<store_type, offsync::http_transport>& engine() noexcept {
+        return engine_;
+    }
+
+    /// Runs one round to its end and returns its report.
+    offsync::sync_report round() {
+        std::optional<offsync::sync_report> out;
+        engine_.async_sync(
+            [&](offsync::error_code, offsync::sync_report r) { out = std::move(r); });
+        io_.restart();
+        io_.run();
+        return std::move(*out);
+    }
+
+    /// The transport's detail for the last failed request (the report's message is shorter).
+    const offsync::diagnostics& transport_error() const noexcept {
+        return transport_.last_error();
+    }
+
+private:
+    static offsync::http_transport_config transport_config(const options& o) {
+        offsync::http_transport_config c;
+        std::tie(c.host, c.port) = split_server(o.server);
+        c.connect_timeout = o.timeout;
+        c.request_timeout = o.timeout;
+        c.user_agent = "landmarks-cli";
+        c.token_provider = [token = o.token](bool) { return token; };
+        return c;
+    }
+
+    asio::io_context io_;
+    offsync::http_transport transport_;
+    offsync::basic_sync_engine<store_type, offsync::http_transport> engine_;
+};
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string format_time_ms(std::int64_t ms) {
+    return offsync::format_iso8601(std::chrono::system_clock::time_point(
+        std::chrono::milliseconds(ms)));
+}
+
+std::string ago(std::int64_t ms) {
+    const auto s = std::max<std::int64_t>(0, (now_ms() - ms) / 1000);
+    if (s < 60) return format("%lld s ago", static_cast<long long>(s));
+    if (s < 3600) return format("%lld min ago", static_cast<long long>(s / 60));
+    if (s < 86400) return format("%lld h ago", static_cast<long long>(s / 3600));
+    return format("%lld days ago", static_cast<long long>(s / 86400));
+}
+
+/// How a failed round maps onto the exit status and the message people read.
+failure classify(const offsync::sync_report& r, const offsync::diagnostics& transport,
+                 const std::string& server) {
+    using offsync::errc;
+    const auto& ec = r.error;
+    std::string detail = transport ? transport.message : r.error_message;
+    while (!detail.empty() && (detail.back() == ' ' || detail.back() == ':')) detail.pop_back();
+    if (ec == offsync::make_error_code(errc::unauthorized))
+        return {exit_auth, "unauthorized",
+                "the server at " + server + " refused the token (401 Unauthorized): check "
+                "--token or LANDMARKS_TOKEN"};
+    if (ec == offsync::make_error_code(errc::transport_failure))
+        return {exit_unreachable, "unreachable",
+                "cannot reach the server at " + server + ": " + detail};
+    if (ec == offsync::make_error_code(errc::storage_failure))
+        return {exit_storage, "storage", "local storage: " + r.error_message};
+    return {exit_unreachable, "server_error",
+            "the server at " + server + " failed the sync: " +
+                (detail.empty() ? ec.message() : detail)};
+}
+
+/// Remembers how a round ended, for `status`.
+void record_round(device& d, const options& o, const offsync::sync_report& r,
+                  const failure* error) {
+    const auto at = std::to_string(now_ms());
+    std::vector<std::pair<std::string, std::string>> values{
+        {"last_sync_at", at},
+        {"last_sync_server", o.server},
+        {"last_sync_result", error ? error->code : "ok"},
+        {"last_sync_message", error ? error->message : ""},
+        {"last_sync_pushed", std::to_string(r.pushed)},
+        {"last_sync_pulled", std::to_string(r.pulled)},
+    };
+    if (!error) values.emplace_back("last_success_at", at);
+    d.set_state(values);
+}
+
+/// What waits on this device: the numbers a status display shows.
+struct device_status {
+    offsync::pending_counts landmarks, reservations;
+    std::size_t dirty() const { return landmarks.dirty + reservations.dirty; }
+    std::size_t conflicts() const { return landmarks.conflicts + reservations.conflicts; }
+    std::size_t rejected() const { return landmarks.rejected + reservations.rejected; }
+};
+
+device_status status_of(device& d) {
+    return {d.replica().pending<Landmark>(), d.replica().pending<Reservation>()};
+}
+
+json::object counts_json(const offsync::pending_counts& p) {
+    return {{"dirty", p.dirty}, {"conflicts", p.conflicts}, {"rejected", p.rejected}};
+}
+
+// --- commands -------------------------------------------------------------------------------
+
+/// A command's output: text for people, printed as it goes, or one JSON document at the end.
+struct output {
+    bool json = false;
+    json::object doc;
+    void text(const std::string& line) {
+        if (!json) std::printf("%s\n", line.c_str());
+    }
+};
+
+struct context {
+    const options& opt;
+    device& dev;
+    output& out;
+};
+
+void expect_operands(const context& c, std::size_t n, const char* synopsis) {
+    if (c.opt.args.size() != n + 1) usage_error(std::string("usage: landmarks ") + synopsis);
+}
+
+int list_landmarks(context& c, bool favorites_only) {
+    auto all = entries<Landmark>(c.dev);
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.value.id < b.value.id; });
+    json::array items;
+    std::vector<std::string> rows;
+    std::size_t favorites = 0;
+    for (const auto& [l, state] : all) {
+        favorites += l.is_favorite;
+        if (favorites_only && !l.is_favorite) continue;
+        auto item = offsync::to_json_object(l);
+        item["sync"] = state;
+        items.push_back(std::move(item));
+        const std::string where = l.city + ", " + l.state;
+        const std::string note = std::string_view(state) == "synced" ? "" : format("  (%s)", state);
+        rows.push_back(format("%4lld  %-2s %-26s %-36s %s%s", static_cast<long long>(l.id),
+                              l.is_favorite ? "*" : "", l.name.c_str(), where.c_str(),
+                              l.category.c_str(), note.c_str()));
+    }
+    if (!rows.empty())
+        c.out.text(format("%4s %-3s %-26s %-36s %s", "ID", "FAV", "NAME", "LOCATION", "CATEGORY"));
+    for (const auto& row : rows) c.out.text(row);
+    c.out.doc["landmarks"] = std::move(items);
+    if (all.empty())
+        c.out.text("No landmarks on this device yet: run `landmarks sync` to fetch the catalog.");
+    else if (favorites_only && rows.empty())
+        c.out.text("No favorites yet: `landmarks favorite ID` marks one.");
+    else
+        c.out.text(format("%zu landmarks, %zu favorites (*).", all.size(), favorites));
+    return exit_ok;
+}
+
+int list_reservations(context& c) {
+    auto all = entries<Reservation>(c.dev);
+    json::array items;
+    if (!all.empty())
+        c.out.text(format("%-12s %-26s %-10s %5s  %-9s  %s", "ID", "LANDMARK", "DATE", "PARTY",
+                          "STATUS", "NOTES"));
+    for (const auto& [r, state] : all) {
+        auto item = offsync::to_json_object(r);
+        const auto name = landmark_name(c.dev, r.landmark_id);
+        item["landmark_name"] = name;
+        item["day"] = format_day(r.date);
+        item["sync"] = state;
+        items.push_back(std::move(item));
+        const std::string note = std::string_view(state) == "synced" ? "" : format("  (%s)", state);
+        c.out.text(format("%-12s %-26s %-10s %5d  %-9s  %s%s", r.id.c_str(), name.c_str(),
+                          format_day(r.date).c_str(), int(r.party_size), r.status.c_str(),
+                          r.notes.empty() ? "" : ("\"" + r.notes + "\"").c_str(), note.c_str()));
+    }
+    c.out.doc["reservations"] = std::move(items);
+    if (all.empty()) c.out.text("No reservations: `landmarks reserve LANDMARK-ID` books a visit.");
+    return exit_ok;
+}
+
+int cmd_list(context& c) {
+    if (c.opt.args.size() > 2) usage_error("usage: landmarks list [landmarks|favorites|reservations]");
+    const std::string what = c.opt.args.size() == 2 ? c.opt.args[1] : "landmarks";
+    if (what == "landmarks") return list_landmarks(c, false);
+    if (what == "favorites") return list_landmarks(c, true);
+    if (what == "reservations") return list_reservations(c);
+    usage_error("list shows landmarks, favorites or reservations, not '" + what + "'");
+}
+
+int set_favorite(context& c, bool on) {
+    expect_operands(c, 1, on ? "favorite LANDMARK-ID" : "unfavorite LANDMARK-ID");
+    auto l = find_landmark(c.dev, parse_landmark_id(c.opt.args[1]));
+    bool changed = false;
+    if (l.is_favorite != on) {
+        l.is_favorite = on;
+        changed = c.dev.replica().put(l);
+    }
+    c.out.doc["id"] = l.id;
+    c.out.doc["name"] = l.name;
+    c.out.doc["is_favorite"] = on;
+    c.out.doc["changed"] = changed;
+    if (changed)
+        c.out.text(l.name + (on ? " is now a favorite" : " is no longer a favorite") +
+                   " (waits for the next sync).");
+    else
+        c.out.text(l.name + (on ? " is already a favorite." : " is not a favorite."));
+    return exit_ok;
+}
+
+int cmd_favorite(context& c) { return set_favorite(c, true); }
+int cmd_unfavorite(context& c) { return set_favorite(c, false); }
+
+std::string new_reservation_id(device& d) {
+    std::random_device seed;
+    std::mt19937 rng(seed());
+    for (;;) {
+        auto id = format("r-%06x", unsigned(rng() & 0xffffff));
+        if (!d.replica().get<Reservation>(id)) return id;
+    }
+}
+
+int cmd_reserve(context& c) {
+    expect_operands(c, 1,
+                    "reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]");
+    const auto landmark = find_landmark(c.dev, parse_landmark_id(c.opt.args[1]));
+    std::optional<Reservation> existing;
+    if (c.opt.reservation_id) existing = c.dev.replica().get<Reservation>(*c.opt.reservation_id);
+    Reservation r;
+    if (existing) {
+        r = *existing;
+    } else {
+        r.id = c.opt.reservation_id ? *c.opt.reservation_id : new_reservation_id(c.dev);
+        r.date = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+    }
+    r.landmark_id = landmark.id;
+    r.status = "confirmed";
+    if (c.opt.party) r.party_size = *c.opt.party;
+    if (c.opt.date) r.date = *c.opt.date;
+    if (c.opt.notes) r.notes = *c.opt.notes;
+    const bool changed = c.dev.replica().put(r);
+    auto item = offsync::to_json_object(r);
+    item["landmark_name"] = landmark.name;
+    item["day"] = format_day(r.date);
+    c.out.doc["reservation"] = std::move(item);
+    c.out.doc["created"] = !existing;
+    c.out.doc["changed"] = changed;
+    const auto what = describe(c.dev, r);
+    if (!existing) c.out.text("Reserved " + r.id + ": " + what + " (waits for the next sync).");
+    else if (changed) c.out.text("Changed " + r.id + ": " + what + " (waits for the next sync).");
+    else c.out.text("No change to " + r.id + ": " + what + ".");
+    return exit_ok;
+}
+
+int cmd_cancel(context& c) {
+    expect_operands(c, 1, "cancel RESERVATION-ID");
+    auto r = find_reservation(c.dev, c.opt.args[1]);
+    const bool changed = r.status != "cancelled";
+    if (changed) {
+        r.status = "cancelled";
+        c.dev.replica().put(r);
+    }
+    c.out.doc["id"] = r.id;
+    c.out.doc["changed"] = changed;
+    c.out.text((changed ? "Cancelled " : "Already cancelled: ") + r.id + " (" +
+               describe(c.dev, r) + ")" + (changed ? "; waits for the next sync." : "."));
+    return exit_ok;
+}
+
+std::string plural(std::size_t n, const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+int cmd_sync(context& c) {
+    expect_operands(c, 0, "sync");
+    split_server(c.opt.server); // a malformed address is a usage error, whatever else is wrong
+    if (c.opt.token.empty())
+        fail(exit_auth, "no_token",
+             "sync needs a token: pass --token TOKEN or set LANDMARKS_TOKEN");
+    session s(c.dev, c.opt);
+    const auto r = s.round();
+    std::optional<failure> error;
+    if (r.error) error = classify(r, s.transport_error(), c.opt.server);
+    record_round(c.dev, c.opt, r, error ? &*error : nullptr);
+    const auto st = status_of(c.dev);
+
+    auto& doc = c.out.doc;
+    doc["server"] = c.opt.server;
+    doc["pushed"] = r.pushed;
+    doc["applied"] = r.applied;
+    doc["pulled"] = r.pulled;
+    doc["duration_ms"] =
+        std::chrono::duration_cast<std::chrono::milliseconds>(r.duration).count();
+    json::array conflicts, rejections;
+    for (const auto& k : r.conflicts)
+        conflicts.push_back({{"collection", k.collection}, {"id", k.key},
+                             {"outcome", offsync::to_string(k.outcome)}});
+    for (const auto& k : r.rejections)
+        rejections.push_back({{"collection", k.collection}, {"id", k.key},
+                              {"code", k.code}, {"message", k.message}});
+    doc["conflicts"] = std::move(conflicts);
+    doc["rejections"] = std::move(rejections);
+    doc["waiting"] = {{"dirty", st.dirty()}, {"conflicts", st.conflicts()},
+                      {"rejected", st.rejected()}};
+    if (error) {
+        doc["error"] = {{"code", error->code}, {"message", error->message}};
+        std::fprintf(stderr, "landmarks: %s\n", error->message.c_str());
+        if (error->status == exit_unreachable)
+            std::fprintf(stderr,
+                         "landmarks: nothing is lost: %s on this device for the next sync\n",
+                         plural(st.dirty(), "local change waits", "local changes wait").c_str());
+        return error->status;
+    }
+
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.duration).count();
+    c.out.text(format("Synced with %s in %lld ms: pushed %zu (%zu applied), pulled %zu.",
+                      c.opt.server.c_str(), static_cast<long long>(ms), r.pushed, r.applied,
+                      r.pulled));
+    for (const auto& k : r.conflicts) {
+        if (k.outcome == offsync::conflict_outcome::deferred)
+            c.out.text("  conflict: " + k.collection + "/" + k.key +
+                       " was changed on another device too; it waits for you");
+        else
+            c.out.text("  conflict: " + k.collection + "/" + k.key + " settled by its policy: " +
+                       offsync::to_string(k.outcome));
+    }
+    for (const auto& k : r.rejections)
+        c.out.text("  rejected: " + k.collection + "/" + k.key + ": " + k.message);
+    if (st.conflicts() || st.rejected()) {
+        c.out.text(format("Waiting for you: %s, %s (`landmarks conflicts`, `landmarks status`).",
+                          plural(st.conflicts(), "conflict", "conflicts").c_str(),
+                          plural(st.rejected(), "rejected change", "rejected changes").c_str()));
+        return exit_attention;
+    }
+    c.out.text(st.dirty() ? plural(st.dirty(), "change still waits", "changes still wait") +
+                                " to be pushed."
+                          : "Everything is in sync.");
+    return exit_ok;
+}
+
+int cmd_status(context& c) {
+    expect_operands(c, 0, "status");
+    const auto st = status_of(c.dev);
+    auto& doc = c.out.doc;
+    const auto client_id = c.dev.store().begin().client_id();
+    doc["db"] = c.dev.path();
+    doc["client_id"] = client_id;
+    doc["server"] = c.opt.server;
+    doc["landmarks"] = c.dev.store().list("landmarks").size();
+    doc["reservations"] = c.dev.store().list("reservations").size();
+    doc["pending"] = {{"landmarks", counts_json(st.landmarks)},
+                      {"reservations", counts_json(st.reservations)}};
+    doc["dirty"] = st.dirty();
+    doc["conflicts"] = st.conflicts();
+    doc["rejected"] = st.rejected();
+
+    const auto at = c.dev.state("last_sync_at");
+    const auto ok_at = c.dev.state("last_success_at");
+    const auto result = c.dev.state("last_sync_result").value_or("");
+    const auto message = c.dev.state("last_sync_message").value_or("");
+    // Milliseconds since the epoch; 0 = never.
+    const std::int64_t at_ms = at ? parse_integer(*at).value_or(0) : 0;
+    const std::int64_t ok_ms = ok_at ? parse_integer(*ok_at).value_or(0) : 0;
+    if (at_ms)
+        doc["last_sync"] = {{"at", format_time_ms(at_ms)},
+                            {"server", c.dev.state("last_sync_server").value_or("")},
+                            {"result", result},
+                            {"message", message}};
+    else
+        doc["last_sync"] = nullptr;
+    doc["last_success_at"] = ok_ms ? json::value(format_time_ms(ok_ms)) : json::value(nullptr);
+
+    json::array rejections;
+    for (const auto& p : c.dev.replica().rejected())
+        rejections.push_back({{"collection", p.collection}, {"id", p.key},
+                              {"code", p.error_code}, {"message", p.error_message}});
+    doc["rejections"] = rejections;
+
+    c.out.text("Device       " + c.dev.path() + " (client " + client_id + ")");
+    c.out.text("Data         " + plural(doc["landmarks"].as_uint64(), "landmark", "landmarks") +
+               ", " + plural(doc["reservations"].as_uint64(), "reservation", "reservations"));
+    if (at_ms)
+        c.out.text("Last sync    " + format_time_ms(at_ms) + " (" + ago(at_ms) + ") with " +
+                   c.dev.state("last_sync_server").value_or("?") + ": " +
+                   (result == "ok" ? std::string("ok") : "failed: " + message));
+    else
+        c.out.text("Last sync    never");
+    if (at_ms && result != "ok")
+        c.out.text("Last success " + (ok_ms ? format_time_ms(ok_ms) + " (" + ago(ok_ms) + ")"
+                                           : std::string("never")));
+    c.out.text(format("To push      %s (landmarks %zu, reservations %zu)",
+                      plural(st.dirty(), "change", "changes").c_str(), st.landmarks.dirty,
+                      st.reservations.dirty));
+    c.out.text(format("Conflicts    %zu%s", st.conflicts(),
+                      st.conflicts() ? " (`landmarks conflicts` shows them)" : ""));
+    c.out.text(format("Rejected     %zu", st.rejected()));
+    for (const auto& p : c.dev.replica().rejected())
+        c.out.text("  " + p.collection + "/" + p.key + ": " + p.error_code + ": " +
+                   p.error_message);
+    return exit_ok;
+}
+
+std::string show_value(const json::value* v) {
+    if (!v) return "-";
+    if (const auto* s = v->if_string()) {
+        // ISO 8601 times of whole days read better as days.
+        if (s->size() == 24 && s->ends_with("T00:00:00.000Z")) return std::string(s->subview(0, 10));
+        return "\"" + std::string(*s) + "\"";
+    }
+    return json::serialize(*v);
+}
+
+int cmd_conflicts(context& c) {
+    expect_operands(c, 0, "conflicts");
+    json::array items;
+    const auto all = c.dev.replica().conflicts();
+    for (const auto& p : all) {
+        const auto& schema = p.collection == "landmarks" ? offsync::schema_of<Landmark>()
+                                                         : offsync::schema_of<Reservation>();
+        std::uint64_t mask = 0;
+        if (auto rec = c.dev.store().begin().load(p.collection, p.key)) mask = rec->dirty_mask;
+        const bool server_deleted = !p.server || p.server->deleted;
+        json::array changed, differing;
+        for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+            const auto& f = schema.fields[i];
+            const auto* mine = p.local_deleted ? nullptr : p.local_value.if_contains(f);
+            const auto* theirs = server_deleted ? nullptr : p.server->value.if_contains(f);
+            if ((mask >> i) & 1) changed.push_back(json::string(f));
+            if (!mine || !theirs || *mine != *theirs) differing.push_back(json::string(f));
+        }
+        json::object item{{"collection", p.collection},
+                          {"id", p.key},
+                          {"detected_at", format_time_ms(p.detected_at_ms)},
+                          {"mine", p.local_deleted ? json::value(nullptr) : json::value(p.local_value)},
+                          {"server", server_deleted ? json::value(nullptr)
+                                                    : json::value(p.server->value)},
+                          {"server_version", p.server ? p.server->version : 0},
+                          {"changed_here", changed},
+                          {"differing", differing}};
+        items.push_back(std::move(item));
+
+        std::string title = p.collection + "/" + p.key;
+        if (p.collection == "reservations" && !p.local_deleted) {
+            Reservation r;
+            if (!offsync::from_json_object(p.local_value, r))
+                title += " (" + landmark_name(c.dev, r.landmark_id) + ")";
+        }
+        c.out.text("Conflict on " + title + ", found " + format_time_ms(p.detected_at_ms) + ":");
+        c.out.text(format("    %-12s %-28s %s", "FIELD", "YOURS", "SERVER"));
+        for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+            const auto& f = schema.fields[i];
+            const auto* mine = p.local_deleted ? nullptr : p.local_value.if_contains(f);
+            const auto* theirs = server_deleted ? nullptr : p.server->value.if_contains(f);
+            const bool here = (mask >> i) & 1;
+            if (!here && mine && theirs && *mine == *theirs) continue;
+            c.out.text(format("  %s %-12s %-28s %s", here ? "*" : " ", f.c_str(),
+                              show_value(mine).c_str(), show_value(theirs).c_str()));
+        }
+        if (p.local_deleted) c.out.text("    (deleted on this device)");
+        if (server_deleted) c.out.text("    (deleted on the server)");
+        c.out.text("  * = changed on this device. keep-mine keeps those fields and takes the "
+                   "server's others;\n    use-server takes the server's version.");
+        c.out.text("  landmarks resolve " + p.key + " keep-mine    or    landmarks resolve " +
+                   p.key + " use-server");
+    }
+    c.out.doc["conflicts"] = std::move(items);
+    if (all.empty()) c.out.text("No conflicts wait for you.");
+    return exit_ok;
+}
+
+int cmd_resolve(context& c) {
+    expect_operands(c, 2, "resolve RESERVATION-ID keep-mine|use-server");
+    const auto& key = c.opt.args[1];
+    const auto& how = c.opt.args[2];
+    offsync::resolve_choice choice;
+    if (how == "keep-mine") choice = offsync::resolve_choice::keep_mine;
+    else if (how == "use-server") choice = offsync::resolve_choice::use_server;
+    else usage_error("resolve takes keep-mine or use-server, not '" + how + "'");
+
+    std::optional<offsync::parked_record> found;
+    for (auto& p : c.dev.replica().conflicts())
+        if (p.key == key) found = std::move(p);
+    if (!found)
+        fail(exit_not_found, "no_such_conflict",
+             "no conflict waits on '" + key + "' (`landmarks conflicts` lists them)");
+    const auto& schema = found->collection == "landmarks" ? offsync::schema_of<Landmark>()
+                                                          : offsync::schema_of<Reservation>();
+    if (auto d = c.dev.replica().resolve(schema, key, choice)) {
+        if (d.code == offsync::make_error_code(offsync::errc::no_such_conflict))
+            fail(exit_not_found, "no_such_conflict", d.message);
+        fail(exit_storage, "storage", d.message);
+    }
+    c.out.doc["collection"] = found->collection;
+    c.out.doc["id"] = key;
+    c.out.doc["choice"] = how;
+    std::string now;
+    if (found->collection == "reservations")
+        if (auto r = c.dev.replica().get<Reservation>(key)) now = ": " + describe(c.dev, *r);
+    c.out.text(choice == offsync::resolve_choice::keep_mine
+                   ? "Kept your changes to " + key + now + " (pushed by the next sync)."
+                   : "Took the server's version of " + key + now + ".");
+    return exit_ok;
+}
+
+struct command {
+    std::string_view name;
+    int (*run)(context&);
+};
+
+const command commands[] = {
+    {"list", cmd_list},         {"favorite", cmd_favorite}, {"unfavorite", cmd_unfavorite},
+    {"reserve", cmd_reserve},   {"cancel", cmd_cancel},     {"sync", cmd_sync},
+    {"status", cmd_status},     {"conflicts", cmd_conflicts}, {"resolve", cmd_resolve},
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+    output out;
+    std::string name;
+    int status = exit_ok;
+    try {
+        // A guess for errors in the command line itself; the parsed options decide after.
+        for (int i = 1; i < argc; ++i)
+            if (std::string_view(argv[i]) == "--json") out.json = true;
+        const auto opt = parse_command_line(argc, argv);
+        out.json = opt.json;
+        if (opt.args.empty()) usage_error("no command given (landmarks help lists the commands)");
+        name = opt.args[0];
+        if (name == "help") {
+            if (out.json) out.doc["usage"] = usage_text;
+            else std::fputs(usage_text, stdout);
+        } else {
+            const command* cmd = nullptr;
+            for (const auto& c : commands)
+                if (c.name == name) cmd = &c;
+            if (!cmd)
+                usage_error("unknown command '" + name + "' (landmarks help lists the commands)");
+            device dev(opt.db);
+            context ctx{opt, dev, out};
+            status = cmd->run(ctx);
+        }
+    } catch (const failure& f) {
+        status = f.status;
+        out.doc["error"] = {{"code", f.code}, {"message", f.message}};
+        std::fprintf(stderr, "landmarks: %s\n", f.message.c_str());
+    } catch (const offsync::sync_error& e) {
+        status = e.code() == offsync::make_error_code(offsync::errc::storage_failure)
+                     ? exit_storage
+                     : exit_usage;
+        out.doc["error"] = {{"code", status == exit_storage ? "storage" : "invalid"},
+                            {"message", plain_message(e)}};
+        std::fprintf(stderr, "landmarks: %s\n", plain_message(e).c_str());
+    } catch (const std::exception& e) {
+        status = exit_storage;
+        out.doc["error"] = {{"code", "storage"}, {"message", e.what()}};
+        std::fprintf(stderr, "landmarks: %s\n", e.what());
+    }
+    if (out.json) {
+        json::object doc;
+        doc["command"] = name;
+        doc["exit_code"] = status;
+        for (auto& [k, v] : out.doc) doc[k] = std::move(v);
+        std::printf("%s\n", json::serialize(doc).c_str());
+    }
+    return status;
+}

@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# End-to-end tests of the `landmarks` command-line device against a real landmarks-server on
+# 127.0.0.1 (CTest runs one case per test).
+#
+#   examples/landmarks/test-cli.sh BUILD_DIR CASE
+#
+# CASE: happy-path, server-down, bad-token, unknown-ids, usage, json. Every command runs under
+# `timeout`; the server and the temporary files are removed however the test ends.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
+build=${1:?usage: test-cli.sh BUILD_DIR CASE}
+case_name=${2:?usage: test-cli.sh BUILD_DIR CASE}
+# BUILD_DIR is the project's build directory, or the directory holding the programs themselves.
+bin=$build/examples/landmarks
+[ ! -x "$build/landmarks" ] || bin=$build
+cli=$bin/landmarks
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/landmarks-test.XXXXXX")
+server_pid=
+cleanup() {
+    stop_server
+    rm -rf "$work"
+}
+stop_server() {
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+token_of() { awk -v user="$1" '$2 == user { print $1 }' "$here/tokens.txt"; }
+alice=$(token_of alice)
+bob=$(token_of bob)
+
+failures=0
+failed() {
+    echo "FAIL: $*"
+    echo "  exit status: $rc"
+    sed 's/^/  stdout: /' "$work/stdout"
+    sed 's/^/  stderr: /' "$work/stderr"
+    failures=$((failures + 1))
+}
+
+# Starts landmarks-server on a free port; sets $server to HOST:PORT.
+start_server() {
+    "$bin/landmarks-server" --port 0 --data "$work/server.db" --tokens "$here/tokens.txt" \
+        --catalog "$here/catalog.json" >"$work/server.log" 2>"$work/server.err" &
+    server_pid=$!
+    local port=
+    for _ in $(seq 100); do
+        port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\) with.*/\1/p' "$work/server.err")
+        [ -n "$port" ] && break
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        cat "$work/server.err"
+        echo "FAIL: landmarks-server did not start"
+        exit 1
+    fi
+    server=127.0.0.1:$port
+}
+
+server=127.0.0.1:1 # until a server starts: an address nothing listens on
+token=$alice
+
+# lm DEVICE ARGS...: runs `landmarks` on DEVICE's file with $server and $token; sets $rc and
+# leaves stdout and stderr in $work/stdout and $work/stderr.
+lm() {
+    local db=$1
+    shift
+    rc=0
+    last_args="$* (on $db)"
+    local auth=()
+    [ -z "$token" ] || auth=(--token "$token")
+    timeout 60 "$cli" --db "$work/$db.db" --server "$server" "${auth[@]}" --timeout 20 "$@" \
+        >"$work/stdout" 2>"$work/stderr" || rc=$?
+}
+
+# expect STATUS [TEXT]: the last command exited with STATUS and, if given, printed TEXT
+# (stdout or stderr).
+expect() {
+    local what="landmarks ${last_args:-}"
+    if [ "$rc" -ne "$1" ]; then
+        failed "$what: expected exit status $1"
+        return 0
+    fi
+    if [ $# -ge 2 ] && ! grep -qF -- "$2" "$work/stdout" "$work/stderr"; then
+        failed "$what: expected output containing '$2'"
+    fi
+}
+
+# run EXPECTED-STATUS [TEXT] -- DEVICE ARGS...: lm + expect.
+run() {
+    local want=$1 text=
+    shift
+    if [ "$1" != "--" ]; then
+        text=$1
+        shift
+    fi
+    shift # --
+    lm "$@"
+    if [ -n "$text" ]; then expect "$want" "$text"; else expect "$want"; fi
+}
+
+# A JSON parser to check --json output with, if the machine has one (Debian's base image has
+# neither jq nor python3; then a shape check has to do).
+jq=$(command -v jq || true)
+python=
+if [ -z "$jq" ] && command -v python3 >/dev/null 2>&1; then
+    python=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
+fi
+
+# The last command printed exactly one JSON document on stdout.
+json_valid() {
+    if [ "$(wc -l <"$work/stdout")" -ne 1 ]; then
+        failed "landmarks ${last_args:-}: expected one line of JSON on stdout"
+        return 0
+    fi
+    local ok=0
+    if [ -n "$jq" ]; then
+        "$jq" -e . <"$work/stdout" >/dev/null 2>&1 || ok=1
+    elif [ -n "$python" ]; then
+        "$python" -c 'import json, sys; json.load(sys.stdin)' <"$work/stdout" 2>/dev/null || ok=1
+    else
+        grep -qE '^\{.*\}$' "$work/stdout" || ok=1
+    fi
+    [ "$ok" -eq 0 ] || failed "landmarks ${last_args:-}: stdout is not valid JSON"
+}
+
+json_has() { # json_has TEXT: the last --json document contains TEXT
+    grep -qF -- "$1" "$work/stdout" || failed "landmarks ${last_args:-}: JSON lacks '$1'"
+}
+
+case_happy_path() {
+    start_server
+    # Both of alice's devices fetch the catalog; the phone books a visit, the laptop sees it.
+    run 0 "pulled 34" -- phone sync
+    run 0 "Reserved r-1" -- phone reserve 1 --id r-1 --date 2026-12-24 --party 2
+    run 0 "(pending)" -- phone list reservations
+    run 0 -- phone sync
+    run 0 -- laptop sync
+    run 0 "r-1" -- laptop list reservations
+    # A reservation without --id gets an id of its own.
+    run 0 "Reserved r-" -- laptop reserve 3 --date 2027-05-01
+    # Offline edits on both: different favorites, the same reservation's party size.
+    local online=$server
+    server=127.0.0.1:1
+    run 0 -- phone favorite 1
+    run 0 -- laptop favorite 2
+    run 0 -- phone reserve 1 --id r-1 --party 3 --notes "window seat"
+    run 0 -- laptop reserve 1 --id r-1 --party 5
+    run 3 "cannot reach the server" -- laptop sync
+    # Back online (the same server: it kept running).
+    server=$online
+    run 0 "Everything is in sync" -- phone sync
+    run 1 "waits for you" -- laptop sync
+    run 0 "party_size" -- laptop conflicts
+    run 0 "Conflicts    1" -- laptop status
+    lm laptop --json status
+    json_has '"conflicts":1'
+    # This time the server's version wins.
+    run 0 "Took the server's version of r-1" -- laptop resolve r-1 use-server
+    run 5 "no conflict waits on 'r-1'" -- laptop resolve r-1 use-server
+    run 0 "Everything is in sync" -- laptop sync
+    run 0 -- phone sync
+    for device in phone laptop; do
+        lm "$device" --json list reservations
+        json_has '"id":"r-1","landmark_id":1,"date":"2026-12-24T00:00:00.000Z","party_size":3,"status":"confirmed","notes":"window seat"'
+        lm "$device" --json list favorites
+        json_has '"id":1,'
+        json_has '"id":2,'
+    done
+    # A cancellation and an unfavorite travel too.
+    run 0 "Cancelled r-1" -- phone cancel r-1
+    run 0 "Already cancelled" -- phone cancel r-1
+    run 0 "no longer a favorite" -- phone unfavorite 2
+    run 0 -- phone sync
+    run 0 -- laptop sync
+    lm laptop --json list reservations
+    json_has '"status":"cancelled"'
+    lm laptop --json list favorites
+    json_has '"id":1,'
+    if grep -qF '"id":2,' "$work/stdout"; then failed "laptop: landmark 2 is still a favorite"; fi
+    # The last sync is remembered in the file.
+    lm laptop --json status
+    json_has '"result":"ok"'
+    json_has '"dirty":0,"conflicts":0,"rejected":0,"last_sync"'
+    # Bob sees none of it.
+    token=$bob
+    run 0 -- bob sync
+    lm bob --json list reservations
+    json_has '"reservations":[]'
+    lm bob --json list favorites
+    json_has '"landmarks":[]'
+}
+
+case_server_down() {
+    # Never any server: the first sync fails, edits keep working.
+    run 0 "No landmarks on this device yet" -- phone list
+    run 3 "cannot reach the server at 127.0.0.1:1" -- phone sync
+    run 3 "nothing is lost" -- phone sync
+    lm phone --json sync
+    json_valid
+    json_has '"exit_code":3'
+    json_has '"code":"unreachable"'
+    # With a catalog fetched, every command but sync works with the server gone.
+    start_server
+    run 0 -- phone sync
+    local gone=$server
+    stop_server
+    server=$gone
+    run 0 -- phone list
+    run 0 -- phone favorite 4
+    run 0 -- phone reserve 4 --id r-9 --party 2 --date 2026-08-01
+    run 0 -- phone cancel r-9
+    run 0 "No conflicts" -- phone conflicts
+    run 3 "cannot reach the server at $gone" -- phone sync
+    run 0 "To push      2 changes" -- phone status
+    run 0 "failed: cannot reach the server" -- phone status
+    lm phone --json status
+    json_has '"result":"unreachable"'
+    json_has '"dirty":2'
+    # The server comes back (a new one, in memory: the phone's catalog and edits go up again).
+    start_server
+    run 0 "Everything is in sync" -- phone sync
+}
+
+case_bad_token() {
+    start_server
+    token=not-a-token
+    run 4 "refused the token (401 Unauthorized)" -- phone sync
+    lm phone --json sync
+    json_valid
+    json_has '"exit_code":4'
+    json_has '"code":"unauthorized"'
+    token=
+    run 4 "sync needs a token" -- phone sync
+    LANDMARKS_TOKEN=$bob run 0 "pulled 34" -- phone sync
+    run 0 "Last sync" -- phone status
+}
+
+case_unknown_ids() {
+    run 5 "no catalog yet" -- phone favorite 1
+    start_server
+    run 0 -- phone sync
+    run 5 "no landmark 999 in the catalog" -- phone favorite 999
+    run 5 "no landmark 999" -- phone unfavorite 999
+    run 5 "no landmark 999" -- phone reserve 999
+    run 5 "no reservation 'r-nope'" -- phone cancel r-nope
+    run 5 "no conflict waits on 'r-nope'" -- phone resolve r-nope keep-mine
+    lm phone --json cancel r-nope
+    json_valid
+    json_has '"exit_code":5'
+    json_has '"code":"unknown_reservation"'
+    lm phone --json favorite 999
+    json_has '"code":"unknown_landmark"'
+}
+
+case_usage() {
+    run 2 "no command given" -- phone
+    run 2 "unknown command 'frobnicate'" -- phone frobnicate
+    run 2 "unknown option --bogus" -- phone list --bogus
+    run 2 "missing value after --notes" -- phone reserve 1 --notes
+    run 2 "usage: landmarks favorite" -- phone favorite
+    run 2 "a landmark id is a number" -- phone favorite abc
+    run 2 "--party takes a number" -- phone reserve 1 --party 0
+    run 2 "--date takes a day" -- phone reserve 1 --date 2026-13-01
+    run 2 "belong to the reserve command" -- phone list --party 3
+    run 2 "resolve takes keep-mine or use-server" -- phone resolve r-1 maybe
+    run 2 "list shows landmarks, favorites or reservations" -- phone list bogus
+    run 2 "--server takes HOST:PORT" -- phone --server nohost sync
+    run 2 "--timeout takes seconds" -- phone --timeout 0 sync
+    run 0 "exit status:" -- phone help
+    if grep -q "watch" "$work/stdout"; then failed "help mentions a command that does not exist"; fi
+    run 0 "usage: landmarks" -- phone --help
+    lm phone --json frobnicate
+    json_valid
+    json_has '"exit_code":2'
+    # A file that is not a database is a storage error, and the file is left alone.
+    echo "not a database" >"$work/junk.db"
+    run 6 "not a usable SQLite database" -- junk status
+    grep -qx "not a database" "$work/junk.db" || failed "the junk file was changed"
+    run 6 "cannot open" -- missing-dir/x list
+}
+
+case_json() {
+    start_server
+    local commands=(
+        "sync" "list" "list favorites" "list reservations" "favorite 1" "unfavorite 1"
+        "favorite 2" "reserve 1 --id r-1 --party 2 --date 2026-12-24 --notes x" "cancel r-1"
+        "status" "conflicts" "sync"
+    )
+    local c
+    for c in "${commands[@]}"; do
+        # shellcheck disable=SC2086 # word splitting intended
+        lm phone --json $c
+        expect 0
+        json_valid
+        json_has "\"exit_code\":0"
+    done
+    # A conflict and its resolution, in JSON.
+    run 0 -- laptop sync
+    run 0 -- laptop reserve 1 --id r-1 --party 7
+    run 0 -- phone reserve 1 --id r-1 --party 8
+    run 0 -- phone sync
+    lm laptop --json sync
+    expect 1
+    json_valid
+    json_has '"outcome":"deferred"'
+    lm laptop --json conflicts
+    json_valid
+    json_has '"mine":{'
+    json_has '"server":{'
+    # reserve also confirms the reservation the laptop had seen cancelled
+    json_has '"changed_here":["party_size","status"]'
+    lm laptop --json resolve r-1 keep-mine
+    json_valid
+    json_has '"choice":"keep-mine"'
+    # Errors are JSON too.
+    lm laptop --json resolve r-1 keep-mine
+    json_valid
+    json_has '"exit_code":5'
+}
+
+case "$case_name" in
+happy-path) case_happy_path ;;
+server-down) case_server_down ;;
+bad-token) case_bad_token ;;
+unknown-ids) case_unknown_ids ;;
+usage) case_usage ;;
+json) case_json ;;
+*)
+    echo "test-cli.sh: unknown case '$case_name'" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$failures" -ne 0 ]; then
+    echo "$case_name: $failures check(s) failed"
+    exit 1
+fi
+echo "$case_name: every check passed"
