@@ -3,7 +3,7 @@
 // stores, the server in a process of its own: this binary's `serve` command). Each measurement
 // is one JSON line; docs/benchmarks.md explains the fields and benchmarks/plot.py draws them.
 //
-//   offsync-bench [--quick] [--scenario all|push|pull|incremental|conflict|clients|baseline]
+//   offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,baseline]
 //                 [--mode inproc|http|both] [--n 1000,100000] [--k 10,1000] [--clients 1,4,16]
 //                 [--conflicts 1000] [--batch 250] [--page 500] [--durability full|normal]
 //                 [--naive-max 20000] [--dir DIR] [--out FILE]
@@ -461,7 +461,15 @@ struct options {
     fs::path dir;
     std::string out;
 
-    bool wants(std::string_view s) const { return scenario == "all" || scenario == s; }
+    /// `scenario` is "all" or a comma-separated list of names.
+    bool wants(std::string_view s) const {
+        if (scenario == "all") return true;
+        std::stringstream in(scenario);
+        std::string item;
+        while (std::getline(in, item, ','))
+            if (item == s) return true;
+        return false;
+    }
 };
 
 template <class Storage, class Transport>
@@ -948,8 +956,8 @@ std::vector<std::size_t> parse_list(const std::string& s) {
 
 void usage() {
     std::cerr
-        << "usage: offsync-bench [--quick] [--scenario all|push|pull|incremental|conflict|"
-           "clients|baseline]\n"
+        << "usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,"
+           "clients,baseline]\n"
            "                     [--mode inproc|http|both] [--n LIST] [--k LIST] "
            "[--clients LIST]\n"
            "                     [--conflicts LIST] [--batch N] [--page N] "
@@ -1005,8 +1013,15 @@ int bench_main(int argc, char** argv) {
     }
     static const char* scenarios[] = {"all",      "push",    "pull",    "incremental",
                                       "conflict", "clients", "baseline"};
-    if (std::find(std::begin(scenarios), std::end(scenarios), o.scenario) == std::end(scenarios) ||
-        (o.mode != "inproc" && o.mode != "http" && o.mode != "both")) {
+    bool known = true;
+    {
+        std::stringstream in(o.scenario);
+        std::string item;
+        while (std::getline(in, item, ','))
+            known = known && std::find(std::begin(scenarios), std::end(scenarios), item) !=
+                                 std::end(scenarios);
+    }
+    if (!known || (o.mode != "inproc" && o.mode != "http" && o.mode != "both")) {
         usage();
         return 2;
     }
