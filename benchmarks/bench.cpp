@@ -90,6 +90,21 @@ void reset_peak_rss() {
 }
 double peak_rss_mb() { return double(status_kb("VmHWM")) / 1024.0; }
 
+/// CPU time (user + system) this process has used, in seconds: less disturbed than wall time
+/// by other work on a shared machine.
+double cpu_seconds() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/// The system's 1-minute load average, recorded with every row as a noise indicator.
+double load_average() {
+    double l[1] = {0};
+    return getloadavg(l, 1) == 1 ? l[0] : -1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Records shaped like a Landmarks reservation, about 150 bytes of JSON each.
 
@@ -611,7 +626,9 @@ json::object measure_round(Mode& mode, Device& dev, const char* scenario, std::s
     reset_peak_rss();
     auto before = mode.server_stats();
     dev.transport.times = {};
+    const double cpu_before = cpu_seconds();
     auto [report, took] = dev.sync();
+    const double cpu_used = cpu_seconds() - cpu_before;
     auto after = mode.server_stats();
     const auto& t = dev.transport.times;
     const double secs = std::chrono::duration<double>(took).count();
@@ -658,6 +675,11 @@ json::object measure_round(Mode& mode, Device& dev, const char* scenario, std::s
     rss["bench_mb"] = peak_rss_mb();
     if (!inproc) rss["server_mb"] = u64(after, "hwm_kb") / 1024.0;
     row["peak_rss_mb"] = std::move(rss);
+    json::object cpu;
+    cpu["bench_ms"] = cpu_used * 1000;
+    if (!inproc) cpu["server_ms"] = (u64(after, "cpu_s") - u64(before, "cpu_s")) * 1000;
+    row["cpu_ms"] = std::move(cpu);
+    row["load_avg"] = load_average();
     if (report_out) *report_out = std::move(report);
     return row;
 }
@@ -780,6 +802,7 @@ void run_clients(const options& o, output& out) {
         auto before = mode.server_stats();
         std::size_t done = 0, failed = 0;
         std::vector<double> latencies;
+        const double cpu_before = cpu_seconds();
         const auto start = steady::now();
         for (auto& d : devices)
             d->engine.async_sync([&, t0 = steady::now()](error_code ec, sync_report) {
@@ -820,6 +843,11 @@ void run_clients(const options& o, output& out) {
         } else {
             row["peak_rss_mb"] = json::object{{"bench_mb", peak_rss_mb()}};
         }
+        json::object cpu{{"bench_ms", (cpu_seconds() - cpu_before) * 1000}};
+        if (std::string_view(Mode::name) == "http")
+            cpu["server_ms"] = (u64(after, "cpu_s") - u64(before, "cpu_s")) * 1000;
+        row["cpu_ms"] = std::move(cpu);
+        row["load_avg"] = load_average();
         (void)done;
         out.write(row);
     }
