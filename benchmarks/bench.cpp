@@ -6,7 +6,7 @@
 //   offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,baseline]
 //                 [--mode inproc|http|both] [--n 1000,100000] [--k 10,1000] [--clients 1,4,16]
 //                 [--conflicts 1000] [--batch 250] [--page 500] [--durability full|normal]
-//                 [--naive-max 20000] [--dir DIR] [--out FILE]
+//                 [--naive-max 20000] [--dir DIR] [--out FILE (rewritten)]
 //   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE]   (internal)
 #include "../examples/landmarks/model.hpp"
 
@@ -595,7 +595,7 @@ class output {
 public:
     explicit output(const std::string& path) {
         if (!path.empty()) {
-            file_.open(path, std::ios::app);
+            file_.open(path, std::ios::trunc);
             if (!file_) throw std::runtime_error("cannot write " + path);
         }
     }
@@ -848,7 +848,7 @@ void run_clients(const options& o, output& out) {
             cpu["server_ms"] = (u64(after, "cpu_s") - u64(before, "cpu_s")) * 1000;
         row["cpu_ms"] = std::move(cpu);
         row["load_avg"] = load_average();
-        (void)done;
+        if (done != devices.size()) throw std::runtime_error("a client's round did not complete");
         out.write(row);
     }
 }
