@@ -394,6 +394,8 @@ private:
             if (page.cursor < since || (page.has_more && page.cursor == since))
                 throw boost::system::system_error(make_error_code(errc::bad_response),
                                                   "pull cursor did not advance");
+            // Nothing new: an idle round writes nothing (a SQLite store would sync a commit).
+            if (page.changes.empty() && page.cursor == since && !page.has_more) break;
             {
                 const auto now = replica_.clock()();
                 auto txn = replica_.storage().begin();

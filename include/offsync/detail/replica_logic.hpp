@@ -307,6 +307,12 @@ void apply_pulled(Txn& txn, const collection_schema& schema, const change& c,
         // Equal versions are adopted too: an acknowledgement tells the version of our write,
         // but the server's record at that version may hold other fields we have not seen.
         if (c.version < rec->base_version) return;
+        // The echo of this client's own acknowledged write (a round pulls back what it pushed):
+        // same version, same value, so there is nothing to store.
+        if (c.version == rec->base_version && !c.deleted && !rec->deleted &&
+            rec->parked == park_state::none && rec->sent_mutation_id == 0 &&
+            normalize(schema, c.value) == rec->value)
+            return;
         adopt_server(txn, schema, key, std::move(*rec), c, now_ms);
         return;
     }
