@@ -16,14 +16,7 @@
 #include <offsync/storage/sqlite.hpp>
 #include <offsync/transport/http.hpp>
 
-// The SQLite server store arrives with server/sqlite_store.hpp; until then the server process
-// keeps its records in memory and every row says so ("server_store": "memory").
-#if __has_include(<offsync/server/sqlite_store.hpp>)
 #include <offsync/server/sqlite_store.hpp>
-#define OFFSYNC_BENCH_SQLITE_SERVER 1
-#else
-#define OFFSYNC_BENCH_SQLITE_SERVER 0
-#endif
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -284,9 +277,7 @@ private:
 // `stats` (cumulative request counters and memory), `reset` (restart the peak RSS), `quit`.
 
 struct server_state {
-#if OFFSYNC_BENCH_SQLITE_SERVER
     std::unique_ptr<server::sqlite_server_store> store;
-#endif
     std::unique_ptr<server::sync_service> service;
 };
 
@@ -294,14 +285,8 @@ struct server_state {
 server_state make_server_state(const std::string& store, const std::string& db) {
     server_state s;
     if (store == "sqlite") {
-#if OFFSYNC_BENCH_SQLITE_SERVER
         s.store = std::make_unique<server::sqlite_server_store>(db);
         s.service = std::make_unique<server::sync_service>(*s.store);
-#else
-        (void)db;
-        throw std::runtime_error("this build has no SQLite server store "
-                                 "(offsync/server/sqlite_store.hpp)");
-#endif
     } else {
         s.service = std::make_unique<server::sync_service>();
     }
@@ -472,7 +457,7 @@ struct options {
     std::uint32_t page = 500;
     std::size_t naive_max = 20'000;
     std::string durability = "full";
-    std::string server_store = "memory";
+    std::string server_store = "sqlite"; // the targets: SQLite at both ends
     fs::path dir;
     std::string out;
 
