@@ -5,6 +5,7 @@
 
 #include <offsync/background.hpp>
 #include <offsync/testing/manual_timers.hpp>
+#include <offsync/transport/http.hpp>
 
 #include <chrono>
 #include <memory>
@@ -28,6 +29,7 @@ public:
 
 static_assert(!retry_after_hint<loopback_transport>);
 static_assert(retry_after_hint<hinting_transport>);
+static_assert(retry_after_hint<http_transport>);
 static_assert(timer_source<steady_timer_source>);
 static_assert(timer_source<manual_timer_source>);
 

@@ -36,7 +36,8 @@ struct offsync::model_traits<notes::Note> {
     static constexpr offsync::scope scope = offsync::scope::per_user;
 };
 
-using engine_type = offsync::basic_sync_engine<offsync::memory_storage, offsync::loopback_transport>;
+using engine_type =
+    offsync::basic_sync_engine<offsync::memory_storage, offsync::loopback_transport>;
 
 // [snippet: lifecycle]
 // The app's sync controller: one background scheduler around the app's engine, fed by the

@@ -37,6 +37,10 @@ namespace asio = boost::asio;
 /// A pending wait does not count as outstanding work of its io_context: `run()` returns when
 /// nothing but manual waits remain, instead of blocking on a time that never comes.
 ///
+/// Why not `asio::basic_waitable_timer` with a manual clock: its clock must be static (shared
+/// by every test) and its reactor still waits in real time between polls of that clock; here
+/// no real time passes at all.
+///
 /// The source is a cheap handle: copies share one time line. Thread safety: none; use it
 /// from the test's thread with the io_context run there. Timers must not outlive the
 /// io_context their waits complete on.
@@ -75,8 +79,10 @@ public:
         std::size_t expires_after(duration d) { return expires_at(state_->now + d); }
 
         /// Completes its wait with `operation_aborted`; returns how many it cancelled.
-        std::size_t cancel() { return state_->complete_if([this](const wait& w) { return w.timer_id == id_; },
-                                                          asio::error::operation_aborted); }
+        std::size_t cancel() {
+            return state_->complete_if([this](const wait& w) { return w.timer_id == id_; },
+                                       asio::error::operation_aborted);
+        }
 
         /// Waits until time reaches the expiry (at once if it already has). Completes with
         /// `(error_code)`. Per-operation cancellation is not supported; use `cancel()`.
