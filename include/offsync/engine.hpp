@@ -148,6 +148,23 @@ public:
         return replica_.storage().pending(collection);
     }
 
+    /// Pending counts summed over every collection added: what a status line shows as
+    /// "changes waiting". Call it after the collections are added.
+    pending_counts pending() {
+        pending_counts total;
+        for (const auto& c : collections_) {
+            const auto counts = replica_.storage().pending(c.schema.name);
+            total.dirty += counts.dirty;
+            total.conflicts += counts.conflicts;
+            total.rejected += counts.rejected;
+        }
+        return total;
+    }
+
+    /// The transport rounds use, for what it knows beyond a round's result (an HTTP
+    /// transport's `retry_after()`, which background sync honours).
+    Transport& transport() noexcept { return transport_; }
+
 private:
     using handler_type = asio::any_completion_handler<completion_signature>;
     struct waiter {

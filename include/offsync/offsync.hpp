@@ -1,6 +1,7 @@
 // offsync — umbrella header: everything a client and an in-process server need.
 #pragma once
 
+#include <offsync/background.hpp>
 #include <offsync/concepts.hpp>
 #include <offsync/conflict/ask_user.hpp>
 #include <offsync/conflict/last_write_wins.hpp>
