@@ -6,7 +6,8 @@
 //
 //   list [landmarks|favorites|reservations]  favorite ID  unfavorite ID
 //   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
-//   cancel RID  sync  status  conflicts  resolve RID keep-mine|use-server  help
+//   cancel RID  sync  status  conflicts  resolve RID keep-mine|use-server
+//   watch [--interval SECONDS] [--rounds N]  help
 //
 // Exit status, for scripts (also printed by `landmarks help`):
 //   0  success
@@ -23,9 +24,9 @@
 // How it is put together: `device` owns the SQLite store, its replica and a small table of the
 // program's own state (the last sync); `session` owns one connection to the server and a sync
 // engine over the device's replica, and runs rounds on its io_context; `status_of()` gathers
-// what a status display shows. Each command is a function in the `commands` table. A command
-// that keeps syncing in the background would hold one session and drive its rounds from a
-// scheduler on the same io_context, recording each round with `record_round()`.
+// what a status display shows. Each command is a function in the `commands` table. `watch`
+// holds one session and drives its rounds with offsync's background sync on the session's
+// io_context, recording each round with `record_round()`.
 #include "model.hpp"
 
 #include <offsync/offsync.hpp>
@@ -33,6 +34,7 @@
 #include <offsync/transport/http.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <sqlite3.h>
@@ -43,13 +45,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -90,6 +96,10 @@ commands:
   conflicts                    conflicts waiting for you: your fields and the server's
   resolve RID keep-mine|use-server
                                settle a conflict (keep-mine keeps the fields you changed)
+  watch [--interval SECONDS] [--rounds N]
+                               sync in the background every SECONDS (default 30), at once
+                               on start, with backoff while the server is unreachable;
+                               a live status line; stops on Ctrl-C or after N rounds
   help                         this text
 
 options:
@@ -160,6 +170,9 @@ struct options {
     std::optional<std::chrono::sys_days> date;
     std::optional<std::string> notes;
     std::optional<std::string> reservation_id;
+    // watch's own options
+    std::chrono::seconds interval{30};
+    std::optional<std::size_t> rounds;
     std::vector<std::string> args; ///< the command and its operands
 };
 
@@ -203,6 +216,7 @@ options parse_command_line(int argc, char** argv) {
     o.db = env_or("LANDMARKS_DB", "landmarks.db");
     o.server = env_or("LANDMARKS_SERVER", "127.0.0.1:8080");
     o.token = env_or("LANDMARKS_TOKEN", "");
+    bool interval_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--") {
@@ -258,11 +272,27 @@ options parse_command_line(int argc, char** argv) {
             if (v.empty() || v.size() > offsync::max_id_length)
                 usage_error("--id takes a reservation id of 1 to 256 bytes");
             o.reservation_id = v;
+        } else if (name == "--interval") {
+            auto v = take();
+            auto n = parse_integer(v);
+            if (!n || *n < 1 || *n > 86400)
+                usage_error("--interval takes seconds from 1 to 86400, not '" + v + "'");
+            o.interval = std::chrono::seconds(*n);
+            interval_given = true;
+        } else if (name == "--rounds") {
+            auto v = take();
+            auto n = parse_integer(v);
+            if (!n || *n < 1 || *n > 1'000'000)
+                usage_error("--rounds takes a number from 1 to 1000000, not '" + v + "'");
+            o.rounds = std::size_t(*n);
         } else usage_error("unknown option " + name);
     }
     const bool reserve = !o.args.empty() && o.args[0] == "reserve";
     if (!reserve && (o.party || o.date || o.notes || o.reservation_id))
         usage_error("--party, --date, --notes and --id belong to the reserve command");
+    const bool watch = !o.args.empty() && o.args[0] == "watch";
+    if (!watch && (interval_given || o.rounds))
+        usage_error("--interval and --rounds belong to the watch command");
     if (o.db.empty()) usage_error("--db takes a file name");
     return o;
 }
@@ -945,6 +975,109 @@ int cmd_resolve(context& c) {
     return exit_ok;
 }
 
+/// One status line: what background sync is doing and what waits on this device.
+std::string watch_line(const offsync::background_state& b, const device_status& st) {
+    using namespace std::chrono;
+    const auto now = steady_clock::now();
+    std::string line = format("%s  rounds %zu", offsync::to_string(b.phase), b.rounds);
+    if (b.next_run)
+        line += format("  next in %llds",
+                       static_cast<long long>(
+                           duration_cast<seconds>(std::max(*b.next_run - now, nanoseconds(0)))
+                               .count()));
+    if (b.last_success)
+        line += format("  last success %llds ago",
+                       static_cast<long long>(duration_cast<seconds>(now - *b.last_success).count()));
+    line += format("  to push %zu  conflicts %zu  rejected %zu", st.dirty(), st.conflicts(),
+                   st.rejected());
+    if (b.last_error) {
+        line += "  last error: " + b.last_error.message;
+        if (b.consecutive_failures > 1) line += format(" (%zu in a row)", b.consecutive_failures);
+    }
+    return line;
+}
+
+int cmd_watch(context& c) {
+    expect_operands(c, 0, "watch [--interval SECONDS] [--rounds N]");
+    split_server(c.opt.server);
+    if (c.opt.token.empty())
+        fail(exit_auth, "no_token",
+             "watch needs a token: pass --token TOKEN or set LANDMARKS_TOKEN");
+    session s(c.dev, c.opt);
+    offsync::background_config config;
+    config.earliest_begin = std::chrono::milliseconds(0); // a first round at once
+    config.interval = c.opt.interval;
+    config.max_round_duration = c.opt.timeout * 3;
+    // A command-line user watches: retry soon after a failure, never later than a minute.
+    config.backoff_base =
+        std::min<std::chrono::milliseconds>(std::chrono::seconds(1), c.opt.interval);
+    config.backoff_cap =
+        std::max<std::chrono::milliseconds>(config.backoff_base, std::chrono::seconds(60));
+
+    const bool live = !c.out.json && ::isatty(STDOUT_FILENO);
+    std::size_t recorded = 0;
+    std::optional<failure> last_failure;
+    std::string last_line;
+    std::function<void()> finish; // stops the scheduler, then the io_context
+    config.on_state_change = [&](const offsync::background_state& b) {
+        if (b.rounds > recorded && b.last_report) {
+            recorded = b.rounds;
+            last_failure.reset();
+            if (b.last_report->error)
+                last_failure = classify(*b.last_report, s.transport_error(), c.opt.server);
+            else if (b.last_error) // expired: cancelled at its deadline
+                last_failure = failure{exit_unreachable, "timeout", b.last_error.message};
+            record_round(c.dev, c.opt, *b.last_report, last_failure ? &*last_failure : nullptr);
+            if (c.opt.rounds && recorded >= *c.opt.rounds) finish();
+        }
+        if (c.out.json) return;
+        const auto line = watch_line(b, status_of(c.dev));
+        if (line == last_line) return;
+        last_line = line;
+        if (live) std::printf("\r\033[K%s", line.c_str());
+        else std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+    };
+    offsync::basic_background_sync scheduler(s.engine(), std::move(config));
+    asio::signal_set signals(s.io(), SIGINT, SIGTERM);
+    bool finishing = false;
+    finish = [&] {
+        if (std::exchange(finishing, true)) return;
+        signals.cancel();
+        scheduler.async_stop([&] { s.io().stop(); });
+    };
+    signals.async_wait([&](boost::system::error_code ec, int) {
+        if (!ec) finish();
+    });
+    c.out.text(format("Watching: syncing with %s every %llds (Ctrl-C stops).",
+                      c.opt.server.c_str(), static_cast<long long>(c.opt.interval.count())));
+    scheduler.start();
+    s.io().run();
+    if (live) std::printf("\n");
+
+    const auto st = status_of(c.dev);
+    auto& doc = c.out.doc;
+    doc["server"] = c.opt.server;
+    doc["rounds"] = recorded;
+    doc["interval_s"] = c.opt.interval.count();
+    doc["waiting"] = {{"dirty", st.dirty()}, {"conflicts", st.conflicts()},
+                      {"rejected", st.rejected()}};
+    c.out.text(format("Stopped after %s.", plural(recorded, "round", "rounds").c_str()));
+    if (last_failure) {
+        doc["error"] = {{"code", last_failure->code}, {"message", last_failure->message}};
+        std::fprintf(stderr, "landmarks: the last round failed: %s\n",
+                     last_failure->message.c_str());
+        return last_failure->status;
+    }
+    if (st.conflicts() || st.rejected()) {
+        c.out.text("Waiting for you: " + plural(st.conflicts(), "conflict", "conflicts") + ", " +
+                   plural(st.rejected(), "rejected change", "rejected changes") +
+                   " (`landmarks conflicts`).");
+        return exit_attention;
+    }
+    return exit_ok;
+}
+
 struct command {
     std::string_view name;
     int (*run)(context&);
@@ -954,6 +1087,7 @@ const command commands[] = {
     {"list", cmd_list},         {"favorite", cmd_favorite}, {"unfavorite", cmd_unfavorite},
     {"reserve", cmd_reserve},   {"cancel", cmd_cancel},     {"sync", cmd_sync},
     {"status", cmd_status},     {"conflicts", cmd_conflicts}, {"resolve", cmd_resolve},
+    {"watch", cmd_watch},
 };
 
 } // namespace

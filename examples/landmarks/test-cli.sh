@@ -4,7 +4,7 @@
 #
 #   examples/landmarks/test-cli.sh BUILD_DIR CASE
 #
-# CASE: happy-path, server-down, bad-token, unknown-ids, usage, json. Every command runs under
+# CASE: happy-path, server-down, bad-token, unknown-ids, usage, json, watch. Every command runs under
 # `timeout`; the server and the temporary files are removed however the test ends.
 set -euo pipefail
 
@@ -328,6 +328,48 @@ case_json() {
     json_has '"exit_code":5'
 }
 
+case_watch() {
+    # Server down: every round fails, with backoff (1 s, then 2 s), and the exit says why.
+    run 3 "cannot reach the server" -- phone watch --rounds 2 --interval 1
+    run 0 "failed: cannot reach the server" -- phone status
+    start_server
+    # The laptop edits while the phone watches: the phone's rounds bring its edit down.
+    run 0 -- laptop sync
+    run 0 -- laptop reserve 2 --id r-w --party 3
+    run 0 -- laptop sync
+    run 0 "Stopped after 2 rounds" -- phone watch --rounds 2 --interval 1
+    run 0 "r-w" -- phone list reservations
+    run 0 "To push      0 changes" -- phone status
+    lm phone --json watch --rounds 1 --interval 1
+    expect 0
+    json_valid
+    json_has '"rounds":1'
+    json_has '"dirty":0'
+    # A refused token ends the watch with exit 4; bad values are usage errors.
+    token=not-a-token-at-all-0000
+    run 4 "refused the token" -- phone watch --rounds 1
+    token=$alice
+    run 2 "--interval takes seconds" -- phone watch --interval 0
+    run 2 "--rounds takes a number" -- phone watch --rounds x
+    run 2 "belong to the watch command" -- phone sync --rounds 2
+    # Ctrl-C (SIGINT) stops a watch without a round limit cleanly. Not under `timeout`, which
+    # would pass the signal on twice (to the program and to its process group): bounded here.
+    "$cli" --db "$work/phone.db" --server "$server" --token "$alice" watch --interval 1 \
+        >"$work/stdout" 2>"$work/stderr" &
+    local watch_pid=$!
+    sleep 2
+    kill -INT "$watch_pid"
+    for _ in $(seq 200); do
+        kill -0 "$watch_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$watch_pid" 2>/dev/null || true
+    rc=0
+    wait "$watch_pid" || rc=$?
+    last_args="watch (interrupted)"
+    expect 0 "Stopped after"
+}
+
 case "$case_name" in
 happy-path) case_happy_path ;;
 server-down) case_server_down ;;
@@ -335,6 +377,7 @@ bad-token) case_bad_token ;;
 unknown-ids) case_unknown_ids ;;
 usage) case_usage ;;
 json) case_json ;;
+watch) case_watch ;;
 *)
     echo "test-cli.sh: unknown case '$case_name'" >&2
     exit 2
