@@ -336,6 +336,25 @@ TEST_CASE("requests during a round coalesce into one more round, and a waiter ca
     CHECK(cancelled_ec == asio::error::operation_aborted);
 }
 
+TEST_CASE("a waiter cancelled ahead of others in the queue leaves them waiting",
+          "[invariants][cancel]") {
+    world w;
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock());
+    a.transport.faults().delay = std::chrono::milliseconds(5);
+    int completed = 0;
+    error_code cancelled_ec;
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    asio::cancellation_signal cancel;
+    a.engine.async_sync(asio::bind_cancellation_slot(
+        cancel.slot(), [&](error_code ec, sync_report) { cancelled_ec = ec; }));
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    a.engine.async_sync([&](error_code, sync_report) { ++completed; });
+    asio::post(w.io, [&] { cancel.emit(asio::cancellation_type::terminal); });
+    w.io.run();
+    CHECK(completed == 3);
+    CHECK(cancelled_ec == asio::error::operation_aborted);
+}
+
 TEST_CASE("async_sync works with use_future from another thread", "[invariants]") {
     world w;
     auto a = w.device("alice");

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -442,7 +443,10 @@ private:
     std::string client_id_;
     std::vector<collection_entry> collections_;
     bool running_ = false;
-    std::vector<waiter> current_, next_;
+    // Lists: a cancelled waiter leaves from the middle, and erasing from a vector would
+    // move-assign the waiters behind it, which recurses forever in Boost 1.81's
+    // any_completion_handler.
+    std::list<waiter> current_, next_;
     std::atomic<std::uint64_t> last_waiter_id_{0};
     std::shared_ptr<asio::cancellation_signal> signal_;
 };
