@@ -1,5 +1,5 @@
 // landmarks: one Landmarks device on the command line. Its data lives in one SQLite file; every
-// command but `sync` works offline, and `sync` reconciles the file with a landmarks-server.
+// command but `sync` and `watch` works offline; they reconcile the file with a landmarks-server.
 //
 //   landmarks [--db FILE] [--server HOST:PORT] [--token TOKEN] [--timeout SECONDS] [--json]
 //             COMMAND [ARGS]
@@ -79,7 +79,8 @@ enum exit_status : int {
 const char* const usage_text = R"(usage: landmarks [OPTIONS] COMMAND [ARGS]
 
 One Landmarks device: its data lives in a local SQLite file. Every command but
-sync works offline; sync pushes local changes to the server and pulls its changes.
+sync and watch works offline; sync pushes local changes to the server and pulls
+its changes, watch keeps doing so in the background.
 
 commands:
   list [landmarks|favorites|reservations]

@@ -277,7 +277,9 @@ case_usage() {
     run 2 "--server takes HOST:PORT" -- phone --server nohost sync
     run 2 "--timeout takes seconds" -- phone --timeout 0 sync
     run 0 "exit status:" -- phone help
-    if grep -q "watch" "$work/stdout"; then failed "help mentions a command that does not exist"; fi
+    for command in list favorite unfavorite reserve cancel sync status conflicts resolve watch; do
+        grep -q "^  $command" "$work/stdout" || failed "help does not mention $command"
+    done
     run 0 "usage: landmarks" -- phone --help
     lm phone --json frobnicate
     json_valid
