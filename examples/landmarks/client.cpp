@@ -1016,20 +1016,30 @@ int cmd_watch(context& c) {
         std::max<std::chrono::milliseconds>(config.backoff_base, std::chrono::seconds(60));
 
     const bool live = !c.out.json && ::isatty(STDOUT_FILENO);
-    std::size_t recorded = 0;
+    std::size_t seen = 0, completed = 0;
+    bool finishing = false;
+    bool cut_short = false; // the round running when the watch stopped was cancelled
     std::optional<failure> last_failure;
     std::string last_line;
     std::function<void()> finish; // stops the scheduler, then the io_context
     config.on_state_change = [&](const offsync::background_state& b) {
-        if (b.rounds > recorded && b.last_report) {
-            recorded = b.rounds;
+        if (b.rounds > seen && b.last_report) {
+            seen = b.rounds;
+            // Stopping cancels a round in flight: that is the user's doing, not a failure,
+            // and the device's last-sync record keeps the last round that ran to its end.
+            // (The scheduler reports such a round in last_report only.)
+            if (finishing && b.last_report->error) {
+                cut_short = true;
+                return;
+            }
+            ++completed;
             last_failure.reset();
             if (b.last_report->error)
                 last_failure = classify(*b.last_report, s.transport_error(), c.opt.server);
             else if (b.last_error) // expired: cancelled at its deadline
                 last_failure = failure{exit_unreachable, "timeout", b.last_error.message};
             record_round(c.dev, c.opt, *b.last_report, last_failure ? &*last_failure : nullptr);
-            if (c.opt.rounds && recorded >= *c.opt.rounds) finish();
+            if (c.opt.rounds && completed >= *c.opt.rounds) finish();
         }
         if (c.out.json) return;
         const auto line = watch_line(b, status_of(c.dev));
@@ -1041,7 +1051,6 @@ int cmd_watch(context& c) {
     };
     offsync::basic_background_sync scheduler(s.engine(), std::move(config));
     asio::signal_set signals(s.io(), SIGINT, SIGTERM);
-    bool finishing = false;
     finish = [&] {
         if (std::exchange(finishing, true)) return;
         signals.cancel();
@@ -1059,11 +1068,15 @@ int cmd_watch(context& c) {
     const auto st = status_of(c.dev);
     auto& doc = c.out.doc;
     doc["server"] = c.opt.server;
-    doc["rounds"] = recorded;
+    doc["rounds"] = completed;
+    doc["cut_short"] = cut_short;
     doc["interval_s"] = c.opt.interval.count();
     doc["waiting"] = {{"dirty", st.dirty()}, {"conflicts", st.conflicts()},
                       {"rejected", st.rejected()}};
-    c.out.text(format("Stopped after %s.", plural(recorded, "round", "rounds").c_str()));
+    c.out.text(format("Stopped after %s.", plural(completed, "round", "rounds").c_str()));
+    if (cut_short)
+        c.out.text("The round in progress was cancelled; what it had not pushed waits for the "
+                   "next sync.");
     if (last_failure) {
         doc["error"] = {{"code", last_failure->code}, {"message", last_failure->message}};
         std::fprintf(stderr, "landmarks: the last round failed: %s\n",

@@ -370,6 +370,24 @@ case_watch() {
     wait "$watch_pid" || rc=$?
     last_args="watch (interrupted)"
     expect 0 "Stopped after"
+    # Ctrl-C while a round hangs (the server frozen with SIGSTOP): the round is cancelled,
+    # which is no failure of the sync; the watch ends at once with exit 0 and says so.
+    kill -STOP "$server_pid"
+    "$cli" --db "$work/phone.db" --server "$server" --token "$alice" watch --interval 1 \
+        >"$work/stdout" 2>"$work/stderr" &
+    watch_pid=$!
+    sleep 1
+    kill -INT "$watch_pid"
+    for _ in $(seq 100); do
+        kill -0 "$watch_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$watch_pid" 2>/dev/null || true
+    rc=0
+    wait "$watch_pid" || rc=$?
+    kill -CONT "$server_pid"
+    last_args="watch (interrupted mid-round)"
+    expect 0 "The round in progress was cancelled"
 }
 
 case "$case_name" in
