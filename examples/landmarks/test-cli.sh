@@ -354,12 +354,27 @@ case_watch() {
     run 2 "--interval takes seconds" -- phone watch --interval 0
     run 2 "--rounds takes a number" -- phone watch --rounds x
     run 2 "belong to the watch command" -- phone sync --rounds 2
-    # Ctrl-C (SIGINT) stops a watch without a round limit cleanly. Not under `timeout`, which
-    # would pass the signal on twice (to the program and to its process group): bounded here.
+    # Ctrl-C (SIGINT) stops a watch without a round limit cleanly.
+    interrupt_watch 2
+    last_args="watch (interrupted)"
+    expect 0 "Stopped after"
+    # Ctrl-C while a round hangs (the server frozen with SIGSTOP): the round is cancelled,
+    # which is no failure of the sync; the watch ends at once with exit 0 and says so.
+    kill -STOP "$server_pid"
+    interrupt_watch 1
+    kill -CONT "$server_pid"
+    last_args="watch (interrupted mid-round)"
+    expect 0 "The round in progress was cancelled"
+}
+
+# interrupt_watch SECONDS: runs the phone's `watch` without a round limit, sends it SIGINT after
+# SECONDS, and waits for it (at most 20 s, then SIGKILL); sets $rc. Not under `timeout`, which
+# would pass the signal on twice (to the program and to its process group).
+interrupt_watch() {
     "$cli" --db "$work/phone.db" --server "$server" --token "$alice" watch --interval 1 \
         >"$work/stdout" 2>"$work/stderr" &
     local watch_pid=$!
-    sleep 2
+    sleep "$1"
     kill -INT "$watch_pid"
     for _ in $(seq 200); do
         kill -0 "$watch_pid" 2>/dev/null || break
@@ -368,26 +383,6 @@ case_watch() {
     kill -KILL "$watch_pid" 2>/dev/null || true
     rc=0
     wait "$watch_pid" || rc=$?
-    last_args="watch (interrupted)"
-    expect 0 "Stopped after"
-    # Ctrl-C while a round hangs (the server frozen with SIGSTOP): the round is cancelled,
-    # which is no failure of the sync; the watch ends at once with exit 0 and says so.
-    kill -STOP "$server_pid"
-    "$cli" --db "$work/phone.db" --server "$server" --token "$alice" watch --interval 1 \
-        >"$work/stdout" 2>"$work/stderr" &
-    watch_pid=$!
-    sleep 1
-    kill -INT "$watch_pid"
-    for _ in $(seq 100); do
-        kill -0 "$watch_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$watch_pid" 2>/dev/null || true
-    rc=0
-    wait "$watch_pid" || rc=$?
-    kill -CONT "$server_pid"
-    last_args="watch (interrupted mid-round)"
-    expect 0 "The round in progress was cancelled"
 }
 
 case "$case_name" in

@@ -111,9 +111,8 @@ public:
         db_.bind_text(st, 3, r.key);
         sqlite3_bind_int64(st.get(), 4, std::int64_t(r.version));
         sqlite3_bind_int(st.get(), 5, r.deleted);
-        value_text_.clear();
-        if (!r.deleted) value_text_ = json::serialize(r.value);
-        db_.bind_text(st, 6, value_text_);
+        const auto value = r.deleted ? std::string() : json::serialize(r.value);
+        db_.bind_text(st, 6, value);
         sqlite3_bind_int64(st.get(), 7, r.stamp.wall);
         sqlite3_bind_int64(st.get(), 8, r.stamp.logical);
         db_.bind_text(st, 9, r.stamp.node);
@@ -337,7 +336,6 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
     offsync::detail::sqlite_connection db_;
     statements stmt_; // declared after db_: finalized before the connection closes
     fault_hook fault_;
-    std::string value_text_;
 };
 
 } // namespace offsync::server
