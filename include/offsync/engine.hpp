@@ -418,7 +418,7 @@ private:
                 const auto now = replica_.clock()();
                 auto txn = replica_.storage().begin();
                 const hlc_stamp* newest = nullptr;
-                for (const auto& change : page.changes) {
+                for (auto& change : page.changes) {
                     detail::apply_pulled(txn, schema, change, now);
                     if (!newest || *newest < change.stamp) newest = &change.stamp;
                 }

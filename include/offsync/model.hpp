@@ -174,6 +174,16 @@ inline json::object normalize(const collection_schema& schema, const json::objec
     return out;
 }
 
+/// `normalize`, taking `in` over: a value already of the schema's shape (every field, nothing
+/// else: what a peer on the same model sends) is returned as it is, without a copy.
+inline json::object normalize(const collection_schema& schema, json::object&& in) {
+    bool exact = in.size() == schema.fields.size();
+    for (std::size_t i = 0; exact && i < schema.fields.size(); ++i)
+        exact = in.contains(schema.fields[i]);
+    if (exact) return std::move(in);
+    return normalize(schema, static_cast<const json::object&>(in));
+}
+
 /// Validates an id's JSON form against the schema and returns its text form, the key the
 /// stores index by: the string itself, or the integer's decimal digits.
 inline diagnostics key_from_json(const collection_schema& schema, const json::value& id,

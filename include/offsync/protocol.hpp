@@ -104,6 +104,18 @@ inline json::value to_json(const change& c) {
     return o;
 }
 
+/// `to_json`, moving the value in: for a change rendered once and then dropped.
+inline json::value to_json(change&& c) {
+    json::object o;
+    o.reserve(5);
+    o.emplace("id", std::move(c.id));
+    o.emplace("version", c.version);
+    o.emplace("deleted", c.deleted);
+    o.emplace("stamp", to_json(c.stamp));
+    o.emplace("value", std::move(c.value));
+    return o;
+}
+
 inline json::value to_json(const mutation& m) {
     json::object o;
     o.reserve(7);
@@ -155,6 +167,15 @@ inline json::value to_json(const pull_response& r) {
     json::array changes;
     changes.reserve(r.changes.size());
     for (const auto& c : r.changes) changes.push_back(to_json(c));
+    return json::object{
+        {"changes", std::move(changes)}, {"cursor", r.cursor}, {"has_more", r.has_more}};
+}
+
+/// `to_json`, moving the records in: what a server does with a page it has just read.
+inline json::value to_json(pull_response&& r) {
+    json::array changes;
+    changes.reserve(r.changes.size());
+    for (auto& c : r.changes) changes.push_back(to_json(std::move(c)));
     return json::object{
         {"changes", std::move(changes)}, {"cursor", r.cursor}, {"has_more", r.has_more}};
 }
@@ -212,12 +233,20 @@ inline diagnostics get_string(const json::object& o, std::string_view key, std::
     return {};
 }
 
-inline diagnostics get_object(const json::object& o, std::string_view key, json::object& out) {
-    const auto* v = o.if_contains(key);
+/// Reads a member object. From a document being decoded for good (`Object` not const) it is
+/// moved out, which saves copying every record of a page; from a borrowed one it is copied.
+template <class Object>
+diagnostics get_object(Object& o, std::string_view key, json::object& out) {
+    auto* v = o.if_contains(key);
     if (!v || !v->is_object()) return shape_error("'" + std::string(key) + "' must be an object");
-    out = v->get_object();
+    if constexpr (std::is_const_v<Object>) out = v->get_object();
+    else out = std::move(v->get_object());
     return {};
 }
+
+/// `const json::object` for a borrowed document, `json::object` for one decoded for good.
+template <class Value>
+using object_of = std::conditional_t<std::is_const_v<Value>, const json::object, json::object>;
 
 } // namespace detail
 
@@ -234,64 +263,93 @@ inline diagnostics from_json(const json::value& jv, hlc_stamp& s) {
     return {};
 }
 
-inline diagnostics from_json(const json::value& jv, change& c) {
-    const auto* o = jv.if_object();
-    if (!o) return detail::shape_error("a change must be an object");
+namespace detail {
+
+template <class Value>
+diagnostics change_from_json(Value& jv, change& c) {
+    auto* o = jv.if_object();
+    if (!o) return shape_error("a change must be an object");
     const auto* id = o->if_contains("id");
     if (!id || !(id->is_string() || id->is_int64() || id->is_uint64()))
         return {make_error_code(errc::invalid_id), "'id' must be a string or an integer"};
     c.id = *id;
-    if (auto d = detail::get_uint(*o, "version", c.version)) return d;
+    if (auto d = get_uint(*o, "version", c.version)) return d;
     const auto* del = o->if_contains("deleted");
-    if (!del || !del->is_bool()) return detail::shape_error("'deleted' must be a boolean");
+    if (!del || !del->is_bool()) return shape_error("'deleted' must be a boolean");
     c.deleted = del->get_bool();
     const auto* stamp = o->if_contains("stamp");
-    if (!stamp) return detail::shape_error("missing 'stamp'");
+    if (!stamp) return shape_error("missing 'stamp'");
     if (auto d = from_json(*stamp, c.stamp)) return d;
-    return detail::get_object(*o, "value", c.value);
+    return get_object(*o, "value", c.value);
 }
 
-inline diagnostics from_json(const json::value& jv, mutation& m) {
-    const auto* o = jv.if_object();
-    if (!o) return detail::shape_error("a mutation must be an object");
-    if (auto d = detail::get_uint(*o, "mutation_id", m.mutation_id)) return d;
-    if (auto d = detail::get_string(*o, "collection", m.collection)) return d;
+template <class Value>
+diagnostics mutation_from_json(Value& jv, mutation& m) {
+    auto* o = jv.if_object();
+    if (!o) return shape_error("a mutation must be an object");
+    if (auto d = get_uint(*o, "mutation_id", m.mutation_id)) return d;
+    if (auto d = get_string(*o, "collection", m.collection)) return d;
     const auto* id = o->if_contains("id");
     if (!id) return {make_error_code(errc::invalid_id), "missing 'id'"};
     m.id = *id;
-    std::string op;
-    if (auto d = detail::get_string(*o, "op", op)) return d;
-    if (op == "upsert") m.op = mutation_op::upsert;
-    else if (op == "delete") m.op = mutation_op::remove;
-    else return detail::shape_error("'op' must be \"upsert\" or \"delete\"");
-    if (auto d = detail::get_uint(*o, "base_version", m.base_version)) return d;
+    const auto* op = o->if_contains("op");
+    const auto* op_text = op ? op->if_string() : nullptr;
+    if (!op_text) return shape_error("'op' must be a string");
+    if (*op_text == "upsert") m.op = mutation_op::upsert;
+    else if (*op_text == "delete") m.op = mutation_op::remove;
+    else return shape_error("'op' must be \"upsert\" or \"delete\"");
+    if (auto d = get_uint(*o, "base_version", m.base_version)) return d;
     const auto* stamp = o->if_contains("stamp");
-    if (!stamp) return detail::shape_error("missing 'stamp'");
+    if (!stamp) return shape_error("missing 'stamp'");
     if (auto d = from_json(*stamp, m.stamp)) return d;
     m.fields.clear();
-    if (m.op == mutation_op::upsert) return detail::get_object(*o, "fields", m.fields);
+    if (m.op == mutation_op::upsert) return get_object(*o, "fields", m.fields);
     return {};
 }
 
-inline diagnostics from_json(const json::value& jv, push_request& r) {
-    const auto* o = jv.if_object();
-    if (!o) return detail::shape_error("the push body must be a JSON object");
-    if (auto d = detail::get_string(*o, "client_id", r.client_id)) return d;
+template <class Value>
+diagnostics push_request_from_json(Value& jv, push_request& r) {
+    auto* o = jv.if_object();
+    if (!o) return shape_error("the push body must be a JSON object");
+    if (auto d = get_string(*o, "client_id", r.client_id)) return d;
     if (r.client_id.empty() || r.client_id.size() > 128)
         return {make_error_code(errc::invalid_field), "'client_id' must be 1 to 128 bytes"};
-    const auto* muts = o->if_contains("mutations");
-    if (!muts || !muts->is_array()) return detail::shape_error("'mutations' must be an array");
+    auto* muts = o->if_contains("mutations");
+    if (!muts || !muts->is_array()) return shape_error("'mutations' must be an array");
+    auto& list = muts->get_array();
     r.mutations.clear();
-    r.mutations.resize(muts->get_array().size());
-    std::size_t i = 0;
-    for (const auto& m : muts->get_array()) {
-        if (auto d = from_json(m, r.mutations[i])) {
+    r.mutations.resize(list.size());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        if (auto d = mutation_from_json(list[i], r.mutations[i])) {
             d.message = "mutations[" + std::to_string(i) + "]: " + d.message;
             return d;
         }
-        ++i;
     }
     return {};
+}
+
+} // namespace detail
+
+inline diagnostics from_json(const json::value& jv, change& c) {
+    return detail::change_from_json(jv, c);
+}
+/// Decodes from a document that is not needed afterwards: its objects are moved, not copied.
+inline diagnostics from_json(json::value&& jv, change& c) {
+    return detail::change_from_json(jv, c);
+}
+
+inline diagnostics from_json(const json::value& jv, mutation& m) {
+    return detail::mutation_from_json(jv, m);
+}
+inline diagnostics from_json(json::value&& jv, mutation& m) {
+    return detail::mutation_from_json(jv, m);
+}
+
+inline diagnostics from_json(const json::value& jv, push_request& r) {
+    return detail::push_request_from_json(jv, r);
+}
+inline diagnostics from_json(json::value&& jv, push_request& r) {
+    return detail::push_request_from_json(jv, r);
 }
 
 inline diagnostics from_json(const json::value& jv, mutation_result& r) {
@@ -335,20 +393,35 @@ inline diagnostics from_json(const json::value& jv, push_response& r) {
     return {};
 }
 
-inline diagnostics from_json(const json::value& jv, pull_response& r) {
-    const auto* o = jv.if_object();
-    if (!o) return detail::shape_error("a pull response must be an object");
-    const auto* changes = o->if_contains("changes");
-    if (!changes || !changes->is_array()) return detail::shape_error("'changes' must be an array");
-    r.changes.resize(changes->get_array().size());
-    std::size_t i = 0;
-    for (const auto& c : changes->get_array())
-        if (auto d = from_json(c, r.changes[i++])) return d;
-    if (auto d = detail::get_uint(*o, "cursor", r.cursor)) return d;
+/// A push response carries no records worth moving: decoded as a borrowed document.
+inline diagnostics from_json(json::value&& jv, push_response& r) {
+    return from_json(static_cast<const json::value&>(jv), r);
+}
+
+namespace detail {
+template <class Value>
+diagnostics pull_response_from_json(Value& jv, pull_response& r) {
+    auto* o = jv.if_object();
+    if (!o) return shape_error("a pull response must be an object");
+    auto* changes = o->if_contains("changes");
+    if (!changes || !changes->is_array()) return shape_error("'changes' must be an array");
+    auto& list = changes->get_array();
+    r.changes.resize(list.size());
+    for (std::size_t i = 0; i < list.size(); ++i)
+        if (auto d = change_from_json(list[i], r.changes[i])) return d;
+    if (auto d = get_uint(*o, "cursor", r.cursor)) return d;
     const auto* more = o->if_contains("has_more");
-    if (!more || !more->is_bool()) return detail::shape_error("'has_more' must be a boolean");
+    if (!more || !more->is_bool()) return shape_error("'has_more' must be a boolean");
     r.has_more = more->get_bool();
     return {};
+}
+} // namespace detail
+
+inline diagnostics from_json(const json::value& jv, pull_response& r) {
+    return detail::pull_response_from_json(jv, r);
+}
+inline diagnostics from_json(json::value&& jv, pull_response& r) {
+    return detail::pull_response_from_json(jv, r);
 }
 
 /// Reads an error body; an unrecognised shape yields `fallback` with the raw text as message.

@@ -11,12 +11,53 @@
 #include <offsync/report.hpp>
 #include <offsync/storage/record.hpp>
 
+#include <concepts>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace offsync::detail {
+
+/// A store that reads and writes a record's sync metadata without its value (sqlite_storage):
+/// `load_metadata` returns the record with an empty `value`, `save_metadata` writes every
+/// member but `value` of a record that exists. Acknowledging a push then neither parses nor
+/// re-serialises the record's JSON. Other stores are read and written whole.
+template <class Txn>
+concept metadata_access = requires(Txn& t, std::string_view s, const local_record& r) {
+    { t.load_metadata(s, s) } -> std::same_as<std::optional<local_record>>;
+    t.save_metadata(s, s, r);
+};
+
+/// The record, its value included only where the store cannot leave it out.
+template <class Txn>
+std::optional<local_record> load_metadata(Txn& txn, std::string_view collection,
+                                          std::string_view key) {
+    if constexpr (metadata_access<Txn>) return txn.load_metadata(collection, key);
+    else return txn.load(collection, key);
+}
+
+/// Saves a record whose value did not change since it was loaded (by `load` or
+/// `load_metadata`).
+template <class Txn>
+void save_metadata(Txn& txn, std::string_view collection, std::string_view key,
+                   const local_record& rec) {
+    if constexpr (metadata_access<Txn>) txn.save_metadata(collection, key, rec);
+    else txn.save(collection, key, rec);
+}
+
+/// Whether two values of `schema` read the same, a missing field reading as its default.
+inline bool same_value(const collection_schema& schema, const json::object& a,
+                       const json::object& b) {
+    for (const auto& f : schema.fields) {
+        const auto* x = a.if_contains(f);
+        const auto* y = b.if_contains(f);
+        if (!x) x = schema.defaults.if_contains(f);
+        if (!y) y = schema.defaults.if_contains(f);
+        if ((x == nullptr) != (y == nullptr) || (x && *x != *y)) return false;
+    }
+    return true;
+}
 
 /// Fields of `value` selected by `mask`, in schema order.
 inline json::object select_fields(const collection_schema& schema, const json::object& value,
@@ -139,7 +180,7 @@ void build_push(Txn& txn, const collection_schema& schema, const std::vector<std
         if (rec->sent_mutation_id == 0 || rec->sent_generation != rec->generation) {
             rec->sent_mutation_id = txn.next_mutation_id();
             rec->sent_generation = rec->generation;
-            txn.save(schema.name, key, *rec);
+            save_metadata(txn, schema.name, key, *rec);
         }
         mutation m;
         m.mutation_id = rec->sent_mutation_id;
@@ -182,7 +223,7 @@ void adopt_server(Txn& txn, const collection_schema& schema, std::string_view ke
 template <class Txn>
 void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutation& sent,
                    std::uint64_t version, std::int64_t now_ms) {
-    auto rec = txn.load(schema.name, sent.key);
+    auto rec = load_metadata(txn, schema.name, sent.key);
     if (!rec) return;
     rec->base_version = version;
     rec->sent_mutation_id = 0;
@@ -194,7 +235,7 @@ void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutatio
         rec->dirty_mask = 0;
         rec->last_synced_ms = now_ms;
     }
-    txn.save(schema.name, sent.key, *rec);
+    save_metadata(txn, schema.name, sent.key, *rec);
 }
 
 /// Carries out a policy's decision on a conflicting record. `rec` must be the stored record.
@@ -279,9 +320,9 @@ void park_rejected(Txn& txn, const collection_schema& schema, std::string_view k
 /// Applies one pulled change. Never overwrites a dirty field or a parked record (invariant 2):
 /// a dirty record takes only the fields it has not changed; a parked one only refreshes the
 /// server side of its parked record, so the user decides against the newest server version.
+/// `c.value` may be moved from: a page is applied once.
 template <class Txn>
-void apply_pulled(Txn& txn, const collection_schema& schema, const change& c,
-                  std::int64_t now_ms) {
+void apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int64_t now_ms) {
     std::string key;
     if (auto d = key_from_json(schema, c.id, key))
         throw sync_error(make_error_code(errc::bad_response), "pulled change: " + d.message);
@@ -297,7 +338,7 @@ void apply_pulled(Txn& txn, const collection_schema& schema, const change& c,
     if (!rec) {
         if (c.deleted) return;
         local_record fresh;
-        fresh.value = normalize(schema, c.value);
+        fresh.value = normalize(schema, std::move(c.value));
         fresh.base_version = c.version;
         fresh.last_synced_ms = now_ms;
         txn.save(schema.name, key, fresh);
@@ -311,7 +352,7 @@ void apply_pulled(Txn& txn, const collection_schema& schema, const change& c,
         // same version, same value, so there is nothing to store.
         if (c.version == rec->base_version && !c.deleted && !rec->deleted &&
             rec->parked == park_state::none && rec->sent_mutation_id == 0 &&
-            normalize(schema, c.value) == rec->value)
+            same_value(schema, c.value, rec->value))
             return;
         adopt_server(txn, schema, key, std::move(*rec), c, now_ms);
         return;

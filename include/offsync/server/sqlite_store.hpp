@@ -10,6 +10,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -160,6 +161,15 @@ public:
         return out;
     }
 
+    std::optional<std::uint64_t> newest_result(std::string_view client) override {
+        auto& st = stmt_.newest_result;
+        db_.bind_text(st, 1, client);
+        std::uint64_t newest = 0;
+        if (db_.step(st) == SQLITE_ROW) newest = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+        db_.reset(st);
+        return newest;
+    }
+
     void remember_result(std::string_view client, const mutation_result& r) override {
         check("remember_result");
         auto& st = stmt_.remember;
@@ -201,6 +211,10 @@ private:
     static std::string field_writes_text(const collection_schema& schema,
                                          const server_record& r) {
         if (r.deleted) return "{}";
+        const auto own = [&](const field_stamp& f) {
+            return f.version == r.version && f.writer == r.last_writer;
+        };
+        if (std::all_of(r.fields.begin(), r.fields.end(), own)) return "{}";
         json::object writes;
         for (std::size_t i = 0; i < r.fields.size() && i < schema.fields.size(); ++i) {
             const auto& f = r.fields[i];
@@ -224,13 +238,14 @@ private:
         r.stamp.node = db_.column_text(st, 5);
         r.last_writer = db_.column_text(st, 6);
         if (r.deleted) return r;
-        const auto stored = parse_object(db_.column_text(st, 2));
-        const auto writes = parse_object(db_.column_text(st, 8));
-        r.value = normalize(schema, stored);
+        auto stored = parse_object(db_.column_text(st, 2));
+        // Most records were written whole by one writer: "{}", nothing to parse.
+        const auto writes_text = db_.column_text(st, 8);
+        const auto writes = writes_text == "{}" ? json::object() : parse_object(writes_text);
         r.fields.resize(schema.fields.size());
         for (std::size_t i = 0; i < schema.fields.size(); ++i) {
             const auto& name = schema.fields[i];
-            if (const auto* w = writes.if_contains(name)) {
+            if (const auto* w = writes.empty() ? nullptr : writes.if_contains(name)) {
                 const auto* pair = w->if_array();
                 if (!pair || pair->size() != 2 || !(*pair)[0].is_number() ||
                     !(*pair)[1].is_string())
@@ -241,6 +256,7 @@ private:
                 r.fields[i] = {r.version, r.last_writer};
             }
         }
+        r.value = normalize(schema, std::move(stored));
         return r;
     }
 
@@ -320,6 +336,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
                                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
         stmt_.find_result = db_.prepare("SELECT version, detail FROM offsync_server_results "
                                         "WHERE client = ?1 AND mutation_id = ?2");
+        stmt_.newest_result = db_.prepare(
+            "SELECT ifnull(max(mutation_id), 0) FROM offsync_server_results WHERE client = ?1");
         stmt_.remember = db_.prepare(
             "INSERT OR REPLACE INTO offsync_server_results VALUES (?1, ?2, ?3, ?4)");
         stmt_.forget = db_.prepare(
@@ -329,8 +347,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        offsync::detail::sqlite_statement find, feed, put, find_result, remember, forget, get_meta,
-            set_meta;
+        offsync::detail::sqlite_statement find, feed, put, find_result, newest_result, remember,
+            forget, get_meta, set_meta;
     };
 
     offsync::detail::sqlite_connection db_;

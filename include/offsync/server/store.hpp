@@ -85,6 +85,14 @@ public:
     /// the (user, client id) pair.
     virtual std::optional<mutation_result> find_result(std::string_view client,
                                                        std::uint64_t mutation_id) = 0;
+    /// The highest mutation id the client has a remembered result for (0: none), if the store
+    /// can tell cheaply; nullopt otherwise. A push then looks up only the mutations at or
+    /// below it: a new mutation, the common case, costs no lookup. The default answers
+    /// nullopt, which makes every mutation a lookup.
+    virtual std::optional<std::uint64_t> newest_result(std::string_view client) {
+        (void)client;
+        return std::nullopt;
+    }
     virtual void remember_result(std::string_view client, const mutation_result& result) = 0;
     /// Forgets the client's results with a mutation id below `mutation_id`.
     virtual void forget_results_below(std::string_view client, std::uint64_t mutation_id) = 0;
@@ -177,6 +185,11 @@ public:
         auto it = c->second.find(mutation_id);
         if (it == c->second.end()) return std::nullopt;
         return it->second;
+    }
+    std::optional<std::uint64_t> newest_result(std::string_view client) override {
+        auto c = results_.find(std::string(client));
+        if (c == results_.end() || c->second.empty()) return 0;
+        return c->second.rbegin()->first;
     }
     void remember_result(std::string_view client, const mutation_result& result) override {
         check("remember_result");

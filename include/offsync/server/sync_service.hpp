@@ -124,7 +124,7 @@ public:
         if (auto d = parse_pull_query(query, request)) return error_response(d);
         pull_response response;
         if (auto d = pull(user, request, response)) return error_response(d);
-        return {200, json::serialize(to_json(response))};
+        return {200, json::serialize(to_json(std::move(response)))};
     }
 
     // --- Typed entry points.
@@ -163,17 +163,25 @@ public:
         auto d = in_transaction([&] {
             const auto now = config_.clock();
             std::uint64_t newest_id = 0;
+            // Ids above the newest remembered one are new: no lookup. It grows as results are
+            // remembered, so an id repeated within the request is looked up and found.
+            auto remembered_up_to = store_.newest_result(client);
             for (std::size_t i = 0; i < request.mutations.size(); ++i) {
                 const auto& m = request.mutations[i];
                 newest_id = std::max(newest_id, m.mutation_id);
-                if (auto remembered = store_.find_result(client, m.mutation_id)) {
-                    results.push_back(std::move(*remembered));
-                    continue;
+                const bool maybe_seen = !remembered_up_to || m.mutation_id <= *remembered_up_to;
+                if (maybe_seen) {
+                    if (auto remembered = store_.find_result(client, m.mutation_id)) {
+                        results.push_back(std::move(*remembered));
+                        continue;
+                    }
                 }
                 hlc_observe(counters_.clock, m.stamp, now);
                 auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
                 result.mutation_id = m.mutation_id;
                 store_.remember_result(client, result);
+                if (remembered_up_to && m.mutation_id > *remembered_up_to)
+                    remembered_up_to = m.mutation_id;
                 results.push_back(std::move(result));
             }
             if (newest_id > config_.idempotency_window)
@@ -222,14 +230,14 @@ public:
                                          : (pages[0][next[0]].version < pages[1][next[1]].version
                                                 ? 0
                                                 : 1);
-                const auto& rec = pages[f][next[f]++];
+                auto& rec = pages[f][next[f]++];
                 out.cursor = rec.version;
                 ++consumed;
                 // The shared record and this user's own values of it are one change.
                 if (!page_keys.insert(rec.key).second) continue;
                 std::optional<change> c;
                 if (!overlay) {
-                    c = view(*schema, &rec, nullptr);
+                    c = view(*schema, std::move(rec));
                 } else if (f == 0) {
                     const auto own = store_.find(*schema, user, rec.key);
                     c = view(*schema, &rec, own ? &*own : nullptr);
@@ -498,7 +506,7 @@ private:
         boost::system::error_code ec;
         auto jv = json::parse(body, ec);
         if (ec) return {make_error_code(errc::malformed_json), "body is not JSON: " + ec.message()};
-        return from_json(jv, out);
+        return from_json(std::move(jv), out);
     }
 
     static service_response error_response(const diagnostics& d) {
@@ -537,6 +545,17 @@ private:
                 out.stamp = own->stamp;
             }
         }
+        return out;
+    }
+
+    /// `view` of a record with no per-user values laid over it, taking its value over.
+    static change view(const collection_schema& schema, server_record&& base) {
+        change out;
+        out.id = key_to_json(schema, base.key);
+        out.version = base.version;
+        out.deleted = base.deleted;
+        out.stamp = std::move(base.stamp);
+        if (!base.deleted) out.value = std::move(base.value);
         return out;
     }
 

@@ -82,35 +82,22 @@ public:
     public:
         transaction(transaction&& other) noexcept
             : store_(std::exchange(other.store_, nullptr)), lock_(std::move(other.lock_)),
-              open_(std::exchange(other.open_, false)) {}
+              open_(std::exchange(other.open_, false)),
+              next_mutation_(std::exchange(other.next_mutation_, 0)) {}
         transaction& operator=(transaction&&) = delete;
         ~transaction() {
             if (store_ && open_) store_->exec_noexcept("ROLLBACK");
         }
 
         std::optional<local_record> load(std::string_view collection, std::string_view key) {
-            auto& st = store_->stmt_.load;
-            bind(st, collection, key);
-            std::optional<local_record> out;
-            if (step(st) == SQLITE_ROW) {
-                local_record r;
-                r.value = store_->parse_object(column_text(st, 0));
-                r.deleted = sqlite3_column_int(st.get(), 1) != 0;
-                r.delete_pending = sqlite3_column_int(st.get(), 2) != 0;
-                r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), 3));
-                r.dirty_mask = std::uint64_t(sqlite3_column_int64(st.get(), 4));
-                r.generation = std::uint64_t(sqlite3_column_int64(st.get(), 5));
-                r.modified_at.wall = sqlite3_column_int64(st.get(), 6);
-                r.modified_at.logical = std::uint32_t(sqlite3_column_int64(st.get(), 7));
-                r.modified_at.node = column_text(st, 8);
-                r.last_synced_ms = sqlite3_column_int64(st.get(), 9);
-                r.sent_mutation_id = std::uint64_t(sqlite3_column_int64(st.get(), 10));
-                r.sent_generation = std::uint64_t(sqlite3_column_int64(st.get(), 11));
-                r.parked = static_cast<park_state>(sqlite3_column_int(st.get(), 12));
-                out = std::move(r);
-            }
-            reset(st);
-            return out;
+            return load_with(store_->stmt_.load, collection, key, true);
+        }
+
+        /// The record without its value (left empty): what acknowledging a push needs, without
+        /// parsing the JSON.
+        std::optional<local_record> load_metadata(std::string_view collection,
+                                                  std::string_view key) {
+            return load_with(store_->stmt_.load_metadata, collection, key, false);
         }
 
         void save(std::string_view collection, std::string_view key, const local_record& r) {
@@ -119,20 +106,22 @@ public:
             bind(st, collection, key);
             const auto value = json::serialize(r.value);
             bind_text(st, 3, value);
-            sqlite3_bind_int(st.get(), 4, r.deleted);
-            sqlite3_bind_int(st.get(), 5, r.delete_pending);
-            sqlite3_bind_int64(st.get(), 6, std::int64_t(r.base_version));
-            sqlite3_bind_int64(st.get(), 7, std::int64_t(r.dirty_mask));
-            sqlite3_bind_int64(st.get(), 8, std::int64_t(r.generation));
-            sqlite3_bind_int64(st.get(), 9, r.modified_at.wall);
-            sqlite3_bind_int64(st.get(), 10, r.modified_at.logical);
-            bind_text(st, 11, r.modified_at.node);
-            sqlite3_bind_int64(st.get(), 12, r.last_synced_ms);
-            sqlite3_bind_int64(st.get(), 13, std::int64_t(r.sent_mutation_id));
-            sqlite3_bind_int64(st.get(), 14, std::int64_t(r.sent_generation));
-            sqlite3_bind_int(st.get(), 15, int(r.parked));
-            sqlite3_bind_int(st.get(), 16, r.pushable());
+            bind_metadata(st, 4, r);
             run(st);
+        }
+
+        /// Writes every member of `r` but its value, which stays as stored: no JSON is
+        /// serialised. The record must exist.
+        void save_metadata(std::string_view collection, std::string_view key,
+                           const local_record& r) {
+            check("save");
+            auto& st = store_->stmt_.save_metadata;
+            bind(st, collection, key);
+            bind_metadata(st, 3, r);
+            run(st);
+            if (sqlite3_changes(store_->db_.get()) != 1)
+                store_->fail_message("save_metadata: no record " + std::string(collection) + "/" +
+                                     std::string(key));
         }
 
         void remove(std::string_view collection, std::string_view key) {
@@ -210,9 +199,10 @@ public:
 
         std::uint64_t next_mutation_id() {
             check("next_mutation_id");
-            const auto id = std::uint64_t(store_->meta_int("next_mutation", 1));
-            store_->set_meta("next_mutation", std::to_string(id + 1));
-            return id;
+            // Read once and written back at commit: a push batch takes hundreds of ids.
+            if (next_mutation_ == 0)
+                next_mutation_ = std::uint64_t(store_->meta_int("next_mutation", 1));
+            return next_mutation_++;
         }
 
         hlc_state clock() {
@@ -227,12 +217,59 @@ public:
 
         void commit() {
             check("commit");
+            if (next_mutation_ != 0)
+                store_->set_meta("next_mutation", std::to_string(next_mutation_));
             store_->exec("COMMIT");
             open_ = false;
         }
 
     private:
         friend class sqlite_storage;
+
+        /// Runs `load` or `load_metadata` (the same columns; the latter selects no value).
+        std::optional<local_record> load_with(const statement& st, std::string_view collection,
+                                              std::string_view key, bool with_value) {
+            bind(st, collection, key);
+            std::optional<local_record> out;
+            if (step(st) == SQLITE_ROW) {
+                local_record r;
+                if (with_value) r.value = store_->parse_object(column_text(st, 0));
+                r.deleted = sqlite3_column_int(st.get(), 1) != 0;
+                r.delete_pending = sqlite3_column_int(st.get(), 2) != 0;
+                r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), 3));
+                r.dirty_mask = std::uint64_t(sqlite3_column_int64(st.get(), 4));
+                r.generation = std::uint64_t(sqlite3_column_int64(st.get(), 5));
+                r.modified_at.wall = sqlite3_column_int64(st.get(), 6);
+                r.modified_at.logical = std::uint32_t(sqlite3_column_int64(st.get(), 7));
+                r.modified_at.node = column_text(st, 8);
+                r.last_synced_ms = sqlite3_column_int64(st.get(), 9);
+                r.sent_mutation_id = std::uint64_t(sqlite3_column_int64(st.get(), 10));
+                r.sent_generation = std::uint64_t(sqlite3_column_int64(st.get(), 11));
+                r.parked = static_cast<park_state>(sqlite3_column_int(st.get(), 12));
+                out = std::move(r);
+            }
+            reset(st);
+            return out;
+        }
+
+        /// Binds the 13 metadata columns of `save` and `save_metadata`, from `first` on.
+        static void bind_metadata(const statement& st, int first, const local_record& r) {
+            auto* raw = st.get();
+            sqlite3_bind_int(raw, first, r.deleted);
+            sqlite3_bind_int(raw, first + 1, r.delete_pending);
+            sqlite3_bind_int64(raw, first + 2, std::int64_t(r.base_version));
+            sqlite3_bind_int64(raw, first + 3, std::int64_t(r.dirty_mask));
+            sqlite3_bind_int64(raw, first + 4, std::int64_t(r.generation));
+            sqlite3_bind_int64(raw, first + 5, r.modified_at.wall);
+            sqlite3_bind_int64(raw, first + 6, r.modified_at.logical);
+            bind_text(st, first + 7, r.modified_at.node);
+            sqlite3_bind_int64(raw, first + 8, r.last_synced_ms);
+            sqlite3_bind_int64(raw, first + 9, std::int64_t(r.sent_mutation_id));
+            sqlite3_bind_int64(raw, first + 10, std::int64_t(r.sent_generation));
+            sqlite3_bind_int(raw, first + 11, int(r.parked));
+            sqlite3_bind_int(raw, first + 12, r.pushable());
+        }
+
         explicit transaction(sqlite_storage& s) : store_(&s), lock_(s.mutex_) {
             store_->exec("BEGIN IMMEDIATE");
             open_ = true;
@@ -273,6 +310,7 @@ public:
         sqlite_storage* store_;
         std::unique_lock<std::mutex> lock_;
         bool open_ = false;
+        std::uint64_t next_mutation_ = 0; ///< the next id to issue, once read; 0 = not read
     };
 
     transaction begin() { return transaction(*this); }
@@ -439,8 +477,17 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
             "SELECT value, deleted, delete_pending, base_version, dirty_mask, generation, "
             "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
             "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
+        stmt_.load_metadata = prepare(
+            "SELECT NULL, deleted, delete_pending, base_version, dirty_mask, generation, "
+            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
+            "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.save = prepare("INSERT OR REPLACE INTO offsync_records VALUES "
                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+        stmt_.save_metadata = prepare(
+            "UPDATE offsync_records SET deleted = ?3, delete_pending = ?4, base_version = ?5, "
+            "dirty_mask = ?6, generation = ?7, stamp_wall = ?8, stamp_logical = ?9, "
+            "stamp_node = ?10, last_synced = ?11, sent_mutation_id = ?12, sent_generation = ?13, "
+            "parked = ?14, pushable = ?15 WHERE collection = ?1 AND key = ?2");
         stmt_.remove = prepare("DELETE FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.pushable = prepare("SELECT key FROM offsync_records WHERE pushable = 1 AND "
                                  "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
@@ -467,8 +514,8 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        statement load, save, remove, pushable, cursor, set_cursor, load_parked, save_parked,
-            remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
+        statement load, load_metadata, save, save_metadata, remove, pushable, cursor, set_cursor,
+            load_parked, save_parked, remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 
     std::mutex mutex_;

@@ -252,7 +252,7 @@ private:
                     auto jv = json::parse(res.body(), jec);
                     if (jec) {
                         fail(errc::bad_response, "response is not JSON: " + jec.message());
-                    } else if (auto d = from_json(jv, out.second)) {
+                    } else if (auto d = from_json(std::move(jv), out.second)) {
                         fail(errc::bad_response, d.message);
                     }
                     co_return out;

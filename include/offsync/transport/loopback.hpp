@@ -111,7 +111,7 @@ private:
                 .code;
         boost::system::error_code ec;
         auto jv = json::parse(answer.body, ec);
-        if (ec || from_json(jv, out)) return make_error_code(errc::bad_response);
+        if (ec || from_json(std::move(jv), out)) return make_error_code(errc::bad_response);
         return {};
     }
 
