@@ -149,6 +149,75 @@ TEST_CASE("invariant 4: a push result batch that fails to apply is retried whole
     CHECK(a->replica.pending<Reservation>().dirty == 0);
 }
 
+TEST_CASE("invariant 4: a store failure while the next batch is in flight loses nothing",
+          "[invariants][pipeline]") {
+    // The engine sends batch k+1 before it applies batch k's answer. If applying fails, the
+    // round waits for batch k+1 to finish, then fails; the next round re-sends both batches
+    // with their mutation ids, and the server recognises every one.
+    world w;
+    engine_config config;
+    config.push_batch_size = 2;
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    for (int i = 0; i < 7; ++i) a.replica.put(reservation("r-" + std::to_string(i)));
+    int commits = 0;
+    a.storage.set_fault_hook([&](std::string_view op) {
+        // Commit 1 stores batch 1's mutation ids, commit 2 batch 2's (built while batch 1 is
+        // in flight); commit 3 would store batch 1's answer, with batch 2 in flight.
+        return op == "commit" && ++commits == 3;
+    });
+    const auto before = w.service.last_version();
+    auto failed = a.sync();
+    CHECK(failed.error == errc::storage_failure);
+    CHECK(a.transport.requests() == 2); // batch 2 went out and was waited for
+    CHECK(w.service.last_version() == before + 4);
+    CHECK(a.replica.pending<Reservation>().dirty == 7);
+    a.storage.set_fault_hook({});
+    auto ok = a.sync();
+    CHECK(!ok.error);
+    CHECK(ok.conflict_count() == 0);
+    CHECK(a.replica.pending<Reservation>().dirty == 0);
+    CHECK(w.service.last_version() == before + 7); // four recognised, three new
+    pull_response all;
+    REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, all));
+    CHECK(all.changes.size() == 7);
+}
+
+TEST_CASE("invariant 4: cancelling a round with a batch in flight loses nothing",
+          "[invariants][pipeline][cancel]") {
+    world w;
+    engine_config config;
+    config.push_batch_size = 2;
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    for (int i = 0; i < 6; ++i) a.replica.put(reservation("r-" + std::to_string(i)));
+    asio::cancellation_signal cancel;
+    int pushes = 0;
+    // Cancelled once the server has applied batch 2: at that moment batch 1's answer has been
+    // applied and batch 3 has been built. Batch 2's answer is applied, batch 3 never sent.
+    a.transport.faults().after_server = [&](std::string_view op) {
+        if (op == "push" && ++pushes == 2) cancel.emit(asio::cancellation_type::terminal);
+    };
+    std::optional<std::pair<error_code, sync_report>> result;
+    std::size_t requests_at_end = 0;
+    a.engine.async_sync(asio::bind_cancellation_slot(
+        cancel.slot(), [&](error_code ec, sync_report r) {
+            requests_at_end = a.transport.requests();
+            result.emplace(ec, std::move(r));
+        }));
+    w.io.run();
+    REQUIRE(result);
+    CHECK(result->first == asio::error::operation_aborted);
+    CHECK(requests_at_end == a.transport.requests()); // nothing went out after the round
+    CHECK(a.transport.requests() == 2);
+    CHECK(a.replica.pending<Reservation>().dirty == 2);
+    a.transport.faults().after_server = nullptr;
+    const auto before = w.service.last_version();
+    auto after = a.sync();
+    CHECK(!after.error);
+    CHECK(after.conflict_count() == 0);
+    CHECK(a.replica.pending<Reservation>().dirty == 0);
+    CHECK(w.service.last_version() == before + 2); // batch 2 recognised, batch 3 new
+}
+
 TEST_CASE("invariant 2: a pull never overwrites a dirty field or a parked record",
           "[invariants]") {
     world w;

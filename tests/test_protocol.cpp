@@ -222,6 +222,68 @@ TEST_CASE("a change and a pull response round trip, tombstones included", "[prot
     CHECK(!back_last.has_more);
 }
 
+TEST_CASE("a document decoded for good gives up its records; a borrowed one keeps them",
+          "[protocol]") {
+    pull_response page;
+    page.changes = {sample_change(), sample_change()};
+    page.changes[1].id = "r-2";
+    page.cursor = 42;
+    const auto document = to_json(page);
+
+    auto borrowed = document;
+    pull_response copied;
+    REQUIRE(!from_json(borrowed, copied));
+    CHECK(borrowed == document); // untouched
+
+    auto owned = document;
+    pull_response moved;
+    REQUIRE(!from_json(std::move(owned), moved));
+    REQUIRE(moved.changes.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) check_same(moved.changes[i], copied.changes[i]);
+    CHECK(moved.cursor == 42);
+
+    push_request request;
+    request.client_id = "c-1";
+    mutation m;
+    m.mutation_id = 3;
+    m.collection = "reservations";
+    m.id = "r-1";
+    m.stamp = stamp(5);
+    m.fields = {{"status", "cancelled"}};
+    request.mutations = {m};
+    push_request decoded;
+    REQUIRE(!from_json(json::value(to_json(request)), decoded));
+    CHECK(decoded.mutations.at(0).fields == m.fields);
+
+    // A bad document fails the same way both ways.
+    const auto bad = json::parse(R"({"changes":[{"id":"r-1"}],"cursor":1,"has_more":false})");
+    pull_response a, b;
+    const auto by_copy = from_json(bad, a);
+    const auto by_move = from_json(json::value(bad), b);
+    CHECK(by_copy);
+    CHECK(by_copy.code == by_move.code);
+    CHECK(by_copy.message == by_move.message);
+}
+
+TEST_CASE("normalize takes over a value of the schema's shape and fixes any other",
+          "[protocol]") {
+    const auto& schema = schema_of<Reservation>();
+    auto exact = to_json_object(reservation("r-1", "cancelled", 3));
+    CHECK(normalize(schema, json::object(exact)) == exact);
+    auto missing = exact;
+    missing.erase("notes");
+    auto extra = exact;
+    extra["unknown"] = 1;
+    CHECK(normalize(schema, std::move(missing)) == normalize(schema, exact));
+    CHECK(normalize(schema, std::move(extra)) == exact);
+    auto renamed = exact; // the right size, a wrong field
+    renamed.erase("notes");
+    renamed["unknown"] = 1;
+    auto fixed = normalize(schema, std::move(renamed));
+    CHECK_FALSE(fixed.contains("unknown"));
+    CHECK(fixed.at("notes") == schema.defaults.at("notes"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strict decoding
 

@@ -88,6 +88,74 @@ TEST_CASE("an uncommitted SQLite transaction changes nothing", "[sqlite]") {
     CHECK(txn.pushable_keys("reservations", "", 10).empty());
 }
 
+TEST_CASE("metadata-only reads and writes leave a record's value alone", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    local_record r;
+    r.value = json::object{{"id", "r-1"}, {"status", "confirmed"}};
+    r.dirty_mask = 3;
+    r.generation = 4;
+    r.modified_at = hlc_stamp{10, 2, "me"};
+    {
+        auto txn = store.begin();
+        txn.save("reservations", "r-1", r);
+        txn.commit();
+    }
+    {
+        auto txn = store.begin();
+        auto meta = txn.load_metadata("reservations", "r-1");
+        REQUIRE(meta);
+        CHECK(meta->value.empty()); // not read
+        CHECK(meta->dirty_mask == 3);
+        CHECK(meta->generation == 4);
+        CHECK(meta->modified_at == hlc_stamp{10, 2, "me"});
+        CHECK_FALSE(txn.load_metadata("reservations", "r-2"));
+        meta->dirty_mask = 0;
+        meta->base_version = 9;
+        meta->sent_mutation_id = 5;
+        txn.save_metadata("reservations", "r-1", *meta); // its empty value is not written
+        txn.commit();
+    }
+    auto txn = store.begin();
+    auto back = txn.load("reservations", "r-1");
+    REQUIRE(back);
+    CHECK(back->value == r.value);
+    CHECK(back->base_version == 9);
+    CHECK(back->sent_mutation_id == 5);
+    CHECK(txn.pushable_keys("reservations", "", 10).empty()); // the index follows
+    // No record to update: an error, and nothing is created.
+    local_record ghost;
+    ghost.dirty_mask = 1;
+    CHECK_THROWS_AS(txn.save_metadata("reservations", "r-2", ghost), sync_error);
+    CHECK_FALSE(txn.load("reservations", "r-2"));
+}
+
+TEST_CASE("mutation ids a transaction issues are stored by its commit, and only then",
+          "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    {
+        auto txn = store.begin();
+        CHECK(txn.next_mutation_id() == 1);
+        CHECK(txn.next_mutation_id() == 2);
+        txn.commit();
+    }
+    {
+        auto txn = store.begin();
+        CHECK(txn.next_mutation_id() == 3);
+        CHECK(txn.next_mutation_id() == 4);
+    } // rolled back: 3 and 4 were never used
+    store.set_fault_hook([](std::string_view op) { return op == "commit"; });
+    {
+        auto txn = store.begin();
+        CHECK(txn.next_mutation_id() == 3);
+        CHECK_THROWS_AS(txn.commit(), sync_error); // a failed commit keeps nothing either
+    }
+    store.set_fault_hook({});
+    sqlite_storage reopened(file.str());
+    CHECK(reopened.begin().next_mutation_id() == 3);
+}
+
 TEST_CASE("list_where filters a collection by a JSON path", "[sqlite]") {
     temp_file file;
     sqlite_storage store(file.str());

@@ -424,6 +424,88 @@ TEST_CASE("a replayed mutation id gets its original result and writes nothing", 
     }
 }
 
+TEST_CASE("a mutation id repeated within one push is applied once", "[service]") {
+    manual_clock clock;
+    auto owned = make_service(clock);
+    device phone{*owned, "alice", "a-phone"};
+    auto create = phone.make("reservations", "r-1", 0, to_json_object(reservation("r-1")));
+    auto again = create;
+    again.fields["party_size"] = 7;
+    auto response = phone.push({create, again});
+    REQUIRE(response.results[0].status == mutation_status::applied);
+    // The second is a retry of the first: its original outcome, nothing written.
+    CHECK(json::serialize(to_json(response.results[1])) ==
+          json::serialize(to_json(response.results[0])));
+    CHECK(owned->last_version() == response.results[0].version);
+    CHECK(owned->get("alice", "reservations", "r-1")->value.at("party_size") == 2);
+}
+
+namespace {
+/// A server store that cannot tell a client's newest remembered result (the interface's
+/// default), so the service looks every mutation up.
+struct store_without_newest final : server::server_store {
+    server::memory_server_store inner;
+    void begin() override { inner.begin(); }
+    void commit() override { inner.commit(); }
+    void rollback() noexcept override { inner.rollback(); }
+    server::server_counters counters() override { return inner.counters(); }
+    void set_counters(const server::server_counters& c) override { inner.set_counters(c); }
+    std::optional<server::server_record> find(const collection_schema& s, std::string_view owner,
+                                              std::string_view key) override {
+        return inner.find(s, owner, key);
+    }
+    void put(const collection_schema& s, std::string_view owner,
+             const server::server_record& r) override {
+        inner.put(s, owner, r);
+    }
+    void feed(const collection_schema& s, std::string_view owner, std::uint64_t since,
+              std::size_t limit, std::vector<server::server_record>& out) override {
+        inner.feed(s, owner, since, limit, out);
+    }
+    std::optional<mutation_result> find_result(std::string_view client,
+                                               std::uint64_t id) override {
+        ++lookups;
+        return inner.find_result(client, id);
+    }
+    void remember_result(std::string_view client, const mutation_result& r) override {
+        inner.remember_result(client, r);
+    }
+    void forget_results_below(std::string_view client, std::uint64_t id) override {
+        inner.forget_results_below(client, id);
+    }
+    int lookups = 0;
+};
+} // namespace
+
+TEST_CASE("retries are recognised whether or not the store knows its newest result",
+          "[service]") {
+    manual_clock clock;
+    server::service_config config;
+    config.clock = clock.as_wall_clock();
+    store_without_newest plain;
+    server::sync_service without(plain, config);
+    server::memory_server_store knowing;
+    server::sync_service with(knowing, config);
+    for (auto* service : {&without, &with}) {
+        service->add_collection<Reservation>();
+        device phone{*service, "alice", "a-phone"};
+        auto r1 = phone.make("reservations", "r-1", 0, to_json_object(reservation("r-1")));
+        auto r2 = phone.make("reservations", "r-2", 0, to_json_object(reservation("r-2")));
+        phone.push({r1, r2});
+        const auto version = service->last_version();
+        // A retry of both, older than a new third one: two remembered answers, one write.
+        auto r3 = phone.make("reservations", "r-3", 0, to_json_object(reservation("r-3")));
+        auto response = phone.push({r1, r2, r3});
+        CHECK(response.results[0].version == version - 1);
+        CHECK(response.results[1].version == version);
+        CHECK(response.results[2].version == version + 1);
+        CHECK(service->last_version() == version + 1);
+    }
+    CHECK(plain.lookups == 5); // every mutation looked up: 2 + 3
+    CHECK(knowing.newest_result("alice\na-phone") == 3u);
+    CHECK(knowing.newest_result("alice\nsomebody") == 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conflicts
 

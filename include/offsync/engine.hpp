@@ -15,12 +15,14 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -29,6 +31,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -214,6 +217,7 @@ private:
         running_ = true;
         auto signal = std::make_shared<asio::cancellation_signal>();
         signal_ = signal;
+        cancelled_while_landing_ = false;
         asio::co_spawn(strand_, run_round(),
                        asio::bind_cancellation_slot(
                            signal->slot(), [this, signal](std::exception_ptr ep, sync_report r) {
@@ -245,13 +249,16 @@ private:
             config_.on_event(sync_event{what, collection, std::move(key), count, std::move(message)});
     }
 
-    static asio::awaitable<void> throw_if_cancelled() {
-        auto state = co_await asio::this_coro::cancellation_state;
-        if (state.cancelled() != asio::cancellation_type::none)
-            throw boost::system::system_error(asio::error::operation_aborted);
+    asio::awaitable<void> throw_if_cancelled() {
+        // g++ 12 miscompiles a co_await inside a condition: awaited into a named value.
+        const bool cancelled = co_await round_cancelled();
+        if (cancelled) throw_aborted();
     }
 
     asio::awaitable<sync_report> run_round() {
+        // The round checks for cancellation itself, at points where nothing is in flight;
+        // Asio's automatic throw at any co_await could leave a request behind.
+        co_await asio::this_coro::throw_if_cancelled(false);
         const auto started = std::chrono::steady_clock::now();
         sync_report report;
         emit(sync_event::kind::round_started, {});
@@ -271,31 +278,153 @@ private:
         co_return report;
     }
 
+    /// A push batch built from the store (its mutation ids persisted) and not yet answered.
+    struct prepared_push {
+        push_request request;
+        std::vector<detail::sent_mutation> sent;
+    };
+
+    /// Builds the next batch of `c` after key `after` (moved past it); nullopt when none is left.
+    std::optional<prepared_push> prepare_push(collection_entry& c, std::string& after) {
+        for (;;) {
+            prepared_push batch;
+            batch.request.client_id = client_id_;
+            auto txn = replica_.storage().begin();
+            auto keys = txn.pushable_keys(c.schema.name, after, config_.push_batch_size);
+            if (keys.empty()) return std::nullopt;
+            after = keys.back();
+            detail::build_push(txn, c.schema, keys, batch.request, batch.sent);
+            txn.commit();
+            if (!batch.request.mutations.empty()) return batch;
+        }
+    }
+
+    /// One transport request in flight. The engine sends the next request before it applies
+    /// the answer to the last one, so the server works on one while the client writes its
+    /// store for the other. A round never leaves a request behind: whatever ends it (a
+    /// cancellation, a store failure), it first waits for the request in flight to finish, so
+    /// the transport never carries two at once and nothing outlives the round.
+    template <class Request, class Response>
+    struct flight {
+        flight(const executor_type& ex, Request r)
+            : request(std::move(r)), wake(ex, asio::steady_timer::time_point::max()) {}
+        flight(const flight&) = delete;
+        flight& operator=(const flight&) = delete;
+
+        Request request; ///< owned here: the transport may read it until it completes
+        error_code ec;
+        Response response;
+        bool done = false;
+        asio::steady_timer wake; ///< never expires; cancelled when the answer arrives
+        asio::cancellation_signal cancel;
+    };
+    using push_flight = flight<push_request, push_response>;
+    using pull_flight = flight<pull_request, pull_response>;
+
+    /// The completion handler of a flight's request: runs on the strand, stores the answer and
+    /// wakes the round. It shares the flight, which the round awaits anyway: even a round
+    /// ended by a bug could not leave the request writing into freed memory.
+    template <class Request, class Response>
+    auto answer_to(const std::shared_ptr<flight<Request, Response>>& f) {
+        return asio::bind_cancellation_slot(
+            f->cancel.slot(), asio::bind_executor(strand_, [f](error_code ec, Response r) {
+                f->ec = ec;
+                f->response = std::move(r);
+                f->done = true;
+                f->wake.cancel();
+            }));
+    }
+
+    std::shared_ptr<push_flight> launch(push_request request) {
+        auto f = std::make_shared<push_flight>(strand_, std::move(request));
+        transport_.async_push(f->request, answer_to(f));
+        return f;
+    }
+    std::shared_ptr<pull_flight> launch(pull_request request) {
+        auto f = std::make_shared<pull_flight>(strand_, std::move(request));
+        transport_.async_pull(f->request, answer_to(f));
+        return f;
+    }
+
+    /// Waits until the flight's request has finished. A cancellation of the round meanwhile is
+    /// passed on to the request, which then finishes with `operation_aborted`, or with its
+    /// answer if the server had already given it (an answer worth applying).
+    template <class Flight>
+    asio::awaitable<void> land(Flight& f) {
+        bool passed_on = false;
+        while (!f.done) {
+            bool cancelled = false;
+            if (!passed_on) cancelled = co_await round_cancelled();
+            if (cancelled) {
+                f.cancel.emit(asio::cancellation_type::terminal);
+                passed_on = true;
+                // Awaiting again needs a state that is not cancelled.
+                co_await asio::this_coro::reset_cancellation_state();
+                continue;
+            }
+            co_await f.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        if (passed_on) cancelled_while_landing_ = true;
+    }
+
+    /// Whether the round has been cancelled (and no later step has started).
+    asio::awaitable<bool> round_cancelled() {
+        auto state = co_await asio::this_coro::cancellation_state;
+        co_return cancelled_while_landing_ ||
+            state.cancelled() != asio::cancellation_type::none;
+    }
+
+    static void throw_aborted() {
+        throw boost::system::system_error(asio::error::operation_aborted);
+    }
+
     asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
-        const auto& schema = c.schema;
         for (int pass = 0; pass < config_.max_push_passes; ++pass) {
+            co_await throw_if_cancelled();
             bool rebased = false;
             std::string after;
+            auto batch = prepare_push(c, after);
+            if (!batch) break;
+            auto flying = launch(std::move(batch->request));
+            auto sent = std::move(batch->sent);
             for (;;) {
-                co_await throw_if_cancelled();
-                push_request request;
-                request.client_id = client_id_;
-                std::vector<detail::sent_mutation> sent;
-                {
-                    auto txn = replica_.storage().begin();
-                    auto keys = txn.pushable_keys(schema.name, after, config_.push_batch_size);
-                    if (keys.empty()) break;
-                    after = keys.back();
-                    detail::build_push(txn, schema, keys, request, sent);
-                    txn.commit();
+                auto& current = *flying;
+                // While the server works: build the next batch.
+                std::exception_ptr failure;
+                std::optional<prepared_push> next;
+                const bool cancelled = co_await round_cancelled();
+                if (!cancelled) {
+                    try {
+                        next = prepare_push(c, after);
+                    } catch (...) {
+                        failure = std::current_exception();
+                    }
                 }
-                if (request.mutations.empty()) continue;
-                auto [ec, response] = co_await transport_.async_push(
-                    request, asio::as_tuple(asio::use_awaitable));
-                if (ec)
-                    throw boost::system::system_error(ec, "push to '" + schema.name + "'");
-                report.pushed += request.mutations.size();
-                rebased |= apply_push_results(c, request, sent, response, report);
+                co_await land(current);
+                if (failure) std::rethrow_exception(failure);
+                if (current.ec)
+                    throw boost::system::system_error(current.ec,
+                                                      "push to '" + c.schema.name + "'");
+                report.pushed += current.request.mutations.size();
+                // Send the next batch, then apply this one's answer while the server works.
+                // A cancelled round applies the answer it has and sends nothing more.
+                const bool stop = co_await round_cancelled();
+                std::shared_ptr<push_flight> following;
+                if (next && !stop) following = launch(std::move(next->request));
+                try {
+                    rebased |= apply_push_results(c, current.request, sent, current.response,
+                                                  report);
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                if (failure) {
+                    if (following) co_await land(*following);
+                    std::rethrow_exception(failure);
+                }
+                if (stop) throw_aborted();
+                if (!following) break;
+                sent = std::move(next->sent);
+                flying = std::move(following);
             }
             if (!rebased) break;
         }
@@ -386,54 +515,81 @@ private:
     asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
         const auto& schema = c.schema;
         bool restarted = false;
+        std::uint64_t since = 0;
+        {
+            auto txn = replica_.storage().begin();
+            since = txn.cursor(schema.name);
+        }
+        co_await throw_if_cancelled();
+        auto flying = launch(pull_request{schema.name, since, config_.pull_page_size});
         for (;;) {
-            co_await throw_if_cancelled();
-            std::uint64_t since = 0;
-            {
-                auto txn = replica_.storage().begin();
-                since = txn.cursor(schema.name);
-            }
-            // A named request: g++ 12 destroys temporaries inside a co_await expression twice.
-            const pull_request request{schema.name, since, config_.pull_page_size};
-            auto [ec, page] =
-                co_await transport_.async_pull(request, asio::as_tuple(asio::use_awaitable));
-            if (ec == errc::cursor_ahead && !restarted) {
+            auto& current = *flying;
+            co_await land(current);
+            auto& page = current.response;
+            if (current.ec == errc::cursor_ahead && !restarted) {
                 // The server has less than we saw (restored from a backup, or a new server):
                 // pull everything again. Dirty records stay; pulls never overwrite them.
                 restarted = true;
-                auto txn = replica_.storage().begin();
-                txn.set_cursor(schema.name, 0);
-                txn.commit();
+                {
+                    auto txn = replica_.storage().begin();
+                    txn.set_cursor(schema.name, 0);
+                    txn.commit();
+                }
                 emit(sync_event::kind::error, schema.name, 0,
                      "cursor ahead of the server; pulling from the start");
+                since = 0;
+                co_await throw_if_cancelled();
+                flying = launch(pull_request{schema.name, 0, config_.pull_page_size});
                 continue;
             }
-            if (ec) throw boost::system::system_error(ec, "pull from '" + schema.name + "'");
+            if (current.ec)
+                throw boost::system::system_error(current.ec, "pull from '" + schema.name + "'");
             if (page.cursor < since || (page.has_more && page.cursor == since))
                 throw boost::system::system_error(make_error_code(errc::bad_response),
                                                   "pull cursor did not advance");
             // Nothing new: an idle round writes nothing (a SQLite store would sync a commit).
             if (page.changes.empty() && page.cursor == since && !page.has_more) break;
-            {
-                const auto now = replica_.clock()();
-                auto txn = replica_.storage().begin();
-                const hlc_stamp* newest = nullptr;
-                for (auto& change : page.changes) {
-                    detail::apply_pulled(txn, schema, change, now);
-                    if (!newest || *newest < change.stamp) newest = &change.stamp;
-                }
-                if (newest) {
-                    auto clock = txn.clock();
-                    hlc_observe(clock, *newest, now);
-                    txn.set_clock(clock);
-                }
-                txn.set_cursor(schema.name, page.cursor);
-                txn.commit();
+            // Ask for the next page, then apply this one while the server reads it. A
+            // cancelled round applies the page it has and asks for nothing more.
+            const bool stop = co_await round_cancelled();
+            std::shared_ptr<pull_flight> following;
+            if (page.has_more && !stop)
+                following = launch(pull_request{schema.name, page.cursor, config_.pull_page_size});
+            std::exception_ptr failure;
+            try {
+                apply_page(schema, page);
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            if (failure) {
+                if (following) co_await land(*following);
+                std::rethrow_exception(failure);
             }
             report.pulled += page.changes.size();
             emit(sync_event::kind::page_pulled, schema.name, page.changes.size());
-            if (!page.has_more) break;
+            since = page.cursor;
+            if (stop) throw_aborted();
+            if (!following) break;
+            flying = std::move(following);
         }
+    }
+
+    /// Applies one pull page and its cursor in one transaction.
+    void apply_page(const collection_schema& schema, pull_response& page) {
+        const auto now = replica_.clock()();
+        auto txn = replica_.storage().begin();
+        const hlc_stamp* newest = nullptr;
+        for (auto& change : page.changes) {
+            detail::apply_pulled(txn, schema, change, now);
+            if (!newest || *newest < change.stamp) newest = &change.stamp;
+        }
+        if (newest) {
+            auto clock = txn.clock();
+            hlc_observe(clock, *newest, now);
+            txn.set_clock(clock);
+        }
+        txn.set_cursor(schema.name, page.cursor);
+        txn.commit();
     }
 
     executor_type strand_;
@@ -449,6 +605,9 @@ private:
     std::list<waiter> current_, next_;
     std::atomic<std::uint64_t> last_waiter_id_{0};
     std::shared_ptr<asio::cancellation_signal> signal_;
+    /// A round's cancellation was passed on to a request (the coroutine's own cancellation
+    /// state was reset to await it): the round stops at its next step all the same.
+    bool cancelled_while_landing_ = false;
 };
 
 } // namespace offsync

@@ -34,9 +34,12 @@ class sqlite_connection {
 public:
     sqlite_connection(const std::string& path, int busy_timeout_ms) : path_(path) {
         sqlite3* db = nullptr;
+        // No SQLite mutex: each store serialises its use of the connection itself (a client
+        // transaction holds the store's lock, the sync service holds its mutex), so SQLite's
+        // own per-call locking would only cost time.
         const int rc = sqlite3_open_v2(path.c_str(), &db,
                                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                           SQLITE_OPEN_FULLMUTEX,
+                                           SQLITE_OPEN_NOMUTEX,
                                        nullptr);
         db_.reset(db);
         if (rc != SQLITE_OK) fail("cannot open");
