@@ -284,6 +284,78 @@ TEST_CASE("normalize takes over a value of the schema's shape and fixes any othe
     CHECK(fixed.at("notes") == schema.defaults.at("notes"));
 }
 
+TEST_CASE("messages rendered straight to text are their JSON documents, byte for byte",
+          "[protocol]") {
+    std::string awkward = "q\"b\\s/\b\f\n\r\t";
+    awkward += '\x01';
+    awkward += '\x1f';
+    awkward += "\xc3\xa9";
+    awkward += '\x7f';
+
+    push_request push;
+    push.client_id = awkward;
+    mutation upsert;
+    upsert.mutation_id = 1;
+    upsert.collection = "reservations";
+    upsert.id = "r-" + awkward;
+    upsert.stamp = stamp(-5, 3, awkward);
+    upsert.fields = to_json_object(reservation("r-1"));
+    upsert.fields["notes"] = awkward;
+    upsert.fields["ratio"] = 1.5;
+    upsert.fields["nested"] = json::array{1, "two", nullptr, json::object{{"three", false}}};
+    mutation remove;
+    remove.mutation_id = max_safe_integer;
+    remove.collection = awkward;
+    remove.id = 42;
+    remove.op = mutation_op::remove;
+    remove.base_version = 7;
+    remove.stamp = stamp(1);
+    push.mutations = {upsert, remove};
+    CHECK(to_json_text(push) == json::serialize(to_json(push)));
+    push.mutations.clear();
+    CHECK(to_json_text(push) == json::serialize(to_json(push)));
+    for (int byte = 0; byte < 256; ++byte) {
+        push.client_id = std::string(1, char(byte));
+        CAPTURE(byte);
+        CHECK(to_json_text(push) == json::serialize(to_json(push)));
+    }
+
+    pull_response page;
+    change tomb;
+    tomb.id = -3;
+    tomb.version = 43;
+    tomb.deleted = true;
+    tomb.stamp = stamp(9, 0, awkward);
+    page.changes = {sample_change(), tomb};
+    page.changes[0].value["notes"] = awkward;
+    page.cursor = 43;
+    page.has_more = true;
+    CHECK(to_json_text(page) == json::serialize(to_json(page)));
+    page.changes.clear();
+    page.has_more = false;
+    CHECK(to_json_text(page) == json::serialize(to_json(page)));
+
+    push_response answers;
+    mutation_result applied;
+    applied.mutation_id = 5;
+    applied.version = 77;
+    mutation_result conflict;
+    conflict.mutation_id = 6;
+    conflict.status = mutation_status::conflict;
+    conflict.server = sample_change();
+    mutation_result rejected;
+    rejected.mutation_id = 7;
+    rejected.status = mutation_status::rejected;
+    rejected.error_code = "invalid_field";
+    rejected.error_message = awkward;
+    auto rejected_with_record = rejected;
+    rejected_with_record.server = tomb;
+    answers.results = {applied, conflict, rejected, rejected_with_record};
+    CHECK(to_json_text(answers) == json::serialize(to_json(answers)));
+    answers.results.clear();
+    CHECK(to_json_text(answers) == json::serialize(to_json(answers)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strict decoding
 

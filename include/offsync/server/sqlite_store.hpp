@@ -99,7 +99,7 @@ public:
         bind_record_key(st, schema.name, owner);
         db_.bind_text(st, 3, key);
         std::optional<server_record> out;
-        if (db_.step(st) == SQLITE_ROW) out = read_record(schema, st, std::string(key));
+        if (db_.step(st) == SQLITE_ROW) out = read_record(schema, st, std::string(key), true);
         db_.reset(st);
         return out;
     }
@@ -131,7 +131,7 @@ public:
         sqlite3_bind_int64(st.get(), 3, std::int64_t(since));
         sqlite3_bind_int64(st.get(), 4, std::int64_t(limit));
         while (db_.step(st) == SQLITE_ROW)
-            out.push_back(read_record(schema, st, db_.column_text(st, 7)));
+            out.push_back(read_record(schema, st, db_.column_text(st, 7), false));
         db_.reset(st);
     }
 
@@ -226,9 +226,11 @@ private:
 
     /// Reads a row of `find` or `feed` (columns in the order they select), aligning it with
     /// `schema`: a field the model gained since the row was written reads as its default and
-    /// was never written (version 0); a field it lost is dropped.
-    server_record read_record(const collection_schema& schema, const offsync::detail::sqlite_statement& st,
-                              std::string key) {
+    /// was never written (version 0); a field it lost is dropped. The per-field versions are
+    /// read only `with_fields` (the feed leaves them out: pulls do not need them).
+    server_record read_record(const collection_schema& schema,
+                              const offsync::detail::sqlite_statement& st, std::string key,
+                              bool with_fields) {
         server_record r;
         r.key = std::move(key);
         r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
@@ -239,6 +241,10 @@ private:
         r.last_writer = db_.column_text(st, 6);
         if (r.deleted) return r;
         auto stored = parse_object(db_.column_text(st, 2));
+        if (!with_fields) {
+            r.value = normalize(schema, std::move(stored));
+            return r;
+        }
         // Most records were written whole by one writer: "{}", nothing to parse.
         const auto writes_text = db_.column_text(st, 8);
         const auto writes = writes_text == "{}" ? json::object() : parse_object(writes_text);

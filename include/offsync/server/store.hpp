@@ -76,7 +76,9 @@ public:
     virtual void put(const collection_schema& schema, std::string_view owner,
                      const server_record& record) = 0;
     /// The change feed of one owner: records with a version above `since`, ascending, at most
-    /// `limit` of them. Cost must grow with the page, not with the collection.
+    /// `limit` of them. Cost must grow with the page, not with the collection. The records'
+    /// `fields` (per-field versions) may be left empty: the feed serves pulls and lists, which
+    /// do not need them.
     virtual void feed(const collection_schema& schema, std::string_view owner,
                       std::uint64_t since, std::size_t limit,
                       std::vector<server_record>& out) = 0;

@@ -116,7 +116,7 @@ public:
         if (auto d = parse_body(body, request)) return error_response(d);
         push_response response;
         if (auto d = push(user, request, response)) return error_response(d);
-        return {200, json::serialize(to_json(response))};
+        return {200, to_json_text(response)};
     }
 
     service_response handle_pull(std::string_view user, std::string_view query) {
@@ -124,7 +124,7 @@ public:
         if (auto d = parse_pull_query(query, request)) return error_response(d);
         pull_response response;
         if (auto d = pull(user, request, response)) return error_response(d);
-        return {200, json::serialize(to_json(std::move(response)))};
+        return {200, to_json_text(response)};
     }
 
     // --- Typed entry points.

@@ -116,7 +116,7 @@ public:
     template <class Token>
     auto async_push(const push_request& request, Token&& token) {
         return run<push_response>(boost::beast::http::verb::post, "/v1/sync/push",
-                                  json::serialize(to_json(request)), std::forward<Token>(token));
+                                  to_json_text(request), std::forward<Token>(token));
     }
 
     template <class Token>

@@ -57,7 +57,7 @@ public:
 
     template <class Token>
     auto async_push(const push_request& request, Token&& token) {
-        return run<push_response>(true, json::serialize(to_json(request)),
+        return run<push_response>(true, to_json_text(request),
                                   std::forward<Token>(token));
     }
 
