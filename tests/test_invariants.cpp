@@ -218,6 +218,86 @@ TEST_CASE("invariant 4: cancelling a round with a batch in flight loses nothing"
     CHECK(w.service.last_version() == before + 2); // batch 2 recognised, batch 3 new
 }
 
+TEST_CASE("echoes: an acknowledgement brings what others wrote, so no later echo hides it",
+          "[invariants][echo]") {
+    world w;
+    auto [a, b] = w.alice_devices_sharing("r-1");
+    auto on_b = *b->replica.get<Reservation>("r-1");
+    on_b.notes = "from b";
+    b->replica.put(on_b);
+    REQUIRE(!b->sync().error);
+    // a writes another field without having pulled b's notes, and its round's pull fails.
+    auto on_a = *a->replica.get<Reservation>("r-1");
+    on_a.status = "cancelled";
+    a->replica.put(on_a);
+    a->transport.faults().lose_pull_requests = 1;
+    CHECK(a->sync().error == errc::transport_failure);
+    // The acknowledgement carried the merged record: a holds b's notes already.
+    CHECK(a->replica.get<Reservation>("r-1")->notes == "from b");
+    CHECK(a->replica.pending<Reservation>().dirty == 0);
+    // a writes again: the server's latest write of r-1 is a's own, which a's pulls now answer
+    // with an echo; a must not be missing anything.
+    on_a = *a->replica.get<Reservation>("r-1");
+    on_a.party_size = 6;
+    a->replica.put(on_a);
+    REQUIRE(!a->sync().error);
+    const auto server = w.service.get("alice", "reservations", "r-1");
+    REQUIRE(server);
+    CHECK(to_json_object(*a->replica.get<Reservation>("r-1")) == server->value);
+    REQUIRE(!b->sync().error);
+    CHECK(to_json_object(*b->replica.get<Reservation>("r-1")) == server->value);
+}
+
+TEST_CASE("echoes: a store that lost its own write pulls the page again in full",
+          "[invariants][echo]") {
+    world w;
+    std::vector<std::string> errors;
+    engine_config config;
+    config.on_event = [&](const sync_event& e) {
+        if (e.what == sync_event::kind::error) errors.push_back(e.message);
+    };
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    a.replica.put(reservation("r-1", "confirmed", 2));
+    a.replica.put(reservation("r-2", "confirmed", 3));
+    REQUIRE(!a.sync().error);
+    const auto version = w.service.get("alice", "reservations", "r-1")->version;
+    auto rewind_cursor = [&] {
+        auto txn = a.storage.begin();
+        txn.set_cursor("reservations", 0);
+        txn.commit();
+    };
+
+    SECTION("an intact store takes its echoes as they are") {
+        rewind_cursor();
+        auto round = a.sync();
+        CHECK(!round.error);
+        CHECK(errors.empty());
+        CHECK(a.replica.get<Reservation>("r-1")->party_size == 2);
+        CHECK(a.storage.begin().cursor("reservations") == w.service.last_version());
+    }
+    SECTION("a store without its write (an older copy of the file) gets it back") {
+        {
+            auto txn = a.storage.begin();
+            auto rec = *txn.load("reservations", "r-1");
+            rec.base_version = 0;
+            rec.value["party_size"] = 1;
+            txn.save("reservations", "r-1", rec);
+            txn.remove("reservations", "r-2");
+            txn.commit();
+        }
+        rewind_cursor();
+        auto round = a.sync();
+        CHECK(!round.error);
+        REQUIRE(errors.size() == 1);
+        CHECK_THAT(errors[0], Catch::Contains("pulling in full"));
+        CHECK(a.replica.get<Reservation>("r-1")->party_size == 2);
+        CHECK(a.storage.begin().load("reservations", "r-1")->base_version == version);
+        REQUIRE(a.replica.get<Reservation>("r-2"));
+        CHECK(a.replica.get<Reservation>("r-2")->party_size == 3);
+        CHECK(a.replica.pending<Reservation>().dirty == 0);
+    }
+}
+
 TEST_CASE("invariant 2: a pull never overwrites a dirty field or a parked record",
           "[invariants]") {
     world w;

@@ -356,6 +356,48 @@ TEST_CASE("messages rendered straight to text are their JSON documents, byte for
     CHECK(to_json_text(answers) == json::serialize(to_json(answers)));
 }
 
+TEST_CASE("an echo marker travels without a value, and a pull names its client", "[protocol]") {
+    change echo;
+    echo.id = "r-1";
+    echo.version = 9;
+    echo.stamp = stamp(5, 0, "phone");
+    echo.echo = true;
+    const auto document = to_json(echo);
+    CHECK(document.at("echo") == true);
+    CHECK_FALSE(document.as_object().contains("value"));
+    pull_response page;
+    page.changes = {echo, sample_change()};
+    CHECK(to_json_text(page) == json::serialize(to_json(page)));
+    auto back = through_wire(page);
+    CHECK(back.changes[0].echo);
+    CHECK(back.changes[0].value.empty());
+    CHECK(back.changes[0].version == 9);
+    CHECK_FALSE(back.changes[1].echo);
+    check_same(back.changes[1], sample_change());
+    // "echo": false is an ordinary change, which needs its value.
+    change plain;
+    CHECK(!decode(R"({"id":"r-1","version":1,"deleted":false,"stamp":{"wall":1,"logical":0,)"
+                  R"("node":"n"},"echo":false,"value":{}})",
+                  plain));
+    CHECK(decode(R"({"id":"r-1","version":1,"deleted":false,"stamp":{"wall":1,"logical":0,)"
+                 R"("node":"n"},"echo":false})",
+                 plain));
+
+    pull_request named{"reservations", 7, 100, "c 1/é"};
+    const auto target = pull_target(named);
+    CHECK_THAT(target, Contains("&client_id=c%201%2F%C3%A9"));
+    pull_request parsed;
+    REQUIRE(!parse_pull_query(target.substr(target.find('?') + 1), parsed));
+    CHECK(parsed.client_id == "c 1/é");
+    CHECK(parsed.since == 7);
+    pull_request anonymous{"reservations", 7, 100, ""};
+    CHECK(pull_target(anonymous).find("client_id") == std::string::npos);
+    CHECK(parse_pull_query("collection=r&client_id=", parsed).code == errc::invalid_field);
+    CHECK(parse_pull_query("collection=r&client_id=" + std::string(129, 'c'), parsed).code ==
+          errc::invalid_field);
+    CHECK(!parse_pull_query("collection=r&client_id=" + std::string(128, 'c'), parsed));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strict decoding
 
@@ -521,6 +563,8 @@ TEST_CASE("a change, a result or a page that breaks the shape is an error", "[pr
              "'stamp' must be an object"},
             {change_with("value", std::nullopt), errc::malformed_json, "'value' must be an object"},
             {change_with("value", json::value("x")), errc::malformed_json, "'value'"},
+            {change_with("echo", json::value(1)), errc::malformed_json,
+             "'echo' must be a boolean"},
             {"[]", errc::malformed_json, "a change must be an object"},
         };
         for (const auto& c : cases) {

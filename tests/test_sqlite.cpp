@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 using namespace offsync_test;
 
@@ -154,6 +155,59 @@ TEST_CASE("mutation ids a transaction issues are stored by its commit, and only 
     store.set_fault_hook({});
     sqlite_storage reopened(file.str());
     CHECK(reopened.begin().next_mutation_id() == 3);
+}
+
+TEST_CASE("under normal durability a commit that issues mutation ids is put on disk",
+          "[sqlite]") {
+    // A push may reach the server as soon as its ids are committed; an id rolled back by a
+    // power loss and issued again would be answered with another record's result.
+    auto meta = [](sqlite_storage& store, const char* sql) {
+        sqlite3_stmt* raw = nullptr;
+        REQUIRE(sqlite3_prepare_v2(store.native_handle(), sql, -1, &raw, nullptr) == SQLITE_OK);
+        std::optional<std::int64_t> out;
+        if (sqlite3_step(raw) == SQLITE_ROW) out = sqlite3_column_int64(raw, 0);
+        sqlite3_finalize(raw);
+        return out;
+    };
+    const char* synced = "SELECT value FROM offsync_meta WHERE key = 'durable_at_ms'";
+    const char* level = "PRAGMA synchronous";
+    temp_file file;
+    sqlite_storage store(file.str(), {sqlite_durability::normal, 5000});
+    {
+        auto txn = store.begin();
+        txn.set_cursor("reservations", 1);
+        txn.commit(); // no ids: an ordinary commit under `normal`
+    }
+    CHECK_FALSE(meta(store, synced));
+    CHECK(meta(store, level) == 1); // NORMAL
+    {
+        auto txn = store.begin();
+        CHECK(txn.next_mutation_id() == 1);
+        txn.commit();
+    }
+    CHECK(meta(store, synced)); // the extra transaction under FULL ran
+    CHECK(meta(store, level) == 1); // and NORMAL is back
+
+    SECTION("failing to make them durable fails the commit, so nothing is sent") {
+        store.set_fault_hook([](std::string_view op) { return op == "make_durable"; });
+        {
+            auto txn = store.begin();
+            CHECK(txn.next_mutation_id() == 2);
+            CHECK_THROWS_AS(txn.commit(), sync_error);
+        }
+        store.set_fault_hook({});
+        CHECK(meta(store, level) == 1);
+        CHECK(store.begin().next_mutation_id() == 3); // committed, never issued twice
+    }
+    SECTION("under full durability every commit is on disk already: no extra transaction") {
+        temp_file other;
+        sqlite_storage full(other.str());
+        auto txn = full.begin();
+        txn.next_mutation_id();
+        txn.commit();
+        CHECK_FALSE(meta(full, synced));
+        CHECK(meta(full, level) == 2); // FULL
+    }
 }
 
 TEST_CASE("list_where filters a collection by a JSON path", "[sqlite]") {

@@ -506,6 +506,96 @@ TEST_CASE("retries are recognised whether or not the store knows its newest resu
     CHECK(knowing.newest_result("alice\nsomebody") == 0u);
 }
 
+TEST_CASE("a pull that names its client gets that client's own latest writes as echoes",
+          "[service][echo]") {
+    manual_clock clock;
+    auto owned = make_service(clock);
+    auto& service = *owned;
+    device phone{service, "alice", "a-phone"};
+    device laptop{service, "alice", "a-laptop"};
+    const auto v1 = phone.put("reservations", "r-1", 0, to_json_object(reservation("r-1"))).version;
+    phone.put("reservations", "r-2", 0, to_json_object(reservation("r-2")));
+    laptop.put("reservations", "r-3", 0, to_json_object(reservation("r-3")));
+    const auto v4 = laptop.put("reservations", "r-1", v1, {{"notes", "laptop"}}).version;
+    const auto v5 = phone.erase("reservations", "r-2", v1 + 1).version;
+    service.admin_put("reservations", to_json_object(reservation("r-4")), "alice");
+
+    auto pull_as = [&](std::string client) {
+        pull_response page;
+        pull_request request{"reservations", 0, 100, std::move(client)};
+        REQUIRE(!service.pull("alice", request, page));
+        return page;
+    };
+    const auto phone_view = pull_as("a-phone");
+    REQUIRE(phone_view.changes.size() == 4);
+    for (const auto& c : phone_view.changes) {
+        INFO(json::serialize(c.id));
+        // r-2's tombstone is the phone's; r-1 (laptop), r-3 (laptop) and r-4 (admin) are not.
+        CHECK(c.echo == (c.id == "r-2"));
+        if (c.echo) {
+            CHECK(c.deleted);
+            CHECK(c.version == v5);
+            CHECK(c.value.empty());
+        } else {
+            CHECK_FALSE(c.value.empty());
+        }
+    }
+    const auto laptop_view = pull_as("a-laptop");
+    for (const auto& c : laptop_view.changes) {
+        INFO(json::serialize(c.id));
+        CHECK(c.echo == (c.id == "r-1" || c.id == "r-3"));
+        if (c.id == "r-1") CHECK(c.version == v4);
+    }
+    for (const auto& c : pull_as("").changes) CHECK_FALSE(c.echo); // nobody named: all in full
+    // The wire form carries the client in the query.
+    auto wire = service.handle_pull("alice", "collection=reservations&since=0&client_id=a-phone");
+    CHECK(wire.status == 200);
+    CHECK_THAT(wire.body, Contains("\"echo\":true"));
+    CHECK(service.handle_pull("alice", "collection=reservations&client_id=").status == 400);
+
+    // A shared collection with per-user fields merges two records per change: never an echo.
+    const auto seeded = service.admin_put("landmarks", to_json_object(half_dome()));
+    REQUIRE(phone.put("landmarks", 1, seeded, {{"is_favorite", true}}).status ==
+            mutation_status::applied);
+    pull_response landmarks;
+    REQUIRE(!service.pull("alice", {"landmarks", 0, 100, "a-phone"}, landmarks));
+    REQUIRE_FALSE(landmarks.changes.empty());
+    for (const auto& c : landmarks.changes) CHECK_FALSE(c.echo);
+}
+
+TEST_CASE("an applied result carries the record when others wrote fields since its base",
+          "[service][echo]") {
+    manual_clock clock;
+    auto owned = make_service(clock);
+    auto& service = *owned;
+    device phone{service, "alice", "a-phone"};
+    device laptop{service, "alice", "a-laptop"};
+    const auto v1 = phone.put("reservations", "r-1", 0, to_json_object(reservation("r-1"))).version;
+    // The phone saw every field it did not write: no record in the answer.
+    const auto own = phone.put("reservations", "r-1", v1, {{"status", "cancelled"}});
+    CHECK_FALSE(own.server);
+    // The laptop writes the notes, based on the phone's last write: it has seen everything.
+    const auto laptop_write = laptop.put("reservations", "r-1", own.version, {{"notes", "x"}});
+    CHECK_FALSE(laptop_write.server);
+    // The phone writes another field on its old base: merged, and the answer brings the notes.
+    const auto merged = phone.put("reservations", "r-1", own.version, {{"party_size", 5}});
+    REQUIRE(merged.status == mutation_status::applied);
+    REQUIRE(merged.server);
+    CHECK(merged.server->version == merged.version);
+    CHECK(merged.server->value.at("notes") == "x");
+    CHECK(merged.server->value.at("party_size") == 5);
+    CHECK(merged.server->value.at("status") == "cancelled");
+    // Nothing to write, but a field written by another since the base: the record again.
+    const auto nothing = laptop.put("reservations", "r-1", laptop_write.version, {});
+    REQUIRE(nothing.status == mutation_status::applied);
+    REQUIRE(nothing.server);
+    CHECK(nothing.server->value.at("party_size") == 5);
+    // A delete needs no record back.
+    const auto removed = phone.erase("reservations", "r-1", merged.version);
+    CHECK(removed.status == mutation_status::applied);
+    CHECK_FALSE(removed.server);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conflicts
 
@@ -526,7 +616,11 @@ TEST_CASE("conflicts are detected per field", "[service]") {
         auto r = phone.put("reservations", "r-1", v1, {{"notes", "by the phone"}});
         CHECK(r.status == mutation_status::applied);
         CHECK(r.version == v2 + 1);
-        CHECK(!r.server);
+        // The phone has not seen the laptop's status: the answer brings the merged record.
+        REQUIRE(r.server);
+        CHECK(r.server->version == r.version);
+        CHECK(r.server->value.at("status") == "cancelled");
+        CHECK(r.server->value.at("notes") == "by the phone");
         auto now = service.get("alice", "reservations", "r-1");
         CHECK(now->value.at("status") == "cancelled");
         CHECK(now->value.at("notes") == "by the phone");

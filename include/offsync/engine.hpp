@@ -455,7 +455,12 @@ private:
                 throw boost::system::system_error(make_error_code(errc::bad_response),
                                                   "push results out of order");
             if (result.status == mutation_status::applied) {
-                detail::apply_applied(txn, schema, sent[i], result.version, now);
+                if (result.server && result.server->version != result.version)
+                    throw boost::system::system_error(
+                        make_error_code(errc::bad_response),
+                        "an applied result carries a record of another version");
+                detail::apply_applied(txn, schema, sent[i], result.version, now,
+                                      result.server ? &*result.server : nullptr);
                 ++applied;
                 continue;
             }
@@ -520,8 +525,15 @@ private:
             auto txn = replica_.storage().begin();
             since = txn.cursor(schema.name);
         }
+        // Echo markers (the client's own writes without their values) until a page shows the
+        // store does not hold what it wrote; from then on, this round pulls in full.
+        bool echoes = true;
+        auto request = [&](std::uint64_t from) {
+            return pull_request{schema.name, from, config_.pull_page_size,
+                                echoes ? client_id_ : std::string()};
+        };
         co_await throw_if_cancelled();
-        auto flying = launch(pull_request{schema.name, since, config_.pull_page_size});
+        auto flying = launch(request(since));
         for (;;) {
             auto& current = *flying;
             co_await land(current);
@@ -539,7 +551,7 @@ private:
                      "cursor ahead of the server; pulling from the start");
                 since = 0;
                 co_await throw_if_cancelled();
-                flying = launch(pull_request{schema.name, 0, config_.pull_page_size});
+                flying = launch(request(0));
                 continue;
             }
             if (current.ec)
@@ -553,17 +565,29 @@ private:
             // cancelled round applies the page it has and asks for nothing more.
             const bool stop = co_await round_cancelled();
             std::shared_ptr<pull_flight> following;
-            if (page.has_more && !stop)
-                following = launch(pull_request{schema.name, page.cursor, config_.pull_page_size});
+            if (page.has_more && !stop) following = launch(request(page.cursor));
             std::exception_ptr failure;
+            bool applied = false;
             try {
-                apply_page(schema, page);
+                applied = apply_page(schema, page);
             } catch (...) {
                 failure = std::current_exception();
             }
             if (failure) {
                 if (following) co_await land(*following);
                 std::rethrow_exception(failure);
+            }
+            if (!applied) {
+                // An echo of a write this store no longer holds: nothing of the page was
+                // applied. Ask for it again in full (the next page, if already asked for, is
+                // waited for and dropped).
+                if (following) co_await land(*following);
+                if (stop) throw_aborted();
+                echoes = false;
+                emit(sync_event::kind::error, schema.name, 0,
+                     "the store does not hold a write the server has from it; pulling in full");
+                flying = launch(request(since));
+                continue;
             }
             report.pulled += page.changes.size();
             emit(sync_event::kind::page_pulled, schema.name, page.changes.size());
@@ -574,13 +598,14 @@ private:
         }
     }
 
-    /// Applies one pull page and its cursor in one transaction.
-    void apply_page(const collection_schema& schema, pull_response& page) {
+    /// Applies one pull page and its cursor in one transaction. Returns false, having applied
+    /// nothing, if an echo marker does not match the store (the page must come in full).
+    bool apply_page(const collection_schema& schema, pull_response& page) {
         const auto now = replica_.clock()();
         auto txn = replica_.storage().begin();
         const hlc_stamp* newest = nullptr;
         for (auto& change : page.changes) {
-            detail::apply_pulled(txn, schema, change, now);
+            if (!detail::apply_pulled(txn, schema, change, now)) return false;
             if (!newest || *newest < change.stamp) newest = &change.stamp;
         }
         if (newest) {
@@ -590,6 +615,7 @@ private:
         }
         txn.set_cursor(schema.name, page.cursor);
         txn.commit();
+        return true;
     }
 
     executor_type strand_;

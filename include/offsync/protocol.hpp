@@ -53,7 +53,11 @@ struct change {
     std::uint64_t version = 0;
     bool deleted = false;
     hlc_stamp stamp;
-    json::object value; ///< every field of the record; empty for a tombstone
+    json::object value; ///< every field of the record; empty for a tombstone or an echo
+    /// The echo of the pulling client's own write: the record's latest write is that client's,
+    /// so it holds the value already and none is sent (only in answer to a pull that names the
+    /// client, for collections without per-user fields).
+    bool echo = false;
 };
 
 enum class mutation_status { applied, conflict, rejected };
@@ -76,6 +80,10 @@ struct pull_request {
     std::string collection;
     std::uint64_t since = 0;
     std::uint32_t limit = 500;
+    /// The pulling client, if it wants the echoes of its own writes as markers without values
+    /// (`change::echo`); empty for every change in full. (Initialised so that the older
+    /// three-member form `{collection, since, limit}` stays warning-free.)
+    std::string client_id = {};
 };
 
 struct pull_response {
@@ -101,7 +109,8 @@ inline json::value to_json(const change& c) {
     o.emplace("version", c.version);
     o.emplace("deleted", c.deleted);
     o.emplace("stamp", to_json(c.stamp));
-    o.emplace("value", c.value);
+    if (c.echo) o.emplace("echo", true);
+    else o.emplace("value", c.value);
     return o;
 }
 
@@ -235,6 +244,10 @@ inline void append_change(std::string& out, const change& c, json_appender& appe
     append_integer(out, c.version);
     out += c.deleted ? ",\"deleted\":true,\"stamp\":" : ",\"deleted\":false,\"stamp\":";
     append_stamp(out, c.stamp);
+    if (c.echo) {
+        out += ",\"echo\":true}";
+        return;
+    }
     out += ",\"value\":";
     append(out, c.value);
     out += '}';
@@ -338,16 +351,23 @@ inline json::value error_body(errc code, std::string_view message) {
 inline std::string pull_target(const pull_request& r) {
     std::string t = "/v1/sync/pull?collection=";
     static constexpr char hex[] = "0123456789ABCDEF";
-    for (unsigned char ch : r.collection) {
-        if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-            t += char(ch);
-        } else {
-            t += '%';
-            t += hex[ch >> 4];
-            t += hex[ch & 15];
+    auto encode = [&](std::string_view text) {
+        for (unsigned char ch : text) {
+            if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+                t += char(ch);
+            } else {
+                t += '%';
+                t += hex[ch >> 4];
+                t += hex[ch & 15];
+            }
         }
-    }
+    };
+    encode(r.collection);
     t += "&since=" + std::to_string(r.since) + "&limit=" + std::to_string(r.limit);
+    if (!r.client_id.empty()) {
+        t += "&client_id=";
+        encode(r.client_id);
+    }
     return t;
 }
 
@@ -429,6 +449,15 @@ diagnostics change_from_json(Value& jv, change& c) {
     const auto* stamp = o->if_contains("stamp");
     if (!stamp) return shape_error("missing 'stamp'");
     if (auto d = from_json(*stamp, c.stamp)) return d;
+    c.echo = false;
+    if (const auto* echo = o->if_contains("echo")) {
+        if (!echo->is_bool()) return shape_error("'echo' must be a boolean");
+        c.echo = echo->get_bool();
+    }
+    if (c.echo) {
+        c.value.clear();
+        return {};
+    }
     return get_object(*o, "value", c.value);
 }
 
@@ -631,6 +660,10 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
             if (!number(val, r.since) || r.since > max_safe_integer)
                 return {make_error_code(errc::invalid_field),
                         "'since' must be a non-negative integer cursor"};
+        } else if (key == "client_id") {
+            if (!decode(val, r.client_id) || r.client_id.empty() || r.client_id.size() > 128)
+                return {make_error_code(errc::invalid_field),
+                        "'client_id' must be 1 to 128 bytes"};
         } else if (key == "limit") {
             std::uint64_t limit = 0;
             if (!number(val, limit) || limit == 0 || limit > max_pull_limit)

@@ -220,9 +220,29 @@ void adopt_server(Txn& txn, const collection_schema& schema, std::string_view ke
 /// The server applied the mutation sent for `sent`. Clears the dirty state only if no local
 /// edit happened since the push was built (invariant 1); otherwise the record stays dirty,
 /// rebased on the new version, and its newer edit goes out in a later push.
+///
+/// `server` is the record at `version` when the answer carries it: fields other clients wrote
+/// since the mutation's base merged with ours. The record takes their values (its dirty fields
+/// stay), so that after the acknowledgement it holds the record as the server does.
 template <class Txn>
 void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutation& sent,
-                   std::uint64_t version, std::int64_t now_ms) {
+                   std::uint64_t version, std::int64_t now_ms,
+                   const change* server = nullptr) {
+    if (server && !server->deleted) {
+        auto rec = txn.load(schema.name, sent.key);
+        if (!rec || rec->delete_pending) return apply_applied(txn, schema, sent, version, now_ms);
+        rec->base_version = version;
+        rec->sent_mutation_id = 0;
+        if (rec->generation == sent.generation) {
+            rec->value = normalize(schema, server->value);
+            rec->dirty_mask = 0;
+            rec->last_synced_ms = now_ms;
+        } else {
+            rec->value = overlay(schema, server->value, rec->value, rec->dirty_mask);
+        }
+        txn.save(schema.name, sent.key, *rec);
+        return;
+    }
     auto rec = load_metadata(txn, schema.name, sent.key);
     if (!rec) return;
     rec->base_version = version;
@@ -321,11 +341,21 @@ void park_rejected(Txn& txn, const collection_schema& schema, std::string_view k
 /// a dirty record takes only the fields it has not changed; a parked one only refreshes the
 /// server side of its parked record, so the user decides against the newest server version.
 /// `c.value` may be moved from: a page is applied once.
+///
+/// An echo (the client's own write, still the record's latest, sent without its value) needs
+/// nothing when the record is based on that version. Returns false when it is not: the store
+/// has lost what it wrote (an older copy of the file, a power loss), so the page must be pulled
+/// again in full; the caller then abandons the transaction.
 template <class Txn>
-void apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int64_t now_ms) {
+bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int64_t now_ms) {
     std::string key;
     if (auto d = key_from_json(schema, c.id, key))
         throw sync_error(make_error_code(errc::bad_response), "pulled change: " + d.message);
+    if (c.echo) {
+        auto rec = load_metadata(txn, schema.name, key);
+        if (!rec) return c.deleted; // its own delete, acknowledged and removed
+        return rec->base_version == c.version && rec->parked == park_state::none;
+    }
     auto rec = txn.load(schema.name, key);
     if (rec && rec->parked != park_state::none) {
         if (auto p = txn.load_parked(schema.name, key);
@@ -333,35 +363,36 @@ void apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
             p->server = c;
             txn.save_parked(*p);
         }
-        if (rec->parked == park_state::conflict) return;
+        if (rec->parked == park_state::conflict) return true;
     }
     if (!rec) {
-        if (c.deleted) return;
+        if (c.deleted) return true;
         local_record fresh;
         fresh.value = normalize(schema, std::move(c.value));
         fresh.base_version = c.version;
         fresh.last_synced_ms = now_ms;
         txn.save(schema.name, key, fresh);
-        return;
+        return true;
     }
     if (!rec->dirty()) {
         // Equal versions are adopted too: an acknowledgement tells the version of our write,
         // but the server's record at that version may hold other fields we have not seen.
-        if (c.version < rec->base_version) return;
+        if (c.version < rec->base_version) return true;
         // The echo of this client's own acknowledged write (a round pulls back what it pushed):
         // same version, same value, so there is nothing to store.
         if (c.version == rec->base_version && !c.deleted && !rec->deleted &&
             rec->parked == park_state::none && rec->sent_mutation_id == 0 &&
             same_value(schema, c.value, rec->value))
-            return;
+            return true;
         adopt_server(txn, schema, key, std::move(*rec), c, now_ms);
-        return;
+        return true;
     }
     // Dirty: the push will settle conflicts on the dirty fields; take the others. A tombstone
     // or a pending local delete leaves the record for the push to settle with the policy.
-    if (c.deleted || rec->delete_pending) return;
+    if (c.deleted || rec->delete_pending) return true;
     rec->value = overlay(schema, c.value, rec->value, rec->dirty_mask);
     txn.save(schema.name, key, *rec);
+    return true;
 }
 
 } // namespace offsync::detail

@@ -237,7 +237,11 @@ public:
                 if (!page_keys.insert(rec.key).second) continue;
                 std::optional<change> c;
                 if (!overlay) {
-                    c = view(*schema, std::move(rec));
+                    // The client's own write, still the latest: it holds the record already.
+                    if (!request.client_id.empty() && rec.last_writer == request.client_id)
+                        c = echo_of(*schema, rec);
+                    else
+                        c = view(*schema, std::move(rec));
                 } else if (f == 0) {
                     const auto own = store_.find(*schema, user, rec.key);
                     c = view(*schema, &rec, own ? &*own : nullptr);
@@ -276,7 +280,8 @@ public:
                 auto stamp = hlc_tick(counters_.clock, config_.clock(), "server");
                 const auto existing = store_.find(*schema, base_owner, key);
                 version = write(*schema, base_owner, key, existing ? &*existing : nullptr, value,
-                                ~std::uint64_t{0} & ~schema->per_user_mask, stamp, "server");
+                                ~std::uint64_t{0} & ~schema->per_user_mask, stamp, "server")
+                              .version;
                 return diagnostics{};
             });
         }();
@@ -635,9 +640,11 @@ private:
         }
 
         mutation_result r;
+        const bool overlay = shared && schema.per_user_mask;
         if (m.op == mutation_op::upsert && patch_mask == 0 && base && !base->deleted) {
             // Nothing to write: answer with the version the client's record now matches.
             r.version = current()->version;
+            if (!overlay) r.server = unseen_writes(schema, *base, m.base_version, client);
             return r;
         }
         if (m.op == mutation_op::remove) {
@@ -648,18 +655,49 @@ private:
         }
         const auto shared_mask = patch_mask & ~(shared ? schema.per_user_mask : 0);
         const auto own_mask = patch_mask & (shared ? schema.per_user_mask : 0);
-        if (shared_mask || !shared)
-            r.version = write(schema, base_owner, key, base ? &*base : nullptr, m.fields,
-                              shared_mask, m.stamp, client);
+        if (shared_mask || !shared) {
+            const auto written = write(schema, base_owner, key, base ? &*base : nullptr,
+                                       m.fields, shared_mask, m.stamp, client);
+            r.version = written.version;
+            if (!overlay) r.server = unseen_writes(schema, written, m.base_version, client);
+        }
         if (own_mask)
             r.version = write(schema, user, key, own ? &*own : nullptr, m.fields, own_mask,
-                              m.stamp, client);
+                              m.stamp, client)
+                            .version;
         return r;
     }
 
+    /// The record `rec` as its writer `client` should now hold it, if it holds fields another
+    /// writer wrote after `base_version` (edits to other fields merge without a conflict): an
+    /// acknowledgement carries it, so that after every acknowledgement the client holds the
+    /// record exactly as the server does at that version. That is what lets a later pull
+    /// answer the client's own writes with echo markers (see `pull`). Nullopt when the client
+    /// has seen every field.
+    static std::optional<change> unseen_writes(const collection_schema& schema,
+                                               const server_record& rec,
+                                               std::uint64_t base_version,
+                                               const std::string& client) {
+        for (const auto& f : rec.fields)
+            if (f.version > base_version && f.writer != client)
+                return view(schema, &rec, nullptr);
+        return std::nullopt;
+    }
+
+    /// A change that tells the client its own write is the record's latest: no value.
+    static change echo_of(const collection_schema& schema, const server_record& rec) {
+        change out;
+        out.id = key_to_json(schema, rec.key);
+        out.version = rec.version;
+        out.deleted = rec.deleted;
+        out.stamp = rec.stamp;
+        out.echo = true;
+        return out;
+    }
+
     /// Writes the `mask` fields of `fields` into the record (owner, key), whose stored state is
-    /// `existing`, at a new version.
-    std::uint64_t write(const collection_schema& schema, std::string_view owner,
+    /// `existing`, at a new version. Returns the record as written.
+    server_record write(const collection_schema& schema, std::string_view owner,
                         const std::string& key, const server_record* existing,
                         const json::object& fields, std::uint64_t mask, const hlc_stamp& stamp,
                         const std::string& writer) {
@@ -686,7 +724,7 @@ private:
         rec.stamp = stamp;
         rec.last_writer = writer;
         store_.put(schema, owner, rec);
-        return version;
+        return rec;
     }
 
     std::uint64_t tombstone(const collection_schema& schema, std::string_view owner,

@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -28,7 +29,8 @@ namespace offsync {
 
 // sqlite_durability (detail/sqlite_connection.hpp): on a client, `normal` may lose the last
 // edits to a power loss; rolled-back acknowledgements are pushed again and the server
-// recognises them by mutation id.
+// recognises them by mutation id. Mutation ids are put on disk under either setting before a
+// push carries them (see make_durable).
 
 struct sqlite_config {
     sqlite_durability durability = sqlite_durability::full;
@@ -58,7 +60,7 @@ public:
     using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_storage(const std::string& path, sqlite_config config = {})
-        : db_(path, config.busy_timeout_ms) {
+        : db_(path, config.busy_timeout_ms), durability_(config.durability) {
         open_schema(config);
         prepare_statements();
     }
@@ -221,6 +223,8 @@ public:
                 store_->set_meta("next_mutation", std::to_string(next_mutation_));
             store_->exec("COMMIT");
             open_ = false;
+            if (next_mutation_ != 0 && store_->durability_ == sqlite_durability::normal)
+                store_->make_durable();
         }
 
     private:
@@ -394,6 +398,33 @@ private:
         return std::move(jv.get_object());
     }
 
+    /// Puts every commit so far on disk, whatever the durability setting. Mutation ids must
+    /// survive a power loss even under `normal`: a request carrying them may reach the server
+    /// as soon as their transaction commits, and an id issued again after a rollback would be
+    /// answered with another record's remembered result, so that record's edit would be
+    /// marked acknowledged without ever being written. One small transaction under
+    /// `synchronous = FULL` syncs the write-ahead log, and with it every earlier commit (the
+    /// setting cannot change inside a transaction). Called with the store's lock held.
+    void make_durable() {
+        if (fault_ && fault_("make_durable"))
+            throw sync_error(make_error_code(errc::storage_failure),
+                             "injected storage failure at make_durable");
+        exec("PRAGMA synchronous = FULL");
+        try {
+            exec("BEGIN IMMEDIATE");
+            set_meta("durable_at_ms",
+                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count()));
+            exec("COMMIT");
+        } catch (...) {
+            exec_noexcept("ROLLBACK");
+            exec_noexcept("PRAGMA synchronous = NORMAL");
+            throw;
+        }
+        exec("PRAGMA synchronous = NORMAL");
+    }
+
     [[noreturn]] void fail(const char* what) { db_.fail(what); }
     [[noreturn]] void fail_message(const std::string& what) { db_.fail_message(what); }
     void exec(const char* sql) { db_.exec(sql); }
@@ -521,6 +552,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     std::mutex mutex_;
     fault_hook fault_;
     detail::sqlite_connection db_;
+    sqlite_durability durability_;
     std::string client_id_;
     statements stmt_; // declared after db_: finalized before the connection closes
 };
