@@ -367,7 +367,8 @@ private:
         if (passed_on) cancelled_while_landing_ = true;
     }
 
-    /// Whether the round has been cancelled (and no later step has started).
+    /// Whether the round has been cancelled, also when `land` passed the cancellation on to a
+    /// request (which resets the coroutine's own cancellation state).
     asio::awaitable<bool> round_cancelled() {
         auto state = co_await asio::this_coro::cancellation_state;
         co_return cancelled_while_landing_ ||
