@@ -20,6 +20,7 @@ TEST_CASE("a SQLite store keeps everything across reopening", "[sqlite]") {
     temp_file file;
     manual_clock clock;
     std::string client_id;
+    std::uint64_t last_issued = 0;
     {
         sqlite_storage store(file.str());
         basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
@@ -28,8 +29,10 @@ TEST_CASE("a SQLite store keeps everything across reopening", "[sqlite]") {
         replica.erase<Reservation>("r-2");
         auto txn = store.begin();
         client_id = txn.client_id();
-        CHECK(txn.next_mutation_id() == 1);
-        CHECK(txn.next_mutation_id() == 2);
+        const auto first = txn.next_mutation_id();
+        CHECK(first == 4); // the three edits took 1, 2 and 3
+        last_issued = txn.next_mutation_id();
+        CHECK(last_issued == first + 1);
         txn.set_cursor("reservations", 41);
         parked_record p;
         p.collection = "reservations";
@@ -46,7 +49,7 @@ TEST_CASE("a SQLite store keeps everything across reopening", "[sqlite]") {
     auto txn_check = [&] {
         auto txn = store.begin();
         CHECK(txn.client_id() == client_id);
-        CHECK(txn.next_mutation_id() == 3);
+        CHECK(txn.next_mutation_id() > last_issued); // a new block: never issued twice
         CHECK(txn.cursor("reservations") == 41);
         CHECK(txn.cursor("landmarks") == 0);
         CHECK(txn.clock().wall == clock.now_ms);
@@ -131,37 +134,166 @@ TEST_CASE("metadata-only reads and writes leave a record's value alone", "[sqlit
     CHECK_FALSE(txn.load("reservations", "r-2"));
 }
 
-TEST_CASE("mutation ids a transaction issues are stored by its commit, and only then",
+TEST_CASE("mutation ids are never issued twice: not after a rollback, a failed commit or a "
+          "reopening", "[sqlite]") {
+    temp_file file;
+    std::uint64_t last = 0;
+    auto issue = [&](sqlite_storage::transaction& txn) {
+        const auto id = txn.next_mutation_id();
+        CHECK(id > last);
+        last = id;
+        return id;
+    };
+    {
+        sqlite_storage store(file.str());
+        {
+            auto txn = store.begin();
+            CHECK(issue(txn) == 1);
+            CHECK(issue(txn) == 2); // from the block reserved in memory: no write per id
+            txn.commit();
+        }
+        {
+            auto txn = store.begin();
+            issue(txn);
+            issue(txn);
+        } // rolled back: those ids are left unused, never issued again
+        {
+            auto txn = store.begin();
+            issue(txn);
+            txn.commit();
+        }
+    }
+    {
+        sqlite_storage reopened(file.str()); // starts past every block reserved before
+        auto txn = reopened.begin();
+        CHECK(issue(txn) > 4096);
+        txn.commit();
+    }
+
+    // What must hold: an id a committed transaction used is never issued again, by this
+    // store or by the next one to open the file. An id only a rolled-back transaction saw
+    // went nowhere and may come back.
+    SECTION("a block whose reservation rolled back is dropped, and reserved again") {
+        sqlite_storage store(file.str());
+        {
+            auto txn = store.begin();
+            txn.next_mutation_id(); // reserves a block, then rolls back
+        }
+        std::uint64_t committed = 0;
+        {
+            auto txn = store.begin();
+            committed = txn.next_mutation_id(); // not from the block that is not on disk
+            txn.commit();
+        }
+        sqlite_storage other(file.str());
+        CHECK(other.begin().next_mutation_id() > committed);
+    }
+    SECTION("a reservation whose commit fails is dropped too") {
+        sqlite_storage store(file.str());
+        store.set_fault_hook([](std::string_view op) { return op == "commit"; });
+        {
+            auto txn = store.begin();
+            txn.next_mutation_id();
+            CHECK_THROWS_AS(txn.commit(), sync_error);
+        }
+        store.set_fault_hook({});
+        std::uint64_t committed = 0;
+        {
+            auto txn = store.begin();
+            committed = txn.next_mutation_id();
+            txn.commit();
+        }
+        sqlite_storage other(file.str());
+        CHECK(other.begin().next_mutation_id() > committed);
+    }
+    SECTION("two stores open on one file take blocks of their own") {
+        sqlite_storage a(file.str());
+        sqlite_storage b(file.str());
+        std::uint64_t from_a = 0, from_b = 0;
+        {
+            auto txn = a.begin();
+            from_a = txn.next_mutation_id();
+            txn.commit();
+        }
+        {
+            auto txn = b.begin();
+            from_b = txn.next_mutation_id();
+            txn.commit();
+        }
+        CHECK(from_b >= from_a + 4096);
+        auto txn = a.begin();
+        CHECK(txn.next_mutation_id() == from_a + 1);
+    }
+}
+
+TEST_CASE("an edit issues its mutation id, so building a push writes nothing", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    manual_clock clock;
+    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    replica.put(reservation("r-1"));
+    replica.put(reservation("r-2"));
+    replica.put(reservation("r-2", "confirmed", 4)); // a second edit issues a new id
+    const auto& schema = schema_of<Reservation>();
+    store.set_fault_hook([](std::string_view op) {
+        return op == "save" || op == "next_mutation_id" || op == "commit";
+    });
+    auto txn = store.begin();
+    const auto keys = txn.pushable_keys("reservations", "", 10);
+    REQUIRE(keys.size() == 2);
+    push_request request;
+    std::vector<detail::sent_mutation> sent;
+    detail::build_push(txn, schema, keys, request, sent);
+    REQUIRE(request.mutations.size() == 2);
+    CHECK(request.mutations[0].mutation_id == 1);
+    CHECK(request.mutations[1].mutation_id == 3);
+}
+
+TEST_CASE("acknowledging an unchanged record is one write; anything else is left to the caller",
           "[sqlite]") {
     temp_file file;
     sqlite_storage store(file.str());
-    {
-        auto txn = store.begin();
-        CHECK(txn.next_mutation_id() == 1);
-        CHECK(txn.next_mutation_id() == 2);
-        txn.commit();
-    }
-    {
-        auto txn = store.begin();
-        CHECK(txn.next_mutation_id() == 3);
-        CHECK(txn.next_mutation_id() == 4);
-    } // rolled back: 3 and 4 were never used
-    store.set_fault_hook([](std::string_view op) { return op == "commit"; });
-    {
-        auto txn = store.begin();
-        CHECK(txn.next_mutation_id() == 3);
-        CHECK_THROWS_AS(txn.commit(), sync_error); // a failed commit keeps nothing either
-    }
-    store.set_fault_hook({});
-    sqlite_storage reopened(file.str());
-    CHECK(reopened.begin().next_mutation_id() == 3);
+    manual_clock clock;
+    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    replica.put(reservation("r-1"));
+    replica.put(reservation("r-2"));
+    replica.erase<Reservation>("r-2");
+    bool failing = false;
+    store.set_fault_hook([&](std::string_view op) { return failing && op == "save"; });
+    auto txn = store.begin();
+    const auto before = txn.load("reservations", "r-1");
+    REQUIRE(before);
+    CHECK_FALSE(txn.acknowledge("reservations", "r-1", before->generation + 1, 7, 99)); // edited since
+    CHECK_FALSE(txn.acknowledge("reservations", "r-9", 1, 7, 99));                       // missing
+    const auto deleting = txn.load("reservations", "r-2");
+    REQUIRE(deleting);
+    CHECK_FALSE(txn.acknowledge("reservations", "r-2", deleting->generation, 7, 99)); // a delete
+    CHECK(txn.load("reservations", "r-1")->dirty()); // none of those wrote anything
+    CHECK(txn.load("reservations", "r-2")->delete_pending);
+
+    REQUIRE(txn.acknowledge("reservations", "r-1", before->generation, 7, 99));
+    const auto after = txn.load("reservations", "r-1");
+    REQUIRE(after);
+    CHECK_FALSE(after->dirty());
+    CHECK(after->base_version == 7);
+    CHECK(after->sent_mutation_id == 0);
+    CHECK(after->last_synced_ms == 99);
+    CHECK(after->value == before->value);
+    CHECK(after->generation == before->generation);
+    CHECK(txn.pushable_keys("reservations", "", 10) == std::vector<std::string>{"r-2"});
+
+    failing = true;
+    CHECK_THROWS_AS(txn.acknowledge("reservations", "r-1", before->generation, 8, 99), sync_error);
+    CHECK(txn.load("reservations", "r-1")->base_version == 7);
 }
 
-TEST_CASE("under normal durability a commit that issues mutation ids is put on disk",
+TEST_CASE("under normal durability a commit that reserves mutation ids is put on disk",
           "[sqlite]") {
     // A push may reach the server as soon as its ids are committed; an id rolled back by a
-    // power loss and issued again would be answered with another record's result.
-    auto meta = [](sqlite_storage& store, const char* sql) {
+    // power loss and issued again would be answered with another record's result. The fault
+    // hook sees every extra sync ("make_durable") and counts them.
+    const char* level = "PRAGMA synchronous";
+    auto pragma = [](sqlite_storage& store, const char* sql) {
         sqlite3_stmt* raw = nullptr;
         REQUIRE(sqlite3_prepare_v2(store.native_handle(), sql, -1, &raw, nullptr) == SQLITE_OK);
         std::optional<std::int64_t> out;
@@ -169,44 +301,64 @@ TEST_CASE("under normal durability a commit that issues mutation ids is put on d
         sqlite3_finalize(raw);
         return out;
     };
-    const char* synced = "SELECT value FROM offsync_meta WHERE key = 'durable_at_ms'";
-    const char* level = "PRAGMA synchronous";
     temp_file file;
+    int syncs = 0;
+    bool fail_sync = false;
+    auto counting = [&](std::string_view op) {
+        if (op != "make_durable") return false;
+        ++syncs;
+        return fail_sync;
+    };
     sqlite_storage store(file.str(), {sqlite_durability::normal, 5000});
+    store.set_fault_hook(counting);
     {
         auto txn = store.begin();
         txn.set_cursor("reservations", 1);
         txn.commit(); // no ids: an ordinary commit under `normal`
     }
-    CHECK_FALSE(meta(store, synced));
-    CHECK(meta(store, level) == 1); // NORMAL
+    CHECK(syncs == 0);
+    CHECK(pragma(store, level) == 1); // NORMAL
     {
         auto txn = store.begin();
-        CHECK(txn.next_mutation_id() == 1);
+        CHECK(txn.next_mutation_id() == 1); // reserves a block
         txn.commit();
     }
-    CHECK(meta(store, synced)); // the extra transaction under FULL ran
-    CHECK(meta(store, level) == 1); // and NORMAL is back
+    CHECK(syncs == 1);                // the extra transaction under FULL ran
+    CHECK(pragma(store, level) == 1); // and NORMAL is back
+    {
+        auto txn = store.begin();
+        CHECK(txn.next_mutation_id() == 2); // from the block already on disk
+        txn.commit();
+    }
+    CHECK(syncs == 1);
 
-    SECTION("failing to make them durable fails the commit, so nothing is sent") {
-        store.set_fault_hook([](std::string_view op) { return op == "make_durable"; });
+    SECTION("failing to make a reservation durable fails the commit and drops the block") {
+        sqlite_storage second(file.str(), {sqlite_durability::normal, 5000});
+        second.set_fault_hook(counting);
+        fail_sync = true;
+        std::uint64_t unsynced = 0;
         {
-            auto txn = store.begin();
-            CHECK(txn.next_mutation_id() == 2);
-            CHECK_THROWS_AS(txn.commit(), sync_error);
+            auto txn = second.begin();
+            unsynced = txn.next_mutation_id(); // a block of its own, past the first store's
+            CHECK(unsynced > 4096);
+            CHECK_THROWS_AS(txn.commit(), sync_error); // so nothing is sent
         }
-        store.set_fault_hook({});
-        CHECK(meta(store, level) == 1);
-        CHECK(store.begin().next_mutation_id() == 3); // committed, never issued twice
+        CHECK(pragma(second, level) == 1);
+        fail_sync = false;
+        auto txn = second.begin();
+        CHECK(txn.next_mutation_id() > unsynced + 4095); // reserved again, past the lost block
+        txn.commit();
+        CHECK(syncs == 3);
     }
     SECTION("under full durability every commit is on disk already: no extra transaction") {
         temp_file other;
         sqlite_storage full(other.str());
+        full.set_fault_hook(counting);
         auto txn = full.begin();
         txn.next_mutation_id();
         txn.commit();
-        CHECK_FALSE(meta(full, synced));
-        CHECK(meta(full, level) == 2); // FULL
+        CHECK(syncs == 1); // only the one above
+        CHECK(pragma(full, level) == 2); // FULL
     }
 }
 

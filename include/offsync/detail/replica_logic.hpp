@@ -29,6 +29,16 @@ concept metadata_access = requires(Txn& t, std::string_view s, const local_recor
     t.save_metadata(s, s, r);
 };
 
+/// A store that acknowledges a push in one write (sqlite_storage): `acknowledge(collection,
+/// key, generation, version, now_ms)` marks the record clean at `version` if it is still at
+/// `generation` and holds no pending delete, and returns whether it did; otherwise it changes
+/// nothing and the caller takes the general path.
+template <class Txn>
+concept acknowledge_access =
+    requires(Txn& t, std::string_view s, std::uint64_t n, std::int64_t ms) {
+        { t.acknowledge(s, s, n, n, ms) } -> std::same_as<bool>;
+    };
+
 /// The record, its value included only where the store cannot leave it out.
 template <class Txn>
 std::optional<local_record> load_metadata(Txn& txn, std::string_view collection,
@@ -147,6 +157,10 @@ bool local_edit(Txn& txn, const collection_schema& schema, std::string_view key,
     rec.modified_at = hlc_tick(clock, now_ms, txn.client_id());
     txn.set_clock(clock);
     ++rec.generation;
+    // The edit's mutation id is issued here, in the row write the edit makes anyway, so
+    // building a push writes nothing for a record edited once since its last push.
+    rec.sent_mutation_id = txn.next_mutation_id();
+    rec.sent_generation = rec.generation;
     if (rec.parked == park_state::rejected) {
         // A new edit is the app's answer to a rejection: push it again.
         rec.parked = park_state::none;
@@ -169,8 +183,9 @@ struct sent_mutation {
 };
 
 /// Builds the mutations for `keys`, assigning mutation ids where a record has none for its
-/// current generation. A retry of an unchanged record reuses its id, so the server answers it
-/// with its original outcome instead of writing twice.
+/// current generation (an edit issues one; a resolved conflict or an acknowledgement of an
+/// older generation clears it). A retry of an unchanged record reuses its id, so the server
+/// answers it with its original outcome instead of writing twice.
 template <class Txn>
 void build_push(Txn& txn, const collection_schema& schema, const std::vector<std::string>& keys,
                 push_request& request, std::vector<sent_mutation>& sent) {
@@ -243,6 +258,8 @@ void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutatio
         txn.save(schema.name, sent.key, *rec);
         return;
     }
+    if constexpr (acknowledge_access<Txn>)
+        if (txn.acknowledge(schema.name, sent.key, sent.generation, version, now_ms)) return;
     auto rec = load_metadata(txn, schema.name, sent.key);
     if (!rec) return;
     rec->base_version = version;

@@ -29,8 +29,8 @@ namespace offsync {
 
 // sqlite_durability (detail/sqlite_connection.hpp): on a client, `normal` may lose the last
 // edits to a power loss; rolled-back acknowledgements are pushed again and the server
-// recognises them by mutation id. Mutation ids are put on disk under either setting before a
-// push carries them (see make_durable).
+// recognises them by mutation id. Mutation ids are reserved on disk under either setting
+// before a push carries them (see reserve_mutation_ids).
 
 struct sqlite_config {
     sqlite_durability durability = sqlite_durability::full;
@@ -85,10 +85,13 @@ public:
         transaction(transaction&& other) noexcept
             : store_(std::exchange(other.store_, nullptr)), lock_(std::move(other.lock_)),
               open_(std::exchange(other.open_, false)),
-              next_mutation_(std::exchange(other.next_mutation_, 0)) {}
+              reserved_ids_(std::exchange(other.reserved_ids_, false)) {}
         transaction& operator=(transaction&&) = delete;
         ~transaction() {
-            if (store_ && open_) store_->exec_noexcept("ROLLBACK");
+            if (store_ && open_) {
+                store_->exec_noexcept("ROLLBACK");
+                if (reserved_ids_) store_->drop_reservation();
+            }
         }
 
         std::optional<local_record> load(std::string_view collection, std::string_view key) {
@@ -124,6 +127,21 @@ public:
             if (sqlite3_changes(store_->db_.get()) != 1)
                 store_->fail_message("save_metadata: no record " + std::string(collection) + "/" +
                                      std::string(key));
+        }
+
+        /// Marks the record clean at `version`, as acknowledging the push of its
+        /// `generation` does, in one statement; false (and nothing written) if the record is
+        /// missing, was edited since, or holds a pending delete.
+        bool acknowledge(std::string_view collection, std::string_view key,
+                         std::uint64_t generation, std::uint64_t version, std::int64_t now_ms) {
+            check("save");
+            auto& st = store_->stmt_.acknowledge;
+            bind(st, collection, key);
+            sqlite3_bind_int64(st.get(), 3, std::int64_t(generation));
+            sqlite3_bind_int64(st.get(), 4, std::int64_t(version));
+            sqlite3_bind_int64(st.get(), 5, now_ms);
+            run(st);
+            return sqlite3_changes(store_->db_.get()) == 1;
         }
 
         void remove(std::string_view collection, std::string_view key) {
@@ -199,12 +217,16 @@ public:
             run(st);
         }
 
+        /// Ids come from a block reserved on disk (see reserve_mutation_ids): issuing one
+        /// writes nothing, and an id is never issued twice, though a rolled-back transaction
+        /// or a reopened store leaves some unused.
         std::uint64_t next_mutation_id() {
             check("next_mutation_id");
-            // Read once and written back at commit: a push batch takes hundreds of ids.
-            if (next_mutation_ == 0)
-                next_mutation_ = std::uint64_t(store_->meta_int("next_mutation", 1));
-            return next_mutation_++;
+            if (store_->next_mutation_ == store_->mutation_limit_) {
+                store_->reserve_mutation_ids();
+                reserved_ids_ = true;
+            }
+            return store_->next_mutation_++;
         }
 
         hlc_state clock() {
@@ -219,12 +241,16 @@ public:
 
         void commit() {
             check("commit");
-            if (next_mutation_ != 0)
-                store_->set_meta("next_mutation", std::to_string(next_mutation_));
             store_->exec("COMMIT");
             open_ = false;
-            if (next_mutation_ != 0 && store_->durability_ == sqlite_durability::normal)
-                store_->make_durable();
+            if (reserved_ids_ && store_->durability_ == sqlite_durability::normal) {
+                try {
+                    store_->make_durable();
+                } catch (...) {
+                    store_->drop_reservation();
+                    throw;
+                }
+            }
         }
 
     private:
@@ -314,7 +340,7 @@ public:
         sqlite_storage* store_;
         std::unique_lock<std::mutex> lock_;
         bool open_ = false;
-        std::uint64_t next_mutation_ = 0; ///< the next id to issue, once read; 0 = not read
+        bool reserved_ids_ = false; ///< this transaction reserved a block of mutation ids
     };
 
     transaction begin() { return transaction(*this); }
@@ -398,13 +424,32 @@ private:
         return std::move(jv.get_object());
     }
 
-    /// Puts every commit so far on disk, whatever the durability setting. Mutation ids must
-    /// survive a power loss even under `normal`: a request carrying them may reach the server
-    /// as soon as their transaction commits, and an id issued again after a rollback would be
+    /// Reserves the next block of mutation ids, inside the caller's transaction: the file
+    /// keeps `next_mutation`, the first id no store has been given, and this store issues the
+    /// ids below the new value from memory. The value is read from the file, not from memory,
+    /// so two stores open on one file get blocks of their own.
+    ///
+    /// An id must never be issued twice, even after a power loss: a request carrying it may
+    /// reach the server as soon as its transaction commits, and an id issued again would be
     /// answered with another record's remembered result, so that record's edit would be
-    /// marked acknowledged without ever being written. One small transaction under
-    /// `synchronous = FULL` syncs the write-ahead log, and with it every earlier commit (the
-    /// setting cannot change inside a transaction). Called with the store's lock held.
+    /// marked acknowledged without ever being written. So the reservation is on disk before
+    /// any id of its block is used by a committed transaction: it commits with the
+    /// transaction that made it (synced under `full`; under `normal` commit() then runs
+    /// make_durable), and if that transaction rolls back or its commit fails, the block is
+    /// dropped and the next id reserves again. Called with the store's lock held.
+    void reserve_mutation_ids() {
+        constexpr std::int64_t block = 4096;
+        const std::int64_t first = meta_int("next_mutation", 1);
+        set_meta("next_mutation", std::to_string(first + block));
+        next_mutation_ = std::uint64_t(first);
+        mutation_limit_ = std::uint64_t(first + block);
+    }
+    void drop_reservation() noexcept { next_mutation_ = mutation_limit_ = 0; }
+
+    /// Puts every commit so far on disk, whatever the durability setting: one small
+    /// transaction under `synchronous = FULL` syncs the write-ahead log, and with it every
+    /// earlier commit (the setting cannot change inside a transaction). Called with the
+    /// store's lock held.
     void make_durable() {
         if (fault_ && fault_("make_durable"))
             throw sync_error(make_error_code(errc::storage_failure),
@@ -519,6 +564,11 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
             "dirty_mask = ?6, generation = ?7, stamp_wall = ?8, stamp_logical = ?9, "
             "stamp_node = ?10, last_synced = ?11, sent_mutation_id = ?12, sent_generation = ?13, "
             "parked = ?14, pushable = ?15 WHERE collection = ?1 AND key = ?2");
+        // The columns apply_applied writes for an unchanged record: clean, so not pushable.
+        stmt_.acknowledge = prepare(
+            "UPDATE offsync_records SET base_version = ?4, dirty_mask = 0, sent_mutation_id = 0, "
+            "last_synced = ?5, pushable = 0 WHERE collection = ?1 AND key = ?2 AND "
+            "generation = ?3 AND delete_pending = 0");
         stmt_.remove = prepare("DELETE FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.pushable = prepare("SELECT key FROM offsync_records WHERE pushable = 1 AND "
                                  "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
@@ -545,7 +595,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        statement load, load_metadata, save, save_metadata, remove, pushable, cursor, set_cursor,
+        statement load, load_metadata, save, save_metadata, acknowledge, remove, pushable, cursor, set_cursor,
             load_parked, save_parked, remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 
@@ -554,6 +604,8 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     detail::sqlite_connection db_;
     sqlite_durability durability_;
     std::string client_id_;
+    // The block of mutation ids reserved on disk and not yet issued: [next, limit).
+    std::uint64_t next_mutation_ = 0, mutation_limit_ = 0;
     statements stmt_; // declared after db_: finalized before the connection closes
 };
 
