@@ -146,6 +146,57 @@ TEST_CASE("a SQLite server store keeps records, versions and results across rest
     CHECK(service.last_version() == merge.results[0].version);
 }
 
+TEST_CASE("the feed as a client pulls it leaves the values of that client's writes unread",
+          "[server-store][echo]") {
+    temp_file file;
+    manual_clock clock;
+    server::sqlite_server_store store(file.str());
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    push(service, "alice", "phone",
+         {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
+          upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone")});
+    push(service, "alice", "laptop",
+         {upsert(1, "r-3", 0, to_json_object(reservation("r-3")), "laptop")});
+    const auto& schema = schema_of<Reservation>();
+    std::vector<server::server_record> page;
+
+    store.feed_for_client(schema, "alice", 0, 10, page, "phone");
+    REQUIRE(page.size() == 3);
+    CHECK(page[0].key == "r-1");
+    CHECK(page[0].last_writer == "phone");
+    CHECK(page[0].value.empty()); // answered as an echo: never parsed
+    CHECK(page[1].value.empty());
+    CHECK(page[2].key == "r-3");
+    CHECK(page[2].value.at("id") == "r-3"); // another writer's record is read whole
+
+    std::vector<server::server_record> full;
+    store.feed(schema, "alice", 0, 10, full); // no client: every value read
+    REQUIRE(full.size() == 3);
+    CHECK(full[0].value.at("id") == "r-1");
+    store.feed_for_client(schema, "alice", 0, 10, page, "");
+    CHECK(page[0].value == full[0].value);
+
+    // A store without the capability reads everything; the service answers echoes the same.
+    server::memory_server_store memory;
+    server::sync_service plain(memory, config_at(clock));
+    add_landmarks(plain);
+    push(plain, "alice", "phone",
+         {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+    memory.feed_for_client(schema, "alice", 0, 10, page, "phone");
+    REQUIRE(page.size() == 1);
+    CHECK(page[0].value.at("id") == "r-1");
+    for (auto* s : {&service, &plain}) {
+        pull_request request{"reservations", 0, 10};
+        request.client_id = "phone";
+        pull_response answer;
+        REQUIRE(!s->pull("alice", request, answer));
+        REQUIRE(!answer.changes.empty());
+        CHECK(answer.changes[0].echo);
+        CHECK(answer.changes[0].value.empty());
+    }
+}
+
 TEST_CASE("a push the server store fails to write leaves nothing behind", "[server-store]") {
     const std::string op = GENERATE("put", "remember_result", "set_counters", "commit");
     const bool on_sqlite = GENERATE(false, true);

@@ -125,13 +125,21 @@ public:
 
     void feed(const collection_schema& schema, std::string_view owner, std::uint64_t since,
               std::size_t limit, std::vector<server_record>& out) override {
+        feed_for_client(schema, owner, since, limit, out, {});
+    }
+
+    /// Leaves unparsed the values of the records `client_id` wrote last: a push round pulls
+    /// back every record it pushed, and parsing them was most of the feed's work.
+    void feed_for_client(const collection_schema& schema, std::string_view owner,
+                         std::uint64_t since, std::size_t limit, std::vector<server_record>& out,
+                         std::string_view client_id) override {
         out.clear();
         auto& st = stmt_.feed;
         bind_record_key(st, schema.name, owner);
         sqlite3_bind_int64(st.get(), 3, std::int64_t(since));
         sqlite3_bind_int64(st.get(), 4, std::int64_t(limit));
         while (db_.step(st) == SQLITE_ROW)
-            out.push_back(read_record(schema, st, db_.column_text(st, 7), false));
+            out.push_back(read_record(schema, st, db_.column_text(st, 7), false, client_id));
         db_.reset(st);
     }
 
@@ -227,10 +235,11 @@ private:
     /// Reads a row of `find` or `feed` (columns in the order they select), aligning it with
     /// `schema`: a field the model gained since the row was written reads as its default and
     /// was never written (version 0); a field it lost is dropped. The per-field versions are
-    /// read only `with_fields` (the feed leaves them out: pulls do not need them).
+    /// read only `with_fields` (the feed leaves them out: pulls do not need them). The value
+    /// of a record whose last writer is `unread_writer` (not empty) is left empty.
     server_record read_record(const collection_schema& schema,
                               const offsync::detail::sqlite_statement& st, std::string key,
-                              bool with_fields) {
+                              bool with_fields, std::string_view unread_writer = {}) {
         server_record r;
         r.key = std::move(key);
         r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
@@ -239,7 +248,7 @@ private:
         r.stamp.logical = std::uint32_t(sqlite3_column_int64(st.get(), 4));
         r.stamp.node = db_.column_text(st, 5);
         r.last_writer = db_.column_text(st, 6);
-        if (r.deleted) return r;
+        if (r.deleted || (!unread_writer.empty() && r.last_writer == unread_writer)) return r;
         auto stored = parse_object(db_.column_text(st, 2));
         if (!with_fields) {
             r.value = normalize(schema, std::move(stored));

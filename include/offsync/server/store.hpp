@@ -83,6 +83,16 @@ public:
                       std::uint64_t since, std::size_t limit,
                       std::vector<server_record>& out) = 0;
 
+    /// `feed` as the client `client_id` pulls it: the service answers the records that client
+    /// wrote last as echoes, without their values, so a store may leave those values unread
+    /// (empty). The default reads them like any other.
+    virtual void feed_for_client(const collection_schema& schema, std::string_view owner,
+                                 std::uint64_t since, std::size_t limit,
+                                 std::vector<server_record>& out, std::string_view client_id) {
+        (void)client_id;
+        feed(schema, owner, since, limit, out);
+    }
+
     /// The remembered result of a client's mutation, for an idempotent retry. `client` names
     /// the (user, client id) pair.
     virtual std::optional<mutation_result> find_result(std::string_view client,

@@ -215,8 +215,11 @@ public:
             const bool overlay = shared && schema->per_user_mask;
             // One more than the page, to know whether more follow.
             std::vector<server_record> pages[2];
-            store_.feed(*schema, shared ? std::string_view() : user, request.since, limit + 1,
-                        pages[0]);
+            if (overlay)
+                store_.feed(*schema, {}, request.since, limit + 1, pages[0]);
+            else
+                store_.feed_for_client(*schema, shared ? std::string_view() : user,
+                                       request.since, limit + 1, pages[0], request.client_id);
             if (overlay) store_.feed(*schema, user, request.since, limit + 1, pages[1]);
             std::size_t next[2] = {0, 0};
             auto live = [&](int f) { return next[f] < pages[f].size(); };
