@@ -5,7 +5,7 @@
 //
 //   offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,baseline]
 //                 [--mode inproc|http|both] [--n 1000,100000] [--k 10,1000] [--clients 1,4,16]
-//                 [--conflicts 1000] [--batch 250] [--page 500] [--durability full|normal]
+//                 [--conflicts 1000] [--batch 1000] [--page 2000] [--durability full|normal]
 //                 [--naive-max 20000] [--dir DIR] [--out FILE (rewritten)]
 //   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE]   (internal)
 #include "../examples/landmarks/model.hpp"
@@ -453,8 +453,8 @@ struct options {
     std::vector<std::size_t> k{10, 1000};
     std::vector<std::size_t> clients{1, 4, 16};
     std::vector<std::size_t> conflicts{1000};
-    std::size_t batch = 250;
-    std::uint32_t page = 500;
+    std::size_t batch = engine_config{}.push_batch_size; // the engine's defaults
+    std::uint32_t page = engine_config{}.pull_page_size;
     std::size_t naive_max = 20'000;
     std::string durability = "full";
     std::string server_store = "sqlite"; // the targets: SQLite at both ends

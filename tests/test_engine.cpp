@@ -339,3 +339,54 @@ TEST_CASE("concurrent edits from a fast clock: the outcome is reported", "[engin
     CHECK(r.discarded[0].local_value.at("party_size") == 4);
     CHECK(normal->replica.get<Reservation>("r-1")->party_size == 9);
 }
+
+TEST_CASE("a push the server refuses as too large goes again in smaller batches", "[engine]") {
+    manual_clock clock;
+    asio::io_context io;
+    server::service_config limits;
+    limits.max_mutations_per_push = 40;
+    auto service = make_service(clock, limits);
+    std::vector<std::string> warnings;
+    engine_config config;
+    config.push_batch_size = 100;
+    config.on_event = [&](const sync_event& e) {
+        if (e.what == sync_event::kind::error) warnings.push_back(e.message);
+    };
+    client a(io, *service, "alice", clock.as_wall_clock(), config);
+    for (int i = 0; i < 90; ++i) a.replica.put(reservation("r-" + std::to_string(100 + i)));
+
+    auto report = a.sync();
+    CHECK(!report.error);
+    CHECK(report.pushed == 90); // refused requests are not counted
+    CHECK(report.applied == 90);
+    CHECK(a.replica.pending<Reservation>().dirty == 0);
+    REQUIRE(warnings.size() == 2); // 90 refused, then 45, then 22 at a time
+    CHECK(warnings[0] == "the server refused a push of 90 mutations as too large; pushing 45 at "
+                         "a time");
+    CHECK(warnings[1].find("pushing 22 at a time") != std::string::npos);
+
+    // The engine keeps the smaller size: the next round is not refused first.
+    for (int i = 0; i < 30; ++i) a.replica.put(reservation("s-" + std::to_string(100 + i)));
+    warnings.clear();
+    report = a.sync();
+    CHECK(!report.error);
+    CHECK(report.applied == 30);
+    CHECK(warnings.empty());
+}
+
+TEST_CASE("a push refused as too large even alone fails the round and keeps the edit dirty",
+          "[engine]") {
+    manual_clock clock;
+    asio::io_context io;
+    server::service_config limits;
+    limits.max_mutations_per_push = 0; // refuses everything
+    auto service = make_service(clock, limits);
+    client a(io, *service, "alice", clock.as_wall_clock());
+    a.replica.put(reservation("r-1"));
+    a.replica.put(reservation("r-2"));
+    auto report = a.sync();
+    CHECK(report.error == errc::batch_too_large);
+    CHECK(report.applied == 0);
+    CHECK(a.replica.pending<Reservation>().dirty == 2);
+    CHECK_FALSE(service->get("alice", "reservations", "r-1"));
+}

@@ -41,8 +41,12 @@ namespace asio = boost::asio;
 
 /// Tuning and hooks of a sync engine.
 struct engine_config {
-    std::size_t push_batch_size = 250; ///< mutations per push request
-    std::uint32_t pull_page_size = 500; ///< changes per pull page
+    /// Mutations per push request. Each request costs a server transaction and a disk sync at
+    /// both ends, so fewer, larger ones push faster (docs/benchmarks.md). The reference
+    /// server takes up to 1,000 (`service_config::max_mutations_per_push`); a server that
+    /// answers `batch_too_large` makes the engine halve its batches until they fit.
+    std::size_t push_batch_size = 1000;
+    std::uint32_t pull_page_size = 2000; ///< changes per pull page (a server sends at most 5,000)
     /// Push passes per collection and round. A pass after the first re-pushes records a
     /// conflict policy rebased (a last-write-wins local win); the bound stops two clients that
     /// keep overwriting each other from holding a round forever.
@@ -290,7 +294,7 @@ private:
             prepared_push batch;
             batch.request.client_id = client_id_;
             auto txn = replica_.storage().begin();
-            auto keys = txn.pushable_keys(c.schema.name, after, config_.push_batch_size);
+            auto keys = txn.pushable_keys(c.schema.name, after, push_batch_size_);
             if (keys.empty()) return std::nullopt;
             after = keys.back();
             detail::build_push(txn, c.schema, keys, batch.request, batch.sent);
@@ -383,6 +387,7 @@ private:
         for (int pass = 0; pass < config_.max_push_passes; ++pass) {
             co_await throw_if_cancelled();
             bool rebased = false;
+            bool smaller = false; // the server refused a batch as too large: start the pass again
             std::string after;
             auto batch = prepare_push(c, after);
             if (!batch) break;
@@ -403,6 +408,18 @@ private:
                 }
                 co_await land(current);
                 if (failure) std::rethrow_exception(failure);
+                if (current.ec == errc::batch_too_large && current.request.mutations.size() > 1) {
+                    // Nothing of it was applied, and the records of `next` are still pushable:
+                    // build the pass again in halves until the server takes them.
+                    push_batch_size_ = std::max<std::size_t>(1, current.request.mutations.size() / 2);
+                    emit(sync_event::kind::error, c.schema.name, 0,
+                         "the server refused a push of " +
+                             std::to_string(current.request.mutations.size()) +
+                             " mutations as too large; pushing " +
+                             std::to_string(push_batch_size_) + " at a time");
+                    smaller = true;
+                    break;
+                }
                 if (current.ec)
                     throw boost::system::system_error(current.ec,
                                                       "push to '" + c.schema.name + "'");
@@ -426,6 +443,10 @@ private:
                 if (!following) break;
                 sent = std::move(next->sent);
                 flying = std::move(following);
+            }
+            if (smaller) {
+                --pass; // not a pass: nothing was pushed after the refusal
+                continue;
             }
             if (!rebased) break;
         }
@@ -623,6 +644,8 @@ private:
     basic_replica<Storage>& replica_;
     Transport& transport_;
     engine_config config_;
+    /// config_.push_batch_size, halved each time a server answers `batch_too_large`.
+    std::size_t push_batch_size_ = config_.push_batch_size;
     std::string client_id_;
     std::vector<collection_entry> collections_;
     bool running_ = false;
