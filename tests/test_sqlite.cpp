@@ -287,6 +287,51 @@ TEST_CASE("acknowledging an unchanged record is one write; anything else is left
     CHECK(txn.load("reservations", "r-1")->base_version == 7);
 }
 
+TEST_CASE("a pulled record new to the store is inserted in one write; an existing one is "
+          "never replaced that way",
+          "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    manual_clock clock;
+    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    replica.put(reservation("r-2", "confirmed", 5)); // dirty: a pull must keep party_size 5
+    const auto& schema = schema_of<Reservation>();
+    auto pulled = [&](const std::string& id, std::int32_t party, std::uint64_t version) {
+        auto value = to_json_object(reservation(id, "confirmed", party));
+        return change{json::value(id), version, false, hlc_stamp{1, 0, "other"}, value};
+    };
+
+    local_record existing;
+    existing.value = to_json_object(reservation("r-2", "cancelled", 9));
+    {
+        auto txn = store.begin();
+        CHECK_FALSE(txn.insert_new("reservations", "r-2", existing));
+        CHECK(txn.load("reservations", "r-2")->value.at("party_size") == 5); // untouched
+
+        bool insert_first = true;
+        auto first = pulled("r-1", 2, 10);
+        REQUIRE(detail::apply_pulled(txn, schema, first, 0, &insert_first));
+        CHECK(insert_first); // new: inserted, and the page keeps inserting first
+        auto second = pulled("r-2", 7, 11);
+        REQUIRE(detail::apply_pulled(txn, schema, second, 0, &insert_first));
+        CHECK_FALSE(insert_first); // it existed: the rest of the page looks up first
+        auto third = pulled("r-3", 4, 12);
+        REQUIRE(detail::apply_pulled(txn, schema, third, 0, &insert_first));
+        txn.commit();
+    }
+
+    CHECK(replica.get<Reservation>("r-1")->party_size == 2);
+    CHECK(store.begin().load("reservations", "r-1")->base_version == 10);
+    CHECK(replica.get<Reservation>("r-2")->party_size == 5); // the dirty field stays
+    CHECK(replica.get<Reservation>("r-3")->party_size == 4);
+    CHECK(store.pending("reservations").dirty == 1);
+
+    store.set_fault_hook([](std::string_view op) { return op == "save"; });
+    auto failing = store.begin();
+    CHECK_THROWS_AS(failing.insert_new("reservations", "r-9", existing), sync_error);
+    CHECK_FALSE(failing.load("reservations", "r-9"));
+}
+
 TEST_CASE("under normal durability a commit that reserves mutation ids is put on disk",
           "[sqlite]") {
     // A push may reach the server as soon as its ids are committed; an id rolled back by a

@@ -626,8 +626,9 @@ private:
         const auto now = replica_.clock()();
         auto txn = replica_.storage().begin();
         const hlc_stamp* newest = nullptr;
+        bool insert_first = true;
         for (auto& change : page.changes) {
-            if (!detail::apply_pulled(txn, schema, change, now)) return false;
+            if (!detail::apply_pulled(txn, schema, change, now, &insert_first)) return false;
             if (!newest || *newest < change.stamp) newest = &change.stamp;
         }
         if (newest) {

@@ -39,6 +39,14 @@ concept acknowledge_access =
         { t.acknowledge(s, s, n, n, ms) } -> std::same_as<bool>;
     };
 
+/// A store that inserts a record only if none is stored under its key (sqlite_storage):
+/// `insert_new(collection, key, record)` returns whether it did. A pulled record that is new
+/// to the store then costs one write instead of a failed lookup and a write.
+template <class Txn>
+concept insert_access = requires(Txn& t, std::string_view s, const local_record& r) {
+    { t.insert_new(s, s, r) } -> std::same_as<bool>;
+};
+
 /// The record, its value included only where the store cannot leave it out.
 template <class Txn>
 std::optional<local_record> load_metadata(Txn& txn, std::string_view collection,
@@ -363,8 +371,13 @@ void park_rejected(Txn& txn, const collection_schema& schema, std::string_view k
 /// nothing when the record is based on that version. Returns false when it is not: the store
 /// has lost what it wrote (an older copy of the file, a power loss), so the page must be pulled
 /// again in full; the caller then abandons the transaction.
+///
+/// `insert_first` (a store with `insert_access`) starts with an insert and falls back to the
+/// lookup if the record exists. The caller keeps it across a page: it stays true while pulled
+/// records turn out new (a first sync) and turns false at the first that is not.
 template <class Txn>
-bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int64_t now_ms) {
+bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int64_t now_ms,
+                  bool* insert_first = nullptr) {
     std::string key;
     if (auto d = key_from_json(schema, c.id, key))
         throw sync_error(make_error_code(errc::bad_response), "pulled change: " + d.message);
@@ -372,6 +385,17 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
         auto rec = load_metadata(txn, schema.name, key);
         if (!rec) return c.deleted; // its own delete, acknowledged and removed
         return rec->base_version == c.version && rec->parked == park_state::none;
+    }
+    if constexpr (insert_access<Txn>) {
+        if (insert_first && *insert_first && !c.deleted) {
+            local_record fresh;
+            fresh.value = normalize(schema, std::move(c.value));
+            fresh.base_version = c.version;
+            fresh.last_synced_ms = now_ms;
+            if (txn.insert_new(schema.name, key, fresh)) return true;
+            *insert_first = false;
+            c.value = std::move(fresh.value); // normalized already; the general path takes it
+        }
     }
     auto rec = txn.load(schema.name, key);
     if (rec && rec->parked != park_state::none) {

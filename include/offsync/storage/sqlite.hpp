@@ -129,6 +129,19 @@ public:
                                      std::string(key));
         }
 
+        /// Stores `r` if no record is stored under (collection, key); returns whether it did.
+        bool insert_new(std::string_view collection, std::string_view key,
+                        const local_record& r) {
+            check("save");
+            auto& st = store_->stmt_.insert_new;
+            bind(st, collection, key);
+            const auto value = json::serialize(r.value);
+            bind_text(st, 3, value);
+            bind_metadata(st, 4, r);
+            run(st);
+            return sqlite3_changes(store_->db_.get()) == 1;
+        }
+
         /// Marks the record clean at `version`, as acknowledging the push of its
         /// `generation` does, in one statement; false (and nothing written) if the record is
         /// missing, was edited since, or holds a pending delete.
@@ -559,6 +572,9 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
             "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.save = prepare("INSERT OR REPLACE INTO offsync_records VALUES "
                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+        stmt_.insert_new = prepare(
+            "INSERT INTO offsync_records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+            "?12, ?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING");
         stmt_.save_metadata = prepare(
             "UPDATE offsync_records SET deleted = ?3, delete_pending = ?4, base_version = ?5, "
             "dirty_mask = ?6, generation = ?7, stamp_wall = ?8, stamp_logical = ?9, "
@@ -595,7 +611,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        statement load, load_metadata, save, save_metadata, acknowledge, remove, pushable, cursor, set_cursor,
+        statement load, load_metadata, save, insert_new, save_metadata, acknowledge, remove, pushable, cursor, set_cursor,
             load_parked, save_parked, remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 
