@@ -106,13 +106,7 @@ public:
         }
 
         void save(std::string_view collection, std::string_view key, const local_record& r) {
-            check("save");
-            auto& st = store_->stmt_.save;
-            bind(st, collection, key);
-            const auto value = json::serialize(r.value);
-            bind_text(st, 3, value);
-            bind_metadata(st, 4, r);
-            run(st);
+            write_row(store_->stmt_.save, collection, key, r);
         }
 
         /// Writes every member of `r` but its value, which stays as stored: no JSON is
@@ -132,13 +126,7 @@ public:
         /// Stores `r` if no record is stored under (collection, key); returns whether it did.
         bool insert_new(std::string_view collection, std::string_view key,
                         const local_record& r) {
-            check("save");
-            auto& st = store_->stmt_.insert_new;
-            bind(st, collection, key);
-            const auto value = json::serialize(r.value);
-            bind_text(st, 3, value);
-            bind_metadata(st, 4, r);
-            run(st);
+            write_row(store_->stmt_.insert_new, collection, key, r);
             return sqlite3_changes(store_->db_.get()) == 1;
         }
 
@@ -293,6 +281,17 @@ public:
             }
             reset(st);
             return out;
+        }
+
+        /// Runs `save` or `insert_new`: a whole row, its value serialised.
+        void write_row(const statement& st, std::string_view collection, std::string_view key,
+                       const local_record& r) {
+            check("save");
+            bind(st, collection, key);
+            const auto value = json::serialize(r.value);
+            bind_text(st, 3, value);
+            bind_metadata(st, 4, r);
+            run(st);
         }
 
         /// Binds the 13 metadata columns of `save` and `save_metadata`, from `first` on.
