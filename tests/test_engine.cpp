@@ -390,3 +390,37 @@ TEST_CASE("a push refused as too large even alone fails the round and keeps the 
     CHECK(a.replica.pending<Reservation>().dirty == 2);
     CHECK_FALSE(service->get("alice", "reservations", "r-1"));
 }
+
+TEST_CASE("push batches and pull pages start small and double up to the configured size",
+          "[engine]") {
+    world w;
+    std::vector<std::size_t> batches, pages;
+    engine_config config; // the defaults: 250 then up to 1,000 a batch; 500 then up to 2,000 a page
+    config.on_event = [&](const sync_event& e) {
+        if (e.collection != "reservations") return;
+        if (e.what == sync_event::kind::batch_pushed) batches.push_back(e.count);
+        if (e.what == sync_event::kind::page_pulled) pages.push_back(e.count);
+    };
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    for (int i = 0; i < 2400; ++i) a.replica.put(reservation("r-" + std::to_string(10000 + i)));
+    REQUIRE(!a.sync().error);
+    CHECK(batches == std::vector<std::size_t>{250, 500, 1000, 650});
+    CHECK(pages == std::vector<std::size_t>{500, 1000, 900}); // the echoes of the 2,400
+
+    // Each push pass and each pull starts small again.
+    batches.clear();
+    pages.clear();
+    for (int i = 0; i < 300; ++i) a.replica.put(reservation("s-" + std::to_string(10000 + i)));
+    REQUIRE(!a.sync().error);
+    CHECK(batches == std::vector<std::size_t>{250, 50});
+    CHECK(pages == std::vector<std::size_t>{300});
+
+    // A configured size below the first one is used from the start.
+    config.first_push_batch_size = 0; // read as 1
+    config.push_batch_size = 40;
+    batches.clear();
+    client b(w.io, w.service, "bob", w.clock.as_wall_clock(), config);
+    for (int i = 0; i < 50; ++i) b.replica.put(reservation("t-" + std::to_string(10000 + i)));
+    REQUIRE(!b.sync().error);
+    CHECK(batches == std::vector<std::size_t>{1, 2, 4, 8, 16, 19});
+}

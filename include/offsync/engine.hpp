@@ -47,6 +47,12 @@ struct engine_config {
     /// answers `batch_too_large` makes the engine halve its batches until they fit.
     std::size_t push_batch_size = 1000;
     std::uint32_t pull_page_size = 2000; ///< changes per pull page (a server sends at most 5,000)
+    /// The first batch of each push pass and the first page of each pull are this large (or
+    /// the sizes above, if smaller), and each next one twice as large as the one before, up to
+    /// those sizes: a round with a few hundred changes still overlaps client and server work,
+    /// and a long one soon sends full requests.
+    std::size_t first_push_batch_size = 250;
+    std::uint32_t first_pull_page_size = 500;
     /// Push passes per collection and round. A pass after the first re-pushes records a
     /// conflict policy rebased (a last-write-wins local win); the bound stops two clients that
     /// keep overwriting each other from holding a round forever.
@@ -288,13 +294,23 @@ private:
         std::vector<detail::sent_mutation> sent;
     };
 
-    /// Builds the next batch of `c` after key `after` (moved past it); nullopt when none is left.
-    std::optional<prepared_push> prepare_push(collection_entry& c, std::string& after) {
+    /// Request sizes ramp up: from `first` (at least 1), doubling, to `full`.
+    static std::size_t ramp_start(std::size_t first, std::size_t full) {
+        return std::max<std::size_t>(1, std::min(first, full));
+    }
+    static std::size_t ramp_next(std::size_t current, std::size_t full) {
+        return std::min(full, current * 2);
+    }
+
+    /// Builds the next batch of `c` after key `after` (moved past it), of at most `size`
+    /// mutations; nullopt when none is left.
+    std::optional<prepared_push> prepare_push(collection_entry& c, std::string& after,
+                                              std::size_t size) {
         for (;;) {
             prepared_push batch;
             batch.request.client_id = client_id_;
             auto txn = replica_.storage().begin();
-            auto keys = txn.pushable_keys(c.schema.name, after, push_batch_size_);
+            auto keys = txn.pushable_keys(c.schema.name, after, size);
             if (keys.empty()) return std::nullopt;
             after = keys.back();
             detail::build_push(txn, c.schema, keys, batch.request, batch.sent);
@@ -389,7 +405,8 @@ private:
             bool rebased = false;
             bool smaller = false; // the server refused a batch as too large: start the pass again
             std::string after;
-            auto batch = prepare_push(c, after);
+            std::size_t size = ramp_start(config_.first_push_batch_size, push_batch_size_);
+            auto batch = prepare_push(c, after, size);
             if (!batch) break;
             auto flying = launch(std::move(batch->request));
             auto sent = std::move(batch->sent);
@@ -401,7 +418,8 @@ private:
                 const bool cancelled = co_await round_cancelled();
                 if (!cancelled) {
                     try {
-                        next = prepare_push(c, after);
+                        size = ramp_next(size, push_batch_size_);
+                        next = prepare_push(c, after, size);
                     } catch (...) {
                         failure = std::current_exception();
                     }
@@ -550,9 +568,12 @@ private:
         // Echo markers (the client's own writes without their values) until a page shows the
         // store does not hold what it wrote; from then on, this round pulls in full.
         bool echoes = true;
+        auto page_size =
+            std::uint32_t(ramp_start(config_.first_pull_page_size, config_.pull_page_size));
         auto request = [&](std::uint64_t from) {
-            return pull_request{schema.name, from, config_.pull_page_size,
-                                echoes ? client_id_ : std::string()};
+            pull_request r{schema.name, from, page_size, echoes ? client_id_ : std::string()};
+            page_size = std::uint32_t(ramp_next(page_size, config_.pull_page_size));
+            return r;
         };
         co_await throw_if_cancelled();
         auto flying = launch(request(since));
