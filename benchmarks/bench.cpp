@@ -5,7 +5,7 @@
 //
 //   offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,baseline]
 //                 [--mode inproc|http|both] [--n 1000,100000] [--k 10,1000] [--clients 1,4,16]
-//                 [--conflicts 1000] [--batch 1000] [--page 2000] [--durability full|normal]
+//                 [--conflicts 1000] [--batch 1000] [--page 1000] [--durability full|normal]
 //                 [--naive-max 20000] [--dir DIR] [--out FILE (rewritten)]
 //   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE]   (internal)
 #include "../examples/landmarks/model.hpp"

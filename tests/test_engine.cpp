@@ -395,7 +395,7 @@ TEST_CASE("push batches and pull pages start small and double up to the configur
           "[engine]") {
     world w;
     std::vector<std::size_t> batches, pages;
-    engine_config config; // the defaults: 250 then up to 1,000 a batch; 500 then up to 2,000 a page
+    engine_config config; // the defaults: 250 then up to 1,000 a batch; 500 then up to 1,000 a page
     config.on_event = [&](const sync_event& e) {
         if (e.collection != "reservations") return;
         if (e.what == sync_event::kind::batch_pushed) batches.push_back(e.count);

@@ -46,7 +46,9 @@ struct engine_config {
     /// server takes up to 1,000 (`service_config::max_mutations_per_push`); a server that
     /// answers `batch_too_large` makes the engine halve its batches until they fit.
     std::size_t push_batch_size = 1000;
-    std::uint32_t pull_page_size = 2000; ///< changes per pull page (a server sends at most 5,000)
+    /// Changes per pull page (a server sends at most 5,000). Larger pages cost the server
+    /// more CPU and memory without pulling faster (docs/benchmarks.md).
+    std::uint32_t pull_page_size = 1000;
     /// The first batch of each push pass and the first page of each pull are this large (or
     /// the sizes above, if smaller), and each next one twice as large as the one before, up to
     /// those sizes: a round with a few hundred changes still overlaps client and server work,
