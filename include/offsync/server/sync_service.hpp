@@ -708,19 +708,27 @@ private:
         server_record rec;
         if (existing && existing->version != 0 && !existing->deleted) {
             rec = *existing;
-        } else {
-            rec.key = key;
-            rec.value = schema.defaults;
-            rec.value[schema.key_field] = key_to_json(schema, key);
-            rec.fields.assign(schema.fields.size(), field_stamp{version, writer});
-        }
-        rec.fields.resize(schema.fields.size());
-        for (std::size_t i = 0; i < schema.fields.size(); ++i) {
-            if (!((mask >> i) & 1)) continue;
-            if (const auto* v = fields.if_contains(schema.fields[i])) {
-                rec.value[schema.fields[i]] = *v;
-                rec.fields[i] = {version, writer};
+            rec.fields.resize(schema.fields.size());
+            for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+                if (!((mask >> i) & 1)) continue;
+                if (const auto* v = fields.if_contains(schema.fields[i])) {
+                    rec.value[schema.fields[i]] = *v;
+                    rec.fields[i] = {version, writer};
+                }
             }
+        } else {
+            // A new record (or one recreated over a tombstone): built once, field by field,
+            // from the mutation or the schema's defaults; every field is this write's.
+            rec.key = key;
+            rec.value.reserve(schema.fields.size());
+            for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+                const auto& name = schema.fields[i];
+                const auto* v = (mask >> i) & 1 ? fields.if_contains(name) : nullptr;
+                if (name == schema.key_field) rec.value.emplace(name, key_to_json(schema, key));
+                else if (v) rec.value.emplace(name, *v);
+                else if (const auto* d = schema.defaults.if_contains(name)) rec.value.emplace(name, *d);
+            }
+            rec.fields.assign(schema.fields.size(), field_stamp{version, writer});
         }
         rec.deleted = false;
         rec.version = version;
