@@ -386,12 +386,17 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
         if (!rec) return c.deleted; // its own delete, acknowledged and removed
         return rec->base_version == c.version && rec->parked == park_state::none;
     }
+    // The record as a store that has never had it keeps it: the server's, clean.
+    auto fresh_from_server = [&] {
+        local_record fresh;
+        fresh.value = normalize(schema, std::move(c.value));
+        fresh.base_version = c.version;
+        fresh.last_synced_ms = now_ms;
+        return fresh;
+    };
     if constexpr (insert_access<Txn>) {
         if (insert_first && *insert_first && !c.deleted) {
-            local_record fresh;
-            fresh.value = normalize(schema, std::move(c.value));
-            fresh.base_version = c.version;
-            fresh.last_synced_ms = now_ms;
+            auto fresh = fresh_from_server();
             if (txn.insert_new(schema.name, key, fresh)) return true;
             *insert_first = false;
             c.value = std::move(fresh.value); // normalized already; the general path takes it
@@ -408,11 +413,7 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
     }
     if (!rec) {
         if (c.deleted) return true;
-        local_record fresh;
-        fresh.value = normalize(schema, std::move(c.value));
-        fresh.base_version = c.version;
-        fresh.last_synced_ms = now_ms;
-        txn.save(schema.name, key, fresh);
+        txn.save(schema.name, key, fresh_from_server());
         return true;
     }
     if (!rec->dirty()) {
