@@ -555,13 +555,14 @@ private:
         beast::flat_buffer buffer;
         for (;;) {
             if (buffer.size() == 0) {
+                if (buffer.capacity() > idle_read_bytes) buffer.shrink_to_fit();
                 {
                     std::lock_guard lock(mutex_);
                     if (stopping_) co_return;
                     c.idle = true;
                 }
                 stream.expires_after(config_.idle_timeout);
-                auto space = buffer.prepare(4096);
+                auto space = buffer.prepare(idle_read_bytes);
                 auto [ec, n] = co_await stream.async_read_some(space, tok);
                 {
                     std::lock_guard lock(mutex_);
@@ -587,6 +588,13 @@ private:
                     auto [cec, cn] = co_await http::async_write(stream, proceed, tok);
                     if (cec) co_return;
                 }
+                // Beast reads as much as the buffer has room for: a connection's small idle
+                // buffer would take a large push 4 KiB per system call. The room is given
+                // back once the connection is idle again.
+                if (const auto length = parser.content_length();
+                    length && *length > buffer.capacity() - buffer.size())
+                    buffer.reserve(buffer.size() +
+                                   std::min<std::uint64_t>(*length, body_read_chunk_bytes));
                 auto [bec, bn] = co_await http::async_read(stream, buffer, parser, tok);
                 ec = bec;
             }
@@ -653,6 +661,11 @@ private:
             }
         }
     }
+
+    /// What an idle connection's buffer holds: a request line, headers, a small body.
+    static constexpr std::size_t idle_read_bytes = 4096;
+    /// Beast's largest single read (64 KiB), the room made for a larger body.
+    static constexpr std::size_t body_read_chunk_bytes = 64 * 1024;
 
     asio::any_io_executor ex_;
     asio::strand<asio::any_io_executor> strand_;

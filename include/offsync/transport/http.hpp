@@ -215,6 +215,10 @@ private:
                 parser.body_limit(config_.max_response_bytes);
                 beast::error_code ec = wec;
                 if (!ec) {
+                    // Beast reads as much as the buffer has room for, and a buffer that has
+                    // never been larger has room for 512 bytes: a page of answers would take
+                    // hundreds of system calls, each arming the timer again.
+                    if (buffer_.capacity() < read_chunk_bytes) buffer_.reserve(read_chunk_bytes);
                     auto [rec, rn] = co_await http::async_read(*stream_, buffer_, parser, tok);
                     ec = rec;
                 }
@@ -286,6 +290,9 @@ private:
         if (v.empty() || ec != std::errc{} || p != v.data() + v.size()) return std::nullopt;
         return std::chrono::seconds(n);
     }
+
+    /// Beast's largest single read (64 KiB).
+    static constexpr std::size_t read_chunk_bytes = 64 * 1024;
 
     executor_type ex_;
     http_transport_config config_;
