@@ -285,6 +285,18 @@ TEST_CASE("last-write-wins in both directions", "[engine][lww]") {
         CHECK(laptop->replica.get<Reservation>("r-1")->party_size == 3);
     }
     SECTION("an exact tie is broken the same way on every device") {
+        // The laptop's clock has seen the phone's first write; the phone's has not seen it come
+        // back (a push does not pull its own writes). Equal clocks make the stamps tie.
+        hlc_state laptop_clock;
+        {
+            auto txn = laptop->storage.begin();
+            laptop_clock = txn.clock();
+        }
+        {
+            auto txn = phone->storage.begin();
+            txn.set_clock(laptop_clock);
+            txn.commit();
+        }
         phone->replica.put(reservation("r-1", "confirmed", 3));
         laptop->replica.put(reservation("r-1", "confirmed", 5));
         phone->sync();
@@ -402,10 +414,13 @@ TEST_CASE("push batches and pull pages start small and double up to the configur
         if (e.what == sync_event::kind::page_pulled) pages.push_back(e.count);
     };
     client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    client tablet(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
     for (int i = 0; i < 2400; ++i) a.replica.put(reservation("r-" + std::to_string(10000 + i)));
     REQUIRE(!a.sync().error);
     CHECK(batches == std::vector<std::size_t>{250, 500, 1000, 650});
-    CHECK(pages == std::vector<std::size_t>{500, 1000, 900}); // the echoes of the 2,400
+    CHECK(pages.empty()); // the pusher does not pull back its own writes
+    REQUIRE(!tablet.sync().error);
+    CHECK(pages == std::vector<std::size_t>{500, 1000, 900});
 
     // Each push pass and each pull starts small again.
     batches.clear();
@@ -413,6 +428,7 @@ TEST_CASE("push batches and pull pages start small and double up to the configur
     for (int i = 0; i < 300; ++i) a.replica.put(reservation("s-" + std::to_string(10000 + i)));
     REQUIRE(!a.sync().error);
     CHECK(batches == std::vector<std::size_t>{250, 50});
+    REQUIRE(!tablet.sync().error);
     CHECK(pages == std::vector<std::size_t>{300});
 
     // A configured size below the first one is used from the start.
@@ -423,4 +439,106 @@ TEST_CASE("push batches and pull pages start small and double up to the configur
     for (int i = 0; i < 50; ++i) b.replica.put(reservation("t-" + std::to_string(10000 + i)));
     REQUIRE(!b.sync().error);
     CHECK(batches == std::vector<std::size_t>{1, 2, 4, 8, 16, 19});
+}
+
+// ---------------------------------------------------------------------------------------------
+// A push's answer tells the feed range its own writes fill alone; the pusher then skips pulling
+// their echoes. Everything else in the feed must still arrive.
+
+namespace {
+std::uint64_t cursor_of(test_storage& storage, const std::string& collection) {
+    auto txn = storage.begin();
+    return txn.cursor(collection);
+}
+} // namespace
+
+TEST_CASE("a push round does not pull back its own writes, and others' writes still arrive",
+          "[engine][own-writes]") {
+    world w;
+    auto phone = w.device("alice");
+    auto tablet = w.device("alice");
+    REQUIRE(!phone->sync().error);
+    REQUIRE(!tablet->sync().error);
+    for (int i = 0; i < 5; ++i) phone->replica.put(reservation("r-" + std::to_string(i)));
+    const auto requests_before = phone->transport.requests();
+    auto pushed = phone->sync();
+    REQUIRE(!pushed.error);
+    CHECK(pushed.applied == 5);
+    CHECK(pushed.pulled == 0); // no echoes
+    CHECK(cursor_of(phone->storage, "reservations") == w.service.last_version());
+    // One push, then one pull per collection that finds nothing.
+    CHECK(phone->transport.requests() - requests_before == 3);
+    CHECK(phone->replica.pending<Reservation>().dirty == 0);
+
+    // The other device receives the writes in full.
+    auto received = tablet->sync();
+    REQUIRE(!received.error);
+    CHECK(received.pulled == 5);
+    CHECK(tablet->replica.list<Reservation>().size() == 5);
+
+    // Its edit comes back to the phone: the skip covers the phone's writes only.
+    auto r = *tablet->replica.get<Reservation>("r-3");
+    r.status = "cancelled";
+    tablet->replica.put(r);
+    REQUIRE(!tablet->sync().error);
+    auto back = phone->sync();
+    REQUIRE(!back.error);
+    CHECK(back.pulled == 1);
+    CHECK(phone->replica.get<Reservation>("r-3")->status == "cancelled");
+}
+
+TEST_CASE("a write by someone else between two pushed batches is pulled, not skipped",
+          "[engine][own-writes]") {
+    world w;
+    engine_config config;
+    config.first_push_batch_size = 2;
+    config.push_batch_size = 2;
+    client phone(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    REQUIRE(!phone.sync().error);
+    for (int i = 0; i < 6; ++i) phone.replica.put(reservation("r-" + std::to_string(i)));
+    // Once the server has applied the first batch, a write of alice's from elsewhere lands
+    // before the second: the feed between the batches is no longer the phone's alone.
+    bool written = false;
+    phone.transport.faults().after_server = [&](std::string_view operation) {
+        if (operation != "push" || written) return;
+        written = true;
+        w.service.admin_put("reservations", to_json_object(reservation("from-the-web")), "alice");
+    };
+    auto round = phone.sync();
+    REQUIRE(!round.error);
+    REQUIRE(written);
+    CHECK(round.applied == 6);
+    CHECK(phone.replica.get<Reservation>("from-the-web"));
+    CHECK(cursor_of(phone.storage, "reservations") == w.service.last_version());
+    // The later batches' writes came back as echoes, behind the foreign write.
+    CHECK(round.pulled >= 1);
+    CHECK(phone.sync().pulled == 0);
+}
+
+TEST_CASE("a pushed record the store lost meanwhile is pulled back, not skipped",
+          "[engine][own-writes]") {
+    world w;
+    auto phone = w.device("alice");
+    REQUIRE(!phone->sync().error);
+    for (int i = 0; i < 3; ++i) phone->replica.put(reservation("r-" + std::to_string(i)));
+    // While the push is answered, the store loses one of the records (standing in for a store
+    // that lost what it wrote). Its acknowledgement finds nothing to mark, so the cursor must
+    // not move past the write: the pull brings the record back from the server.
+    bool removed = false;
+    phone->transport.faults().after_server = [&](std::string_view operation) {
+        if (operation != "push" || removed) return;
+        removed = true;
+        auto txn = phone->storage.begin();
+        txn.remove("reservations", "r-1");
+        txn.commit();
+    };
+    auto round = phone->sync();
+    REQUIRE(!round.error);
+    REQUIRE(removed);
+    CHECK(round.applied == 3);
+    auto back = phone->replica.get<Reservation>("r-1");
+    REQUIRE(back);
+    CHECK(back->id == "r-1");
+    CHECK(phone->replica.list<Reservation>().size() == 3);
+    CHECK(cursor_of(phone->storage, "reservations") == w.service.last_version());
 }

@@ -189,6 +189,45 @@ TEST_CASE("a push response round trips applied, conflict and rejected results", 
     CHECK(back.results[3].mutation_id == 20);
 }
 
+TEST_CASE("a push response's own-writes range round trips and is checked", "[protocol]") {
+    push_response r;
+    mutation_result applied;
+    applied.mutation_id = 17;
+    applied.version = 42;
+    r.results = {applied};
+    CHECK(!through_wire(r).own_writes); // optional: absent unless told
+    CHECK(!json::parse(to_json_text(r)).as_object().contains("own_writes"));
+
+    r.own_writes = own_writes_range{"reservations", 40, 42};
+    const auto text = to_json_text(r);
+    CHECK(json::parse(text) == to_json(r)); // the direct rendering says the same
+    CHECK(json::parse(text).at("own_writes") ==
+          json::parse(R"({"collection": "reservations", "after": 40, "through": 42})"));
+    auto back = through_wire(r);
+    REQUIRE(back.own_writes);
+    CHECK(back.own_writes->collection == "reservations");
+    CHECK(back.own_writes->after == 40);
+    CHECK(back.own_writes->through == 42);
+    REQUIRE(back.results.size() == 1);
+
+    // A malformed range is a bad answer, not a range to trust.
+    const std::string results =
+        R"("results": [{"mutation_id": 17, "status": "applied", "version": 42}])";
+    for (const char* bad : {
+             R"("own_writes": 7)",
+             R"("own_writes": {"after": 40, "through": 42})",
+             R"("own_writes": {"collection": 3, "after": 40, "through": 42})",
+             R"("own_writes": {"collection": "reservations", "after": -1, "through": 42})",
+             R"("own_writes": {"collection": "reservations", "after": 40})",
+             R"("own_writes": {"collection": "reservations", "after": 42, "through": 42})",
+             R"("own_writes": {"collection": "reservations", "after": 50, "through": 42})",
+         }) {
+        INFO(bad);
+        push_response out;
+        CHECK(decode("{" + results + ", " + bad + "}", out));
+    }
+}
+
 TEST_CASE("a change and a pull response round trip, tombstones included", "[protocol]") {
     auto live = sample_change();
     check_same(through_wire(live), live);

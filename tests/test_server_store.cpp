@@ -48,6 +48,24 @@ push_response push(server::sync_service& s, std::string_view user, const std::st
     return out;
 }
 
+/// The memory store, or a SQLite store on a temporary file.
+struct either_store {
+    explicit either_store(bool on_sqlite) {
+        if (on_sqlite) sqlite.emplace(file.str());
+    }
+    server::server_store& get() {
+        return sqlite ? static_cast<server::server_store&>(*sqlite) : memory;
+    }
+    void set_fault_hook(std::function<bool(std::string_view)> hook) {
+        if (sqlite) sqlite->set_fault_hook(std::move(hook));
+        else memory.set_fault_hook(std::move(hook));
+    }
+
+    temp_file file;
+    server::memory_server_store memory;
+    std::optional<server::sqlite_server_store> sqlite;
+};
+
 /// What a user can observe of the service, as text.
 std::string snapshot(server::sync_service& s) {
     std::string out = std::to_string(s.last_version());
@@ -198,17 +216,13 @@ TEST_CASE("the feed as a client pulls it leaves the values of that client's writ
 }
 
 TEST_CASE("a push the server store fails to write leaves nothing behind", "[server-store]") {
-    const std::string op = GENERATE("put", "remember_result", "set_counters", "commit");
+    const std::string op =
+        GENERATE("put", "remember_result", "set_counters", "feed_version_below", "commit");
     const bool on_sqlite = GENERATE(false, true);
     CAPTURE(op, on_sqlite);
-    temp_file file;
+    either_store store(on_sqlite);
     manual_clock clock;
-    server::memory_server_store memory;
-    std::optional<server::sqlite_server_store> sqlite;
-    if (on_sqlite) sqlite.emplace(file.str());
-    server::server_store& store = on_sqlite ? static_cast<server::server_store&>(*sqlite)
-                                            : static_cast<server::server_store&>(memory);
-    server::sync_service service(store, config_at(clock));
+    server::sync_service service(store.get(), config_at(clock));
     add_landmarks(service);
     REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
     push(service, "alice", "phone",
@@ -218,15 +232,14 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
     // Fail the second time the operation runs, in the middle of a three-mutation push.
     int calls = 0;
     auto hook = [&](std::string_view at) { return at == op && ++calls == 2; };
-    if (on_sqlite) sqlite->set_fault_hook(hook);
-    else memory.set_fault_hook(hook);
+    store.set_fault_hook(hook);
     const push_request request{
         "phone",
         {upsert(2, "r-1", 2, {{"party_size", 4}}, "phone"),
          upsert(3, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
          upsert(4, "r-3", 0, to_json_object(reservation("r-3")), "phone")}};
-    // "commit" runs once per push: make its first run fail.
-    if (op == "commit" || op == "set_counters") calls = 1;
+    // These run once per push: make their first run fail.
+    if (op == "commit" || op == "set_counters" || op == "feed_version_below") calls = 1;
     auto answer = service.handle_push("alice", json::serialize(to_json(request)));
     CHECK(answer.status == 500);
     CHECK(parse_error_body(answer.body, errc::bad_response).code == errc::server_error);
@@ -234,8 +247,7 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
     CHECK(snapshot(service) == before);
 
     // The client retries the same request once the store works again: applied exactly once.
-    if (on_sqlite) sqlite->set_fault_hook({});
-    else memory.set_fault_hook({});
+    store.set_fault_hook({});
     push_response first, second;
     REQUIRE(!service.push("alice", request, first));
     REQUIRE(!service.push("alice", request, second));
@@ -243,8 +255,78 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
         CHECK(first.results.at(i).status == mutation_status::applied);
         CHECK(second.results.at(i).version == first.results[i].version);
     }
+    CHECK(first.own_writes);
+    CHECK(!second.own_writes); // a replay writes nothing: no range of its own
     CHECK(service.last_version() == 5);
     CHECK(service.get("alice", "reservations", "r-1")->value.at("party_size") == 4);
+}
+
+TEST_CASE("a push answer tells the feed range its own writes fill alone", "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    either_store store(on_sqlite);
+    manual_clock clock;
+    server::sync_service service(store.get(), config_at(clock));
+    add_landmarks(service);
+    REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
+    auto create = [](std::uint64_t id, const std::string& key, const std::string& client) {
+        return upsert(id, key, 0, to_json_object(reservation(key)), client);
+    };
+
+    // alice's first reservations: nothing of hers below them.
+    auto first = push(service, "alice", "phone",
+                      {create(1, "r-1", "phone"), create(2, "r-2", "phone")});
+    REQUIRE(first.own_writes);
+    CHECK(first.own_writes->collection == "reservations");
+    CHECK(first.own_writes->after == 0);
+    CHECK(first.own_writes->through == 3);
+    CHECK(first.results[1].version == 3);
+
+    // bob's writes take versions, but not from alice's feed: the range still starts at 3.
+    push(service, "bob", "bobs-phone", {create(1, "b-1", "bobs-phone")});
+    auto second = push(service, "alice", "phone", {create(3, "r-3", "phone")});
+    REQUIRE(second.own_writes);
+    CHECK(second.own_writes->after == 3);
+    CHECK(second.own_writes->through == 5);
+
+    // Another device of alice's writes in between: the range starts at its write.
+    const auto laptop = push(service, "alice", "laptop", {create(1, "r-4", "laptop")});
+    auto third = push(service, "alice", "phone",
+                      {upsert(4, "r-1", 2, {{"party_size", 6}}, "phone")});
+    REQUIRE(third.own_writes);
+    CHECK(third.own_writes->after == laptop.results[0].version);
+    CHECK(third.own_writes->through == third.results[0].version);
+
+    // Nothing written, nothing told: a replay, a conflict, a rejection.
+    CHECK(!push(service, "alice", "phone", {create(3, "r-3", "phone")}).own_writes);
+    auto conflict = push(service, "alice", "phone",
+                         {upsert(5, "r-4", 0, {{"party_size", 1}}, "phone")});
+    CHECK(conflict.results[0].status == mutation_status::conflict);
+    CHECK(!conflict.own_writes);
+    auto rejected = push(service, "alice", "phone",
+                         {upsert(6, "r-9", 0, {{"party_size", "many"}}, "phone")});
+    CHECK(rejected.results[0].status == mutation_status::rejected);
+    CHECK(!rejected.own_writes);
+
+    // The shared catalog's feed merges each user's favorites into it: no range.
+    mutation favorite;
+    favorite.mutation_id = 7;
+    favorite.collection = "landmarks";
+    favorite.id = 1;
+    favorite.base_version = 1;
+    favorite.stamp = hlc_stamp{1'764'000'000'007, 0, "phone"};
+    favorite.fields = {{"is_favorite", true}};
+    auto liked = push(service, "alice", "phone", {favorite});
+    CHECK(liked.results[0].status == mutation_status::applied);
+    CHECK(!liked.own_writes);
+    // Writes to two collections in one push: no range either.
+    favorite.mutation_id = 9;
+    favorite.base_version = liked.results[0].version;
+    favorite.fields = {{"is_favorite", false}};
+    auto mixed = push(service, "alice", "phone", {create(8, "r-8", "phone"), favorite});
+    CHECK(mixed.results[0].status == mutation_status::applied);
+    CHECK(mixed.results[1].status == mutation_status::applied);
+    CHECK(!mixed.own_writes);
 }
 
 TEST_CASE("a REST write and an admin write the store fails change nothing", "[server-store]") {

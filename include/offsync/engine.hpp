@@ -484,6 +484,7 @@ private:
         const auto now = replica_.clock()();
         bool rebased = false;
         std::size_t applied = 0;
+        bool all_held = true; // every applied write is stored at its version
         std::vector<conflict_report> conflicts;
         std::vector<rejection_report> rejections;
         // The transaction holds the store's lock: it ends before any event handler runs, so a
@@ -501,8 +502,8 @@ private:
                     throw boost::system::system_error(
                         make_error_code(errc::bad_response),
                         "an applied result carries a record of another version");
-                detail::apply_applied(txn, schema, sent[i], result.version, now,
-                                      result.server ? &*result.server : nullptr);
+                all_held &= detail::apply_applied(txn, schema, sent[i], result.version, now,
+                                                  result.server ? &*result.server : nullptr);
                 ++applied;
                 continue;
             }
@@ -529,6 +530,14 @@ private:
                 entry.outcome == conflict_outcome::merged)
                 rebased = true;
             conflicts.push_back(std::move(entry));
+        }
+        // The feed between the cursor and this push's writes holds only them, and the store
+        // holds each at its version: the pull would bring back nothing but their echoes.
+        if (const auto& own = response.own_writes;
+            own && all_held && own->collection == schema.name) {
+            const auto cursor = txn.cursor(schema.name);
+            if (cursor >= own->after && cursor < own->through)
+                txn.set_cursor(schema.name, own->through);
         }
         txn.commit();
         }

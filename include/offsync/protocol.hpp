@@ -72,8 +72,21 @@ struct mutation_result {
     std::string error_message;
 };
 
+/// A range of a collection's feed that holds nothing but one push's own writes. Sent with the
+/// push's answer: in the feed of `collection` as the pushing client sees it, every change with
+/// a version above `after` and up to `through` is one of the answer's `applied` writes. A
+/// client whose cursor is at `after` or beyond, and which stored every `applied` write of the
+/// answer at its version, may move its cursor to `through` in the same transaction instead of
+/// pulling the echoes of those writes. A client may ignore it; a server may leave it out.
+struct own_writes_range {
+    std::string collection;
+    std::uint64_t after = 0;
+    std::uint64_t through = 0;
+};
+
 struct push_response {
     std::vector<mutation_result> results; ///< one per mutation, in request order
+    std::optional<own_writes_range> own_writes;
 };
 
 struct pull_request {
@@ -158,7 +171,12 @@ inline json::value to_json(const push_response& r) {
     json::array results;
     results.reserve(r.results.size());
     for (const auto& x : r.results) results.push_back(to_json(x));
-    return json::object{{"results", std::move(results)}};
+    json::object o{{"results", std::move(results)}};
+    if (r.own_writes)
+        o.emplace("own_writes", json::object{{"collection", r.own_writes->collection},
+                                             {"after", r.own_writes->after},
+                                             {"through", r.own_writes->through}});
+    return o;
 }
 
 inline json::value to_json(const pull_response& r) {
@@ -338,7 +356,17 @@ inline std::string to_json_text(const push_response& r) {
         }
         out += '}';
     }
-    out += "]}";
+    out += ']';
+    if (r.own_writes) {
+        out += ",\"own_writes\":{\"collection\":";
+        detail::append_json_string(out, r.own_writes->collection);
+        out += ",\"after\":";
+        detail::append_integer(out, r.own_writes->after);
+        out += ",\"through\":";
+        detail::append_integer(out, r.own_writes->through);
+        out += '}';
+    }
+    out += '}';
     return out;
 }
 
@@ -568,6 +596,18 @@ inline diagnostics from_json(const json::value& jv, push_response& r) {
     std::size_t i = 0;
     for (const auto& x : results->get_array())
         if (auto d = from_json(x, r.results[i++])) return d;
+    r.own_writes.reset();
+    if (const auto* range = o->if_contains("own_writes")) {
+        const auto* ro = range->if_object();
+        if (!ro) return detail::shape_error("'own_writes' must be an object");
+        own_writes_range w;
+        if (auto d = detail::get_string(*ro, "collection", w.collection)) return d;
+        if (auto d = detail::get_uint(*ro, "after", w.after)) return d;
+        if (auto d = detail::get_uint(*ro, "through", w.through)) return d;
+        if (w.after >= w.through)
+            return detail::shape_error("'own_writes' must have 'after' below 'through'");
+        r.own_writes = std::move(w);
+    }
     return {};
 }
 

@@ -247,8 +247,11 @@ void adopt_server(Txn& txn, const collection_schema& schema, std::string_view ke
 /// `server` is the record at `version` when the answer carries it: fields other clients wrote
 /// since the mutation's base merged with ours. The record takes their values (its dirty fields
 /// stay), so that after the acknowledgement it holds the record as the server does.
+///
+/// Returns whether the store now holds the record as the feed has it at `version`: what the
+/// echo of this write would confirm (false when the record is gone from the store).
 template <class Txn>
-void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutation& sent,
+bool apply_applied(Txn& txn, const collection_schema& schema, const sent_mutation& sent,
                    std::uint64_t version, std::int64_t now_ms,
                    const change* server = nullptr) {
     if (server && !server->deleted) {
@@ -264,23 +267,25 @@ void apply_applied(Txn& txn, const collection_schema& schema, const sent_mutatio
             rec->value = overlay(schema, server->value, rec->value, rec->dirty_mask);
         }
         txn.save(schema.name, sent.key, *rec);
-        return;
+        return rec->parked == park_state::none;
     }
     if constexpr (acknowledge_access<Txn>)
-        if (txn.acknowledge(schema.name, sent.key, sent.generation, version, now_ms)) return;
+        if (txn.acknowledge(schema.name, sent.key, sent.generation, version, now_ms))
+            return true;
     auto rec = load_metadata(txn, schema.name, sent.key);
-    if (!rec) return;
+    if (!rec) return false; // gone: the feed's record at `version` is not held
     rec->base_version = version;
     rec->sent_mutation_id = 0;
     if (rec->generation == sent.generation) {
         if (rec->delete_pending) {
             txn.remove(schema.name, sent.key);
-            return;
+            return true; // the feed holds the tombstone; a removed record is its match
         }
         rec->dirty_mask = 0;
         rec->last_synced_ms = now_ms;
     }
     save_metadata(txn, schema.name, sent.key, *rec);
+    return rec->parked == park_state::none;
 }
 
 /// Carries out a policy's decision on a conflicting record. `rec` must be the stored record.

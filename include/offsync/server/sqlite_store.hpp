@@ -143,6 +143,19 @@ public:
         db_.reset(st);
     }
 
+    std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
+                                                    std::string_view owner,
+                                                    std::uint64_t version) override {
+        check("feed_version_below");
+        auto& st = stmt_.feed_below;
+        bind_record_key(st, schema.name, owner);
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(version));
+        std::uint64_t below = 0;
+        if (db_.step(st) == SQLITE_ROW) below = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+        db_.reset(st);
+        return below;
+    }
+
     std::optional<mutation_result> find_result(std::string_view client,
                                                std::uint64_t mutation_id) override {
         auto& st = stmt_.find_result;
@@ -347,6 +360,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
             "SELECT version, deleted, value, stamp_wall, stamp_logical, stamp_node, "
             "last_writer, key, field_writes FROM offsync_server_records "
             "WHERE collection = ?1 AND owner = ?2 AND version > ?3 ORDER BY version LIMIT ?4");
+        stmt_.feed_below = db_.prepare(
+            "SELECT version FROM offsync_server_records WHERE collection = ?1 AND owner = ?2 "
+            "AND version < ?3 ORDER BY version DESC LIMIT 1");
         stmt_.put = db_.prepare("INSERT OR REPLACE INTO offsync_server_records VALUES "
                                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
         stmt_.find_result = db_.prepare("SELECT version, detail FROM offsync_server_results "
@@ -362,8 +378,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        offsync::detail::sqlite_statement find, feed, put, find_result, newest_result, remember,
-            forget, get_meta, set_meta;
+        offsync::detail::sqlite_statement find, feed, feed_below, put, find_result, newest_result,
+            remember, forget, get_meta, set_meta;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -93,6 +93,19 @@ public:
         feed(schema, owner, since, limit, out);
     }
 
+    /// The version of the owner's last record in the feed below `version` (0: none), if the
+    /// store can tell with one index probe; nullopt otherwise. With it a push answer can tell
+    /// the client that the feed from there up to its own writes holds nothing else, so the
+    /// client skips pulling its echoes. The default answers nullopt: the client pulls them.
+    virtual std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
+                                                            std::string_view owner,
+                                                            std::uint64_t version) {
+        (void)schema;
+        (void)owner;
+        (void)version;
+        return std::nullopt;
+    }
+
     /// The remembered result of a client's mutation, for an idempotent retry. `client` names
     /// the (user, client id) pair.
     virtual std::optional<mutation_result> find_result(std::string_view client,
@@ -188,6 +201,19 @@ public:
         for (auto it = f->second.upper_bound(since); it != f->second.end() && out.size() < limit;
              ++it)
             out.push_back(c->second.records.at(record_id(owner, it->second)));
+    }
+
+    std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
+                                                    std::string_view owner,
+                                                    std::uint64_t version) override {
+        check("feed_version_below");
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return 0;
+        auto f = c->second.feeds.find(owner);
+        if (f == c->second.feeds.end()) return 0;
+        auto it = f->second.lower_bound(version);
+        if (it == f->second.begin()) return 0;
+        return std::prev(it)->first;
     }
 
     std::optional<mutation_result> find_result(std::string_view client,

@@ -160,7 +160,9 @@ public:
         const auto client = std::string(user) + '\n' + request.client_id;
         std::vector<mutation_result> results;
         results.reserve(request.mutations.size());
+        std::optional<own_writes_range> own_writes;
         auto d = in_transaction([&] {
+            own_writes_tracker written;
             const auto now = config_.clock();
             std::uint64_t newest_id = 0;
             // Ids above the newest remembered one are new: no lookup. It grows as results are
@@ -179,6 +181,8 @@ public:
                 hlc_observe(counters_.clock, m.stamp, now);
                 auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
                 result.mutation_id = m.mutation_id;
+                if (result.status == mutation_status::applied)
+                    written.add(*schemas[i], result.version);
                 store_.remember_result(client, result);
                 if (remembered_up_to && m.mutation_id > *remembered_up_to)
                     remembered_up_to = m.mutation_id;
@@ -186,10 +190,12 @@ public:
             }
             if (newest_id > config_.idempotency_window)
                 store_.forget_results_below(client, newest_id - config_.idempotency_window);
+            own_writes = own_writes_of(user, written);
             return diagnostics{};
         });
         if (d) return d;
         response.results = std::move(results);
+        response.own_writes = std::move(own_writes);
         return {};
     }
 
@@ -685,6 +691,38 @@ private:
             if (f.version > base_version && f.writer != client)
                 return view(schema, &rec, nullptr);
         return std::nullopt;
+    }
+
+    /// The versions one push wrote (not replayed results), while they are all of one
+    /// collection.
+    struct own_writes_tracker {
+        const collection_schema* schema = nullptr;
+        bool mixed = false; ///< writes to more than one collection: no range is told
+        std::uint64_t lowest = 0, highest = 0;
+        void add(const collection_schema& s, std::uint64_t version) {
+            if (schema && schema != &s) mixed = true;
+            if (!schema) lowest = version;
+            schema = &s;
+            lowest = std::min(lowest, version);
+            highest = std::max(highest, version);
+        }
+    };
+
+    /// The feed range the push's own writes fill alone (see `own_writes_range`). Every version
+    /// from the lowest to the highest written was issued inside this push's transaction, so
+    /// the feed holds nothing else between the record below the lowest and the highest. Not
+    /// told for a shared collection with per-user fields, whose feed merges two owners, nor
+    /// by a store that cannot find the record below cheaply.
+    std::optional<own_writes_range> own_writes_of(std::string_view user,
+                                                  const own_writes_tracker& written) {
+        if (!written.schema || written.mixed) return std::nullopt;
+        const auto& schema = *written.schema;
+        const bool shared = schema.scope == scope::shared;
+        if (shared && schema.per_user_mask) return std::nullopt;
+        const auto below =
+            store_.feed_version_below(schema, shared ? std::string_view() : user, written.lowest);
+        if (!below) return std::nullopt;
+        return own_writes_range{schema.name, *below, written.highest};
     }
 
     /// A change that tells the client its own write is the record's latest: no value.
