@@ -66,6 +66,17 @@ struct either_store {
     std::optional<server::sqlite_server_store> sqlite;
 };
 
+/// A service with the Landmarks collections on `either_store`.
+struct service_on_either {
+    explicit service_on_either(bool on_sqlite)
+        : store(on_sqlite), service(store.get(), config_at(clock)) {
+        add_landmarks(service);
+    }
+    either_store store;
+    manual_clock clock;
+    server::sync_service service;
+};
+
 /// What a user can observe of the service, as text.
 std::string snapshot(server::sync_service& s) {
     std::string out = std::to_string(s.last_version());
@@ -220,10 +231,9 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
         GENERATE("put", "remember_result", "set_counters", "feed_version_below", "commit");
     const bool on_sqlite = GENERATE(false, true);
     CAPTURE(op, on_sqlite);
-    either_store store(on_sqlite);
-    manual_clock clock;
-    server::sync_service service(store.get(), config_at(clock));
-    add_landmarks(service);
+    service_on_either w(on_sqlite);
+    auto& store = w.store;
+    auto& service = w.service;
     REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
     push(service, "alice", "phone",
          {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
@@ -264,10 +274,8 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
 TEST_CASE("a push answer tells the feed range its own writes fill alone", "[server-store]") {
     const bool on_sqlite = GENERATE(false, true);
     CAPTURE(on_sqlite);
-    either_store store(on_sqlite);
-    manual_clock clock;
-    server::sync_service service(store.get(), config_at(clock));
-    add_landmarks(service);
+    service_on_either w(on_sqlite);
+    auto& service = w.service;
     REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
     auto create = [](std::uint64_t id, const std::string& key, const std::string& client) {
         return upsert(id, key, 0, to_json_object(reservation(key)), client);
@@ -296,6 +304,30 @@ TEST_CASE("a push answer tells the feed range its own writes fill alone", "[serv
     REQUIRE(third.own_writes);
     CHECK(third.own_writes->after == laptop.results[0].version);
     CHECK(third.own_writes->through == third.results[0].version);
+
+    // An `applied` answer that wrote nothing tells an older version, here the laptop's: a
+    // delete of a record the server never had, an upsert that changes nothing. Told as a range,
+    // it would hide the laptop's write from the phone.
+    const auto laptop_again = push(service, "alice", "laptop",
+                                   {upsert(2, "r-5", 0, to_json_object(reservation("r-5")),
+                                           "laptop")});
+    const auto laptop_version = laptop_again.results[0].version;
+    auto ghost = upsert(10, "never-there", 0, {}, "phone");
+    ghost.op = mutation_op::remove;
+    auto ghost_only = push(service, "alice", "phone", {ghost});
+    CHECK(ghost_only.results[0].status == mutation_status::applied);
+    CHECK(ghost_only.results[0].version == laptop_version);
+    CHECK(!ghost_only.own_writes);
+    auto unchanged =
+        push(service, "alice", "phone", {upsert(11, "r-5", laptop_version, {}, "phone")});
+    CHECK(unchanged.results[0].version == laptop_version);
+    CHECK(!unchanged.own_writes);
+    ghost.mutation_id = 12;
+    auto with_write = push(service, "alice", "phone",
+                           {ghost, create(13, "r-6", "phone")});
+    REQUIRE(with_write.own_writes);
+    CHECK(with_write.own_writes->after == laptop_version); // the laptop's write stays outside
+    CHECK(with_write.own_writes->through == with_write.results[1].version);
 
     // Nothing written, nothing told: a replay, a conflict, a rejection.
     CHECK(!push(service, "alice", "phone", {create(3, "r-3", "phone")}).own_writes);
@@ -327,6 +359,71 @@ TEST_CASE("a push answer tells the feed range its own writes fill alone", "[serv
     CHECK(mixed.results[0].status == mutation_status::applied);
     CHECK(mixed.results[1].status == mutation_status::applied);
     CHECK(!mixed.own_writes);
+}
+
+TEST_CASE("a new record is inserted without a lookup, and only if its key is free",
+          "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    service_on_either w(on_sqlite);
+    auto& store = w.store;
+    auto& service = w.service;
+    const auto& schema = schema_of<Reservation>();
+
+    // The store: a free key is inserted, a taken one (a tombstone too) is left as it is.
+    server::server_record fresh;
+    fresh.key = "s-1";
+    fresh.value = to_json_object(reservation("s-1"));
+    fresh.version = 7;
+    fresh.last_writer = "phone";
+    fresh.fields.assign(schema.fields.size(), server::field_stamp{7, "phone"});
+    store.get().begin();
+    CHECK(store.get().insert_new(schema, "alice", fresh));
+    auto again = fresh;
+    again.version = 8;
+    again.value["party_size"] = 9;
+    CHECK_FALSE(store.get().insert_new(schema, "alice", again));
+    CHECK(store.get().find(schema, "alice", "s-1")->version == 7);
+    CHECK(store.get().insert_new(schema, "bob", again)); // another owner's key is another key
+    auto tomb = fresh;
+    tomb.key = "s-2";
+    tomb.deleted = true;
+    tomb.value = {};
+    store.get().put(schema, "alice", tomb);
+    auto over = fresh;
+    over.key = "s-2";
+    over.version = 9;
+    CHECK_FALSE(store.get().insert_new(schema, "alice", over));
+    CHECK(store.get().find(schema, "alice", "s-2")->deleted);
+    store.get().rollback();
+
+    // The service: a mutation that says its record is new but finds it taken meets the
+    // record, as it would with the lookup first.
+    auto created = push(service, "alice", "phone",
+                        {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+    REQUIRE(created.results[0].status == mutation_status::applied);
+    auto clash = push(service, "alice", "laptop",
+                      {upsert(1, "r-1", 0, {{"party_size", 8}}, "laptop")});
+    CHECK(clash.results[0].status == mutation_status::conflict);
+    REQUIRE(clash.results[0].server);
+    CHECK(clash.results[0].server->version == created.results[0].version);
+    // Over a tombstone: the general path recreates it (the delete was this client's own).
+    auto erase = upsert(2, "r-1", created.results[0].version, {}, "phone");
+    erase.op = mutation_op::remove;
+    const auto deleted = push(service, "alice", "phone", {erase}).results[0].version;
+    auto recreated = push(service, "alice", "phone",
+                          {upsert(3, "r-1", 0, {{"party_size", 5}}, "phone")});
+    CHECK(recreated.results[0].status == mutation_status::applied);
+    CHECK(recreated.results[0].version == deleted + 1);
+    CHECK(service.get("alice", "reservations", "r-1")->value.at("party_size") == 5);
+    // A new record that does not validate is rejected with its reason, and nothing is written.
+    const auto before = service.last_version();
+    auto bad = push(service, "alice", "phone",
+                    {upsert(4, "r-2", 0, {{"party_size", "many"}}, "phone")});
+    CHECK(bad.results[0].status == mutation_status::rejected);
+    CHECK(bad.results[0].error_code == "invalid_field");
+    CHECK(service.last_version() == before);
+    CHECK(!service.get("alice", "reservations", "r-2"));
 }
 
 TEST_CASE("a REST write and an admin write the store fails change nothing", "[server-store]") {

@@ -107,7 +107,20 @@ public:
     void put(const collection_schema& schema, std::string_view owner,
              const server_record& r) override {
         check("put");
-        auto& st = stmt_.put;
+        write_row(stmt_.put, schema, owner, r);
+    }
+
+    /// One `INSERT … ON CONFLICT DO NOTHING`: the clash is found by the insert itself.
+    bool insert_new(const collection_schema& schema, std::string_view owner,
+                    const server_record& r) override {
+        check("put");
+        write_row(stmt_.insert_new, schema, owner, r);
+        return sqlite3_changes(db_.get()) == 1;
+    }
+
+    /// Binds the record to `put` or `insert_new` (the same columns) and runs it.
+    void write_row(offsync::detail::sqlite_statement& st, const collection_schema& schema,
+                   std::string_view owner, const server_record& r) {
         bind_record_key(st, schema.name, owner);
         db_.bind_text(st, 3, r.key);
         sqlite3_bind_int64(st.get(), 4, std::int64_t(r.version));
@@ -365,6 +378,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
             "AND version < ?3 ORDER BY version DESC LIMIT 1");
         stmt_.put = db_.prepare("INSERT OR REPLACE INTO offsync_server_records VALUES "
                                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        stmt_.insert_new = db_.prepare(
+            "INSERT INTO offsync_server_records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+            "?11) ON CONFLICT (collection, owner, key) DO NOTHING");
         stmt_.find_result = db_.prepare("SELECT version, detail FROM offsync_server_results "
                                         "WHERE client = ?1 AND mutation_id = ?2");
         stmt_.newest_result = db_.prepare(
@@ -378,8 +394,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        offsync::detail::sqlite_statement find, feed, feed_below, put, find_result, newest_result,
-            remember, forget, get_meta, set_meta;
+        offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
+            newest_result, remember, forget, get_meta, set_meta;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -75,6 +75,15 @@ public:
     /// Inserts or replaces the record (owner, record.key).
     virtual void put(const collection_schema& schema, std::string_view owner,
                      const server_record& record) = 0;
+    /// Inserts the record (owner, record.key) unless that key exists, a tombstone included;
+    /// returns whether it did. The default looks the key up first; a store that can insert
+    /// and detect the clash in one step saves the lookup for every new record.
+    virtual bool insert_new(const collection_schema& schema, std::string_view owner,
+                            const server_record& record) {
+        if (find(schema, owner, record.key)) return false;
+        put(schema, owner, record);
+        return true;
+    }
     /// The change feed of one owner: records with a version above `since`, ascending, at most
     /// `limit` of them. Cost must grow with the page, not with the collection. The records'
     /// `fields` (per-field versions) may be left empty: the feed serves pulls and lists, which

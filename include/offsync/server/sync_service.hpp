@@ -163,6 +163,10 @@ public:
         std::optional<own_writes_range> own_writes;
         auto d = in_transaction([&] {
             own_writes_tracker written;
+            // Versions above it are this push's writes. An `applied` answer without a write (a
+            // delete of a record never had, an upsert that changes nothing) tells an older
+            // version, perhaps another client's: not a write of this push.
+            const auto written_above = counters_.last_version;
             const auto now = config_.clock();
             std::uint64_t newest_id = 0;
             // Ids above the newest remembered one are new: no lookup. It grows as results are
@@ -181,7 +185,7 @@ public:
                 hlc_observe(counters_.clock, m.stamp, now);
                 auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
                 result.mutation_id = m.mutation_id;
-                if (result.status == mutation_status::applied)
+                if (result.status == mutation_status::applied && result.version > written_above)
                     written.add(*schemas[i], result.version);
                 store_.remember_result(client, result);
                 if (remembered_up_to && m.mutation_id > *remembered_up_to)
@@ -599,6 +603,7 @@ private:
                               const mutation& m) {
         const bool shared = schema.scope == scope::shared;
         const std::string base_owner = shared ? std::string() : std::string(user);
+        if (auto inserted = insert_if_new(schema, base_owner, key, m, client)) return *inserted;
         const auto base = store_.find(schema, base_owner, key);
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
@@ -755,18 +760,8 @@ private:
                 }
             }
         } else {
-            // A new record (or one recreated over a tombstone): built once, field by field,
-            // from the mutation or the schema's defaults; every field is this write's.
-            rec.key = key;
-            rec.value.reserve(schema.fields.size());
-            for (std::size_t i = 0; i < schema.fields.size(); ++i) {
-                const auto& name = schema.fields[i];
-                const auto* v = (mask >> i) & 1 ? fields.if_contains(name) : nullptr;
-                if (name == schema.key_field) rec.value.emplace(name, key_to_json(schema, key));
-                else if (v) rec.value.emplace(name, *v);
-                else if (const auto* d = schema.defaults.if_contains(name)) rec.value.emplace(name, *d);
-            }
-            rec.fields.assign(schema.fields.size(), field_stamp{version, writer});
+            // A new record (or one recreated over a tombstone).
+            rec = new_record(schema, key, fields, mask, version, stamp, writer);
         }
         rec.deleted = false;
         rec.version = version;
@@ -774,6 +769,59 @@ private:
         rec.last_writer = writer;
         store_.put(schema, owner, rec);
         return rec;
+    }
+
+    /// A record that did not exist, built once, field by field, from the mutation or the
+    /// schema's defaults; every field is this write's.
+    static server_record new_record(const collection_schema& schema, const std::string& key,
+                                    const json::object& fields, std::uint64_t mask,
+                                    std::uint64_t version, const hlc_stamp& stamp,
+                                    const std::string& writer) {
+        server_record rec;
+        rec.key = key;
+        rec.value.reserve(schema.fields.size());
+        for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+            const auto& name = schema.fields[i];
+            const auto* v = (mask >> i) & 1 ? fields.if_contains(name) : nullptr;
+            if (name == schema.key_field) rec.value.emplace(name, key_to_json(schema, key));
+            else if (v) rec.value.emplace(name, *v);
+            else if (const auto* d = schema.defaults.if_contains(name)) rec.value.emplace(name, *d);
+        }
+        rec.fields.assign(schema.fields.size(), field_stamp{version, writer});
+        rec.version = version;
+        rec.stamp = stamp;
+        rec.last_writer = writer;
+        return rec;
+    }
+
+    /// A mutation that says its record is new (base version 0) is inserted without looking
+    /// the key up first: a first upload of records made offline is all such mutations. Nullopt
+    /// when it cannot be: the key exists (a tombstone included), the mutation does not
+    /// validate, or the collection's rules need the existing record; the general path then
+    /// decides, with the lookup.
+    std::optional<mutation_result> insert_if_new(const collection_schema& schema,
+                                                 std::string_view owner, const std::string& key,
+                                                 const mutation& m, const std::string& client) {
+        const bool shared = schema.scope == scope::shared;
+        if (m.op != mutation_op::upsert || m.base_version != 0 ||
+            (shared && (schema.per_user_mask || !schema.client_writable)))
+            return std::nullopt;
+        if (detail::validate_value(schema, key, m.fields)) return std::nullopt;
+        std::uint64_t mask = 0;
+        for (const auto& [name, v] : m.fields) {
+            const auto i = *schema.field_index(name);
+            if (!schema.client_may_write(i)) return std::nullopt;
+            mask |= std::uint64_t{1} << i;
+        }
+        if (mask == 0) return std::nullopt;
+        const auto version = counters_.last_version + 1;
+        if (!store_.insert_new(schema, owner,
+                               new_record(schema, key, m.fields, mask, version, m.stamp, client)))
+            return std::nullopt;
+        counters_.last_version = version;
+        mutation_result r;
+        r.version = version; // every field is this write's: nothing unseen to send back
+        return r;
     }
 
     std::uint64_t tombstone(const collection_schema& schema, std::string_view owner,
