@@ -1102,6 +1102,72 @@ TEST_CASE("http: the transport maps error answers to offsync codes", "[http][fau
     CHECK(*got == errc::bad_response);
 }
 
+namespace {
+/// A server that answers every request with `200` and `body`, whatever was asked: an HTTP
+/// server that is not offsync, or one that is broken.
+struct answers_anything {
+    answers_anything(asio::io_context& io, std::string body)
+        : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), body(std::move(body)) {
+        accept();
+    }
+    void accept() {
+        acceptor.async_accept([this](error_code ec, tcp::socket s) {
+            if (ec) return;
+            serve(std::make_shared<tcp::socket>(std::move(s)));
+            accept();
+        });
+    }
+    void serve(std::shared_ptr<tcp::socket> sock) {
+        auto buffer = std::make_shared<beast::flat_buffer>();
+        auto req = std::make_shared<http::request<http::string_body>>();
+        http::async_read(*sock, *buffer, *req, [this, sock, buffer, req](error_code ec,
+                                                                          std::size_t) {
+            if (ec) return;
+            ++requests;
+            auto res = std::make_shared<http::response<http::string_body>>(http::status::ok, 11);
+            res->set(http::field::content_type, "application/json");
+            res->body() = body;
+            res->prepare_payload();
+            http::async_write(*sock, *res, [this, sock, res](error_code wec, std::size_t) {
+                if (!wec) serve(sock);
+            });
+        });
+    }
+    tcp::acceptor acceptor;
+    std::string body;
+    int requests = 0;
+};
+} // namespace
+
+TEST_CASE("http: a push answered with something that is not its answer keeps the edits dirty",
+          "[http][faults]") {
+    // The engine has sent the next batch before it applies an answer: a bad answer must still
+    // end the round with nothing acknowledged, and nothing sent after the batch in flight.
+    const std::string body = GENERATE(as<std::string>{}, "hello",
+                                      R"({"results": []})",
+                                      R"({"results": [{"mutation_id": 1, "status": "applied"}]})",
+                                      R"({"results": "many"})");
+    CAPTURE(body);
+    asio::io_context io;
+    manual_clock clock;
+    answers_anything fake(io, body);
+    engine_config config;
+    config.first_push_batch_size = 2; // two batches in flight one after the other
+    config.push_batch_size = 2;
+    http_client phone(io, fake.acceptor.local_endpoint().port(), alice_token,
+                      clock.as_wall_clock(), config,
+                      [](http_engine& e) { e.add_collection<Reservation>(); });
+    for (int i = 0; i < 5; ++i) phone.replica.put(reservation("r-" + std::to_string(i)));
+    auto report = phone.sync();
+    CHECK(report.error == errc::bad_response);
+    INFO(report.error_message);
+    CHECK(report.error_message.find("push") != std::string::npos);
+    CHECK(report.applied == 0);
+    CHECK(phone.replica.pending<Reservation>().dirty == 5);
+    CHECK(fake.requests >= 1);
+    CHECK(fake.requests <= 2); // the batch after the bad answer at most: nothing more
+}
+
 // ---------------------------------------------------------------------------------------------
 // Operating the server
 

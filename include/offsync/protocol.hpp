@@ -370,6 +370,16 @@ inline std::string to_json_text(const push_response& r) {
     return out;
 }
 
+/// Decodes a successful answer's body (a push or pull response). Fails, with what is wrong,
+/// when the body is not JSON or not of the answer's shape.
+template <class Response>
+diagnostics decode_answer(std::string_view body, Response& out) {
+    boost::system::error_code ec;
+    auto jv = json::parse(body, ec);
+    if (ec) return {make_error_code(errc::bad_response), "response is not JSON: " + ec.message()};
+    return from_json(std::move(jv), out);
+}
+
 /// `{"error": {"code": "...", "message": "..."}}`
 inline json::value error_body(errc code, std::string_view message) {
     return json::object{{"error", json::object{{"code", to_string(code)}, {"message", message}}}};

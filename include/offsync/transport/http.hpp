@@ -252,13 +252,8 @@ private:
                     continue;
                 }
                 if (status == 200) {
-                    boost::system::error_code jec;
-                    auto jv = json::parse(res.body(), jec);
-                    if (jec) {
-                        fail(errc::bad_response, "response is not JSON: " + jec.message());
-                    } else if (auto d = from_json(std::move(jv), out.second)) {
+                    if (auto d = decode_answer(res.body(), out.second))
                         fail(errc::bad_response, d.message);
-                    }
                     co_return out;
                 }
                 auto d = parse_error_body(res.body(), status == 401  ? errc::unauthorized
