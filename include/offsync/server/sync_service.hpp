@@ -603,26 +603,31 @@ private:
                               const mutation& m) {
         const bool shared = schema.scope == scope::shared;
         const std::string base_owner = shared ? std::string() : std::string(user);
-        if (auto inserted = insert_if_new(schema, base_owner, key, m, client)) return *inserted;
+        // An upsert is checked before any lookup, so that a new record can go straight in.
+        diagnostics invalid;
+        std::uint64_t patch_mask = 0;
+        if (m.op == mutation_op::upsert) {
+            invalid = detail::validate_value(schema, key, m.fields);
+            for (auto it = m.fields.begin(); !invalid && it != m.fields.end(); ++it) {
+                const auto i = *schema.field_index(it->key());
+                if (!schema.client_may_write(i))
+                    invalid = {make_error_code(errc::read_only),
+                               "field '" + std::string(it->key()) + "' of " + schema.name +
+                                   " is read-only to clients"};
+                patch_mask |= std::uint64_t{1} << i;
+            }
+            if (!invalid)
+                if (auto inserted = insert_if_new(schema, base_owner, key, m, patch_mask, client))
+                    return *inserted;
+        }
         const auto base = store_.find(schema, base_owner, key);
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
         auto current = [&] { return view(schema, base ? &*base : nullptr, own ? &*own : nullptr); };
 
-        std::uint64_t patch_mask = 0;
-        if (m.op == mutation_op::upsert) {
-            if (auto d = detail::validate_value(schema, key, m.fields))
-                return rejected(errc(d.code.value()), d.message, current());
-            for (const auto& [name, v] : m.fields) {
-                const auto i = *schema.field_index(name);
-                if (!schema.client_may_write(i))
-                    return rejected(errc::read_only,
-                                    "field '" + std::string(name) + "' of " + schema.name +
-                                        " is read-only to clients",
-                                    current());
-                patch_mask |= std::uint64_t{1} << i;
-            }
-        } else if (shared && !schema.client_writable) {
+        if (invalid) {
+            return rejected(errc(invalid.code.value()), invalid.message, current());
+        } else if (m.op == mutation_op::remove && shared && !schema.client_writable) {
             return rejected(errc::read_only, schema.name + " records cannot be deleted by clients",
                             current());
         }
@@ -794,26 +799,19 @@ private:
         return rec;
     }
 
-    /// A mutation that says its record is new (base version 0) is inserted without looking
-    /// the key up first: a first upload of records made offline is all such mutations. Nullopt
-    /// when it cannot be: the key exists (a tombstone included), the mutation does not
-    /// validate, or the collection's rules need the existing record; the general path then
-    /// decides, with the lookup.
+    /// A valid upsert (`mask`: the fields it writes) that says its record is new (base
+    /// version 0) is inserted without looking the key up first: a first upload of records
+    /// made offline is all such mutations. Nullopt when it cannot be: the key exists (a
+    /// tombstone included), or the collection's rules need the existing record; the general
+    /// path then decides, with the lookup.
     std::optional<mutation_result> insert_if_new(const collection_schema& schema,
                                                  std::string_view owner, const std::string& key,
-                                                 const mutation& m, const std::string& client) {
+                                                 const mutation& m, std::uint64_t mask,
+                                                 const std::string& client) {
         const bool shared = schema.scope == scope::shared;
-        if (m.op != mutation_op::upsert || m.base_version != 0 ||
+        if (m.base_version != 0 || mask == 0 ||
             (shared && (schema.per_user_mask || !schema.client_writable)))
             return std::nullopt;
-        if (detail::validate_value(schema, key, m.fields)) return std::nullopt;
-        std::uint64_t mask = 0;
-        for (const auto& [name, v] : m.fields) {
-            const auto i = *schema.field_index(name);
-            if (!schema.client_may_write(i)) return std::nullopt;
-            mask |= std::uint64_t{1} << i;
-        }
-        if (mask == 0) return std::nullopt;
         const auto version = counters_.last_version + 1;
         if (!store_.insert_new(schema, owner,
                                new_record(schema, key, m.fields, mask, version, m.stamp, client)))
