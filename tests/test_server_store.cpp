@@ -68,9 +68,15 @@ struct either_store {
 
 /// A service with the Landmarks collections on `either_store`.
 struct service_on_either {
-    explicit service_on_either(bool on_sqlite)
-        : store(on_sqlite), service(store.get(), config_at(clock)) {
+    explicit service_on_either(bool on_sqlite,
+                               std::function<void(server::service_config&)> tune = {})
+        : store(on_sqlite), service(store.get(), tuned(config_at(clock), tune)) {
         add_landmarks(service);
+    }
+    static server::service_config tuned(server::service_config c,
+                                         const std::function<void(server::service_config&)>& f) {
+        if (f) f(c);
+        return c;
     }
     either_store store;
     manual_clock clock;
@@ -228,7 +234,8 @@ TEST_CASE("the feed as a client pulls it leaves the values of that client's writ
 
 TEST_CASE("a push the server store fails to write leaves nothing behind", "[server-store]") {
     const std::string op =
-        GENERATE("put", "remember_result", "set_counters", "feed_version_below", "commit");
+        GENERATE("put", "remember_result", "set_counters", "feed_version_below",
+                 "keep_newest_results", "commit");
     const bool on_sqlite = GENERATE(false, true);
     CAPTURE(op, on_sqlite);
     service_on_either w(on_sqlite);
@@ -249,7 +256,9 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
          upsert(3, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
          upsert(4, "r-3", 0, to_json_object(reservation("r-3")), "phone")}};
     // These run once per push: make their first run fail.
-    if (op == "commit" || op == "set_counters" || op == "feed_version_below") calls = 1;
+    if (op == "commit" || op == "set_counters" || op == "feed_version_below" ||
+        op == "keep_newest_results")
+        calls = 1;
     auto answer = service.handle_push("alice", json::serialize(to_json(request)));
     CHECK(answer.status == 500);
     CHECK(parse_error_body(answer.body, errc::bad_response).code == errc::server_error);
@@ -424,6 +433,139 @@ TEST_CASE("a new record is inserted without a lookup, and only if its key is fre
     CHECK(bad.results[0].error_code == "invalid_field");
     CHECK(service.last_version() == before);
     CHECK(!service.get("alice", "reservations", "r-2"));
+}
+
+TEST_CASE("a store keeps at least a client's newest results by count, and not many more",
+          "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    either_store store(on_sqlite);
+    auto& s = store.get();
+    auto remember = [&](const std::string& client, std::uint64_t from, std::uint64_t through) {
+        s.begin();
+        for (auto id = from; id <= through; ++id) {
+            mutation_result r;
+            r.mutation_id = id;
+            r.version = 1000 + id;
+            s.remember_result(client, r);
+        }
+        s.commit();
+    };
+    auto kept = [&](const std::string& client, std::uint64_t through) {
+        std::vector<std::uint64_t> ids;
+        for (std::uint64_t id = 1; id <= through; ++id)
+            if (auto r = s.find_result(client, id)) {
+                CHECK(r->version == 1000 + id);
+                ids.push_back(id);
+            }
+        return ids;
+    };
+    remember("alice\nphone", 1, 100);
+    remember("alice\nlaptop", 1, 10);
+    s.begin();
+    s.keep_newest_results("alice\nphone", 40);
+    s.commit();
+    auto ids = kept("alice\nphone", 100);
+    REQUIRE(ids.size() == 40); // far past the slack: trimmed to exactly the count
+    CHECK(ids.front() == 61);
+    CHECK(kept("alice\nlaptop", 10).size() == 10); // another client's are its own
+    CHECK(s.newest_result("alice\nphone") == 100);
+
+    // A few more: never fewer than the count, at most a quarter more.
+    remember("alice\nphone", 101, 109);
+    s.begin();
+    s.keep_newest_results("alice\nphone", 40);
+    s.commit();
+    ids = kept("alice\nphone", 109);
+    CHECK(ids.size() >= 40);
+    CHECK(ids.size() <= 50);
+    CHECK(ids.back() == 109);
+    CHECK(ids.front() == 109 - ids.size() + 1);
+
+    // A trim in a transaction that rolls back forgets nothing.
+    s.begin();
+    s.keep_newest_results("alice\nphone", 1);
+    s.rollback();
+    CHECK(kept("alice\nphone", 109) == ids);
+    // A client with nothing remembered, and a count of zero.
+    s.begin();
+    s.keep_newest_results("nobody\nnothing", 5);
+    s.keep_newest_results("alice\nlaptop", 0);
+    s.commit();
+    CHECK(kept("alice\nlaptop", 10).empty());
+    CHECK(s.newest_result("alice\nlaptop") == 0);
+}
+
+TEST_CASE("a retry is recognised among a client's newest results however far apart its ids",
+          "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    // Remember 4 results per client: each id below is thousands above the one before, as a
+    // client store restarted between edits would draw them.
+    service_on_either w(on_sqlite, [](server::service_config& c) {
+        c.idempotency_window = 4;
+        c.max_mutations_per_push = 2;
+    });
+    auto& service = w.service;
+    auto create = [](std::uint64_t id, const std::string& key) {
+        return upsert(id, key, 0, to_json_object(reservation(key)), "phone");
+    };
+    const std::uint64_t ids[] = {1, 5'000, 10'000, 15'000, 20'000, 25'000};
+    std::vector<std::uint64_t> versions;
+    for (std::size_t i = 0; i < 6; ++i)
+        versions.push_back(
+            push(service, "alice", "phone", {create(ids[i], "r-" + std::to_string(i))})
+                .results[0]
+                .version);
+    const auto last = service.last_version();
+
+    // The four newest are answered from memory, in one push with a new edit too.
+    for (std::size_t i = 2; i < 6; ++i) {
+        auto again = push(service, "alice", "phone", {create(ids[i], "r-" + std::to_string(i))});
+        CHECK(again.results[0].status == mutation_status::applied);
+        CHECK(again.results[0].version == versions[i]);
+    }
+    CHECK(service.last_version() == last);
+
+    // A push whose store fails after the trim forgets nothing: ids[2] is still recognised.
+    w.store.set_fault_hook([](std::string_view at) { return at == "commit"; });
+    push_response failed;
+    CHECK(service.push("alice", {"phone", {create(30'000, "r-6"), create(35'000, "r-7")}},
+                       failed));
+    w.store.set_fault_hook({});
+    CHECK(push(service, "alice", "phone", {create(ids[2], "r-2")}).results[0].version ==
+          versions[2]);
+    CHECK(service.last_version() == last);
+
+    // Two new ones push the oldest two of those out. Then another device edits r-0 and r-5:
+    // a retry of the remembered r-5 gets its old answer, while a retry of the forgotten r-0 is
+    // applied again and meets the other device's edit as a conflict.
+    push(service, "alice", "phone", {create(30'000, "r-6"), create(35'000, "r-7")});
+    push(service, "alice", "laptop",
+         {upsert(1, "r-0", versions[0], {{"party_size", 9}}, "laptop"),
+          upsert(2, "r-5", versions[5], {{"party_size", 9}}, "laptop")});
+    auto remembered = push(service, "alice", "phone", {create(ids[5], "r-5")});
+    CHECK(remembered.results[0].status == mutation_status::applied);
+    CHECK(remembered.results[0].version == versions[5]);
+    auto forgotten = push(service, "alice", "phone", {create(ids[0], "r-0")});
+    CHECK(forgotten.results[0].status == mutation_status::conflict);
+    CHECK(service.get("alice", "reservations", "r-0")->value.at("party_size") == 9);
+}
+
+TEST_CASE("a service refuses a configuration that would forget a push it just answered",
+          "[server-store]") {
+    server::memory_server_store store;
+    server::service_config small;
+    small.max_mutations_per_push = 100;
+    small.idempotency_window = 99;
+    CHECK_THROWS_WITH(server::sync_service(store, small),
+                      Catch::Contains("idempotency_window (99)") &&
+                          Catch::Contains("max_mutations_per_push (100)"));
+    server::service_config no_clock;
+    no_clock.clock = {};
+    CHECK_THROWS_AS(server::sync_service(no_clock), std::invalid_argument);
+    small.idempotency_window = 100;
+    CHECK_NOTHROW(server::sync_service(store, small));
 }
 
 TEST_CASE("a REST write and an admin write the store fails change nothing", "[server-store]") {

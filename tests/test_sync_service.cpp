@@ -479,8 +479,8 @@ struct store_without_newest final : server::server_store {
     void remember_result(std::string_view client, const mutation_result& r) override {
         inner.remember_result(client, r);
     }
-    void forget_results_below(std::string_view client, std::uint64_t id) override {
-        inner.forget_results_below(client, id);
+    void keep_newest_results(std::string_view client, std::size_t count) override {
+        inner.keep_newest_results(client, count);
     }
     int lookups = 0;
 };

@@ -219,11 +219,33 @@ public:
         db_.run(st);
     }
 
-    void forget_results_below(std::string_view client, std::uint64_t mutation_id) override {
-        auto& st = stmt_.forget;
-        db_.bind_text(st, 1, client);
-        sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
-        db_.run(st);
+    /// Two index probes per call; the trim itself, a walk of `count` index entries, runs only
+    /// once the ids span a quarter more than `count`. A client without gaps in its ids pays it
+    /// once per `count / 4` results; one whose ids have gaps may pay it on every push until its
+    /// gaps are older than its `count` newest results.
+    void keep_newest_results(std::string_view client, std::size_t count) override {
+        check("keep_newest_results");
+        auto& span = stmt_.result_span;
+        db_.bind_text(span, 1, client);
+        std::uint64_t oldest = 0, newest = 0;
+        if (db_.step(span) == SQLITE_ROW) {
+            oldest = std::uint64_t(sqlite3_column_int64(span.get(), 0));
+            newest = std::uint64_t(sqlite3_column_int64(span.get(), 1));
+        }
+        db_.reset(span);
+        // Ids are distinct, so a span this narrow holds few enough results.
+        if (newest - oldest < count + count / 4) return;
+        auto& nth = stmt_.newest_beyond;
+        db_.bind_text(nth, 1, client);
+        sqlite3_bind_int64(nth.get(), 2, std::int64_t(count));
+        std::optional<std::int64_t> first_forgotten;
+        if (db_.step(nth) == SQLITE_ROW) first_forgotten = sqlite3_column_int64(nth.get(), 0);
+        db_.reset(nth);
+        if (!first_forgotten) return;
+        auto& forget = stmt_.forget;
+        db_.bind_text(forget, 1, client);
+        sqlite3_bind_int64(forget.get(), 2, *first_forgotten);
+        db_.run(forget);
     }
 
 private:
@@ -387,15 +409,23 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
             "SELECT ifnull(max(mutation_id), 0) FROM offsync_server_results WHERE client = ?1");
         stmt_.remember = db_.prepare(
             "INSERT OR REPLACE INTO offsync_server_results VALUES (?1, ?2, ?3, ?4)");
+        // Each of min and max alone is one probe of the primary key; together in one SELECT
+        // they would be a scan.
+        stmt_.result_span = db_.prepare(
+            "SELECT (SELECT min(mutation_id) FROM offsync_server_results WHERE client = ?1), "
+            "(SELECT max(mutation_id) FROM offsync_server_results WHERE client = ?1)");
+        stmt_.newest_beyond = db_.prepare(
+            "SELECT mutation_id FROM offsync_server_results WHERE client = ?1 "
+            "ORDER BY mutation_id DESC LIMIT 1 OFFSET ?2");
         stmt_.forget = db_.prepare(
-            "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id < ?2");
+            "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id <= ?2");
         stmt_.get_meta = db_.prepare("SELECT value FROM offsync_server_meta WHERE key = ?1");
         stmt_.set_meta = db_.prepare("INSERT OR REPLACE INTO offsync_server_meta VALUES (?1, ?2)");
     }
 
     struct statements {
         offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
-            newest_result, remember, forget, get_meta, set_meta;
+            newest_result, remember, result_span, newest_beyond, forget, get_meta, set_meta;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -7,8 +7,10 @@
 #include <offsync/model.hpp>
 #include <offsync/protocol.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -128,8 +130,11 @@ public:
         return std::nullopt;
     }
     virtual void remember_result(std::string_view client, const mutation_result& result) = 0;
-    /// Forgets the client's results with a mutation id below `mutation_id`.
-    virtual void forget_results_below(std::string_view client, std::uint64_t mutation_id) = 0;
+    /// Forgets all but the client's `count` newest results (by mutation id). Counting results
+    /// rather than id distance matters: a client's ids have gaps (each restart of an offsync
+    /// client store skips to a new block of ids), and a window of ids would shrink with them.
+    /// A store may keep more between trims, to spread their cost, but never fewer.
+    virtual void keep_newest_results(std::string_view client, std::size_t count) = 0;
 };
 
 /// The server store in memory: fast, and gone when the process ends. Keeps an undo log while a
@@ -247,11 +252,12 @@ public:
                 results_[client].erase(id);
             });
     }
-    void forget_results_below(std::string_view client, std::uint64_t mutation_id) override {
+    void keep_newest_results(std::string_view client, std::size_t count) override {
+        check("keep_newest_results");
         auto c = results_.find(std::string(client));
-        if (c == results_.end()) return;
+        if (c == results_.end() || c->second.size() <= count) return;
         auto& results = c->second;
-        const auto end = results.lower_bound(mutation_id);
+        const auto end = std::next(results.begin(), std::ptrdiff_t(results.size() - count));
         if (in_transaction_)
             for (auto it = results.begin(); it != end; ++it)
                 undo_.push_back([this, client = std::string(client), kept = *it] {

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,9 +31,11 @@ namespace offsync::server {
 struct service_config {
     std::size_t max_mutations_per_push = 1000;
     std::size_t max_body_bytes = 8u << 20;
-    /// How many mutation ids back the server remembers a client's results for idempotent
-    /// retries: results of ids more than this below the client's newest are forgotten. A client
-    /// retries only what it has not seen acknowledged, which is at most a few batches.
+    /// How many of a client's newest results the server remembers for idempotent retries
+    /// (older ones are forgotten; a retry of one is applied again). A client retries only what
+    /// it has not seen acknowledged, at most a few batches, but an edit left unpushed keeps its
+    /// id while newer edits are pushed. At least `max_mutations_per_push`, or the answer to a
+    /// whole push could be forgotten before a retry of it arrives.
     std::size_t idempotency_window = 20000;
     wall_clock clock = system_wall_ms;
 };
@@ -81,14 +84,16 @@ inline unsigned http_status(const error_code& ec) {
 class sync_service {
 public:
     /// A service over its own in-memory store.
+    /// Throws std::invalid_argument if `config` is inconsistent (see `service_config`).
     explicit sync_service(service_config config = {})
         : owned_store_(std::make_unique<memory_server_store>()), store_(*owned_store_),
-          config_(std::move(config)), counters_(store_.counters()) {}
+          config_(checked(std::move(config))), counters_(store_.counters()) {}
 
     /// A service over `store`, which must outlive it. The store's counters (the version
-    /// sequence and the clock) carry on where they were.
+    /// sequence and the clock) carry on where they were. Throws std::invalid_argument if
+    /// `config` is inconsistent (see `service_config`).
     explicit sync_service(server_store& store, service_config config = {})
-        : store_(store), config_(std::move(config)), counters_(store_.counters()) {}
+        : store_(store), config_(checked(std::move(config))), counters_(store_.counters()) {}
 
     sync_service(const sync_service&) = delete;
     sync_service& operator=(const sync_service&) = delete;
@@ -168,13 +173,11 @@ public:
             // version, perhaps another client's: not a write of this push.
             const auto written_above = counters_.last_version;
             const auto now = config_.clock();
-            std::uint64_t newest_id = 0;
             // Ids above the newest remembered one are new: no lookup. It grows as results are
             // remembered, so an id repeated within the request is looked up and found.
             auto remembered_up_to = store_.newest_result(client);
             for (std::size_t i = 0; i < request.mutations.size(); ++i) {
                 const auto& m = request.mutations[i];
-                newest_id = std::max(newest_id, m.mutation_id);
                 const bool maybe_seen = !remembered_up_to || m.mutation_id <= *remembered_up_to;
                 if (maybe_seen) {
                     if (auto remembered = store_.find_result(client, m.mutation_id)) {
@@ -192,8 +195,8 @@ public:
                     remembered_up_to = m.mutation_id;
                 results.push_back(std::move(result));
             }
-            if (newest_id > config_.idempotency_window)
-                store_.forget_results_below(client, newest_id - config_.idempotency_window);
+            // After the loop: a retry in this very push has been answered already.
+            store_.keep_newest_results(client, config_.idempotency_window);
             own_writes = own_writes_of(user, written);
             return diagnostics{};
         });
@@ -413,6 +416,16 @@ public:
     }
 
 private:
+    static service_config checked(service_config config) {
+        if (config.idempotency_window < config.max_mutations_per_push)
+            throw std::invalid_argument(
+                "service_config: idempotency_window (" +
+                std::to_string(config.idempotency_window) +
+                ") must be at least max_mutations_per_push (" +
+                std::to_string(config.max_mutations_per_push) + ")");
+        if (!config.clock) throw std::invalid_argument("service_config: clock is empty");
+        return config;
+    }
     static diagnostics unknown_collection(std::string_view name) {
         return {make_error_code(errc::unknown_collection),
                 "unknown collection '" + std::string(name) + "'"};
