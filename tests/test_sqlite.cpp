@@ -92,6 +92,86 @@ TEST_CASE("an uncommitted SQLite transaction changes nothing", "[sqlite]") {
     CHECK(txn.pushable_keys("reservations", "", 10).empty());
 }
 
+TEST_CASE("a push batch read in one query is what its keys and a load of each give",
+          "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    {
+        auto txn = store.begin();
+        for (int i = 0; i < 12; ++i) {
+            local_record r;
+            const auto key = "r-" + std::to_string(10 + i);
+            r.value = json::object{{"id", key}, {"party_size", i}};
+            r.generation = std::uint64_t(i + 1);
+            r.base_version = std::uint64_t(i % 3);
+            r.modified_at = hlc_stamp{100 + i, std::uint32_t(i), "me"};
+            r.sent_mutation_id = std::uint64_t(50 + i);
+            r.sent_generation = r.generation;
+            r.dirty_mask = i % 4 == 0 ? 0 : 3;              // every fourth is clean
+            if (i == 5) r.parked = park_state::conflict;    // parked: not pushable
+            if (i == 7) r.delete_pending = r.deleted = true; // a pending delete is pushable
+            txn.save("reservations", key, r);
+            txn.save("landmarks", key, r); // another collection's are its own
+        }
+        txn.commit();
+    }
+    auto txn = store.begin();
+    for (const std::string after : {"", "r-10", "r-14", "r-21", "s"})
+        for (std::size_t limit : {1, 3, 100}) {
+            CAPTURE(after, limit);
+            const auto keys = txn.pushable_keys("reservations", after, limit);
+            const auto records = txn.pushable_records("reservations", after, limit);
+            REQUIRE(records.size() == keys.size());
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                CHECK(records[i].first == keys[i]);
+                const auto loaded = txn.load("reservations", keys[i]);
+                REQUIRE(loaded);
+                const auto& r = records[i].second;
+                CHECK(r.value == loaded->value);
+                CHECK(r.generation == loaded->generation);
+                CHECK(r.base_version == loaded->base_version);
+                CHECK(r.modified_at == loaded->modified_at);
+                CHECK(r.sent_mutation_id == loaded->sent_mutation_id);
+                CHECK(r.dirty_mask == loaded->dirty_mask);
+                CHECK(r.delete_pending == loaded->delete_pending);
+                CHECK(r.parked == park_state::none);
+            }
+        }
+    CHECK(txn.pushable_records("reservations", "", 100).size() == 8); // 12 - 3 clean - 1 parked
+    CHECK(txn.pushable_records("nothing", "", 100).empty());
+}
+
+TEST_CASE("a corrupt stored value fails its read clearly and leaves the store usable",
+          "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    {
+        auto txn = store.begin();
+        for (const char* key : {"r-1", "r-2", "r-3"}) {
+            local_record r;
+            r.value = json::object{{"id", key}};
+            r.dirty_mask = 1;
+            txn.save("reservations", key, r);
+        }
+        txn.commit();
+    }
+    // Something outside offsync wrote the file.
+    REQUIRE(sqlite3_exec(store.native_handle(),
+                         "UPDATE offsync_records SET value = '[1,' WHERE key = 'r-2'", nullptr,
+                         nullptr, nullptr) == SQLITE_OK);
+    auto txn = store.begin();
+    CHECK_THROWS_WITH(txn.load("reservations", "r-2"),
+                      Catch::Contains("a stored record is not a JSON object"));
+    CHECK_THROWS_AS(txn.pushable_records("reservations", "", 10), sync_error);
+    // The statements were reset: the next reads see what they ask for.
+    CHECK(txn.load("reservations", "r-3")->value.at("id") == "r-3");
+    auto past = txn.pushable_records("reservations", "r-2", 10);
+    REQUIRE(past.size() == 1);
+    CHECK(past[0].first == "r-3");
+    CHECK(txn.pushable_records("reservations", "", 1).at(0).first == "r-1");
+    CHECK(txn.pushable_keys("reservations", "", 10).size() == 3); // nothing was changed
+}
+
 TEST_CASE("metadata-only reads and writes leave a record's value alone", "[sqlite]") {
     temp_file file;
     sqlite_storage store(file.str());
@@ -465,18 +545,27 @@ TEST_CASE("the pushable index serves push batches in key order", "[sqlite]") {
           std::vector<std::string>{"k00", "k05", "k15", "k20", "k25", "k30", "k35", "k40", "k45"});
     CHECK(txn.pushable_keys("c", "k20", 2) == std::vector<std::string>{"k25", "k30"});
     CHECK(txn.pushable_keys("other", "", 100).empty());
-    // The query plan uses the partial index: no scan of clean records.
-    sqlite3_stmt* plan = nullptr;
-    REQUIRE(sqlite3_prepare_v2(store.native_handle(),
-                               "EXPLAIN QUERY PLAN SELECT key FROM offsync_records WHERE "
-                               "pushable = 1 AND collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
-                               -1, &plan, nullptr) == SQLITE_OK);
-    std::string detail;
-    while (sqlite3_step(plan) == SQLITE_ROW)
-        detail += reinterpret_cast<const char*>(sqlite3_column_text(plan, 3));
-    sqlite3_finalize(plan);
-    CAPTURE(detail);
-    CHECK(detail.find("offsync_records_pushable") != std::string::npos);
+    // The plans of the store's own statements that read pushable records (the keys, the
+    // records of a push batch, and their count) use the partial index: no scan of clean
+    // records.
+    std::vector<std::string> reads;
+    for (sqlite3_stmt* st = sqlite3_next_stmt(store.native_handle(), nullptr); st;
+         st = sqlite3_next_stmt(store.native_handle(), st))
+        if (std::string sql = sqlite3_sql(st);
+            sql.find("pushable = 1 AND collection") != std::string::npos)
+            reads.push_back(std::move(sql));
+    CHECK(reads.size() == 3);
+    for (const auto& sql : reads) {
+        sqlite3_stmt* plan = nullptr;
+        REQUIRE(sqlite3_prepare_v2(store.native_handle(), ("EXPLAIN QUERY PLAN " + sql).c_str(),
+                                   -1, &plan, nullptr) == SQLITE_OK);
+        std::string detail;
+        while (sqlite3_step(plan) == SQLITE_ROW)
+            detail += reinterpret_cast<const char*>(sqlite3_column_text(plan, 3));
+        sqlite3_finalize(plan);
+        CAPTURE(sql, detail);
+        CHECK(detail.find("USING INDEX offsync_records_pushable") != std::string::npos);
+    }
 }
 
 TEST_CASE("SQLite store errors are clear and change nothing", "[sqlite]") {

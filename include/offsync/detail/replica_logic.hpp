@@ -39,6 +39,13 @@ concept acknowledge_access =
         { t.acknowledge(s, s, n, n, ms) } -> std::same_as<bool>;
     };
 
+/// A store that reads a push batch in one query (sqlite_storage): `pushable_records(collection,
+/// after, limit)` gives what `pushable_keys` would, each key with its record.
+template <class Txn>
+concept batch_read_access = requires(Txn& t, std::string_view s, std::size_t n) {
+    { t.pushable_records(s, s, n) } -> std::same_as<std::vector<std::pair<std::string, local_record>>>;
+};
+
 /// A store that inserts a record only if none is stored under its key (sqlite_storage):
 /// `insert_new(collection, key, record)` returns whether it did. A pulled record that is new
 /// to the store then costs one write instead of a failed lookup and a write.
@@ -195,31 +202,45 @@ struct sent_mutation {
 /// older generation clears it). A retry of an unchanged record reuses its id, so the server
 /// answers it with its original outcome instead of writing twice.
 template <class Txn>
+void add_to_push(Txn& txn, const collection_schema& schema, std::string key, local_record& rec,
+                 push_request& request, std::vector<sent_mutation>& sent) {
+    if (!rec.pushable()) return;
+    if (rec.sent_mutation_id == 0 || rec.sent_generation != rec.generation) {
+        rec.sent_mutation_id = txn.next_mutation_id();
+        rec.sent_generation = rec.generation;
+        save_metadata(txn, schema.name, key, rec);
+    }
+    mutation m;
+    m.mutation_id = rec.sent_mutation_id;
+    m.collection = schema.name;
+    m.id = key_to_json(schema, key);
+    m.op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
+    m.base_version = rec.base_version;
+    m.stamp = rec.modified_at;
+    if (m.op == mutation_op::upsert) {
+        // A record the server may not have (new, or recreated over a tombstone) goes whole.
+        const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
+        m.fields = select_fields(schema, rec.value, mask);
+    }
+    request.mutations.push_back(std::move(m));
+    sent.push_back({std::move(key), rec.generation});
+}
+
+template <class Txn>
 void build_push(Txn& txn, const collection_schema& schema, const std::vector<std::string>& keys,
                 push_request& request, std::vector<sent_mutation>& sent) {
-    for (const auto& key : keys) {
-        auto rec = txn.load(schema.name, key);
-        if (!rec || !rec->pushable()) continue;
-        if (rec->sent_mutation_id == 0 || rec->sent_generation != rec->generation) {
-            rec->sent_mutation_id = txn.next_mutation_id();
-            rec->sent_generation = rec->generation;
-            save_metadata(txn, schema.name, key, *rec);
-        }
-        mutation m;
-        m.mutation_id = rec->sent_mutation_id;
-        m.collection = schema.name;
-        m.id = key_to_json(schema, key);
-        m.op = rec->delete_pending ? mutation_op::remove : mutation_op::upsert;
-        m.base_version = rec->base_version;
-        m.stamp = rec->modified_at;
-        if (m.op == mutation_op::upsert) {
-            // A record the server may not have (new, or recreated over a tombstone) goes whole.
-            const auto mask = rec->base_version == 0 ? schema.all_fields_mask() : rec->dirty_mask;
-            m.fields = select_fields(schema, rec->value, mask);
-        }
-        request.mutations.push_back(std::move(m));
-        sent.push_back({key, rec->generation});
-    }
+    for (const auto& key : keys)
+        if (auto rec = txn.load(schema.name, key))
+            add_to_push(txn, schema, key, *rec, request, sent);
+}
+
+/// The same from records read with their keys (`batch_read_access`).
+template <class Txn>
+void build_push(Txn& txn, const collection_schema& schema,
+                std::vector<std::pair<std::string, local_record>>& records,
+                push_request& request, std::vector<sent_mutation>& sent) {
+    for (auto& [key, rec] : records)
+        add_to_push(txn, schema, std::move(key), rec, request, sent);
 }
 
 /// Replaces the local record by the server's (a tombstone removes it).

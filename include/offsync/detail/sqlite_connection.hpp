@@ -98,6 +98,19 @@ public:
         sqlite3_reset(st.get());
         sqlite3_clear_bindings(st.get());
     }
+
+    /// Resets a statement when the scope ends, also when reading one of its rows throws (a
+    /// corrupt stored value): a kept statement left mid-row would ignore its next bindings.
+    class reset_on_exit {
+    public:
+        explicit reset_on_exit(const sqlite_statement& st) noexcept : st_(st) {}
+        reset_on_exit(const reset_on_exit&) = delete;
+        reset_on_exit& operator=(const reset_on_exit&) = delete;
+        ~reset_on_exit() { reset(st_); }
+
+    private:
+        const sqlite_statement& st_;
+    };
     static void bind_text(const sqlite_statement& st, int index, std::string_view text) {
         // An empty view may have no data pointer, which SQLite would bind as NULL.
         sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),

@@ -163,6 +163,21 @@ public:
             return keys;
         }
 
+        /// The pushable records after `after`, ascending by key, at most `limit`, read whole in
+        /// one statement: what `pushable_keys` and a `load` of each would give.
+        std::vector<std::pair<std::string, local_record>>
+        pushable_records(std::string_view collection, std::string_view after, std::size_t limit) {
+            auto& st = store_->stmt_.pushable_records;
+            bind(st, collection, after);
+            sqlite3_bind_int64(st.get(), 3, std::int64_t(limit));
+            const detail::sqlite_connection::reset_on_exit done(st);
+            std::vector<std::pair<std::string, local_record>> out;
+            out.reserve(limit);
+            while (step(st) == SQLITE_ROW)
+                out.emplace_back(column_text(st, 0), read_record(st, 1, true));
+            return out;
+        }
+
         std::uint64_t cursor(std::string_view collection) {
             auto& st = store_->stmt_.cursor;
             bind_text(st, 1, collection);
@@ -185,8 +200,8 @@ public:
             auto& st = store_->stmt_.load_parked;
             bind(st, collection, key);
             std::optional<parked_record> out;
+            const detail::sqlite_connection::reset_on_exit done(st);
             if (step(st) == SQLITE_ROW) out = read_parked(st);
-            reset(st);
             return out;
         }
 
@@ -261,26 +276,31 @@ public:
         std::optional<local_record> load_with(const statement& st, std::string_view collection,
                                               std::string_view key, bool with_value) {
             bind(st, collection, key);
+            const detail::sqlite_connection::reset_on_exit done(st);
             std::optional<local_record> out;
-            if (step(st) == SQLITE_ROW) {
-                local_record r;
-                if (with_value) r.value = store_->parse_object(column_text(st, 0));
-                r.deleted = sqlite3_column_int(st.get(), 1) != 0;
-                r.delete_pending = sqlite3_column_int(st.get(), 2) != 0;
-                r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), 3));
-                r.dirty_mask = std::uint64_t(sqlite3_column_int64(st.get(), 4));
-                r.generation = std::uint64_t(sqlite3_column_int64(st.get(), 5));
-                r.modified_at.wall = sqlite3_column_int64(st.get(), 6);
-                r.modified_at.logical = std::uint32_t(sqlite3_column_int64(st.get(), 7));
-                r.modified_at.node = column_text(st, 8);
-                r.last_synced_ms = sqlite3_column_int64(st.get(), 9);
-                r.sent_mutation_id = std::uint64_t(sqlite3_column_int64(st.get(), 10));
-                r.sent_generation = std::uint64_t(sqlite3_column_int64(st.get(), 11));
-                r.parked = static_cast<park_state>(sqlite3_column_int(st.get(), 12));
-                out = std::move(r);
-            }
-            reset(st);
+            if (step(st) == SQLITE_ROW) out = read_record(st, 0, with_value);
             return out;
+        }
+
+        /// The record in the current row of `st`, whose columns from `first` on are those of
+        /// the load statement.
+        local_record read_record(const statement& st, int first, bool with_value) {
+            auto column = [&](int i) { return first + i; };
+            local_record r;
+            if (with_value) r.value = store_->parse_object(column_text(st, column(0)));
+            r.deleted = sqlite3_column_int(st.get(), column(1)) != 0;
+            r.delete_pending = sqlite3_column_int(st.get(), column(2)) != 0;
+            r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), column(3)));
+            r.dirty_mask = std::uint64_t(sqlite3_column_int64(st.get(), column(4)));
+            r.generation = std::uint64_t(sqlite3_column_int64(st.get(), column(5)));
+            r.modified_at.wall = sqlite3_column_int64(st.get(), column(6));
+            r.modified_at.logical = std::uint32_t(sqlite3_column_int64(st.get(), column(7)));
+            r.modified_at.node = column_text(st, column(8));
+            r.last_synced_ms = sqlite3_column_int64(st.get(), column(9));
+            r.sent_mutation_id = std::uint64_t(sqlite3_column_int64(st.get(), column(10)));
+            r.sent_generation = std::uint64_t(sqlite3_column_int64(st.get(), column(11)));
+            r.parked = static_cast<park_state>(sqlite3_column_int(st.get(), column(12)));
+            return r;
         }
 
         /// Runs `save` or `insert_new`: a whole row, its value serialised.
@@ -396,9 +416,9 @@ public:
         auto txn = begin();
         auto& st = stmt_.all_parked;
         transaction::bind_text(st, 1, collection);
+        const detail::sqlite_connection::reset_on_exit done(st);
         std::vector<parked_record> out;
         while (txn.step(st) == SQLITE_ROW) out.push_back(txn.read_parked(st));
-        transaction::reset(st);
         return out;
     }
 
@@ -587,6 +607,12 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
         stmt_.remove = prepare("DELETE FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.pushable = prepare("SELECT key FROM offsync_records WHERE pushable = 1 AND "
                                  "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
+        // The columns of `load` after the key.
+        stmt_.pushable_records = prepare(
+            "SELECT key, value, deleted, delete_pending, base_version, dirty_mask, generation, "
+            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
+            "sent_generation, parked FROM offsync_records WHERE pushable = 1 AND "
+            "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
         stmt_.cursor = prepare("SELECT cursor FROM offsync_cursors WHERE collection = ?1");
         stmt_.set_cursor = prepare("INSERT OR REPLACE INTO offsync_cursors VALUES (?1, ?2)");
         stmt_.load_parked = prepare("SELECT * FROM offsync_parked WHERE collection = ?1 AND key = ?2");
@@ -602,7 +628,9 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
             "json_extract(value, ?2) = json_extract(?3, '$') ORDER BY key");
         stmt_.check_path = prepare("SELECT json_extract('{}', ?1)");
         stmt_.pending = prepare(
-            "SELECT (SELECT count(*) FROM offsync_records WHERE pushable = 1 AND collection = ?1), "
+            // Left to itself the planner counts through every record of the collection.
+            "SELECT (SELECT count(*) FROM offsync_records INDEXED BY offsync_records_pushable "
+            "WHERE pushable = 1 AND collection = ?1), "
             "(SELECT count(*) FROM offsync_parked WHERE collection = ?1 AND kind = 1), "
             "(SELECT count(*) FROM offsync_parked WHERE collection = ?1 AND kind = 2)");
         stmt_.get_meta = prepare("SELECT value FROM offsync_meta WHERE key = ?1");
@@ -610,7 +638,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     }
 
     struct statements {
-        statement load, load_metadata, save, insert_new, save_metadata, acknowledge, remove, pushable, cursor, set_cursor,
+        statement load, load_metadata, save, insert_new, save_metadata, acknowledge, remove, pushable, pushable_records, cursor, set_cursor,
             load_parked, save_parked, remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 
