@@ -889,6 +889,52 @@ json::object baseline_sqlite(const options& o, std::size_t n) {
             {"bytes", bytes}, {"bytes_per_s", double(bytes) / secs}};
 }
 
+/// The sync service alone, in this process: the same records as push requests of `o.batch` new
+/// records each, already rendered as the client sends them, each answered by
+/// `sync_service::handle_push` on the server store of `--server-store` (a SQLite file at `full`
+/// durability by default). No HTTP and no client: the bound the server puts on a push round.
+json::object baseline_service(const options& o, std::size_t n) {
+    const auto file = (o.dir / ("service-" + make_uuid() + ".db")).string();
+    auto state = make_server_state(o.server_store, file);
+    const std::string client = make_uuid();
+    std::vector<std::string> bodies;
+    std::size_t bytes = 0;
+    for (std::size_t first = 0, id = 1; first < n; first += o.batch) {
+        push_request request{client, {}};
+        for (std::size_t i = first; i < std::min(n, first + o.batch); ++i, ++id) {
+            const auto r = make_reservation(i);
+            mutation m;
+            m.mutation_id = id;
+            m.collection = "reservations";
+            m.id = json::value(r.id);
+            m.stamp = hlc_stamp{1'764'000'000'000 + std::int64_t(i), 0, client};
+            m.fields = to_json_object(r);
+            request.mutations.push_back(std::move(m));
+        }
+        bodies.push_back(to_json_text(request));
+        bytes += bodies.back().size();
+    }
+    reset_peak_rss();
+    std::size_t failures = 0;
+    const double cpu_before = cpu_seconds();
+    const auto start = steady::now();
+    for (const auto& body : bodies) {
+        const auto answer = state.service->handle_push("bench-user", body);
+        failures += answer.status != 200;
+        bytes += answer.body.size();
+    }
+    const double secs = seconds_since(start);
+    const double cpu = cpu_seconds() - cpu_before;
+    state.service.reset(); // before the store it uses
+    state.store.reset();
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(file + suffix, ec);
+    return {{"scenario", "baseline_service"}, {"mode", "baseline"}, {"server_store", o.server_store},
+            {"n", n}, {"k", n}, {"records", n}, {"batch", o.batch}, {"failed", failures},
+            {"seconds", secs}, {"records_per_s", double(n) / secs}, {"bytes", bytes},
+            {"bytes_per_s", double(bytes) / secs}, {"cpu_ms", json::object{{"server_ms", cpu * 1000}}}};
+}
+
 /// JSON encode and decode of the same records, the codec bound.
 json::object baseline_codec(std::size_t n) {
     std::vector<Reservation> records;
@@ -1052,6 +1098,7 @@ int bench_main(int argc, char** argv) {
         for (auto n : o.n) {
             out.write(baseline_codec(n));
             out.write(baseline_sqlite(o, n));
+            out.write(baseline_service(o, n));
             if (o.mode != "inproc") out.write(baseline_naive_http(o, n));
         }
     if (o.mode != "http") run_mode<inproc_mode>(o, out);
