@@ -7,7 +7,9 @@
 //                 [--mode inproc|http|both] [--n 1000,100000] [--k 10,1000] [--clients 1,4,16]
 //                 [--conflicts 1000] [--batch 1000] [--page 1000] [--durability full|normal]
 //                 [--naive-max 20000] [--dir DIR] [--out FILE (rewritten)]
-//   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE]   (internal)
+//                 [--client-cpus 0] [--server-cpus 1]   (pin each process to those CPUs)
+//   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE] [--cpus LIST]
+//                                                                          (internal)
 #include "../examples/landmarks/model.hpp"
 
 #include <offsync/offsync.hpp>
@@ -27,12 +29,14 @@
 #include <sqlite3.h>
 
 #include <malloc.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -276,6 +280,57 @@ private:
 // The server process: `offsync-bench serve`. Reads commands on stdin, answers on stdout:
 // `stats` (cumulative request counters and memory), `reset` (restart the peak RSS), `quit`.
 
+/// The CPUs that `--client-cpus` and `--server-cpus` named ("" = wherever the system puts it).
+std::string client_cpus, server_cpus;
+
+/// Keeps this process, and the threads it starts from now on, on the CPUs of `list`
+/// (comma-separated numbers). The harness's two processes can then be placed apart: on a
+/// machine whose cores differ in speed, where each lands decides the figures.
+void pin_to(const std::string& list) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::stringstream in(list);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        std::size_t used = 0;
+        int cpu = -1;
+        try {
+            cpu = std::stoi(item, &used);
+        } catch (const std::exception&) {
+        }
+        if (cpu < 0 || cpu >= CPU_SETSIZE || used != item.size())
+            throw std::invalid_argument("'" + list + "' is not a list of CPU numbers");
+        CPU_SET(cpu, &set);
+    }
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        throw std::runtime_error("cannot run on CPUs " + list + ": " + std::strerror(errno));
+}
+
+/// How long a fixed loop of integer arithmetic takes on each CPU this process may use, in ms.
+/// Written before and after the measurements: the cores of a shared virtual machine do not
+/// always run at the same speed (on the project machine one of the two sometimes runs the loop
+/// at half the speed of the other), and the figures follow.
+json::object machine_row() {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    sched_getaffinity(0, sizeof allowed, &allowed);
+    json::object loop_ms;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0) continue;
+        const auto start = steady::now();
+        volatile std::uint64_t sink = 0;
+        for (std::uint64_t i = 0; i < 100'000'000; ++i) sink = sink + i * i;
+        loop_ms[std::to_string(cpu)] = ms(steady::now() - start);
+    }
+    sched_setaffinity(0, sizeof allowed, &allowed);
+    return {{"scenario", "machine"}, {"cpu_loop_ms", std::move(loop_ms)},
+            {"load_avg", load_average()}};
+}
+
 struct server_state {
     std::unique_ptr<server::sqlite_server_store> store;
     std::unique_ptr<server::sync_service> service;
@@ -305,7 +360,8 @@ int serve_main(int argc, char** argv) {
     std::string store = "memory", db;
     for (int i = 2; i + 1 < argc; i += 2) {
         std::string a = argv[i];
-        if (a == "--threads") threads = std::max(1, std::atoi(argv[i + 1]));
+        if (a == "--cpus") pin_to(argv[i + 1]); // before any thread starts
+        else if (a == "--threads") threads = std::max(1, std::atoi(argv[i + 1]));
         else if (a == "--store") store = argv[i + 1];
         else if (a == "--db") db = argv[i + 1];
     }
@@ -375,6 +431,7 @@ public:
         const auto self = fs::read_symlink("/proc/self/exe").string();
         std::vector<std::string> args{self, "serve", "--store", store};
         if (!db.empty()) args.insert(args.end(), {"--db", db});
+        if (!server_cpus.empty()) args.insert(args.end(), {"--cpus", server_cpus});
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -584,7 +641,9 @@ public:
             if (!file_) throw std::runtime_error("cannot write " + path);
         }
     }
-    void write(const json::object& row) {
+    void write(json::object row) {
+        if (!client_cpus.empty()) row["client_cpus"] = client_cpus;
+        if (!server_cpus.empty()) row["server_cpus"] = server_cpus;
         auto text = json::serialize(row);
         std::cout << text << std::endl;
         if (file_.is_open()) file_ << text << std::endl;
@@ -1023,6 +1082,7 @@ void usage() {
            "[--durability full|normal]\n"
            "                     [--server-store memory|sqlite] [--naive-max N] [--dir DIR] "
            "[--out FILE]\n"
+           "                     [--client-cpus LIST] [--server-cpus LIST]\n"
            "LIST is comma-separated, e.g. --n 1000,100000. Output: one JSON line per "
            "measurement.\n";
 }
@@ -1057,6 +1117,8 @@ int bench_main(int argc, char** argv) {
         else if (a == "--naive-max") o.naive_max = std::stoul(value());
         else if (a == "--dir") o.dir = value();
         else if (a == "--out") o.out = value();
+        else if (a == "--client-cpus") client_cpus = value();
+        else if (a == "--server-cpus") server_cpus = value();
         else if (a == "--help" || a == "-h") return usage(), 0;
         else {
             usage();
@@ -1084,6 +1146,7 @@ int bench_main(int argc, char** argv) {
         usage();
         return 2;
     }
+    if (!client_cpus.empty()) pin_to(client_cpus);
     bool own_dir = false;
     if (o.dir.empty()) {
         o.dir = fs::temp_directory_path() / ("offsync-bench-" + make_uuid());
@@ -1091,6 +1154,7 @@ int bench_main(int argc, char** argv) {
     }
     fs::create_directories(o.dir);
     output out(o.out);
+    out.write(machine_row());
     std::cerr << "offsync-bench: records of " << record_json_bytes()
               << " bytes of JSON; server store " << o.server_store << "; client durability "
               << o.durability << "\n";
@@ -1103,6 +1167,7 @@ int bench_main(int argc, char** argv) {
         }
     if (o.mode != "http") run_mode<inproc_mode>(o, out);
     if (o.mode != "inproc") run_mode<http_mode>(o, out);
+    out.write(machine_row());
     if (own_dir) {
         std::error_code ec;
         fs::remove_all(o.dir, ec);
