@@ -96,6 +96,14 @@ double cpu_seconds() {
            double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+/// Page faults (minor and major) this process has taken: on a virtual machine each costs
+/// microseconds, and a round that touches new memory or new code pays them.
+std::int64_t page_faults() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 /// The system's 1-minute load average, recorded with every row as a noise indicator.
 double load_average() {
     double l[1] = {0};
@@ -393,6 +401,7 @@ int serve_main(int argc, char** argv) {
                        {"hwm_kb", status_kb("VmHWM")},
                        {"rss_kb", status_kb("VmRSS")},
                        {"maxrss_kb", ru.ru_maxrss},
+                       {"page_faults", ru.ru_minflt + ru.ru_majflt},
                        {"cpu_s", double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                                      double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6}};
         std::printf("%s\n", json::serialize(o).c_str());
@@ -671,8 +680,10 @@ json::object measure_round(Mode& mode, Device& dev, const char* scenario, std::s
     auto before = mode.server_stats();
     dev.transport.times = {};
     const double cpu_before = cpu_seconds();
+    const auto faults_before = page_faults();
     auto [report, took] = dev.sync();
     const double cpu_used = cpu_seconds() - cpu_before;
+    const auto faults = page_faults() - faults_before;
     auto after = mode.server_stats();
     const auto& t = dev.transport.times;
     const double secs = std::chrono::duration<double>(took).count();
@@ -723,6 +734,10 @@ json::object measure_round(Mode& mode, Device& dev, const char* scenario, std::s
     cpu["bench_ms"] = cpu_used * 1000;
     if (!inproc) cpu["server_ms"] = (u64(after, "cpu_s") - u64(before, "cpu_s")) * 1000;
     row["cpu_ms"] = std::move(cpu);
+    json::object faulted;
+    faulted["bench"] = faults;
+    if (!inproc) faulted["server"] = u64(after, "page_faults") - u64(before, "page_faults");
+    row["page_faults"] = std::move(faulted);
     row["load_avg"] = load_average();
     if (report_out) *report_out = std::move(report);
     return row;
