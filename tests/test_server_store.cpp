@@ -519,7 +519,7 @@ TEST_CASE("a retry is recognised among a client's newest results however far apa
                 .version);
     const auto last = service.last_version();
 
-    // The four newest are answered from memory, in one push with a new edit too.
+    // The four newest are answered from memory, each in a push of its own.
     for (std::size_t i = 2; i < 6; ++i) {
         auto again = push(service, "alice", "phone", {create(ids[i], "r-" + std::to_string(i))});
         CHECK(again.results[0].status == mutation_status::applied);
@@ -537,19 +537,19 @@ TEST_CASE("a retry is recognised among a client's newest results however far apa
           versions[2]);
     CHECK(service.last_version() == last);
 
-    // Two new ones push the oldest two of those out. Then another device edits r-0 and r-5:
-    // a retry of the remembered r-5 gets its old answer, while a retry of the forgotten r-0 is
-    // applied again and meets the other device's edit as a conflict.
+    // Two new ones push the oldest two of those (ids[2], ids[3]) out. Then another device
+    // edits r-3 and r-4: a retry of the remembered r-4 gets its old answer, while a retry of
+    // the forgotten r-3 is applied again and meets the other device's edit as a conflict.
     push(service, "alice", "phone", {create(30'000, "r-6"), create(35'000, "r-7")});
     push(service, "alice", "laptop",
-         {upsert(1, "r-0", versions[0], {{"party_size", 9}}, "laptop"),
-          upsert(2, "r-5", versions[5], {{"party_size", 9}}, "laptop")});
-    auto remembered = push(service, "alice", "phone", {create(ids[5], "r-5")});
+         {upsert(1, "r-3", versions[3], {{"party_size", 9}}, "laptop"),
+          upsert(2, "r-4", versions[4], {{"party_size", 9}}, "laptop")});
+    auto remembered = push(service, "alice", "phone", {create(ids[4], "r-4")});
     CHECK(remembered.results[0].status == mutation_status::applied);
-    CHECK(remembered.results[0].version == versions[5]);
-    auto forgotten = push(service, "alice", "phone", {create(ids[0], "r-0")});
+    CHECK(remembered.results[0].version == versions[4]);
+    auto forgotten = push(service, "alice", "phone", {create(ids[3], "r-3")});
     CHECK(forgotten.results[0].status == mutation_status::conflict);
-    CHECK(service.get("alice", "reservations", "r-0")->value.at("party_size") == 9);
+    CHECK(service.get("alice", "reservations", "r-3")->value.at("party_size") == 9);
 }
 
 TEST_CASE("a service refuses a configuration that would forget a push it just answered",
@@ -557,14 +557,14 @@ TEST_CASE("a service refuses a configuration that would forget a push it just an
     server::memory_server_store store;
     server::service_config small;
     small.max_mutations_per_push = 100;
-    small.idempotency_window = 99;
+    small.idempotency_window = 199; // a client may retry two whole pushes
     CHECK_THROWS_WITH(server::sync_service(store, small),
-                      Catch::Contains("idempotency_window (99)") &&
-                          Catch::Contains("max_mutations_per_push (100)"));
+                      Catch::Contains("idempotency_window (199)") &&
+                          Catch::Contains("twice max_mutations_per_push (100)"));
     server::service_config no_clock;
     no_clock.clock = {};
     CHECK_THROWS_AS(server::sync_service(no_clock), std::invalid_argument);
-    small.idempotency_window = 100;
+    small.idempotency_window = 200;
     CHECK_NOTHROW(server::sync_service(store, small));
 }
 
@@ -709,6 +709,45 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
         { server::sqlite_server_store store(path); }
         std::error_code ec;
         for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
+    }
+    SECTION("a record corrupted outside offsync: its reads fail clearly, the others go on") {
+        manual_clock clock;
+        server::sqlite_server_store store(file.str());
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        push(service, "alice", "phone",
+             {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
+              upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
+              upsert(3, "r-3", 0, to_json_object(reservation("r-3")), "phone")});
+        REQUIRE(sqlite3_exec(store.native_handle(),
+                             "UPDATE offsync_server_records SET value = '[1,' WHERE key = 'r-2'",
+                             nullptr, nullptr, nullptr) == SQLITE_OK);
+        const auto& schema = schema_of<Reservation>();
+        auto d = error_of([&] { store.find(schema, "alice", "r-2"); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("not a JSON object") != std::string::npos);
+        // The statements were reset: the next reads are answered for what they ask, not with
+        // the rest of the failed one (r-3 for the feed, nothing for the lookup).
+        const auto r1 = store.find(schema, "alice", "r-1");
+        REQUIRE(r1);
+        CHECK(r1->key == "r-1");
+        std::vector<server::server_record> page;
+        CHECK(error_of([&] { store.feed(schema, "alice", 0, 10, page); }).code ==
+              errc::storage_failure);
+        page.clear();
+        store.feed(schema, "alice", 2, 10, page); // past the corrupt r-2 (version 2)
+        REQUIRE(page.size() == 1);
+        CHECK(page[0].key == "r-3");
+        // Through the service: a pull that meets it is a server error, and a push of another
+        // record is applied.
+        pull_response pulled;
+        const auto failed = service.pull("alice", {"reservations", 0, 10}, pulled);
+        CHECK(failed.code == errc::server_error);
+        CHECK(failed.message.find("not a JSON object") != std::string::npos);
+        CHECK(push(service, "alice", "phone",
+                   {upsert(4, "r-4", 0, to_json_object(reservation("r-4")), "phone")})
+                  .results[0]
+                  .status == mutation_status::applied);
     }
     SECTION("a directory that does not exist") {
         auto d = error_of(

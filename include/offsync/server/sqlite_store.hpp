@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -98,9 +99,10 @@ public:
         auto& st = stmt_.find;
         bind_record_key(st, schema.name, owner);
         db_.bind_text(st, 3, key);
+        // A corrupt row throws from read_record: the statement is reset all the same.
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
         std::optional<server_record> out;
         if (db_.step(st) == SQLITE_ROW) out = read_record(schema, st, std::string(key), true);
-        db_.reset(st);
         return out;
     }
 
@@ -151,9 +153,9 @@ public:
         bind_record_key(st, schema.name, owner);
         sqlite3_bind_int64(st.get(), 3, std::int64_t(since));
         sqlite3_bind_int64(st.get(), 4, std::int64_t(limit));
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
         while (db_.step(st) == SQLITE_ROW)
             out.push_back(read_record(schema, st, db_.column_text(st, 7), false, client_id));
-        db_.reset(st);
     }
 
     std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
@@ -225,6 +227,8 @@ public:
     /// gaps are older than its `count` newest results.
     void keep_newest_results(std::string_view client, std::size_t count) override {
         check("keep_newest_results");
+        // SQLite's integers are signed: a window beyond them keeps everything anyway.
+        count = std::min<std::size_t>(count, std::size_t(INT64_MAX / 2));
         auto& span = stmt_.result_span;
         db_.bind_text(span, 1, client);
         std::uint64_t oldest = 0, newest = 0;

@@ -172,7 +172,6 @@ public:
             sqlite3_bind_int64(st.get(), 3, std::int64_t(limit));
             const detail::sqlite_connection::reset_on_exit done(st);
             std::vector<std::pair<std::string, local_record>> out;
-            out.reserve(limit);
             while (step(st) == SQLITE_ROW)
                 out.emplace_back(column_text(st, 0), read_record(st, 1, true));
             return out;
