@@ -711,10 +711,9 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
         for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
     }
     SECTION("a record corrupted outside offsync: its reads fail clearly, the others go on") {
-        manual_clock clock;
-        server::sqlite_server_store store(file.str());
-        server::sync_service service(store, config_at(clock));
-        add_landmarks(service);
+        service_on_either w(true);
+        auto& store = *w.store.sqlite;
+        auto& service = w.service;
         push(service, "alice", "phone",
              {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
               upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone"),

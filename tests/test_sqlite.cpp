@@ -323,11 +323,11 @@ TEST_CASE("an edit issues its mutation id, so building a push writes nothing", "
         return op == "save" || op == "next_mutation_id" || op == "commit";
     });
     auto txn = store.begin();
-    const auto keys = txn.pushable_keys("reservations", "", 10);
-    REQUIRE(keys.size() == 2);
+    auto records = detail::pushable_batch(txn, "reservations", "", 10);
+    REQUIRE(records.size() == 2);
     push_request request;
     std::vector<detail::sent_mutation> sent;
-    detail::build_push(txn, schema, keys, request, sent);
+    detail::build_push(txn, schema, records, request, sent);
     REQUIRE(request.mutations.size() == 2);
     CHECK(request.mutations[0].mutation_id == 1);
     CHECK(request.mutations[1].mutation_id == 3);

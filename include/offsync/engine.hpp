@@ -312,17 +312,10 @@ private:
             prepared_push batch;
             batch.request.client_id = client_id_;
             auto txn = replica_.storage().begin();
-            if constexpr (detail::batch_read_access<decltype(txn)>) {
-                auto records = txn.pushable_records(c.schema.name, after, size);
-                if (records.empty()) return std::nullopt;
-                after = records.back().first;
-                detail::build_push(txn, c.schema, records, batch.request, batch.sent);
-            } else {
-                auto keys = txn.pushable_keys(c.schema.name, after, size);
-                if (keys.empty()) return std::nullopt;
-                after = keys.back();
-                detail::build_push(txn, c.schema, keys, batch.request, batch.sent);
-            }
+            auto records = detail::pushable_batch(txn, c.schema.name, after, size);
+            if (records.empty()) return std::nullopt;
+            after = records.back().first;
+            detail::build_push(txn, c.schema, records, batch.request, batch.sent);
             txn.commit();
             if (!batch.request.mutations.empty()) return batch;
         }

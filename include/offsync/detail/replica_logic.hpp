@@ -197,50 +197,51 @@ struct sent_mutation {
     std::uint64_t generation = 0;
 };
 
-/// Builds the mutations for `keys`, assigning mutation ids where a record has none for its
-/// current generation (an edit issues one; a resolved conflict or an acknowledgement of an
-/// older generation clears it). A retry of an unchanged record reuses its id, so the server
-/// answers it with its original outcome instead of writing twice.
+/// The pushable records after key `after`, ascending, at most `limit`, each with its key: read
+/// in one query by a store that can (`batch_read_access`), else listed and loaded one by one.
 template <class Txn>
-void add_to_push(Txn& txn, const collection_schema& schema, std::string key, local_record& rec,
-                 push_request& request, std::vector<sent_mutation>& sent) {
-    if (!rec.pushable()) return;
-    if (rec.sent_mutation_id == 0 || rec.sent_generation != rec.generation) {
-        rec.sent_mutation_id = txn.next_mutation_id();
-        rec.sent_generation = rec.generation;
-        save_metadata(txn, schema.name, key, rec);
+std::vector<std::pair<std::string, local_record>>
+pushable_batch(Txn& txn, std::string_view collection, std::string_view after, std::size_t limit) {
+    if constexpr (batch_read_access<Txn>) {
+        return txn.pushable_records(collection, after, limit);
+    } else {
+        std::vector<std::pair<std::string, local_record>> out;
+        for (auto& key : txn.pushable_keys(collection, after, limit))
+            if (auto rec = txn.load(collection, key)) out.emplace_back(std::move(key), std::move(*rec));
+        return out;
     }
-    mutation m;
-    m.mutation_id = rec.sent_mutation_id;
-    m.collection = schema.name;
-    m.id = key_to_json(schema, key);
-    m.op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
-    m.base_version = rec.base_version;
-    m.stamp = rec.modified_at;
-    if (m.op == mutation_op::upsert) {
-        // A record the server may not have (new, or recreated over a tombstone) goes whole.
-        const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
-        m.fields = select_fields(schema, rec.value, mask);
-    }
-    request.mutations.push_back(std::move(m));
-    sent.push_back({std::move(key), rec.generation});
 }
 
-template <class Txn>
-void build_push(Txn& txn, const collection_schema& schema, const std::vector<std::string>& keys,
-                push_request& request, std::vector<sent_mutation>& sent) {
-    for (const auto& key : keys)
-        if (auto rec = txn.load(schema.name, key))
-            add_to_push(txn, schema, key, *rec, request, sent);
-}
-
-/// The same from records read with their keys (`batch_read_access`).
+/// Builds the mutations for `records` (from `pushable_batch`), assigning mutation ids where a
+/// record has none for its current generation (an edit issues one; a resolved conflict or an
+/// acknowledgement of an older generation clears it). A retry of an unchanged record reuses
+/// its id, so the server answers it with its original outcome instead of writing twice.
 template <class Txn>
 void build_push(Txn& txn, const collection_schema& schema,
                 std::vector<std::pair<std::string, local_record>>& records,
                 push_request& request, std::vector<sent_mutation>& sent) {
-    for (auto& [key, rec] : records)
-        add_to_push(txn, schema, std::move(key), rec, request, sent);
+    for (auto& [key, rec] : records) {
+        if (!rec.pushable()) continue;
+        if (rec.sent_mutation_id == 0 || rec.sent_generation != rec.generation) {
+            rec.sent_mutation_id = txn.next_mutation_id();
+            rec.sent_generation = rec.generation;
+            save_metadata(txn, schema.name, key, rec);
+        }
+        mutation m;
+        m.mutation_id = rec.sent_mutation_id;
+        m.collection = schema.name;
+        m.id = key_to_json(schema, key);
+        m.op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
+        m.base_version = rec.base_version;
+        m.stamp = rec.modified_at;
+        if (m.op == mutation_op::upsert) {
+            // A record the server may not have (new, or recreated over a tombstone) goes whole.
+            const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
+            m.fields = select_fields(schema, rec.value, mask);
+        }
+        request.mutations.push_back(std::move(m));
+        sent.push_back({std::move(key), rec.generation});
+    }
 }
 
 /// Replaces the local record by the server's (a tombstone removes it).

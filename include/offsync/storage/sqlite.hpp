@@ -580,14 +580,14 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     }
 
     void prepare_statements() {
-        stmt_.load = prepare(
-            "SELECT value, deleted, delete_pending, base_version, dirty_mask, generation, "
-            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
-            "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
-        stmt_.load_metadata = prepare(
-            "SELECT NULL, deleted, delete_pending, base_version, dirty_mask, generation, "
-            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
-            "sent_generation, parked FROM offsync_records WHERE collection = ?1 AND key = ?2");
+        // The columns `read_record` reads, after the value (or a NULL in its place).
+        const std::string metadata = ", deleted, delete_pending, base_version, dirty_mask, "
+                                     "generation, stamp_wall, stamp_logical, stamp_node, "
+                                     "last_synced, sent_mutation_id, sent_generation, parked "
+                                     "FROM offsync_records WHERE ";
+        const std::string by_key = "collection = ?1 AND key = ?2";
+        stmt_.load = prepare(("SELECT value" + metadata + by_key).c_str());
+        stmt_.load_metadata = prepare(("SELECT NULL" + metadata + by_key).c_str());
         stmt_.save = prepare("INSERT OR REPLACE INTO offsync_records VALUES "
                              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
         stmt_.insert_new = prepare(
@@ -606,12 +606,10 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
         stmt_.remove = prepare("DELETE FROM offsync_records WHERE collection = ?1 AND key = ?2");
         stmt_.pushable = prepare("SELECT key FROM offsync_records WHERE pushable = 1 AND "
                                  "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
-        // The columns of `load` after the key.
         stmt_.pushable_records = prepare(
-            "SELECT key, value, deleted, delete_pending, base_version, dirty_mask, generation, "
-            "stamp_wall, stamp_logical, stamp_node, last_synced, sent_mutation_id, "
-            "sent_generation, parked FROM offsync_records WHERE pushable = 1 AND "
-            "collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3");
+            ("SELECT key, value" + metadata +
+             "pushable = 1 AND collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3")
+                .c_str());
         stmt_.cursor = prepare("SELECT cursor FROM offsync_cursors WHERE collection = ?1");
         stmt_.set_cursor = prepare("INSERT OR REPLACE INTO offsync_cursors VALUES (?1, ?2)");
         stmt_.load_parked = prepare("SELECT * FROM offsync_parked WHERE collection = ?1 AND key = ?2");
