@@ -3,6 +3,7 @@
 // it as well, in the offsync-tests-sqlite binary.)
 #include "support.hpp"
 
+#include <offsync/server/sqlite_store.hpp>
 #include <offsync/storage/sqlite.hpp>
 
 #include <filesystem>
@@ -12,6 +13,41 @@
 using namespace offsync_test;
 
 namespace {
+
+int page_size_of(sqlite3* db) {
+    sqlite3_stmt* raw = nullptr;
+    sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &raw, nullptr);
+    detail::sqlite_statement st(raw);
+    REQUIRE(sqlite3_step(st.get()) == SQLITE_ROW);
+    return sqlite3_column_int(st.get(), 0);
+}
+
+/// Opens a client store on `path` (with `page_size` if given), keeps a record in it, checks
+/// that every record kept before is still there, and answers the file's page size.
+int open_client_store(const std::string& path, std::optional<int> page_size, int& kept) {
+    sqlite_config config;
+    config.durability = sqlite_durability::normal;
+    if (page_size) config.page_size = *page_size;
+    sqlite_storage store(path, config);
+    basic_replica<sqlite_storage> replica(store);
+    CHECK(store.list("reservations").size() == std::size_t(kept));
+    REQUIRE(replica.put(reservation("r-" + std::to_string(kept++))));
+    return page_size_of(store.native_handle());
+}
+
+/// The same for a server store, which keeps its version sequence instead of records.
+int open_server_store(const std::string& path, std::optional<int> page_size, int& kept) {
+    server::sqlite_server_config config;
+    config.durability = sqlite_durability::normal;
+    if (page_size) config.page_size = *page_size;
+    server::sqlite_server_store store(path, config);
+    CHECK(store.counters().last_version == std::uint64_t(kept));
+    store.begin();
+    store.set_counters({std::uint64_t(++kept), 0, {}});
+    store.commit();
+    return page_size_of(store.native_handle());
+}
+
 } // namespace
 
 static_assert(storage_policy<sqlite_storage>);
@@ -571,6 +607,44 @@ TEST_CASE("the pushable index serves push batches in key order", "[sqlite]") {
         // "USING INDEX" or "USING COVERING INDEX", by SQLite version: the index, not a scan.
         CHECK(detail.find("INDEX offsync_records_pushable") != std::string::npos);
         CHECK(detail.find("SCAN offsync_records") == std::string::npos);
+    }
+}
+
+TEST_CASE("a store's page size is chosen for a new file; a file that exists keeps its own",
+          "[sqlite]") {
+    using opener = int (*)(const std::string&, std::optional<int>, int&);
+    for (const auto& [name, open] : {std::pair<const char*, opener>{"client", open_client_store},
+                                     std::pair<const char*, opener>{"server", open_server_store}}) {
+        DYNAMIC_SECTION("the " << name << " store") {
+            temp_file file;
+            int kept = 0;
+            SECTION("a new file gets 16 KiB pages unless told otherwise") {
+                CHECK(open(file.str(), std::nullopt, kept) == 16384);
+            }
+            SECTION("a new file gets the configured size") {
+                CHECK(open(file.str(), 4096, kept) == 4096);
+                SECTION("and keeps it, with its data, when opened with another") {
+                    CHECK(open(file.str(), 65536, kept) == 4096);
+                    CHECK(open(file.str(), std::nullopt, kept) == 4096);
+                    CHECK(kept == 3);
+                }
+            }
+            SECTION("a size SQLite does not support is refused before the file is touched") {
+                for (int bad : {0, -4096, 256, 1000, 12288, 131072}) {
+                    INFO("page size " << bad);
+                    CHECK_THROWS_WITH(open(file.str(), bad, kept),
+                                      Catch::Contains("page_size " + std::to_string(bad)) &&
+                                          Catch::Contains("power of two"));
+                    CHECK_FALSE(std::filesystem::exists(file.path));
+                }
+                CHECK(open(file.str(), 8192, kept) == 8192);
+                const auto before = file_bytes(file.str());
+                CHECK_THROWS_AS(open(file.str(), 3000, kept), std::invalid_argument);
+                CHECK(file_bytes(file.str()) == before);
+                CHECK(open(file.str(), std::nullopt, kept) == 8192);
+                CHECK(kept == 2);
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -124,6 +125,22 @@ public:
 
     /// Whether the database holds `meta_table`. Throws, writing nothing, for a file that is not
     /// a database or a database of another program (tables, but not ours).
+    /// Checks a configured page size before any file is touched: SQLite would silently keep
+    /// its default for a size it does not support.
+    static void check_page_size(int page_size, const char* config_name) {
+        if (page_size < 512 || page_size > 65536 || (page_size & (page_size - 1)) != 0)
+            throw std::invalid_argument(std::string(config_name) + ": page_size " +
+                                        std::to_string(page_size) +
+                                        " is not a power of two from 512 to 65536");
+    }
+
+    /// Sets the page size of a database that has no table yet, before anything (the switch to
+    /// WAL included) writes its first page; a file that holds pages keeps its own.
+    void set_page_size_of_new_file(int page_size) {
+        const std::string pragma = "PRAGMA page_size = " + std::to_string(page_size);
+        exec(pragma.c_str());
+    }
+
     bool has_meta_table(std::string_view meta_table) {
         // Reading the schema first makes SQLite check the header: "file is not a database".
         auto locked = [](int rc) { return (rc & 0xff) == SQLITE_BUSY; };

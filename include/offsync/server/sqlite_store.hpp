@@ -25,6 +25,11 @@ struct sqlite_server_config {
     sqlite_durability durability = sqlite_durability::full;
     /// How long opening waits for another process that holds the file.
     int busy_timeout_ms = 2000;
+    /// The page size of a file this store creates (a power of two from 512 to 65536); a file
+    /// that exists keeps its own. With 16 KiB rather than SQLite's 4 KiB the service answers
+    /// pushes about 15 % faster (fewer writes of the log and of checkpoints per record, see
+    /// docs/benchmarks.md); smaller pages write less for a request that changes few records.
+    int page_size = 16384;
 };
 
 /// A `server_store` on one SQLite file in WAL mode. The schema is created on first open and
@@ -36,17 +41,19 @@ struct sqlite_server_config {
 ///
 /// Errors: a file that is not a database, a database of another program, a newer schema, a
 /// locked file or one that cannot be opened throws `sync_error(errc::storage_failure)` from the
-/// constructor, naming the file, and changes nothing. A failed write throws the same; the
-/// service rolls the request back.
+/// constructor, naming the file, and changes nothing. A `page_size` SQLite does not support
+/// throws `std::invalid_argument` before the file is opened. A failed write throws the same
+/// `sync_error`; the service rolls the request back.
 class sqlite_server_store final : public server_store {
 public:
     static constexpr int schema_version = 1;
     using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
-        : db_(path, config.busy_timeout_ms) {
+        : db_(path, checked(config).busy_timeout_ms) {
         db_.exec("PRAGMA locking_mode = EXCLUSIVE");
         const bool exists = db_.has_meta_table("offsync_server_meta");
+        if (!exists) db_.set_page_size_of_new_file(config.page_size);
         db_.exec("PRAGMA journal_mode = WAL");
         db_.exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
                                                               : "PRAGMA synchronous = NORMAL");
@@ -253,6 +260,13 @@ public:
     }
 
 private:
+    /// Refuses a bad configuration before the file is opened.
+    static const sqlite_server_config& checked(const sqlite_server_config& config) {
+        offsync::detail::sqlite_connection::check_page_size(config.page_size,
+                                                            "sqlite_server_config");
+        return config;
+    }
+
     void check(std::string_view operation) {
         if (fault_ && fault_(operation))
             throw sync_error(make_error_code(errc::storage_failure),

@@ -36,6 +36,11 @@ struct sqlite_config {
     sqlite_durability durability = sqlite_durability::full;
     /// How long a transaction waits for another process holding the file's write lock.
     int busy_timeout_ms = 5000;
+    /// The page size of a file this store creates (a power of two from 512 to 65536); a file
+    /// that exists keeps its own. Larger pages mean fewer writes of the log per record synced
+    /// (a push or pull round runs 10-15 % faster with 16 KiB than with SQLite's 4 KiB, see
+    /// docs/benchmarks.md), smaller ones less to write for an edit that changes one record.
+    int page_size = 16384;
 };
 
 /// The client store on SQLite: one file in WAL mode, the schema created and migrated on open
@@ -44,8 +49,9 @@ struct sqlite_config {
 ///
 /// Errors: opening a file that is not a database, a database of another program, or a newer
 /// schema throws `sync_error` with `errc::storage_failure` and a message naming the file and the
-/// cause; nothing in the file is changed. A failure inside a transaction (disk full, read-only
-/// file) throws the same; the transaction rolls back.
+/// cause; nothing in the file is changed. A `page_size` SQLite does not support throws
+/// `std::invalid_argument` before the file is opened. A failure inside a transaction (disk
+/// full, read-only file) throws `sync_error`; the transaction rolls back.
 ///
 /// Thread safety: every member function may be called from any thread. A transaction holds the
 /// store's lock for its lifetime (as memory_storage does); one connection serves all threads.
@@ -60,7 +66,7 @@ public:
     using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_storage(const std::string& path, sqlite_config config = {})
-        : db_(path, config.busy_timeout_ms), durability_(config.durability) {
+        : db_(path, checked(config).busy_timeout_ms), durability_(config.durability) {
         open_schema(config);
         prepare_statements();
     }
@@ -524,10 +530,17 @@ private:
         if (rc != SQLITE_DONE) fail("cannot write metadata");
     }
 
+    /// Refuses a bad configuration before the file is opened.
+    static const sqlite_config& checked(const sqlite_config& config) {
+        detail::sqlite_connection::check_page_size(config.page_size, "sqlite_config");
+        return config;
+    }
+
     /// Creates or checks the schema. Refuses, without writing, a file that is not a database,
     /// a database of another program, or an offsync schema newer than this code.
     void open_schema(const sqlite_config& config) {
         const bool ours = db_.has_meta_table("offsync_meta");
+        if (!ours) db_.set_page_size_of_new_file(config.page_size);
         exec("PRAGMA journal_mode = WAL");
         exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
                                                           : "PRAGMA synchronous = NORMAL");
