@@ -496,6 +496,219 @@ TEST_CASE("a store keeps at least a client's newest results by count, and not ma
     CHECK(s.newest_result("alice\nlaptop") == 0);
 }
 
+namespace {
+
+/// A statement's single integer answer, on a store's own connection.
+std::int64_t sql_int(sqlite3* db, const char* sql) {
+    sqlite3_stmt* raw = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) == SQLITE_OK);
+    offsync::detail::sqlite_statement st(raw);
+    REQUIRE(sqlite3_step(st.get()) == SQLITE_ROW);
+    return sqlite3_column_int64(st.get(), 0);
+}
+
+void sql_exec(sqlite3* db, const char* sql) {
+    char* message = nullptr;
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
+    INFO((message ? message : ""));
+    sqlite3_free(message);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+} // namespace
+
+TEST_CASE("the SQLite server store remembers a run of plain successes as one row",
+          "[server-store]") {
+    temp_file file;
+    server::sqlite_server_store store(file.str());
+    auto* db = store.native_handle();
+    const std::string phone = "alice\nphone", laptop = "alice\nlaptop";
+    auto applied = [](std::uint64_t id, std::uint64_t version) {
+        mutation_result r;
+        r.mutation_id = id;
+        r.version = version;
+        return r;
+    };
+    auto version_of = [&](const std::string& client, std::uint64_t id) -> std::optional<std::uint64_t> {
+        auto r = store.find_result(client, id);
+        if (!r) return std::nullopt;
+        CHECK(r->mutation_id == id);
+        return r->status == mutation_status::applied ? r->version : 0;
+    };
+    mutation_result rejected;
+    rejected.mutation_id = 1'011;
+    rejected.status = mutation_status::rejected;
+    rejected.error_code = "invalid_field";
+    rejected.error_message = "party_size must be positive";
+
+    store.begin();
+    for (std::uint64_t id = 1'001; id <= 1'010; ++id) store.remember_result(phone, applied(id, id - 900));
+    store.remember_result(phone, rejected);                 // a result with detail ends the run
+    store.remember_result(phone, applied(1'012, 120));      // a new run...
+    store.remember_result(laptop, applied(1'013, 121));     // ...ended by another client
+    store.remember_result(phone, applied(1'013, 122));
+    store.remember_result(phone, applied(1'014, 150));      // a version that does not follow
+    store.remember_result(phone, applied(1'016, 151));      // an id that does not follow
+    store.remember_result(phone, applied(1'017, 152));
+    // Read inside the transaction: the run being built is there too.
+    CHECK(version_of(phone, 1'017) == 152u);
+    CHECK(store.newest_result(phone) == 1'017u);
+    store.commit();
+
+    // Rows: 1'001-1'010, the rejection, 1'012, laptop's 1'013, 1'013, 1'014, 1'016-1'017.
+    CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 7);
+    CHECK(sql_int(db, "SELECT sum(run) FROM offsync_server_results") == 17);
+    for (std::uint64_t id = 1'001; id <= 1'010; ++id) CHECK(version_of(phone, id) == id - 900);
+    auto remembered_rejection = store.find_result(phone, 1'011);
+    REQUIRE(remembered_rejection);
+    CHECK(remembered_rejection->status == mutation_status::rejected);
+    CHECK(remembered_rejection->error_message == "party_size must be positive");
+    CHECK(version_of(phone, 1'012) == 120u);
+    CHECK(version_of(phone, 1'013) == 122u);
+    CHECK(version_of(laptop, 1'013) == 121u);
+    CHECK(version_of(phone, 1'014) == 150u);
+    CHECK(version_of(phone, 1'016) == 151u);
+    CHECK(version_of(phone, 1'017) == 152u);
+    for (std::uint64_t id : {1u, 1'000u, 1'015u, 1'018u, 99'999u})
+        CHECK_FALSE(version_of(phone, id));
+    CHECK_FALSE(version_of(laptop, 1'012));
+
+    SECTION("a run rolled back is not remembered") {
+        store.begin();
+        store.remember_result(phone, applied(1'018, 153));
+        store.remember_result(phone, applied(1'019, 154));
+        store.rollback();
+        CHECK_FALSE(version_of(phone, 1'018));
+        CHECK(store.newest_result(phone) == 1'017u);
+        CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 7);
+    }
+    SECTION("a trim that cuts through a run keeps exactly the newest ones") {
+        store.begin();
+        store.keep_newest_results(phone, 9); // 1'017, 1'016, 1'014, 1'013, 1'012, 1'011, 1'010..1'008
+        store.commit();
+        for (std::uint64_t id = 1'001; id <= 1'007; ++id) CHECK_FALSE(version_of(phone, id));
+        for (std::uint64_t id = 1'008; id <= 1'010; ++id) CHECK(version_of(phone, id) == id - 900);
+        CHECK(store.find_result(phone, 1'011));
+        CHECK(version_of(laptop, 1'013) == 121u);
+        CHECK(sql_int(db, "SELECT sum(run) FROM offsync_server_results") == 10);
+        SECTION("one that ends at a row's edge forgets the older rows whole") {
+            store.begin();
+            store.keep_newest_results(phone, 2); // the run 1'016-1'017
+            store.commit();
+            CHECK(version_of(phone, 1'016) == 151u);
+            CHECK(version_of(phone, 1'017) == 152u);
+            CHECK_FALSE(version_of(phone, 1'014));
+            CHECK_FALSE(version_of(phone, 1'010));
+            CHECK(sql_int(db, "SELECT sum(run) FROM offsync_server_results") == 3);
+        }
+        SECTION("a trim to one keeps the newest alone") {
+            store.begin();
+            store.keep_newest_results(phone, 1);
+            store.commit();
+            CHECK(version_of(phone, 1'017) == 152u);
+            CHECK_FALSE(version_of(phone, 1'016));
+            CHECK(sql_int(db, "SELECT sum(run) FROM offsync_server_results") == 2);
+        }
+    }
+    SECTION("a corrupt run fails its lookup clearly and changes nothing") {
+        const std::pair<const char*, std::uint64_t> corruptions[] = {
+            {"UPDATE offsync_server_results SET run = 0 WHERE mutation_id = 1010", 1'005},
+            {"UPDATE offsync_server_results SET run = 2 WHERE mutation_id = 1011", 1'011},
+            {"UPDATE offsync_server_results SET run = 5000 WHERE mutation_id = 1010", 1'005}};
+        for (const auto& [corrupt, looked_up] : corruptions) {
+            INFO(corrupt);
+            sql_exec(db, "SAVEPOINT corrupt");
+            sql_exec(db, corrupt);
+            auto d = error_of([&, id = looked_up] { store.find_result(phone, id); });
+            CHECK(d.code == errc::storage_failure);
+            CHECK(d.message.find("remembered run") != std::string::npos);
+            sql_exec(db, "ROLLBACK TO corrupt");
+            sql_exec(db, "RELEASE corrupt");
+            CHECK(version_of(phone, 1'005) == 105u); // the statement was left usable
+        }
+    }
+}
+
+TEST_CASE("a push of new records from one client is remembered in one row, and its retry is "
+          "answered from it",
+          "[server-store]") {
+    service_on_either w(true);
+    std::vector<mutation> batch;
+    for (std::uint64_t id = 1; id <= 300; ++id)
+        batch.push_back(upsert(id, "r-" + std::to_string(1000 + id), 0,
+                               to_json_object(reservation("r-" + std::to_string(1000 + id))),
+                               "phone"));
+    const auto first = push(w.service, "alice", "phone", batch);
+    auto* db = w.store.sqlite->native_handle();
+    CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 1);
+    CHECK(sql_int(db, "SELECT run FROM offsync_server_results") == 300);
+    const auto last = w.service.last_version();
+    // The whole push again, and a part of it, each answered as before and applying nothing.
+    const auto again = push(w.service, "alice", "phone", batch);
+    const std::vector<mutation> middle(batch.begin() + 100, batch.begin() + 103);
+    const auto part = push(w.service, "alice", "phone", middle);
+    CHECK(w.service.last_version() == last);
+    REQUIRE(again.results.size() == 300);
+    for (std::size_t i = 0; i < 300; ++i) {
+        CHECK(again.results[i].status == mutation_status::applied);
+        CHECK(again.results[i].version == first.results[i].version);
+    }
+    for (std::size_t i = 0; i < 3; ++i) CHECK(part.results[i].version == first.results[100 + i].version);
+}
+
+TEST_CASE("a server file of schema version 1 is migrated on open and keeps its results",
+          "[server-store]") {
+    temp_file file;
+    {
+        server::sqlite_server_store store(file.str());
+        manual_clock clock;
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        push(service, "alice", "phone",
+             {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
+              upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone")});
+    }
+    // Turn the file back into what version 1 wrote: one row per result, no run column.
+    {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(file.str().c_str(), &db) == SQLITE_OK);
+        sql_exec(db, "BEGIN");
+        sql_exec(db, "CREATE TABLE v1_results (client TEXT NOT NULL, mutation_id INTEGER NOT "
+                     "NULL, version INTEGER NOT NULL, detail TEXT, PRIMARY KEY (client, "
+                     "mutation_id)) WITHOUT ROWID");
+        sql_exec(db, "INSERT INTO v1_results SELECT client, mutation_id - 1, version - 1, NULL "
+                     "FROM offsync_server_results");
+        sql_exec(db, "INSERT INTO v1_results SELECT client, mutation_id, version, NULL "
+                     "FROM offsync_server_results");
+        sql_exec(db, "DROP TABLE offsync_server_results");
+        sql_exec(db, "ALTER TABLE v1_results RENAME TO offsync_server_results");
+        sql_exec(db, "UPDATE offsync_server_meta SET value = 1 WHERE key = 'schema_version'");
+        sql_exec(db, "COMMIT");
+        CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 2);
+        sqlite3_close(db);
+    }
+    server::sqlite_server_store store(file.str());
+    CHECK(sql_int(store.native_handle(),
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 2);
+    manual_clock clock;
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    const auto last = service.last_version();
+    // Both results of version 1 answer their retries; a new push is remembered as a run.
+    const auto retry = push(service, "alice", "phone",
+                            {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
+                             upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone")});
+    CHECK(retry.results[0].version == last - 1);
+    CHECK(retry.results[1].version == last);
+    CHECK(service.last_version() == last);
+    push(service, "alice", "phone",
+         {upsert(3, "r-3", 0, to_json_object(reservation("r-3")), "phone"),
+          upsert(4, "r-4", 0, to_json_object(reservation("r-4")), "phone")});
+    CHECK(sql_int(store.native_handle(), "SELECT run FROM offsync_server_results "
+                                         "WHERE mutation_id = 4") == 2);
+    CHECK(service.last_version() == last + 2);
+}
+
 TEST_CASE("a retry is recognised among a client's newest results however far apart its ids",
           "[server-store]") {
     const bool on_sqlite = GENERATE(false, true);

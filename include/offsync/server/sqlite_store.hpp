@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -46,7 +47,8 @@ struct sqlite_server_config {
 /// `sync_error`; the service rolls the request back.
 class sqlite_server_store final : public server_store {
 public:
-    static constexpr int schema_version = 1;
+    /// 2: a row of remembered results may stand for a run of plain successes (`run`).
+    static constexpr int schema_version = 2;
     using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
@@ -78,12 +80,19 @@ public:
     /// "set_counters", "commit").
     void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
 
-    void begin() override { db_.exec("BEGIN IMMEDIATE"); }
+    void begin() override {
+        run_.reset();
+        db_.exec("BEGIN IMMEDIATE");
+    }
     void commit() override {
+        write_run();
         check("commit");
         db_.exec("COMMIT");
     }
-    void rollback() noexcept override { db_.exec_noexcept("ROLLBACK"); }
+    void rollback() noexcept override {
+        run_.reset();
+        db_.exec_noexcept("ROLLBACK");
+    }
 
     server_counters counters() override {
         server_counters c;
@@ -178,18 +187,33 @@ public:
         return below;
     }
 
+    /// One probe: the row with the lowest last id at or above `mutation_id`, which holds it if
+    /// its run reaches down to it.
     std::optional<mutation_result> find_result(std::string_view client,
                                                std::uint64_t mutation_id) override {
+        write_run();
         auto& st = stmt_.find_result;
         db_.bind_text(st, 1, client);
         sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
         std::optional<mutation_result> out;
         if (db_.step(st) == SQLITE_ROW) {
+            const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 2));
+            const auto run = std::uint64_t(sqlite3_column_int64(st.get(), 3));
+            const bool plain = sqlite3_column_type(st.get(), 1) == SQLITE_NULL;
+            if (run < 1 || (run > 1 && !plain) || run > last_id) {
+                db_.reset(st);
+                db_.fail_message("a remembered run of mutation results is corrupt");
+            }
+            if (last_id - mutation_id >= run) { // the run ends above it, and starts above too
+                db_.reset(st);
+                return std::nullopt;
+            }
             mutation_result r;
-            if (sqlite3_column_type(st.get(), 1) == SQLITE_NULL) {
+            if (plain) {
                 r.mutation_id = mutation_id;
                 r.status = mutation_status::applied;
-                r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+                r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0)) -
+                            (last_id - mutation_id);
             } else {
                 boost::system::error_code ec;
                 auto jv = json::parse(db_.column_text(st, 1), ec);
@@ -205,6 +229,7 @@ public:
     }
 
     std::optional<std::uint64_t> newest_result(std::string_view client) override {
+        write_run();
         auto& st = stmt_.newest_result;
         db_.bind_text(st, 1, client);
         std::uint64_t newest = 0;
@@ -213,29 +238,38 @@ public:
         return newest;
     }
 
+    /// A plain success (applied, no record to send back) that follows the previous one by
+    /// one in both mutation id and version joins its run, which is written as one row when the
+    /// run ends: before the next other result, any read of results, or the commit. A push of
+    /// new records from a client whose ids follow its key order is one row, not one per record.
     void remember_result(std::string_view client, const mutation_result& r) override {
         check("remember_result");
-        auto& st = stmt_.remember;
-        db_.bind_text(st, 1, client);
-        sqlite3_bind_int64(st.get(), 2, std::int64_t(r.mutation_id));
-        sqlite3_bind_int64(st.get(), 3, std::int64_t(r.version));
-        // A plain success, the common case, is its version alone.
-        std::string detail;
-        if (r.status != mutation_status::applied || r.server) {
-            detail = json::serialize(to_json(r));
-            db_.bind_text(st, 4, detail);
+        const bool plain = r.status == mutation_status::applied && !r.server;
+        if (plain && run_ && run_->client == client && r.mutation_id == run_->last_id + 1 &&
+            r.version == run_->last_version + 1) {
+            run_->last_id = r.mutation_id;
+            run_->last_version = r.version;
+            ++run_->length;
+            return;
         }
-        db_.run(st);
+        write_run();
+        if (plain) {
+            run_ = result_run{std::string(client), r.mutation_id, r.version, 1};
+            return;
+        }
+        write_result_row(client, r.mutation_id, r.version, 1, json::serialize(to_json(r)));
     }
 
-    /// Two index probes per call; the trim itself, a walk of `count` index entries, runs only
-    /// once the ids span a quarter more than `count`. A client without gaps in its ids pays it
-    /// once per `count / 4` results; one whose ids have gaps may pay it on every push until its
-    /// gaps are older than its `count` newest results.
+    /// Two index probes per call; the trim itself, a walk down the rows until `count` results
+    /// are counted, runs only once the ids span a quarter more than `count`. A client without
+    /// gaps in its ids pays it once per `count / 4` results; one whose ids have gaps may pay
+    /// it on every push until its gaps are older than its `count` newest results. The trim
+    /// keeps exactly `count`: the run it cuts through loses its older part.
     void keep_newest_results(std::string_view client, std::size_t count) override {
         check("keep_newest_results");
+        write_run();
         // SQLite's integers are signed: a window beyond them keeps everything anyway.
-        count = std::min<std::size_t>(count, std::size_t(INT64_MAX / 2));
+        const auto keep = std::uint64_t(std::min<std::size_t>(count, INT64_MAX / 2));
         auto& span = stmt_.result_span;
         db_.bind_text(span, 1, client);
         std::uint64_t oldest = 0, newest = 0;
@@ -245,21 +279,72 @@ public:
         }
         db_.reset(span);
         // Ids are distinct, so a span this narrow holds few enough results.
-        if (newest - oldest < count + count / 4) return;
-        auto& nth = stmt_.newest_beyond;
-        db_.bind_text(nth, 1, client);
-        sqlite3_bind_int64(nth.get(), 2, std::int64_t(count));
-        std::optional<std::int64_t> first_forgotten;
-        if (db_.step(nth) == SQLITE_ROW) first_forgotten = sqlite3_column_int64(nth.get(), 0);
-        db_.reset(nth);
-        if (!first_forgotten) return;
+        if (newest < oldest || newest - oldest < keep + keep / 4) return;
+        // The newest row that holds a forgotten result, and how much of its run stays.
+        std::optional<std::int64_t> cut_id;
+        std::uint64_t cut_keeps = 0;
+        {
+            auto& rows = stmt_.runs_newest_first;
+            db_.bind_text(rows, 1, client);
+            const offsync::detail::sqlite_connection::reset_on_exit done(rows);
+            std::uint64_t kept = 0;
+            while (db_.step(rows) == SQLITE_ROW) {
+                const auto run = std::uint64_t(sqlite3_column_int64(rows.get(), 1));
+                if (kept + run > keep) {
+                    cut_id = sqlite3_column_int64(rows.get(), 0);
+                    cut_keeps = keep - kept;
+                    break;
+                }
+                kept += run;
+            }
+        }
+        if (!cut_id) return;
         auto& forget = stmt_.forget;
         db_.bind_text(forget, 1, client);
-        sqlite3_bind_int64(forget.get(), 2, *first_forgotten);
+        // Rows do not overlap: every row below the cut one ends below its run.
+        sqlite3_bind_int64(forget.get(), 2, cut_keeps ? *cut_id - 1 : *cut_id);
         db_.run(forget);
+        if (cut_keeps == 0) return;
+        auto& shorten = stmt_.shorten_run;
+        db_.bind_text(shorten, 1, client);
+        sqlite3_bind_int64(shorten.get(), 2, *cut_id);
+        sqlite3_bind_int64(shorten.get(), 3, std::int64_t(cut_keeps));
+        db_.run(shorten);
     }
 
 private:
+    /// Plain successes of one client with consecutive mutation ids and versions, not yet
+    /// written (see remember_result).
+    struct result_run {
+        std::string client;
+        std::uint64_t last_id = 0;
+        std::uint64_t last_version = 0;
+        std::uint64_t length = 0;
+    };
+
+    void write_run() {
+        if (!run_) return;
+        // Reset first: should the write fail, the request rolls back and the run goes with it.
+        const auto run = std::move(*run_);
+        run_.reset();
+        write_result_row(run.client, run.last_id, run.last_version, run.length, {});
+    }
+
+    /// One row of remembered results: `run` results ending at (`last_id`, `last_version`), or
+    /// one result with its `detail` (not empty).
+    void write_result_row(std::string_view client, std::uint64_t last_id,
+                          std::uint64_t last_version, std::uint64_t run,
+                          const std::string& detail) {
+        auto& st = stmt_.remember;
+        db_.bind_text(st, 1, client);
+        sqlite3_bind_int64(st.get(), 2, std::int64_t(last_id));
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(last_version));
+        if (detail.empty()) sqlite3_bind_null(st.get(), 4);
+        else db_.bind_text(st, 4, detail);
+        sqlite3_bind_int64(st.get(), 5, std::int64_t(run));
+        db_.run(st);
+    }
+
     /// Refuses a bad configuration before the file is opened.
     static const sqlite_server_config& checked(const sqlite_server_config& config) {
         offsync::detail::sqlite_connection::check_page_size(config.page_size,
@@ -376,12 +461,30 @@ private:
                              " is newer than this offsync (" + std::to_string(schema_version) +
                              ")");
         if (version < 1) db_.fail_message("offsync_server_meta has no schema version");
-        // Migrations from older versions go here, each in its own transaction.
+        // Each migration in its own transaction. 1 -> 2: a row of results stands for a run of
+        // them; every row of version 1 is a run of one.
+        if (version < 2)
+            in_schema_transaction([&] {
+                db_.exec("ALTER TABLE offsync_server_results ADD COLUMN "
+                         "run INTEGER NOT NULL DEFAULT 1");
+                db_.exec("UPDATE offsync_server_meta SET value = 2 WHERE key = 'schema_version'");
+            });
+    }
+
+    template <class Body>
+    void in_schema_transaction(Body&& body) {
+        db_.exec("BEGIN IMMEDIATE");
+        try {
+            body();
+            db_.exec("COMMIT");
+        } catch (...) {
+            db_.exec_noexcept("ROLLBACK");
+            throw;
+        }
     }
 
     void create_schema() {
-        db_.exec("BEGIN IMMEDIATE");
-        try {
+        in_schema_transaction([&] {
             db_.exec(R"(
 CREATE TABLE offsync_server_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE offsync_server_records (
@@ -393,14 +496,11 @@ CREATE TABLE offsync_server_records (
 CREATE UNIQUE INDEX offsync_server_feed ON offsync_server_records (collection, owner, version);
 CREATE TABLE offsync_server_results (
     client TEXT NOT NULL, mutation_id INTEGER NOT NULL, version INTEGER NOT NULL, detail TEXT,
+    run INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (client, mutation_id)) WITHOUT ROWID;
-INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
+INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
 )");
-            db_.exec("COMMIT");
-        } catch (...) {
-            db_.exec_noexcept("ROLLBACK");
-            throw;
-        }
+        });
     }
 
     void prepare_statements() {
@@ -421,34 +521,43 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 1);
         stmt_.insert_new = db_.prepare(
             "INSERT INTO offsync_server_records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
             "?11) ON CONFLICT (collection, owner, key) DO NOTHING");
-        stmt_.find_result = db_.prepare("SELECT version, detail FROM offsync_server_results "
-                                        "WHERE client = ?1 AND mutation_id = ?2");
+        // A row's mutation_id and version are its run's last: mutation_id - run + 1 is the
+        // first id.
+        stmt_.find_result = db_.prepare(
+            "SELECT version, detail, mutation_id, run FROM offsync_server_results "
+            "WHERE client = ?1 AND mutation_id >= ?2 ORDER BY mutation_id LIMIT 1");
         stmt_.newest_result = db_.prepare(
             "SELECT ifnull(max(mutation_id), 0) FROM offsync_server_results WHERE client = ?1");
-        stmt_.remember = db_.prepare(
-            "INSERT OR REPLACE INTO offsync_server_results VALUES (?1, ?2, ?3, ?4)");
-        // Each of min and max alone is one probe of the primary key; together in one SELECT
-        // they would be a scan.
+        stmt_.remember = db_.prepare("INSERT OR REPLACE INTO offsync_server_results "
+                                     "(client, mutation_id, version, detail, run) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5)");
+        // Each of the oldest and the newest row alone is one probe of the primary key;
+        // min and max together in one SELECT would be a scan.
         stmt_.result_span = db_.prepare(
-            "SELECT (SELECT min(mutation_id) FROM offsync_server_results WHERE client = ?1), "
+            "SELECT (SELECT mutation_id - run + 1 FROM offsync_server_results WHERE client = ?1 "
+            "ORDER BY mutation_id LIMIT 1), "
             "(SELECT max(mutation_id) FROM offsync_server_results WHERE client = ?1)");
-        stmt_.newest_beyond = db_.prepare(
-            "SELECT mutation_id FROM offsync_server_results WHERE client = ?1 "
-            "ORDER BY mutation_id DESC LIMIT 1 OFFSET ?2");
+        stmt_.runs_newest_first = db_.prepare(
+            "SELECT mutation_id, run FROM offsync_server_results WHERE client = ?1 "
+            "ORDER BY mutation_id DESC");
         stmt_.forget = db_.prepare(
             "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id <= ?2");
+        stmt_.shorten_run = db_.prepare("UPDATE offsync_server_results SET run = ?3 "
+                                        "WHERE client = ?1 AND mutation_id = ?2");
         stmt_.get_meta = db_.prepare("SELECT value FROM offsync_server_meta WHERE key = ?1");
         stmt_.set_meta = db_.prepare("INSERT OR REPLACE INTO offsync_server_meta VALUES (?1, ?2)");
     }
 
     struct statements {
         offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
-            newest_result, remember, result_span, newest_beyond, forget, get_meta, set_meta;
+            newest_result, remember, result_span, runs_newest_first, forget, shorten_run,
+            get_meta, set_meta;
     };
 
     offsync::detail::sqlite_connection db_;
     statements stmt_; // declared after db_: finalized before the connection closes
     fault_hook fault_;
+    std::optional<result_run> run_;
 };
 
 } // namespace offsync::server
