@@ -175,7 +175,8 @@ public:
         return asio::async_initiate<Token, void(error_code, push_response)>(
             [this](auto handler, const push_request* r) {
                 push_response out;
-                auto ec = exchange(true, [&] { return json::serialize(to_json(*r)); }, out);
+                // As loopback_transport and http_transport encode it.
+                auto ec = exchange(true, [&] { return to_json_text(*r); }, out);
                 finish(std::move(handler), ec, std::move(out));
             },
             token, &request);
