@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 using namespace offsync_test;
 
@@ -573,6 +574,50 @@ TEST_CASE("the SQLite server store remembers a run of plain successes as one row
         CHECK_FALSE(version_of(phone, id));
     CHECK_FALSE(version_of(laptop, 1'012));
 
+    SECTION("results that carry a record, or are not plain successes, never join a run") {
+        change server;
+        server.id = json::value("r-x");
+        server.version = 153;
+        server.stamp = hlc_stamp{1, 0, "laptop"};
+        server.value = to_json_object(reservation("r-x"));
+        auto merged = applied(1'018, 153); // applied, with the merged record sent back
+        merged.server = server;
+        mutation_result conflict;
+        conflict.mutation_id = 1'020;
+        conflict.status = mutation_status::conflict;
+        conflict.version = 155;
+        conflict.server = server;
+        store.begin();
+        store.remember_result(phone, merged);
+        store.remember_result(phone, applied(1'019, 154));
+        store.remember_result(phone, conflict);
+        store.remember_result(phone, applied(1'021, 156));
+        store.commit();
+        CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 11);
+        CHECK(sql_int(db, "SELECT max(run) FROM offsync_server_results WHERE mutation_id > 1017") == 1);
+        auto back = store.find_result(phone, 1'018);
+        REQUIRE(back);
+        CHECK(back->server);
+        CHECK(back->version == 153);
+        CHECK(store.find_result(phone, 1'020)->status == mutation_status::conflict);
+        CHECK(version_of(phone, 1'019) == 154u);
+        CHECK(version_of(phone, 1'021) == 156u);
+    }
+    SECTION("ids and versions may start at 0") {
+        const std::string watch = "alice\nwatch", tv = "alice\ntv";
+        store.begin();
+        for (std::uint64_t id = 0; id <= 2; ++id) store.remember_result(watch, applied(id, id));
+        store.remember_result(tv, applied(0, 0));
+        store.commit();
+        for (std::uint64_t id = 0; id <= 2; ++id) CHECK(version_of(watch, id) == id);
+        CHECK(version_of(tv, 0) == 0u);
+        CHECK_FALSE(version_of(tv, 1));
+        store.begin();
+        store.keep_newest_results(watch, 1);
+        store.commit();
+        CHECK_FALSE(version_of(watch, 1));
+        CHECK(version_of(watch, 2) == 2u);
+    }
     SECTION("a run rolled back is not remembered") {
         store.begin();
         store.remember_result(phone, applied(1'018, 153));
@@ -613,8 +658,10 @@ TEST_CASE("the SQLite server store remembers a run of plain successes as one row
     SECTION("a corrupt run fails its lookup clearly and changes nothing") {
         const std::pair<const char*, std::uint64_t> corruptions[] = {
             {"UPDATE offsync_server_results SET run = 0 WHERE mutation_id = 1010", 1'005},
+            {"UPDATE offsync_server_results SET run = -5 WHERE mutation_id = 1010", 1'005},
             {"UPDATE offsync_server_results SET run = 2 WHERE mutation_id = 1011", 1'011},
-            {"UPDATE offsync_server_results SET run = 5000 WHERE mutation_id = 1010", 1'005}};
+            {"UPDATE offsync_server_results SET run = 5000 WHERE mutation_id = 1010", 1'005},
+            {"UPDATE offsync_server_results SET version = 3 WHERE mutation_id = 1010", 1'005}};
         for (const auto& [corrupt, looked_up] : corruptions) {
             INFO(corrupt);
             sql_exec(db, "SAVEPOINT corrupt");
@@ -622,6 +669,11 @@ TEST_CASE("the SQLite server store remembers a run of plain successes as one row
             auto d = error_of([&, id = looked_up] { store.find_result(phone, id); });
             CHECK(d.code == errc::storage_failure);
             CHECK(d.message.find("remembered run") != std::string::npos);
+            if (looked_up == 1'005) { // a trim that reads that row fails the same way
+                d = error_of([&] { store.keep_newest_results(phone, 10); });
+                CHECK(d.code == errc::storage_failure);
+                CHECK(d.message.find("remembered run") != std::string::npos);
+            }
             sql_exec(db, "ROLLBACK TO corrupt");
             sql_exec(db, "RELEASE corrupt");
             CHECK(version_of(phone, 1'005) == 105u); // the statement was left usable
@@ -668,28 +720,59 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
              {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
               upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone")});
     }
-    // Turn the file back into what version 1 wrote: one row per result, no run column.
-    {
+    mutation_result rejected;
+    rejected.mutation_id = 7;
+    rejected.status = mutation_status::rejected;
+    rejected.error_code = "invalid_field";
+    rejected.error_message = "party_size must be positive";
+    // Turn the file back into what version 1 wrote: one row per result, no run column (or,
+    // to make the migration fail, one that has it already), and a result with its detail.
+    auto make_version_1 = [&](bool with_run_column) {
         sqlite3* db = nullptr;
         REQUIRE(sqlite3_open(file.str().c_str(), &db) == SQLITE_OK);
         sql_exec(db, "BEGIN");
-        sql_exec(db, "CREATE TABLE v1_results (client TEXT NOT NULL, mutation_id INTEGER NOT "
-                     "NULL, version INTEGER NOT NULL, detail TEXT, PRIMARY KEY (client, "
-                     "mutation_id)) WITHOUT ROWID");
-        sql_exec(db, "INSERT INTO v1_results SELECT client, mutation_id - 1, version - 1, NULL "
+        sql_exec(db, with_run_column
+                         ? "CREATE TABLE v1_results (client TEXT NOT NULL, mutation_id INTEGER "
+                           "NOT NULL, version INTEGER NOT NULL, detail TEXT, run INTEGER, "
+                           "PRIMARY KEY (client, mutation_id)) WITHOUT ROWID"
+                         : "CREATE TABLE v1_results (client TEXT NOT NULL, mutation_id INTEGER "
+                           "NOT NULL, version INTEGER NOT NULL, detail TEXT, "
+                           "PRIMARY KEY (client, mutation_id)) WITHOUT ROWID");
+        sql_exec(db, "INSERT INTO v1_results (client, mutation_id, version, detail) "
+                     "SELECT client, mutation_id - 1, version - 1, NULL "
                      "FROM offsync_server_results");
-        sql_exec(db, "INSERT INTO v1_results SELECT client, mutation_id, version, NULL "
-                     "FROM offsync_server_results");
+        sql_exec(db, "INSERT INTO v1_results (client, mutation_id, version, detail) "
+                     "SELECT client, mutation_id, version, NULL FROM offsync_server_results");
+        const auto detail = "INSERT INTO v1_results (client, mutation_id, version, detail) "
+                            "SELECT client, 7, 0, '" +
+                            json::serialize(to_json(rejected)) +
+                            "' FROM offsync_server_results LIMIT 1";
+        sql_exec(db, detail.c_str());
         sql_exec(db, "DROP TABLE offsync_server_results");
         sql_exec(db, "ALTER TABLE v1_results RENAME TO offsync_server_results");
         sql_exec(db, "UPDATE offsync_server_meta SET value = 1 WHERE key = 'schema_version'");
         sql_exec(db, "COMMIT");
-        CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 2);
+        CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 3);
         sqlite3_close(db);
+    };
+
+    SECTION("a migration that fails leaves the file as it was") {
+        make_version_1(true);
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("run") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+        return;
     }
+    make_version_1(false);
     server::sqlite_server_store store(file.str());
     CHECK(sql_int(store.native_handle(),
                   "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 2);
+    auto remembered = store.find_result("alice\nphone", 7);
+    REQUIRE(remembered);
+    CHECK(remembered->status == mutation_status::rejected);
+    CHECK(remembered->error_message == rejected.error_message);
     manual_clock clock;
     server::sync_service service(store, config_at(clock));
     add_landmarks(service);
@@ -702,11 +785,58 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
     CHECK(retry.results[1].version == last);
     CHECK(service.last_version() == last);
     push(service, "alice", "phone",
-         {upsert(3, "r-3", 0, to_json_object(reservation("r-3")), "phone"),
-          upsert(4, "r-4", 0, to_json_object(reservation("r-4")), "phone")});
+         {upsert(8, "r-3", 0, to_json_object(reservation("r-3")), "phone"),
+          upsert(9, "r-4", 0, to_json_object(reservation("r-4")), "phone")});
     CHECK(sql_int(store.native_handle(), "SELECT run FROM offsync_server_results "
-                                         "WHERE mutation_id = 4") == 2);
+                                         "WHERE mutation_id = 9") == 2);
     CHECK(service.last_version() == last + 2);
+}
+
+TEST_CASE("retries are answered whatever order a push's ids came in, around runs already kept",
+          "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    service_on_either w(on_sqlite);
+    auto create = [](std::uint64_t id) {
+        const auto key = "r-" + std::to_string(id);
+        return upsert(id, key, 0, to_json_object(reservation(key)), "phone");
+    };
+    auto pushed = [&](std::vector<std::uint64_t> ids) {
+        std::vector<mutation> ms;
+        for (auto id : ids) ms.push_back(create(id));
+        auto answer = push(w.service, "alice", "phone", ms);
+        std::map<std::uint64_t, std::uint64_t> versions;
+        for (const auto& r : answer.results) {
+            CHECK(r.status == mutation_status::applied);
+            versions[r.mutation_id] = r.version;
+        }
+        return versions;
+    };
+    auto first = pushed({10, 11, 12});           // a run
+    auto second = pushed({5, 3, 4, 13, 14, 2});  // ids below it, out of order, then above
+    first.insert(second.begin(), second.end());
+    const auto last = w.service.last_version();
+    CHECK(last == 9);
+    // Everything again, in another order, and a part: each answered as before, nothing applied.
+    for (const auto& ids : {std::vector<std::uint64_t>{14, 2, 3, 4, 5, 10, 11, 12, 13},
+                            std::vector<std::uint64_t>{12, 13}}) {
+        for (const auto& [id, version] : pushed(ids)) CHECK(first.at(id) == version);
+    }
+    CHECK(w.service.last_version() == last);
+}
+
+TEST_CASE("a push with a mutation id beyond 2^53-1 is refused whole", "[server-store]") {
+    service_on_either w(true);
+    push_response out;
+    auto d = w.service.push("alice", {"phone", {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone"),
+                                                upsert(std::uint64_t(1) << 63, "r-2", 0,
+                                                       to_json_object(reservation("r-2")), "phone")}},
+                            out);
+    CHECK(d.code == errc::invalid_field);
+    CHECK(d.message.find("mutations[1]") != std::string::npos);
+    CHECK(d.message.find("2^53") != std::string::npos);
+    CHECK(w.service.last_version() == 0);
+    CHECK_FALSE(w.service.get("alice", "reservations", "r-1"));
 }
 
 TEST_CASE("a retry is recognised among a client's newest results however far apart its ids",

@@ -123,8 +123,6 @@ public:
                     : std::string();
     }
 
-    /// Whether the database holds `meta_table`. Throws, writing nothing, for a file that is not
-    /// a database or a database of another program (tables, but not ours).
     /// Checks a configured page size before any file is touched: SQLite would silently keep
     /// its default for a size it does not support.
     static void check_page_size(int page_size, const char* config_name) {
@@ -141,6 +139,8 @@ public:
         exec(pragma.c_str());
     }
 
+    /// Whether the database holds `meta_table`. Throws, writing nothing, for a file that is not
+    /// a database or a database of another program (tables, but not ours).
     bool has_meta_table(std::string_view meta_table) {
         // Reading the schema first makes SQLite check the header: "file is not a database".
         auto locked = [](int rc) { return (rc & 0xff) == SQLITE_BUSY; };

@@ -195,37 +195,25 @@ public:
         auto& st = stmt_.find_result;
         db_.bind_text(st, 1, client);
         sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
-        std::optional<mutation_result> out;
-        if (db_.step(st) == SQLITE_ROW) {
-            const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 2));
-            const auto run = std::uint64_t(sqlite3_column_int64(st.get(), 3));
-            const bool plain = sqlite3_column_type(st.get(), 1) == SQLITE_NULL;
-            if (run < 1 || (run > 1 && !plain) || run > last_id) {
-                db_.reset(st);
-                db_.fail_message("a remembered run of mutation results is corrupt");
-            }
-            if (last_id - mutation_id >= run) { // the run ends above it, and starts above too
-                db_.reset(st);
-                return std::nullopt;
-            }
-            mutation_result r;
-            if (plain) {
-                r.mutation_id = mutation_id;
-                r.status = mutation_status::applied;
-                r.version = std::uint64_t(sqlite3_column_int64(st.get(), 0)) -
-                            (last_id - mutation_id);
-            } else {
-                boost::system::error_code ec;
-                auto jv = json::parse(db_.column_text(st, 1), ec);
-                if (ec || from_json(jv, r)) {
-                    db_.reset(st);
-                    db_.fail_message("a remembered mutation result is corrupt");
-                }
-            }
-            out = std::move(r);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        if (db_.step(st) != SQLITE_ROW) return std::nullopt;
+        const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 2));
+        const auto last_version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+        const auto run = run_length(st, 3, last_id, last_version);
+        const bool plain = sqlite3_column_type(st.get(), 1) == SQLITE_NULL;
+        if (run > 1 && !plain) db_.fail_message("a remembered run of mutation results is corrupt");
+        if (last_id - mutation_id >= run) return std::nullopt; // the run starts above it
+        mutation_result r;
+        if (plain) {
+            r.mutation_id = mutation_id;
+            r.status = mutation_status::applied;
+            r.version = last_version - (last_id - mutation_id);
+            return r;
         }
-        db_.reset(st);
-        return out;
+        boost::system::error_code ec;
+        auto jv = json::parse(db_.column_text(st, 1), ec);
+        if (ec || from_json(jv, r)) db_.fail_message("a remembered mutation result is corrupt");
+        return r;
     }
 
     std::optional<std::uint64_t> newest_result(std::string_view client) override {
@@ -270,16 +258,19 @@ public:
         write_run();
         // SQLite's integers are signed: a window beyond them keeps everything anyway.
         const auto keep = std::uint64_t(std::min<std::size_t>(count, INT64_MAX / 2));
-        auto& span = stmt_.result_span;
-        db_.bind_text(span, 1, client);
-        std::uint64_t oldest = 0, newest = 0;
-        if (db_.step(span) == SQLITE_ROW) {
-            oldest = std::uint64_t(sqlite3_column_int64(span.get(), 0));
-            newest = std::uint64_t(sqlite3_column_int64(span.get(), 1));
+        std::uint64_t oldest = 0;
+        {
+            auto& st = stmt_.oldest_run;
+            db_.bind_text(st, 1, client);
+            const offsync::detail::sqlite_connection::reset_on_exit done(st);
+            if (db_.step(st) != SQLITE_ROW) return; // nothing remembered
+            const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 0));
+            oldest = last_id + 1 -
+                     run_length(st, 1, last_id, std::uint64_t(sqlite3_column_int64(st.get(), 2)));
         }
-        db_.reset(span);
+        const auto newest = *newest_result(client);
         // Ids are distinct, so a span this narrow holds few enough results.
-        if (newest < oldest || newest - oldest < keep + keep / 4) return;
+        if (newest - oldest < keep + keep / 4) return;
         // The newest row that holds a forgotten result, and how much of its run stays.
         std::optional<std::int64_t> cut_id;
         std::uint64_t cut_keeps = 0;
@@ -289,7 +280,8 @@ public:
             const offsync::detail::sqlite_connection::reset_on_exit done(rows);
             std::uint64_t kept = 0;
             while (db_.step(rows) == SQLITE_ROW) {
-                const auto run = std::uint64_t(sqlite3_column_int64(rows.get(), 1));
+                const auto run = run_length(rows, 1, std::uint64_t(sqlite3_column_int64(rows.get(), 0)),
+                                            std::uint64_t(sqlite3_column_int64(rows.get(), 2)));
                 if (kept + run > keep) {
                     cut_id = sqlite3_column_int64(rows.get(), 0);
                     cut_keeps = keep - kept;
@@ -321,6 +313,17 @@ private:
         std::uint64_t last_version = 0;
         std::uint64_t length = 0;
     };
+
+    /// The `run` column of a row ending at (`last_id`, `last_version`), checked: at least one
+    /// result, and no more ids or versions than lie between 0 and the last (ids and versions
+    /// may start at 0).
+    std::uint64_t run_length(const offsync::detail::sqlite_statement& st, int column,
+                             std::uint64_t last_id, std::uint64_t last_version) {
+        const auto run = sqlite3_column_int64(st.get(), column);
+        if (run < 1 || std::uint64_t(run) - 1 > last_id || std::uint64_t(run) - 1 > last_version)
+            db_.fail_message("a remembered run of mutation results is corrupt");
+        return std::uint64_t(run);
+    }
 
     void write_run() {
         if (!run_) return;
@@ -456,6 +459,7 @@ private:
         offsync::detail::sqlite_statement st(raw);
         int version = 0;
         if (st && sqlite3_step(st.get()) == SQLITE_ROW) version = sqlite3_column_int(st.get(), 0);
+        st.reset(); // no statement left reading while a migration changes the schema
         if (version > schema_version)
             db_.fail_message("server schema version " + std::to_string(version) +
                              " is newer than this offsync (" + std::to_string(schema_version) +
@@ -531,14 +535,12 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
         stmt_.remember = db_.prepare("INSERT OR REPLACE INTO offsync_server_results "
                                      "(client, mutation_id, version, detail, run) "
                                      "VALUES (?1, ?2, ?3, ?4, ?5)");
-        // Each of the oldest and the newest row alone is one probe of the primary key;
-        // min and max together in one SELECT would be a scan.
-        stmt_.result_span = db_.prepare(
-            "SELECT (SELECT mutation_id - run + 1 FROM offsync_server_results WHERE client = ?1 "
-            "ORDER BY mutation_id LIMIT 1), "
-            "(SELECT max(mutation_id) FROM offsync_server_results WHERE client = ?1)");
+        // The oldest row and (newest_result) the newest: one probe of the primary key each.
+        stmt_.oldest_run = db_.prepare(
+            "SELECT mutation_id, run, version FROM offsync_server_results WHERE client = ?1 "
+            "ORDER BY mutation_id LIMIT 1");
         stmt_.runs_newest_first = db_.prepare(
-            "SELECT mutation_id, run FROM offsync_server_results WHERE client = ?1 "
+            "SELECT mutation_id, run, version FROM offsync_server_results WHERE client = ?1 "
             "ORDER BY mutation_id DESC");
         stmt_.forget = db_.prepare(
             "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id <= ?2");
@@ -550,7 +552,7 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
 
     struct statements {
         offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
-            newest_result, remember, result_span, runs_newest_first, forget, shorten_run,
+            newest_result, remember, oldest_run, runs_newest_first, forget, shorten_run,
             get_meta, set_meta;
     };
 

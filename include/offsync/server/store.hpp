@@ -129,9 +129,10 @@ public:
         (void)client;
         return std::nullopt;
     }
-    /// Remembers a result for `find_result`. A store may hold it back and write it with the
-    /// results that follow (the SQLite store writes a run of plain successes as one row), as
-    /// long as every read of results and the commit see it, and a rollback forgets it.
+    /// Remembers a result for `find_result`; called between `begin()` and `commit()`. A store
+    /// may hold it back and write it with the results that follow (the SQLite store writes a
+    /// run of plain successes as one row), as long as every read of results and the commit
+    /// see it, and a rollback forgets it.
     virtual void remember_result(std::string_view client, const mutation_result& result) = 0;
     /// Forgets all but the client's `count` newest results (by mutation id). Counting results
     /// rather than id distance matters: a client's ids have gaps (each restart of an offsync

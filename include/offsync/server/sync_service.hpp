@@ -153,6 +153,10 @@ public:
         std::vector<const collection_schema*> schemas(request.mutations.size());
         for (std::size_t i = 0; i < request.mutations.size(); ++i) {
             const auto& m = request.mutations[i];
+            // The wire format cannot carry more; a store may keep ids as signed 64-bit integers.
+            if (m.mutation_id > max_safe_integer)
+                return {make_error_code(errc::invalid_field),
+                        "mutations[" + std::to_string(i) + "]: 'mutation_id' exceeds 2^53-1"};
             schemas[i] = find(m.collection);
             if (!schemas[i])
                 return {make_error_code(errc::unknown_collection),
