@@ -197,21 +197,20 @@ public:
         sqlite3_bind_int64(st.get(), 2, std::int64_t(mutation_id));
         const offsync::detail::sqlite_connection::reset_on_exit done(st);
         if (db_.step(st) != SQLITE_ROW) return std::nullopt;
-        const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 2));
-        const auto last_version = std::uint64_t(sqlite3_column_int64(st.get(), 0));
-        const auto run = run_length(st, 3, last_id, last_version);
-        const bool plain = sqlite3_column_type(st.get(), 1) == SQLITE_NULL;
-        if (run > 1 && !plain) db_.fail_message("a remembered run of mutation results is corrupt");
-        if (last_id - mutation_id >= run) return std::nullopt; // the run starts above it
+        const auto run = read_run(st);
+        const bool plain = sqlite3_column_type(st.get(), 3) == SQLITE_NULL;
+        if (run.length > 1 && !plain)
+            db_.fail_message("a remembered run of mutation results is corrupt");
+        if (run.last_id - mutation_id >= run.length) return std::nullopt; // it starts above
         mutation_result r;
         if (plain) {
             r.mutation_id = mutation_id;
             r.status = mutation_status::applied;
-            r.version = last_version - (last_id - mutation_id);
+            r.version = run.last_version - (run.last_id - mutation_id);
             return r;
         }
         boost::system::error_code ec;
-        auto jv = json::parse(db_.column_text(st, 1), ec);
+        auto jv = json::parse(db_.column_text(st, 3), ec);
         if (ec || from_json(jv, r)) db_.fail_message("a remembered mutation result is corrupt");
         return r;
     }
@@ -233,7 +232,7 @@ public:
     void remember_result(std::string_view client, const mutation_result& r) override {
         check("remember_result");
         const bool plain = r.status == mutation_status::applied && !r.server;
-        if (plain && run_ && run_->client == client && r.mutation_id == run_->last_id + 1 &&
+        if (plain && run_ && run_client_ == client && r.mutation_id == run_->last_id + 1 &&
             r.version == run_->last_version + 1) {
             run_->last_id = r.mutation_id;
             run_->last_version = r.version;
@@ -242,10 +241,11 @@ public:
         }
         write_run();
         if (plain) {
-            run_ = result_run{std::string(client), r.mutation_id, r.version, 1};
+            run_client_ = client;
+            run_ = result_run{r.mutation_id, r.version, 1};
             return;
         }
-        write_result_row(client, r.mutation_id, r.version, 1, json::serialize(to_json(r)));
+        write_result_row(client, {r.mutation_id, r.version, 1}, json::serialize(to_json(r)));
     }
 
     /// Two index probes per call; the trim itself, a walk down the rows until `count` results
@@ -264,9 +264,8 @@ public:
             db_.bind_text(st, 1, client);
             const offsync::detail::sqlite_connection::reset_on_exit done(st);
             if (db_.step(st) != SQLITE_ROW) return; // nothing remembered
-            const auto last_id = std::uint64_t(sqlite3_column_int64(st.get(), 0));
-            oldest = last_id + 1 -
-                     run_length(st, 1, last_id, std::uint64_t(sqlite3_column_int64(st.get(), 2)));
+            const auto run = read_run(st);
+            oldest = run.last_id + 1 - run.length;
         }
         const auto newest = *newest_result(client);
         // Ids are distinct, so a span this narrow holds few enough results.
@@ -280,14 +279,13 @@ public:
             const offsync::detail::sqlite_connection::reset_on_exit done(rows);
             std::uint64_t kept = 0;
             while (db_.step(rows) == SQLITE_ROW) {
-                const auto run = run_length(rows, 1, std::uint64_t(sqlite3_column_int64(rows.get(), 0)),
-                                            std::uint64_t(sqlite3_column_int64(rows.get(), 2)));
-                if (kept + run > keep) {
-                    cut_id = sqlite3_column_int64(rows.get(), 0);
+                const auto run = read_run(rows);
+                if (kept + run.length > keep) {
+                    cut_id = std::int64_t(run.last_id);
                     cut_keeps = keep - kept;
                     break;
                 }
-                kept += run;
+                kept += run.length;
             }
         }
         if (!cut_id) return;
@@ -305,46 +303,44 @@ public:
     }
 
 private:
-    /// Plain successes of one client with consecutive mutation ids and versions, not yet
-    /// written (see remember_result).
+    /// `length` results of consecutive mutation ids and versions, ending at the last ones.
     struct result_run {
-        std::string client;
         std::uint64_t last_id = 0;
         std::uint64_t last_version = 0;
         std::uint64_t length = 0;
     };
 
-    /// The `run` column of a row ending at (`last_id`, `last_version`), checked: at least one
+    /// Columns 0..2 (mutation_id, run, version) of a results row, checked: at least one
     /// result, and no more ids or versions than lie between 0 and the last (ids and versions
     /// may start at 0).
-    std::uint64_t run_length(const offsync::detail::sqlite_statement& st, int column,
-                             std::uint64_t last_id, std::uint64_t last_version) {
-        const auto run = sqlite3_column_int64(st.get(), column);
-        if (run < 1 || std::uint64_t(run) - 1 > last_id || std::uint64_t(run) - 1 > last_version)
+    result_run read_run(const offsync::detail::sqlite_statement& st) {
+        const auto length = sqlite3_column_int64(st.get(), 1);
+        const result_run run{std::uint64_t(sqlite3_column_int64(st.get(), 0)),
+                             std::uint64_t(sqlite3_column_int64(st.get(), 2)),
+                             std::uint64_t(length)};
+        if (length < 1 || run.length - 1 > run.last_id || run.length - 1 > run.last_version)
             db_.fail_message("a remembered run of mutation results is corrupt");
-        return std::uint64_t(run);
+        return run;
     }
 
     void write_run() {
         if (!run_) return;
         // Reset first: should the write fail, the request rolls back and the run goes with it.
-        const auto run = std::move(*run_);
+        const auto run = *run_;
         run_.reset();
-        write_result_row(run.client, run.last_id, run.last_version, run.length, {});
+        write_result_row(run_client_, run, {});
     }
 
-    /// One row of remembered results: `run` results ending at (`last_id`, `last_version`), or
-    /// one result with its `detail` (not empty).
-    void write_result_row(std::string_view client, std::uint64_t last_id,
-                          std::uint64_t last_version, std::uint64_t run,
+    /// One row of remembered results: a run, or one result with its `detail` (not empty).
+    void write_result_row(std::string_view client, const result_run& run,
                           const std::string& detail) {
         auto& st = stmt_.remember;
         db_.bind_text(st, 1, client);
-        sqlite3_bind_int64(st.get(), 2, std::int64_t(last_id));
-        sqlite3_bind_int64(st.get(), 3, std::int64_t(last_version));
+        sqlite3_bind_int64(st.get(), 2, std::int64_t(run.last_id));
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(run.last_version));
         if (detail.empty()) sqlite3_bind_null(st.get(), 4);
         else db_.bind_text(st, 4, detail);
-        sqlite3_bind_int64(st.get(), 5, std::int64_t(run));
+        sqlite3_bind_int64(st.get(), 5, std::int64_t(run.length));
         db_.run(st);
     }
 
@@ -526,9 +522,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
             "INSERT INTO offsync_server_records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
             "?11) ON CONFLICT (collection, owner, key) DO NOTHING");
         // A row's mutation_id and version are its run's last: mutation_id - run + 1 is the
-        // first id.
+        // first id. The three statements that read rows start with the columns read_run reads.
         stmt_.find_result = db_.prepare(
-            "SELECT version, detail, mutation_id, run FROM offsync_server_results "
+            "SELECT mutation_id, run, version, detail FROM offsync_server_results "
             "WHERE client = ?1 AND mutation_id >= ?2 ORDER BY mutation_id LIMIT 1");
         stmt_.newest_result = db_.prepare(
             "SELECT ifnull(max(mutation_id), 0) FROM offsync_server_results WHERE client = ?1");
@@ -559,7 +555,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
     offsync::detail::sqlite_connection db_;
     statements stmt_; // declared after db_: finalized before the connection closes
     fault_hook fault_;
-    std::optional<result_run> run_;
+    std::optional<result_run> run_; ///< the run not yet written, and whose it is
+    std::string run_client_;
 };
 
 } // namespace offsync::server
