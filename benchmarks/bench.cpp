@@ -8,6 +8,7 @@
 //                 [--conflicts 1000] [--batch 1000] [--page 1000] [--durability full|normal]
 //                 [--naive-max 20000] [--dir DIR] [--out FILE (rewritten)]
 //                 [--client-cpus 0] [--server-cpus 1]   (pin each process to those CPUs)
+//                 [--server-threads 2]                  (the server process's I/O threads)
 //   offsync-bench serve [--threads 2] [--store memory|sqlite] [--db FILE] [--cpus LIST]
 //                                                                          (internal)
 #include "../examples/landmarks/model.hpp"
@@ -239,20 +240,22 @@ private:
     std::string user_;
 };
 
-/// Wraps http_transport and times each operation from its start to its completion.
+/// Wraps http_transport and times its operations: the time during which at least one of a
+/// kind was outstanding (pushes overlap when pipelined; that time counts once).
 class timed_http_transport {
 public:
     using executor_type = asio::any_io_executor;
     timed_http_transport(executor_type ex, http_transport_config config)
         : inner_(std::move(ex), std::move(config)) {}
     executor_type get_executor() const noexcept { return inner_.get_executor(); }
+    std::size_t max_requests_in_flight() const noexcept { return inner_.max_requests_in_flight(); }
     phase_times times;
 
     template <class Token>
     auto async_push(const push_request& request, Token&& token) {
         return asio::async_initiate<Token, void(error_code, push_response)>(
             [this](auto handler, const push_request* r) {
-                inner_.async_push(*r, wrap<push_response>(std::move(handler), times.push));
+                inner_.async_push(*r, wrap<push_response>(std::move(handler), pushes_));
             },
             token, &request);
     }
@@ -262,27 +265,37 @@ public:
         return asio::async_initiate<Token, void(error_code, pull_response)>(
             [this](auto handler, const pull_request* r) {
                 if (!times.first_pull) times.first_pull = steady::now();
-                inner_.async_pull(*r, wrap<pull_response>(std::move(handler), times.pull));
+                inner_.async_pull(*r, wrap<pull_response>(std::move(handler), pulls_));
             },
             token, &request);
     }
 
 private:
+    /// Operations of one kind outstanding, and since when one has been.
+    struct busy {
+        explicit busy(steady::duration phase_times::*total) : total(total) {}
+        steady::duration phase_times::*total;
+        std::size_t outstanding = 0;
+        steady::time_point since;
+    };
+
     template <class Response, class Handler>
-    auto wrap(Handler handler, steady::duration& into) {
+    auto wrap(Handler handler, busy& kind) {
+        if (kind.outstanding++ == 0) kind.since = steady::now();
         auto slot = asio::get_associated_cancellation_slot(handler);
         auto ex = asio::get_associated_executor(handler, inner_.get_executor());
         return asio::bind_cancellation_slot(
-            slot, asio::bind_executor(ex, [this, &into, start = steady::now(),
-                                           h = std::move(handler)](error_code ec,
-                                                                   Response r) mutable {
-                into += steady::now() - start;
+            slot, asio::bind_executor(ex, [this, &kind, h = std::move(handler)](
+                                              error_code ec, Response r) mutable {
+                if (--kind.outstanding == 0) times.*kind.total += steady::now() - kind.since;
                 ++times.requests;
                 std::move(h)(ec, std::move(r));
             }));
     }
 
     http_transport inner_;
+    busy pushes_{&phase_times::push};
+    busy pulls_{&phase_times::pull};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -291,6 +304,8 @@ private:
 
 /// The CPUs that `--client-cpus` and `--server-cpus` named ("" = wherever the system puts it).
 std::string client_cpus, server_cpus;
+/// The server process's I/O threads (`--server-threads`).
+int server_threads = 2;
 
 /// Keeps this process, and the threads it starts from now on, on the CPUs of `list`
 /// (comma-separated numbers). The harness's two processes can then be placed apart: on a
@@ -442,6 +457,7 @@ public:
         std::vector<std::string> args{self, "serve", "--store", store};
         if (!db.empty()) args.insert(args.end(), {"--db", db});
         if (!server_cpus.empty()) args.insert(args.end(), {"--cpus", server_cpus});
+        args.insert(args.end(), {"--threads", std::to_string(server_threads)});
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -654,6 +670,7 @@ public:
     void write(json::object row) {
         if (!client_cpus.empty()) row["client_cpus"] = client_cpus;
         if (!server_cpus.empty()) row["server_cpus"] = server_cpus;
+        row["server_threads"] = server_threads;
         auto text = json::serialize(row);
         std::cout << text << std::endl;
         if (file_.is_open()) file_ << text << std::endl;
@@ -1098,7 +1115,8 @@ void usage() {
            "[--durability full|normal]\n"
            "                     [--server-store memory|sqlite] [--naive-max N] [--dir DIR] "
            "[--out FILE]\n"
-           "                     [--client-cpus LIST] [--server-cpus LIST]\n"
+           "                     [--client-cpus LIST] [--server-cpus LIST] "
+           "[--server-threads N]\n"
            "LIST is comma-separated, e.g. --n 1000,100000. Output: one JSON line per "
            "measurement.\n";
 }
@@ -1135,6 +1153,7 @@ int bench_main(int argc, char** argv) {
         else if (a == "--out") o.out = value();
         else if (a == "--client-cpus") client_cpus = value();
         else if (a == "--server-cpus") server_cpus = value();
+        else if (a == "--server-threads") server_threads = std::max(1, std::stoi(value()));
         else if (a == "--help" || a == "-h") return usage(), 0;
         else {
             usage();

@@ -1141,8 +1141,9 @@ struct answers_anything {
 
 TEST_CASE("http: a push answered with something that is not its answer keeps the edits dirty",
           "[http][faults]") {
-    // The engine has sent the next batch before it applies an answer: a bad answer must still
-    // end the round with nothing acknowledged, and nothing sent after the batch in flight.
+    // The engine has sent the next batches before it applies an answer: a bad answer must
+    // still end the round with nothing acknowledged, and nothing sent after the batches in
+    // flight (two by default).
     const std::string body = GENERATE(as<std::string>{}, "hello",
                                       R"({"results": []})",
                                       R"({"results": [{"mutation_id": 1, "status": "applied"}]})",
@@ -1165,7 +1166,8 @@ TEST_CASE("http: a push answered with something that is not its answer keeps the
     CHECK(report.applied == 0);
     CHECK(phone.replica.pending<Reservation>().dirty == 5);
     CHECK(fake.requests >= 1);
-    CHECK(fake.requests <= 2); // the batch after the bad answer at most: nothing more
+    // The two batches pipelined behind the bad answer at most: nothing more.
+    CHECK(std::size_t(fake.requests) <= 1 + engine_config{}.max_push_requests_in_flight);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1364,4 +1366,226 @@ TEST_CASE("http: a push whose answer was lost is resent: no duplicate, no confli
     }
     CHECK(!laptop.sync().error);
     CHECK(laptop.replica.get<Reservation>("r-1")->party_size == 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelining: operations started together share the connection, answered in order.
+
+TEST_CASE("http: operations started together are pipelined on one connection, answered in "
+          "order",
+          "[http][pipeline]") {
+    http_world w;
+    asio::io_context io;
+    auto token = std::make_shared<std::string>(alice_token);
+    auto cfg = transport_config(w.port, token);
+    std::size_t limit = 2;
+    SECTION("two in flight (the default)") { limit = 2; }
+    SECTION("one at a time") { limit = 1; }
+    SECTION("three in flight") { limit = 3; }
+    cfg.max_requests_in_flight = limit;
+    http_transport transport(io.get_executor(), cfg);
+    CHECK(transport.max_requests_in_flight() == limit);
+
+    // Three pushes, each writing its own reservation, then three pulls from different cursors:
+    // each completion must carry the answer to its own request.
+    std::vector<push_request> pushes;
+    for (int i = 1; i <= 3; ++i) {
+        push_request p{"pipelining-phone", {}};
+        mutation m;
+        m.mutation_id = std::uint64_t(i);
+        m.collection = "reservations";
+        m.id = json::value("r-" + std::to_string(i));
+        m.stamp = hlc_stamp{1'700'000'000'000 + i, 0, "pipelining-phone"};
+        m.fields = to_json_object(reservation("r-" + std::to_string(i), "confirmed", i));
+        p.mutations.push_back(std::move(m));
+        pushes.push_back(std::move(p));
+    }
+    std::vector<int> order;
+    std::vector<push_response> answers(3);
+    for (int i = 0; i < 3; ++i)
+        transport.async_push(pushes[std::size_t(i)], [&, i](error_code ec, push_response r) {
+            CHECK(!ec);
+            order.push_back(i);
+            answers[std::size_t(i)] = std::move(r);
+        });
+    REQUIRE(run_until(io, [&] { return order.size() == 3; }));
+    CHECK(order == std::vector<int>{0, 1, 2});
+    for (std::size_t i = 0; i < 3; ++i) {
+        REQUIRE(answers[i].results.size() == 1);
+        CHECK(answers[i].results[0].mutation_id == i + 1);
+        CHECK(answers[i].results[0].status == mutation_status::applied);
+    }
+    // The server applied them in the order they were started.
+    CHECK(answers[0].results[0].version < answers[1].results[0].version);
+    CHECK(answers[1].results[0].version < answers[2].results[0].version);
+
+    order.clear();
+    std::vector<pull_response> pages(3);
+    for (std::uint64_t i = 0; i < 3; ++i)
+        transport.async_pull(pull_request{"reservations", answers[i].results[0].version - 1, 100},
+                             [&, i](error_code ec, pull_response r) {
+                                 CHECK(!ec);
+                                 order.push_back(int(i));
+                                 pages[i] = std::move(r);
+                             });
+    REQUIRE(run_until(io, [&] { return order.size() == 3; }));
+    CHECK(order == std::vector<int>{0, 1, 2});
+    for (std::size_t i = 0; i < 3; ++i) CHECK(pages[i].changes.size() == 3 - i);
+    CHECK(transport.connects() == 1);
+    CHECK(transport.requests() == 6);
+}
+
+namespace {
+/// A hand-driven HTTP server for the transport's edge cases: each accepted connection is
+/// given to the test's coroutine, which reads requests and answers (or does not) as it likes.
+struct scripted_server {
+    explicit scripted_server(asio::io_context& io)
+        : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}) {}
+    unsigned short port() const { return acceptor.local_endpoint().port(); }
+
+    /// The next request on `s`, or nullopt if the connection closed first.
+    static asio::awaitable<std::optional<http::request<http::string_body>>>
+    read(tcp::socket& s, beast::flat_buffer& buffer) {
+        http::request<http::string_body> req;
+        auto [ec, n] = co_await http::async_read(s, buffer, req, asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return std::nullopt;
+        co_return req;
+    }
+    /// Answers with an empty pull page; `close` adds `Connection: close` and closes.
+    static asio::awaitable<void> answer(tcp::socket& s, bool close = false) {
+        http::response<http::string_body> res{http::status::ok, 11};
+        res.set(http::field::content_type, "application/json");
+        res.body() = to_json_text(pull_response{});
+        res.keep_alive(!close);
+        res.prepare_payload();
+        co_await http::async_write(s, res, asio::as_tuple(asio::use_awaitable));
+        if (close) {
+            boost::system::error_code ignored;
+            s.shutdown(tcp::socket::shutdown_both, ignored);
+            s.close(ignored);
+        }
+    }
+
+    tcp::acceptor acceptor;
+};
+} // namespace
+
+TEST_CASE("http: pipelined requests when the connection fails under them", "[http][pipeline][faults]") {
+    asio::io_context io;
+    scripted_server fake(io);
+    auto token = std::make_shared<std::string>(alice_token);
+    auto cfg = transport_config(fake.port(), token);
+    cfg.request_timeout = 2s;
+    http_transport transport(io.get_executor(), cfg);
+    const pull_request page{"landmarks", 0, 100};
+    std::optional<error_code> first, second;
+    asio::cancellation_signal cancel_first;
+    auto start_both = [&] {
+        transport.async_pull(page, asio::bind_cancellation_slot(
+                                       cancel_first.slot(),
+                                       [&](error_code ec, pull_response) { first = ec; }));
+        transport.async_pull(page, [&](error_code ec, pull_response) { second = ec; });
+    };
+    int seen_on_first_connection = 0;
+    int seen_on_second_connection = 0;
+
+    SECTION("answered with Connection: close, the request behind goes again on a new one") {
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            auto s = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            // Both requests arrive before the first is answered: they are pipelined.
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            co_await scripted_server::answer(s, true);
+            auto again = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            beast::flat_buffer buffer2;
+            if (co_await scripted_server::read(again, buffer2)) ++seen_on_second_connection;
+            co_await scripted_server::answer(again);
+            co_await scripted_server::read(again, buffer2); // until the client lets go
+        }, asio::detached);
+        start_both();
+        REQUIRE(run_until(io, [&] { return first && second; }, 5s));
+        CHECK(!*first);
+        CHECK(!*second);
+        CHECK(seen_on_first_connection == 2);
+        CHECK(seen_on_second_connection == 1);
+        CHECK(transport.connects() == 2);
+        CHECK(transport.requests() == 3);
+    }
+    SECTION("closed with no answer: the first is not sent twice, the one behind it is, once") {
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            auto s = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            s.close();
+            auto again = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            beast::flat_buffer buffer2;
+            if (co_await scripted_server::read(again, buffer2)) ++seen_on_second_connection;
+            again.close();
+        }, asio::detached);
+        start_both();
+        REQUIRE(run_until(io, [&] { return first && second; }, 5s));
+        CHECK(*first == errc::transport_failure);
+        CHECK(*second == errc::transport_failure);
+        CHECK(seen_on_first_connection == 2);
+        CHECK(seen_on_second_connection == 1);
+        CHECK(transport.requests() == 3);
+    }
+    SECTION("the first cancelled while the server holds both: the second goes on a new one") {
+        std::optional<tcp::socket> held; // never answered, open until the test ends
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            held.emplace(co_await fake.acceptor.async_accept(asio::use_awaitable));
+            if (co_await scripted_server::read(*held, buffer)) ++seen_on_first_connection;
+            if (co_await scripted_server::read(*held, buffer)) ++seen_on_first_connection;
+            auto again = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            beast::flat_buffer buffer2;
+            if (co_await scripted_server::read(again, buffer2)) ++seen_on_second_connection;
+            co_await scripted_server::answer(again);
+            co_await scripted_server::read(again, buffer2);
+        }, asio::detached);
+        start_both();
+        REQUIRE(run_until(io, [&] { return seen_on_first_connection == 2; }, 5s));
+        const auto began = std::chrono::steady_clock::now();
+        cancel_first.emit(asio::cancellation_type::terminal);
+        REQUIRE(run_until(io, [&] { return first && second; }, 5s));
+        CHECK(std::chrono::steady_clock::now() - began < 1s); // not the request timeout
+        CHECK(*first == asio::error::operation_aborted);
+        CHECK(!*second);
+        CHECK(seen_on_second_connection == 1);
+        CHECK(transport.connects() == 2);
+    }
+    SECTION("one in flight at most: the second is written only after the first is answered") {
+        cfg.max_requests_in_flight = 1;
+        http_transport one_at_a_time(io.get_executor(), cfg);
+        bool second_before_answer = false;
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            auto s = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            co_await scripted_server::read(s, buffer);
+            // Wait a while for a second request that must not come before the answer.
+            asio::steady_timer grace(io, 200ms);
+            co_await grace.async_wait(asio::use_awaitable);
+            second_before_answer = buffer.size() > 0 || s.available() > 0;
+            co_await scripted_server::answer(s);
+            co_await scripted_server::read(s, buffer);
+            co_await scripted_server::answer(s);
+            co_await scripted_server::read(s, buffer);
+        }, asio::detached);
+        one_at_a_time.async_pull(page, [&](error_code ec, pull_response) { first = ec; });
+        one_at_a_time.async_pull(page, [&](error_code ec, pull_response) { second = ec; });
+        REQUIRE(run_until(io, [&] { return first && second; }, 5s));
+        CHECK(!*first);
+        CHECK(!*second);
+        CHECK(!second_before_answer);
+        CHECK(one_at_a_time.connects() == 1);
+    }
+}
+
+TEST_CASE("http: a transport that may carry no request is refused", "[http][bad-input]") {
+    asio::io_context io;
+    http_transport_config cfg;
+    cfg.max_requests_in_flight = 0;
+    CHECK_THROWS_AS(http_transport(io.get_executor(), cfg), std::invalid_argument);
 }

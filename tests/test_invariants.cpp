@@ -149,50 +149,75 @@ TEST_CASE("invariant 4: a push result batch that fails to apply is retried whole
     CHECK(a->replica.pending<Reservation>().dirty == 0);
 }
 
-TEST_CASE("invariant 4: a store failure while the next batch is in flight loses nothing",
+TEST_CASE("invariant 4: a store failure while the next batches are in flight loses nothing",
           "[invariants][pipeline]") {
-    // The engine sends batch k+1 before it applies batch k's answer. If applying fails, the
-    // round waits for batch k+1 to finish, then fails; the next round re-sends both batches
-    // with their mutation ids, and the server recognises every one.
+    // The engine sends batch k+1 (and, two in flight, k+2) before it applies batch k's answer.
+    // If applying fails, the round waits for the batches in flight to finish, then fails; the
+    // next round re-sends them with their mutation ids, and the server recognises every one.
     world w;
     engine_config config;
     config.push_batch_size = 2;
     client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    // Each batch is built in a transaction of its own (commits 1, 2, ...); batch 1's answer is
+    // applied after the batches the pipeline has room for were built.
+    std::size_t depth = 2;
+    int failing_commit = 0;
+    SECTION("one in flight") {
+        depth = 1;
+        failing_commit = 3; // batches 1 and 2 built, then batch 1's answer
+    }
+    SECTION("two in flight") {
+        depth = 2;
+        failing_commit = 4; // batches 1, 2 and 3 built, then batch 1's answer
+    }
+    a.transport.set_max_requests_in_flight(depth);
     for (int i = 0; i < 7; ++i) a.replica.put(reservation("r-" + std::to_string(i)));
     int commits = 0;
-    a.storage.set_fault_hook([&](std::string_view op) {
-        // Commit 1 stores batch 1's mutation ids, commit 2 batch 2's (built while batch 1 is
-        // in flight); commit 3 would store batch 1's answer, with batch 2 in flight.
-        return op == "commit" && ++commits == 3;
-    });
+    a.storage.set_fault_hook(
+        [&](std::string_view op) { return op == "commit" && ++commits == failing_commit; });
     const auto before = w.service.last_version();
     auto failed = a.sync();
     CHECK(failed.error == errc::storage_failure);
-    CHECK(a.transport.requests() == 2); // batch 2 went out and was waited for
-    CHECK(w.service.last_version() == before + 4);
+    // Batch 1 and the `depth` batches sent behind it went out and were waited for.
+    CHECK(a.transport.requests() == depth + 1);
+    CHECK(w.service.last_version() == before + 2 * (depth + 1));
     CHECK(a.replica.pending<Reservation>().dirty == 7);
     a.storage.set_fault_hook({});
     auto ok = a.sync();
     CHECK(!ok.error);
     CHECK(ok.conflict_count() == 0);
     CHECK(a.replica.pending<Reservation>().dirty == 0);
-    CHECK(w.service.last_version() == before + 7); // four recognised, three new
+    CHECK(w.service.last_version() == before + 7); // those recognised, the rest new
     pull_response all;
     REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, all));
     CHECK(all.changes.size() == 7);
 }
 
-TEST_CASE("invariant 4: cancelling a round with a batch in flight loses nothing",
+TEST_CASE("invariant 4: cancelling a round with batches in flight loses nothing",
           "[invariants][pipeline][cancel]") {
     world w;
     engine_config config;
     config.push_batch_size = 2;
     client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    std::size_t depth = 2;
+    std::size_t applied_in_round = 0;
+    SECTION("one in flight") {
+        // Cancelled once the server has applied batch 2: batch 1's answer has been applied
+        // and batch 3 built. Batch 2's answer is applied, batch 3 never sent.
+        depth = 1;
+        applied_in_round = 4;
+    }
+    SECTION("two in flight") {
+        // Batches 1 and 2 were sent together; the cancellation comes as the server applies
+        // batch 2, before the engine has read batch 1's answer. Batch 1's answer is applied,
+        // batch 2's is waited for but not applied, batch 3 never sent.
+        depth = 2;
+        applied_in_round = 2;
+    }
+    a.transport.set_max_requests_in_flight(depth);
     for (int i = 0; i < 6; ++i) a.replica.put(reservation("r-" + std::to_string(i)));
     asio::cancellation_signal cancel;
     int pushes = 0;
-    // Cancelled once the server has applied batch 2: at that moment batch 1's answer has been
-    // applied and batch 3 has been built. Batch 2's answer is applied, batch 3 never sent.
     a.transport.faults().after_server = [&](std::string_view op) {
         if (op == "push" && ++pushes == 2) cancel.emit(asio::cancellation_type::terminal);
     };
@@ -208,7 +233,7 @@ TEST_CASE("invariant 4: cancelling a round with a batch in flight loses nothing"
     CHECK(result->first == asio::error::operation_aborted);
     CHECK(requests_at_end == a.transport.requests()); // nothing went out after the round
     CHECK(a.transport.requests() == 2);
-    CHECK(a.replica.pending<Reservation>().dirty == 2);
+    CHECK(a.replica.pending<Reservation>().dirty == 6 - applied_in_round);
     a.transport.faults().after_server = nullptr;
     const auto before = w.service.last_version();
     auto after = a.sync();
@@ -216,6 +241,134 @@ TEST_CASE("invariant 4: cancelling a round with a batch in flight loses nothing"
     CHECK(after.conflict_count() == 0);
     CHECK(a.replica.pending<Reservation>().dirty == 0);
     CHECK(w.service.last_version() == before + 2); // batch 2 recognised, batch 3 new
+}
+
+TEST_CASE("invariant 4: a lost answer with the next batch in flight: nothing applied twice",
+          "[invariants][pipeline][faults]") {
+    world w;
+    engine_config config;
+    config.push_batch_size = 3;
+    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    client b(w.io, w.service, "alice", w.clock.as_wall_clock());
+    for (int i = 0; i < 9; ++i) a.replica.put(reservation("r-" + std::to_string(i), "confirmed", 2));
+    const auto before = w.service.last_version();
+    SECTION("the first answer lost") {
+        a.transport.faults().lose_push_responses = 1;
+        auto failed = a.sync();
+        CHECK(failed.error == errc::transport_failure);
+        CHECK(a.transport.requests() == 2); // batch 2 was in flight and was waited for
+        CHECK(w.service.last_version() == before + 6);
+        CHECK(a.replica.pending<Reservation>().dirty == 9);
+    }
+    SECTION("the first request lost, the second applied") {
+        a.transport.faults().lose_push_requests = 1;
+        auto failed = a.sync();
+        CHECK(failed.error == errc::transport_failure);
+        CHECK(w.service.last_version() == before + 3); // batch 2 only
+        CHECK(a.replica.pending<Reservation>().dirty == 9);
+    }
+    auto ok = a.sync();
+    CHECK(!ok.error);
+    CHECK(ok.conflict_count() == 0);
+    CHECK(a.replica.pending<Reservation>().dirty == 0);
+    CHECK(w.service.last_version() == before + 9); // each record written once
+    REQUIRE(!b.sync().error);
+    CHECK(b.replica.list<Reservation>().size() == 9);
+}
+
+namespace {
+/// A loopback transport that counts how many of its operations are outstanding at once.
+struct counting_transport {
+    using executor_type = asio::any_io_executor;
+    counting_transport(loopback_transport& inner, std::optional<std::size_t> limit)
+        : inner(inner), limit(limit) {}
+    executor_type get_executor() const { return inner.get_executor(); }
+
+    template <class Token>
+    auto async_push(const push_request& r, Token&& token) {
+        return start<push_response>([&](auto h) { inner.async_push(r, std::move(h)); },
+                                    std::forward<Token>(token));
+    }
+    template <class Token>
+    auto async_pull(const pull_request& r, Token&& token) {
+        return start<pull_response>([&](auto h) { inner.async_pull(r, std::move(h)); },
+                                    std::forward<Token>(token));
+    }
+    template <class Response, class Start, class Token>
+    auto start(Start go, Token&& token) {
+        return asio::async_initiate<Token, void(error_code, Response)>(
+            [this, go](auto handler) {
+                most = std::max(most, ++outstanding);
+                go([this, h = std::move(handler)](error_code ec, Response r) mutable {
+                    --outstanding;
+                    std::move(h)(ec, std::move(r));
+                });
+            },
+            token);
+    }
+
+    loopback_transport& inner;
+    std::optional<std::size_t> limit;
+    std::size_t outstanding = 0, most = 0;
+};
+
+/// The same, saying how many requests it carries at once (`pipelining_transport`).
+struct counting_pipelined_transport : counting_transport {
+    using counting_transport::counting_transport;
+    std::size_t max_requests_in_flight() const { return *limit; }
+};
+static_assert(!pipelining_transport<counting_transport>);
+static_assert(pipelining_transport<counting_pipelined_transport>);
+static_assert(pipelining_transport<loopback_transport>);
+} // namespace
+
+TEST_CASE("pushes in flight: as many as both the engine and the transport allow",
+          "[invariants][pipeline]") {
+    world w;
+    loopback_transport loop(w.io.get_executor(), w.service, "alice");
+    memory_storage storage;
+    basic_replica<memory_storage> replica(storage, w.clock.as_wall_clock());
+    for (int i = 0; i < 20; ++i) replica.put(reservation("r-" + std::to_string(i)));
+    engine_config config;
+    config.push_batch_size = 2;
+    auto run = [&](auto& transport) {
+        using transport_type = std::remove_reference_t<decltype(transport)>;
+        basic_sync_engine<memory_storage, transport_type> engine(w.io.get_executor(), replica,
+                                                                 transport, config);
+        engine.template add_collection<Reservation>();
+        std::optional<sync_report> out;
+        engine.async_sync([&](error_code, sync_report r) { out = std::move(r); });
+        w.io.restart();
+        w.io.run();
+        REQUIRE(out);
+        CHECK(!out->error);
+        CHECK(out->applied == 20);
+        CHECK(replica.pending<Reservation>().dirty == 0);
+    };
+    SECTION("a transport that does not say: one at a time") {
+        counting_transport t(loop, std::nullopt);
+        run(t);
+        CHECK(t.most == 1);
+    }
+    SECTION("a transport that says: the smaller of its limit and the engine's") {
+        struct limits {
+            std::size_t engine, transport, expected;
+        };
+        // The engine's default (2) against a transport that carries 3, and the other ways.
+        const auto l = GENERATE(limits{2, 3, 2}, limits{3, 1, 1}, limits{3, 3, 3});
+        CAPTURE(l.engine, l.transport);
+        config.max_push_requests_in_flight = l.engine;
+        counting_pipelined_transport t(loop, l.transport);
+        run(t);
+        CHECK(t.most == l.expected);
+    }
+    SECTION("an engine that may send none is refused") {
+        config.max_push_requests_in_flight = 0;
+        counting_pipelined_transport t(loop, 2);
+        using engine_t = basic_sync_engine<memory_storage, counting_pipelined_transport>;
+        CHECK_THROWS_AS(engine_t(w.io.get_executor(), replica, t, config), std::invalid_argument);
+        CHECK_THROWS_AS(loop.set_max_requests_in_flight(0), std::invalid_argument);
+    }
 }
 
 TEST_CASE("echoes: an acknowledgement brings what others wrote, so no later echo hides it",

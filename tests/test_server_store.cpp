@@ -847,7 +847,7 @@ TEST_CASE("a retry is recognised among a client's newest results however far apa
     // client store restarted between edits would draw them.
     service_on_either w(on_sqlite, [](server::service_config& c) {
         c.idempotency_window = 4;
-        c.max_mutations_per_push = 2;
+        c.max_mutations_per_push = 1;
     });
     auto& service = w.service;
     auto create = [](std::uint64_t id, const std::string& key) {
@@ -873,8 +873,7 @@ TEST_CASE("a retry is recognised among a client's newest results however far apa
     // A push whose store fails after the trim forgets nothing: ids[2] is still recognised.
     w.store.set_fault_hook([](std::string_view at) { return at == "commit"; });
     push_response failed;
-    CHECK(service.push("alice", {"phone", {create(30'000, "r-6"), create(35'000, "r-7")}},
-                       failed));
+    CHECK(service.push("alice", {"phone", {create(30'000, "r-6")}}, failed));
     w.store.set_fault_hook({});
     CHECK(push(service, "alice", "phone", {create(ids[2], "r-2")}).results[0].version ==
           versions[2]);
@@ -883,10 +882,10 @@ TEST_CASE("a retry is recognised among a client's newest results however far apa
     // Two new ones push the oldest two of those (ids[2], ids[3]) out. Then another device
     // edits r-3 and r-4: a retry of the remembered r-4 gets its old answer, while a retry of
     // the forgotten r-3 is applied again and meets the other device's edit as a conflict.
-    push(service, "alice", "phone", {create(30'000, "r-6"), create(35'000, "r-7")});
-    push(service, "alice", "laptop",
-         {upsert(1, "r-3", versions[3], {{"party_size", 9}}, "laptop"),
-          upsert(2, "r-4", versions[4], {{"party_size", 9}}, "laptop")});
+    push(service, "alice", "phone", {create(30'000, "r-6")});
+    push(service, "alice", "phone", {create(35'000, "r-7")});
+    push(service, "alice", "laptop", {upsert(1, "r-3", versions[3], {{"party_size", 9}}, "laptop")});
+    push(service, "alice", "laptop", {upsert(2, "r-4", versions[4], {{"party_size", 9}}, "laptop")});
     auto remembered = push(service, "alice", "phone", {create(ids[4], "r-4")});
     CHECK(remembered.results[0].status == mutation_status::applied);
     CHECK(remembered.results[0].version == versions[4]);
@@ -900,14 +899,15 @@ TEST_CASE("a service refuses a configuration that would forget a push it just an
     server::memory_server_store store;
     server::service_config small;
     small.max_mutations_per_push = 100;
-    small.idempotency_window = 199; // a client may retry two whole pushes
+    // A client may retry three whole pushes: two are in flight when an answer fails.
+    small.idempotency_window = 299;
     CHECK_THROWS_WITH(server::sync_service(store, small),
-                      Catch::Contains("idempotency_window (199)") &&
-                          Catch::Contains("twice max_mutations_per_push (100)"));
+                      Catch::Contains("idempotency_window (299)") &&
+                          Catch::Contains("three times max_mutations_per_push (100)"));
     server::service_config no_clock;
     no_clock.clock = {};
     CHECK_THROWS_AS(server::sync_service(no_clock), std::invalid_argument);
-    small.idempotency_window = 200;
+    small.idempotency_window = 300;
     CHECK_NOTHROW(server::sync_service(store, small));
 }
 

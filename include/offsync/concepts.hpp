@@ -87,6 +87,16 @@ concept transport_policy = requires(T& t, const push_request& push, const pull_r
     t.async_pull(pull, detail::pull_handler_archetype{});
 };
 
+/// A transport that carries more than one request at a time says how many through
+/// `max_requests_in_flight()`: the engine then sends the next push batches before the answers
+/// to the earlier ones have come back, up to that many unanswered (`http_transport` pipelines
+/// them on its one connection). Answers must complete in the order the requests were made, as
+/// a server applies them. A transport without the member is given one request at a time.
+template <class T>
+concept pipelining_transport = requires(const T& t) {
+    { t.max_requests_in_flight() } -> std::convertible_to<std::size_t>;
+};
+
 /// Decides a conflict: any callable from `const conflict&` to `resolution`. The shipped ones are
 /// last_write_wins, server_wins and ask_user; a lambda that merges field by field is a policy too.
 template <class P>

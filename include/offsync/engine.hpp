@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -59,6 +60,13 @@ struct engine_config {
     /// conflict policy rebased (a last-write-wins local win); the bound stops two clients that
     /// keep overwriting each other from holding a round forever.
     int max_push_passes = 3;
+    /// Push requests sent and not yet answered, at most: with 2, the server finds the next
+    /// batch waiting when it has answered one, instead of waiting for the client to read the
+    /// answer and send again (docs/benchmarks.md). Taken up to the transport's
+    /// `max_requests_in_flight()` (`pipelining_transport`); a transport without it is sent one
+    /// request at a time. A failed request ends the round after the ones behind it have
+    /// finished; their records stay dirty and are pushed again, with the same mutation ids.
+    std::size_t max_push_requests_in_flight = 2;
     /// Progress events, called on the engine's strand. Must not block.
     std::function<void(const sync_event&)> on_event;
 };
@@ -91,6 +99,8 @@ public:
           config_(std::move(config)) {
         if (config_.push_batch_size == 0 || config_.pull_page_size == 0)
             throw std::invalid_argument("offsync: batch and page sizes must be positive");
+        if (config_.max_push_requests_in_flight == 0)
+            throw std::invalid_argument("offsync: max_push_requests_in_flight must be positive");
         auto txn = replica_.storage().begin();
         client_id_ = txn.client_id();
     }
@@ -323,9 +333,9 @@ private:
 
     /// One transport request in flight. The engine sends the next request before it applies
     /// the answer to the last one, so the server works on one while the client writes its
-    /// store for the other. A round never leaves a request behind: whatever ends it (a
-    /// cancellation, a store failure), it first waits for the request in flight to finish, so
-    /// the transport never carries two at once and nothing outlives the round.
+    /// store for the other (pushes may have up to push_depth() in flight, pulls one). A round
+    /// never leaves a request behind: whatever ends it (a cancellation, a store failure), it
+    /// first waits for every request in flight to finish, so nothing outlives the round.
     template <class Request, class Response>
     struct flight {
         flight(const executor_type& ex, Request r)
@@ -401,68 +411,118 @@ private:
         throw boost::system::system_error(asio::error::operation_aborted);
     }
 
+    /// How many push requests may be unanswered at once (engine_config and transport agree).
+    std::size_t push_depth() const {
+        if constexpr (pipelining_transport<Transport>)
+            return std::max<std::size_t>(
+                1, std::min<std::size_t>(config_.max_push_requests_in_flight,
+                                         transport_.max_requests_in_flight()));
+        else
+            return 1;
+    }
+
+    /// A push request sent, with what it was built from.
+    struct pushed_batch {
+        std::shared_ptr<push_flight> flight;
+        std::vector<detail::sent_mutation> sent;
+    };
+
+    /// Waits for every request still in flight; their answers are not applied (their records
+    /// stay pushable and go again with the same mutation ids, which the server recognises).
+    asio::awaitable<void> land_all(std::deque<pushed_batch>& flying) {
+        for (auto& b : flying) co_await land(*b.flight);
+        flying.clear();
+    }
+
+    /// Pushes `c` in batches, key order, up to push_depth() requests unanswered: while the
+    /// server works on them, the client applies the last answer and builds the next batch.
     asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
+        const std::size_t depth = push_depth();
         for (int pass = 0; pass < config_.max_push_passes; ++pass) {
             co_await throw_if_cancelled();
             bool rebased = false;
             bool smaller = false; // the server refused a batch as too large: start the pass again
             std::string after;
             std::size_t size = ramp_start(config_.first_push_batch_size, push_batch_size_);
-            auto batch = prepare_push(c, after, size);
-            if (!batch) break;
-            auto flying = launch(std::move(batch->request));
-            auto sent = std::move(batch->sent);
+            std::optional<prepared_push> next = prepare_push(c, after, size);
+            if (!next) break;
+            bool exhausted = false; // every pushable record of the pass is in a batch
+            std::deque<pushed_batch> flying;
+            auto send = [&] {
+                flying.push_back({launch(std::move(next->request)), std::move(next->sent)});
+                next.reset();
+            };
             for (;;) {
-                auto& current = *flying;
-                // While the server works: build the next batch.
+                // While the server works: send what is built while there is room, and build
+                // the batch after it.
                 std::exception_ptr failure;
-                std::optional<prepared_push> next;
                 const bool cancelled = co_await round_cancelled();
                 if (!cancelled) {
                     try {
-                        size = ramp_next(size, push_batch_size_);
-                        next = prepare_push(c, after, size);
+                        for (;;) {
+                            if (!next && !exhausted) {
+                                size = ramp_next(size, push_batch_size_);
+                                next = prepare_push(c, after, size);
+                                exhausted = !next;
+                            }
+                            if (!next || flying.size() >= depth) break;
+                            send();
+                        }
                     } catch (...) {
                         failure = std::current_exception();
                     }
                 }
+                if (flying.empty()) {
+                    if (failure) std::rethrow_exception(failure);
+                    if (cancelled) throw_aborted();
+                    break;
+                }
+                auto& current = *flying.front().flight;
                 co_await land(current);
-                if (failure) std::rethrow_exception(failure);
+                if (failure) {
+                    co_await land_all(flying);
+                    std::rethrow_exception(failure);
+                }
                 if (current.ec == errc::batch_too_large && current.request.mutations.size() > 1) {
-                    // Nothing of it was applied, and the records of `next` are still pushable:
-                    // build the pass again in halves until the server takes them.
+                    // Nothing of it was applied, and the records of the batches behind it stay
+                    // pushable whatever their answers: build the pass again in halves until
+                    // the server takes them.
                     push_batch_size_ = std::max<std::size_t>(1, current.request.mutations.size() / 2);
                     emit(sync_event::kind::error, c.schema.name, 0,
                          "the server refused a push of " +
                              std::to_string(current.request.mutations.size()) +
                              " mutations as too large; pushing " +
                              std::to_string(push_batch_size_) + " at a time");
+                    co_await land_all(flying);
                     smaller = true;
                     break;
                 }
-                if (current.ec)
-                    throw boost::system::system_error(current.ec,
-                                                      "push to '" + c.schema.name + "'");
+                if (current.ec) {
+                    const auto ec = current.ec;
+                    co_await land_all(flying);
+                    throw boost::system::system_error(ec, "push to '" + c.schema.name + "'");
+                }
                 report.pushed += current.request.mutations.size();
                 // Send the next batch, then apply this one's answer while the server works.
                 // A cancelled round applies the answer it has and sends nothing more.
                 const bool stop = co_await round_cancelled();
-                std::shared_ptr<push_flight> following;
-                if (next && !stop) following = launch(std::move(next->request));
+                auto done = std::move(flying.front());
+                flying.pop_front();
+                if (next && !stop && flying.size() < depth) send();
                 try {
-                    rebased |= apply_push_results(c, current.request, sent, current.response,
-                                                  report);
+                    rebased |= apply_push_results(c, done.flight->request, done.sent,
+                                                  done.flight->response, report);
                 } catch (...) {
                     failure = std::current_exception();
                 }
                 if (failure) {
-                    if (following) co_await land(*following);
+                    co_await land_all(flying);
                     std::rethrow_exception(failure);
                 }
-                if (stop) throw_aborted();
-                if (!following) break;
-                sent = std::move(next->sent);
-                flying = std::move(following);
+                if (stop) {
+                    co_await land_all(flying);
+                    throw_aborted();
+                }
             }
             if (smaller) {
                 --pass; // not a pass: nothing was pushed after the refusal

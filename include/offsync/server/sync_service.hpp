@@ -34,9 +34,10 @@ struct service_config {
     /// How many of a client's newest results the server remembers for idempotent retries
     /// (older ones are forgotten; a retry of one is applied again). A client retries only what
     /// it has not seen acknowledged, at most a few batches, but an edit left unpushed keeps its
-    /// id while newer edits are pushed. At least twice `max_mutations_per_push`: a client may
-    /// retry two whole pushes (the one whose answer it could not apply and the one it had sent
-    /// meanwhile), and their answers must still be remembered.
+    /// id while newer edits are pushed. At least three times `max_mutations_per_push`: a client
+    /// may retry three whole pushes (the one whose answer it could not apply and the two it had
+    /// sent meanwhile, `engine_config::max_push_requests_in_flight`), and their answers must
+    /// still be remembered.
     std::size_t idempotency_window = 20000;
     wall_clock clock = system_wall_ms;
 };
@@ -422,11 +423,11 @@ public:
 
 private:
     static service_config checked(service_config config) {
-        if (config.idempotency_window / 2 < config.max_mutations_per_push)
+        if (config.idempotency_window / 3 < config.max_mutations_per_push)
             throw std::invalid_argument(
                 "service_config: idempotency_window (" +
                 std::to_string(config.idempotency_window) +
-                ") must be at least twice max_mutations_per_push (" +
+                ") must be at least three times max_mutations_per_push (" +
                 std::to_string(config.max_mutations_per_push) + ")");
         if (!config.clock) throw std::invalid_argument("service_config: clock is empty");
         return config;

@@ -14,6 +14,9 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -29,7 +32,9 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -57,15 +62,26 @@ struct http_transport_config {
     /// it only when asked to).
     std::function<std::string(bool refresh)> token_provider;
     std::string user_agent = "offsync";
+    /// Requests written on the connection before the answers to the ones before them have
+    /// been read (HTTP/1.1 pipelining), at most: the engine then pushes its next batch while
+    /// the server works on the last, and the server finds it waiting. 1 sends each request
+    /// after the answer to the one before, for a proxy in between that mishandles pipelining.
+    std::size_t max_requests_in_flight = 2;
 };
 
 /// Carries push batches and pull pages to an offsync HTTP server (protocol v1): one request per
 /// batch or page, over one keep-alive connection that is opened on first use and reused.
+/// Operations started while others are outstanding are written on the same connection without
+/// waiting for the answers before them, up to `max_requests_in_flight` unanswered; the server
+/// answers, and the operations complete, in the order they were started.
 ///
 /// Errors: each operation completes with `(error_code, response)`, where the code is
 /// - `errc::transport_failure`: no connection, a timeout, or the connection broke before the
-///   whole response arrived (a request sent on a reused connection that the server had closed
-///   is sent once more on a new one first);
+///   whole response arrived. A request whose answer had not begun when its connection closed
+///   is sent once more on a new connection first, unless it was the only request the
+///   connection ever carried: a reused keep-alive connection the server had closed while it
+///   sat idle, or a request behind one that failed. Both operations are safe to send twice:
+///   a pull reads, and the server recognises a push it has applied by its mutation ids;
 /// - `errc::unauthorized`: a 401 that the one token refresh did not cure;
 /// - the server's own code for an error answer it recognises (`parse_error_body`), else
 ///   `errc::server_error` for a 5xx and `errc::bad_response` for anything else;
@@ -75,18 +91,21 @@ struct http_transport_config {
 ///
 /// Cancellation: terminal cancellation through the completion handler's associated slot (partial
 /// and total requests are ignored: an HTTP exchange cannot stop halfway and stay usable). It
-/// stops the operation at once and closes the connection (its state is unknown); the next
-/// operation opens a new one. A push cancelled after it was sent may have been applied: the
-/// engine resends it with the same mutation ids, which the server answers idempotently.
+/// stops the operation at once; if its request was written, it closes the connection (its
+/// state is unknown) and the operations behind it go again on a new one. A push cancelled
+/// after it was sent may have been applied: the engine resends it with the same mutation ids,
+/// which the server answers idempotently.
 ///
-/// Thread safety: like an Asio I/O object, one operation at a time per transport. Lifetime: the
-/// transport must outlive its operations.
+/// Thread safety: like an Asio I/O object, operations are started from one thread at a time;
+/// they run on a strand of the transport's own. Lifetime: the transport must outlive its
+/// operations.
 class http_transport {
 public:
     using executor_type = asio::any_io_executor;
 
+    /// Throws `std::invalid_argument` if `config.max_requests_in_flight` is 0.
     http_transport(executor_type ex, http_transport_config config)
-        : ex_(std::move(ex)), config_(std::move(config)) {}
+        : ex_(std::move(ex)), strand_(asio::make_strand(ex_)), config_(checked(std::move(config))) {}
 
     executor_type get_executor() const noexcept { return ex_; }
     const http_transport_config& config() const noexcept { return config_; }
@@ -102,15 +121,14 @@ public:
     std::size_t requests() const noexcept { return requests_; }
     std::size_t connects() const noexcept { return connects_; }
 
+    /// How many operations may be outstanding at once with their requests written
+    /// (`pipelining_transport`); more wait for their turn.
+    std::size_t max_requests_in_flight() const noexcept { return config_.max_requests_in_flight; }
+
     /// Closes the connection; the next operation opens a new one. Not while an operation runs.
     void close() {
-        if (stream_) {
-            boost::system::error_code ignored;
-            stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-            stream_->close();
-            stream_.reset();
-        }
-        buffer_.clear();
+        if (conn_) close(*conn_);
+        conn_.reset();
     }
 
     template <class Token>
@@ -129,6 +147,53 @@ private:
     template <class Response>
     using outcome = std::pair<error_code, Response>;
 
+    /// One connection and the requests written on it. Requests take numbered turns: the
+    /// n-th written is the n-th answered. Every change of turn or state wakes the operations
+    /// waiting on `changed`.
+    struct connection {
+        explicit connection(const asio::any_io_executor& ex)
+            : stream(ex), changed(ex, asio::steady_timer::time_point::max()) {}
+        boost::beast::tcp_stream stream;
+        boost::beast::flat_buffer buffer;
+        bool connecting = true; ///< until connected (or failed)
+        bool open = true;       ///< false once closed: no more turns
+        bool writing = false;
+        std::uint64_t written = 0;  ///< requests written (or being written)
+        std::uint64_t answered = 0; ///< answers read, or given up by a failed operation
+        asio::steady_timer changed; ///< never expires; cancelled to wake the waiting operations
+    };
+
+    static http_transport_config checked(http_transport_config config) {
+        if (config.max_requests_in_flight == 0)
+            throw std::invalid_argument("offsync: http_transport max_requests_in_flight must be "
+                                        "positive");
+        return config;
+    }
+
+    static void wake(connection& c) { c.changed.cancel(); }
+
+    void close(connection& c) {
+        if (!c.open) return;
+        c.open = false;
+        boost::system::error_code ignored;
+        c.stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        c.stream.close();
+        c.buffer.clear();
+        wake(c);
+    }
+
+    /// Whether this operation has been cancelled (terminal cancellation of its handler).
+    static asio::awaitable<bool> cancelled() {
+        auto state = co_await asio::this_coro::cancellation_state;
+        co_return state.cancelled() != asio::cancellation_type::none;
+    }
+
+    /// Waits until `c` changes. Returns false if the operation was cancelled meanwhile.
+    static asio::awaitable<bool> wait_for_change(connection& c) {
+        co_await c.changed.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return !co_await cancelled();
+    }
+
     template <class Response, class Token>
     auto run(boost::beast::http::verb verb, std::string target, std::string body,
              Token&& token) {
@@ -138,7 +203,7 @@ private:
                 auto slot = asio::get_associated_cancellation_slot(handler);
                 auto hex = asio::get_associated_executor(handler, ex_);
                 asio::co_spawn(
-                    ex_, exchange<Response>(verb, std::move(target), std::move(body)),
+                    strand_, exchange<Response>(verb, std::move(target), std::move(body)),
                     asio::bind_cancellation_slot(
                         slot, asio::bind_executor(
                                   hex, [h = std::move(handler)](
@@ -151,48 +216,78 @@ private:
             token, verb, std::move(target), std::move(body));
     }
 
+    /// The open connection, opened first if there is none; null (with `out` set) if it cannot
+    /// be opened or the operation was cancelled.
+    template <class Response>
+    asio::awaitable<std::shared_ptr<connection>> connected(outcome<Response>& out) {
+        const auto tok = asio::as_tuple(asio::use_awaitable);
+        for (;;) {
+            if (conn_ && conn_->open && !conn_->connecting) co_return conn_;
+            if (conn_ && conn_->open) { // another operation is connecting: wait for it
+                auto c = conn_;
+                if (!co_await wait_for_change(*c)) {
+                    out.first = asio::error::operation_aborted;
+                    co_return nullptr;
+                }
+                continue;
+            }
+            auto c = std::make_shared<connection>(ex_);
+            conn_ = c;
+            c->stream.expires_after(config_.connect_timeout);
+            asio::ip::tcp::resolver resolver(ex_);
+            auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, config_.port, tok);
+            boost::system::error_code cec = rec;
+            if (!cec) cec = std::get<0>(co_await c->stream.async_connect(endpoints, tok));
+            c->connecting = false;
+            if (cec) {
+                close(*c);
+                if (conn_ == c) conn_.reset();
+                if (cec == asio::error::operation_aborted || co_await cancelled())
+                    out.first = asio::error::operation_aborted;
+                else if (rec)
+                    fail(out, errc::transport_failure,
+                         "cannot resolve " + config_.host + ": " + rec.message());
+                else
+                    fail(out, errc::transport_failure, "cannot connect to " + config_.host + ":" +
+                                                           config_.port + ": " + cec.message());
+                co_return nullptr;
+            }
+            ++connects_;
+            wake(*c);
+            co_return c;
+        }
+    }
+
+    template <class Response>
+    void fail(outcome<Response>& out, errc code, std::string message) {
+        last_error_ = {make_error_code(code), std::move(message)};
+        out.first = last_error_.code;
+    }
+
     template <class Response>
     asio::awaitable<outcome<Response>> exchange(boost::beast::http::verb verb, std::string target,
                                                 std::string body) {
         namespace beast = boost::beast;
         namespace http = boost::beast::http;
         outcome<Response> out;
+        std::shared_ptr<connection> conn;
+        bool mine_unanswered = false; // our request is written and its answer not yet read
         retry_after_.reset();
         last_error_ = {};
-        auto fail = [&](errc code, std::string message) {
-            last_error_ = {make_error_code(code), std::move(message)};
-            out.first = last_error_.code;
-        };
         try {
             const auto tok = asio::as_tuple(asio::use_awaitable);
             bool refreshed = false, resent = false;
             for (;;) {
-                const bool fresh = !stream_;
-                if (fresh) {
-                    asio::ip::tcp::resolver resolver(ex_);
-                    stream_.emplace(ex_);
-                    stream_->expires_after(config_.connect_timeout);
-                    auto [rec, endpoints] =
-                        co_await resolver.async_resolve(config_.host, config_.port, tok);
-                    if (rec) {
-                        close();
-                        fail(errc::transport_failure, "cannot resolve " + config_.host + ": " +
-                                                          rec.message());
+                conn = co_await connected(out);
+                if (!conn) co_return out;
+                // Our turn to write: nobody writing, and room in the pipeline.
+                while (conn->open && (conn->writing || conn->written - conn->answered >=
+                                                           config_.max_requests_in_flight))
+                    if (!co_await wait_for_change(*conn)) {
+                        out.first = asio::error::operation_aborted;
                         co_return out;
                     }
-                    auto [cec, ep] = co_await stream_->async_connect(endpoints, tok);
-                    if (cec) {
-                        close();
-                        if (cec == asio::error::operation_aborted) {
-                            out.first = cec;
-                            co_return out;
-                        }
-                        fail(errc::transport_failure, "cannot connect to " + config_.host + ":" +
-                                                          config_.port + ": " + cec.message());
-                        co_return out;
-                    }
-                    ++connects_;
-                }
+                if (!conn->open) continue; // closed while we waited: nothing of ours was sent
                 http::request<http::string_body> req{verb, config_.base_path + target, 11};
                 req.set(http::field::host, config_.host);
                 req.set(http::field::user_agent, config_.user_agent);
@@ -209,40 +304,73 @@ private:
                 req.prepare_payload();
 
                 ++requests_;
-                stream_->expires_after(config_.request_timeout);
-                auto [wec, wn] = co_await http::async_write(*stream_, req, tok);
-                http::response_parser<http::string_body> parser;
-                parser.body_limit(config_.max_response_bytes);
+                const std::uint64_t turn = conn->written++;
+                conn->writing = true;
+                mine_unanswered = true;
+                // With a read of an earlier answer pending, this bounds the write only.
+                conn->stream.expires_after(config_.request_timeout);
+                auto [wec, wn] = co_await http::async_write(conn->stream, req, tok);
+                conn->writing = false;
+                wake(*conn);
                 beast::error_code ec = wec;
+                bool got_some = false;
+                std::optional<http::response_parser<http::string_body>> parser;
                 if (!ec) {
-                    // Beast reads as much as the buffer has room for, and a buffer that has
-                    // never been larger has room for 512 bytes: a page of answers would take
-                    // hundreds of system calls, each arming the timer again.
-                    if (buffer_.capacity() < read_chunk_bytes) buffer_.reserve(read_chunk_bytes);
-                    auto [rec, rn] = co_await http::async_read(*stream_, buffer_, parser, tok);
-                    ec = rec;
+                    // Our turn to read: every earlier answer read.
+                    while (conn->open && conn->answered != turn)
+                        if (!co_await wait_for_change(*conn)) break;
+                    if (co_await cancelled()) {
+                        ec = asio::error::operation_aborted;
+                    } else if (!conn->open) {
+                        ec = asio::error::connection_aborted; // an earlier exchange failed
+                    } else {
+                        parser.emplace();
+                        parser->body_limit(config_.max_response_bytes);
+                        // Beast reads as much as the buffer has room for, and a buffer that
+                        // has never been larger has room for 512 bytes: a page of answers would
+                        // take hundreds of system calls, each arming the timer again.
+                        if (conn->buffer.capacity() < read_chunk_bytes)
+                            conn->buffer.reserve(read_chunk_bytes);
+                        conn->stream.expires_after(config_.request_timeout);
+                        auto [rec, rn] =
+                            co_await http::async_read(conn->stream, conn->buffer, *parser, tok);
+                        ec = rec;
+                        got_some = parser->got_some();
+                    }
                 }
                 if (ec) {
-                    const bool got_some = parser.got_some();
-                    close();
-                    if (ec == asio::error::operation_aborted) {
-                        out.first = ec;
+                    // Whatever answer is under way on this connection is lost to us, and so
+                    // are those behind it: they go again on a new connection.
+                    close(*conn);
+                    if (conn_ == conn) conn_.reset();
+                    mine_unanswered = false;
+                    if (ec == asio::error::operation_aborted && co_await cancelled()) {
+                        out.first = asio::error::operation_aborted;
                         co_return out;
                     }
-                    // A keep-alive connection the server closed while it sat idle: the request
-                    // never reached it. Once more, on a new connection.
-                    if (!fresh && !got_some && !resent) {
+                    // Our request never reached the server, or the server closed the
+                    // connection before it answered: once more, on a new connection, unless
+                    // the connection carried nothing before it (a server that fails on the
+                    // request itself must not get it twice).
+                    if (!got_some && !resent && turn > 0) {
                         resent = true;
                         continue;
                     }
                     if (ec == http::error::body_limit)
-                        fail(errc::bad_response, "response body larger than max_response_bytes");
+                        fail(out, errc::bad_response,
+                             "response body larger than max_response_bytes");
                     else
-                        fail(errc::transport_failure, ec.message());
+                        fail(out, errc::transport_failure, ec.message());
                     co_return out;
                 }
-                auto& res = parser.get();
-                if (!res.keep_alive()) close();
+                ++conn->answered;
+                mine_unanswered = false;
+                wake(*conn);
+                auto& res = parser->get();
+                if (!res.keep_alive()) {
+                    close(*conn);
+                    if (conn_ == conn) conn_.reset();
+                }
                 if (auto it = res.find(http::field::retry_after); it != res.end())
                     retry_after_ = parse_retry_after(
                         std::string_view(it->value().data(), it->value().size()));
@@ -253,7 +381,7 @@ private:
                 }
                 if (status == 200) {
                     if (auto d = decode_answer(res.body(), out.second))
-                        fail(errc::bad_response, d.message);
+                        fail(out, errc::bad_response, d.message);
                     co_return out;
                 }
                 auto d = parse_error_body(res.body(), status == 401  ? errc::unauthorized
@@ -267,12 +395,12 @@ private:
             }
         } catch (const boost::system::system_error& e) {
             // A cancellation that arrived between two steps.
-            close();
+            if (conn && mine_unanswered) close(*conn);
             if (e.code() == asio::error::operation_aborted) out.first = e.code();
-            else fail(errc::transport_failure, e.what());
+            else fail(out, errc::transport_failure, e.what());
         } catch (const std::exception& e) {
-            close();
-            fail(errc::transport_failure, e.what());
+            if (conn && mine_unanswered) close(*conn);
+            fail(out, errc::transport_failure, e.what());
         }
         co_return out;
     }
@@ -290,9 +418,9 @@ private:
     static constexpr std::size_t read_chunk_bytes = 64 * 1024;
 
     executor_type ex_;
+    asio::strand<executor_type> strand_; ///< where operations run, one step at a time
     http_transport_config config_;
-    std::optional<boost::beast::tcp_stream> stream_;
-    boost::beast::flat_buffer buffer_;
+    std::shared_ptr<connection> conn_; ///< the connection new requests are written on
     std::optional<std::chrono::seconds> retry_after_;
     diagnostics last_error_;
     std::size_t requests_ = 0;

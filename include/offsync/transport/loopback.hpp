@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -40,7 +41,9 @@ struct loopback_faults {
 ///
 /// Cancellation: both operations support terminal, partial and total cancellation while they
 /// wait (the `delay`); once the server has been called they complete with its answer.
-/// Thread safety: like an Asio I/O object, one operation at a time per transport.
+/// Thread safety: like an Asio I/O object, operations are started from one thread at a time
+/// (the engine's strand). Up to `max_requests_in_flight()` of them may be outstanding, as on
+/// a pipelining connection: the service handles them in the order they were started.
 class loopback_transport {
 public:
     using executor_type = asio::any_io_executor;
@@ -54,6 +57,14 @@ public:
     std::size_t requests() const noexcept { return requests_; }
     /// Bytes of request and response bodies carried.
     std::size_t bytes() const noexcept { return bytes_; }
+
+    /// How many requests an engine may have outstanding at once (`pipelining_transport`): 2,
+    /// as `http_transport` by default, so tests meet the engine as it runs over HTTP.
+    std::size_t max_requests_in_flight() const noexcept { return max_in_flight_; }
+    void set_max_requests_in_flight(std::size_t n) {
+        if (n == 0) throw std::invalid_argument("offsync: max_requests_in_flight must be positive");
+        max_in_flight_ = n;
+    }
 
     template <class Token>
     auto async_push(const push_request& request, Token&& token) {
@@ -121,6 +132,7 @@ private:
     loopback_faults faults_;
     std::size_t requests_ = 0;
     std::size_t bytes_ = 0;
+    std::size_t max_in_flight_ = 2;
 };
 
 } // namespace offsync
