@@ -46,6 +46,9 @@ public:
         return inner.async_pull(request, std::forward<Token>(token));
     }
 
+    /// Pipelines as the loopback transport does, so the engine keeps two pushes in flight.
+    std::size_t max_requests_in_flight() const { return inner.max_requests_in_flight(); }
+
     loopback_transport inner;
 
 private:
@@ -56,10 +59,10 @@ using device_engine = basic_sync_engine<test_storage, recording_transport>;
 
 struct device {
     device(asio::io_context& io, server::sync_service& s, std::string u, wall_clock clock,
-           std::set<std::string>& applied, bool ask)
+           std::set<std::string>& applied, bool ask, engine_config config)
         : user(u), replica(storage, std::move(clock)),
           transport(io.get_executor(), s, std::move(u), applied),
-          engine(io.get_executor(), replica, transport) {
+          engine(io.get_executor(), replica, transport, std::move(config)) {
         engine.add_collection<Landmark>();
         if (ask) engine.add_collection<Reservation>(ask_user{});
         else engine.add_collection<Reservation>(last_write_wins{});
@@ -94,8 +97,13 @@ void run_seed(std::uint64_t seed, int steps, bool ask) {
     const char* users[] = {"alice", "alice", "alice", "bob", "bob"};
     for (int i = 0; i < 5; ++i) {
         const std::int64_t skew = std::int64_t(pick(3)) * 1'800'000 - 1'800'000; // -30..+30 min
+        // Half the devices push one record per request, so their pushes keep two requests in
+        // flight (and faults meet a batch with another behind it).
+        engine_config config;
+        if (i % 2 == 0) config.push_batch_size = 1;
         devices.push_back(std::make_unique<device>(io, *service, users[i],
-                                                   clock.as_wall_clock(skew), applied, ask));
+                                                   clock.as_wall_clock(skew), applied, ask,
+                                                   config));
     }
     auto sync = [&](device& d) {
         std::optional<sync_report> out;
