@@ -1158,13 +1158,14 @@ TEST_CASE("http: a push answered with something that is not its answer keeps the
     http_client phone(io, fake.acceptor.local_endpoint().port(), alice_token,
                       clock.as_wall_clock(), config,
                       [](http_engine& e) { e.add_collection<Reservation>(); });
-    for (int i = 0; i < 5; ++i) phone.replica.put(reservation("r-" + std::to_string(i)));
+    // Five batches: more than the bad answer and the two behind it.
+    for (int i = 0; i < 9; ++i) phone.replica.put(reservation("r-" + std::to_string(i)));
     auto report = phone.sync();
     CHECK(report.error == errc::bad_response);
     INFO(report.error_message);
     CHECK(report.error_message.find("push") != std::string::npos);
     CHECK(report.applied == 0);
-    CHECK(phone.replica.pending<Reservation>().dirty == 5);
+    CHECK(phone.replica.pending<Reservation>().dirty == 9);
     CHECK(fake.requests >= 1);
     // The two batches pipelined behind the bad answer at most: nothing more.
     CHECK(std::size_t(fake.requests) <= 1 + engine_config{}.max_push_requests_in_flight);
@@ -1371,8 +1372,7 @@ TEST_CASE("http: a push whose answer was lost is resent: no duplicate, no confli
 // ---------------------------------------------------------------------------------------------
 // Pipelining: operations started together share the connection, answered in order.
 
-TEST_CASE("http: operations started together are pipelined on one connection, answered in "
-          "order",
+TEST_CASE("http: operations started together share one connection and are answered in order",
           "[http][pipeline]") {
     http_world w;
     asio::io_context io;
@@ -1556,6 +1556,77 @@ TEST_CASE("http: pipelined requests when the connection fails under them", "[htt
         CHECK(seen_on_second_connection == 1);
         CHECK(transport.connects() == 2);
     }
+    SECTION("the second cancelled while the server holds both: the first is answered, then "
+            "the connection ends") {
+        asio::cancellation_signal cancel_second;
+        std::optional<tcp::socket> first_connection;
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            first_connection.emplace(co_await fake.acceptor.async_accept(asio::use_awaitable));
+            if (co_await scripted_server::read(*first_connection, buffer)) ++seen_on_first_connection;
+            if (co_await scripted_server::read(*first_connection, buffer)) ++seen_on_first_connection;
+            co_await scripted_server::answer(*first_connection);
+            co_await scripted_server::answer(*first_connection); // nobody reads it
+            auto again = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            beast::flat_buffer buffer2;
+            if (co_await scripted_server::read(again, buffer2)) ++seen_on_second_connection;
+            co_await scripted_server::answer(again);
+            co_await scripted_server::read(again, buffer2);
+        }, asio::detached);
+        transport.async_pull(page, [&](error_code ec, pull_response) { first = ec; });
+        transport.async_pull(page, asio::bind_cancellation_slot(
+                                       cancel_second.slot(),
+                                       [&](error_code ec, pull_response) { second = ec; }));
+        REQUIRE(run_until(io, [&] { return seen_on_first_connection == 2; }, 5s));
+        cancel_second.emit(asio::cancellation_type::terminal);
+        REQUIRE(run_until(io, [&] { return first && second; }, 5s));
+        CHECK(!*first); // its answer came first and is its own
+        CHECK(*second == asio::error::operation_aborted);
+        // The second's answer was never read: a third request goes on a new connection.
+        std::optional<error_code> third;
+        transport.async_pull(page, [&](error_code ec, pull_response) { third = ec; });
+        REQUIRE(run_until(io, [&] { return third.has_value(); }, 5s));
+        CHECK(!*third);
+        CHECK(seen_on_second_connection == 1);
+        CHECK(transport.connects() == 2);
+    }
+    SECTION("cancelled before it was written: the connection stays") {
+        cfg.max_requests_in_flight = 1;
+        http_transport one_at_a_time(io.get_executor(), cfg);
+        asio::cancellation_signal cancel_second;
+        bool answer_first = false;
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            auto s = co_await fake.acceptor.async_accept(asio::use_awaitable);
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            while (!answer_first) {
+                asio::steady_timer poll(io, 10ms);
+                co_await poll.async_wait(asio::use_awaitable);
+            }
+            co_await scripted_server::answer(s);
+            if (co_await scripted_server::read(s, buffer)) ++seen_on_first_connection;
+            co_await scripted_server::answer(s);
+            co_await scripted_server::read(s, buffer);
+        }, asio::detached);
+        one_at_a_time.async_pull(page, [&](error_code ec, pull_response) { first = ec; });
+        one_at_a_time.async_pull(page, asio::bind_cancellation_slot(
+                                           cancel_second.slot(),
+                                           [&](error_code ec, pull_response) { second = ec; }));
+        REQUIRE(run_until(io, [&] { return seen_on_first_connection == 1; }, 5s));
+        cancel_second.emit(asio::cancellation_type::terminal); // waiting for room
+        REQUIRE(run_until(io, [&] { return second.has_value(); }, 5s));
+        CHECK(*second == asio::error::operation_aborted);
+        CHECK(!first);
+        answer_first = true;
+        REQUIRE(run_until(io, [&] { return first.has_value(); }, 5s));
+        CHECK(!*first);
+        std::optional<error_code> third;
+        one_at_a_time.async_pull(page, [&](error_code ec, pull_response) { third = ec; });
+        REQUIRE(run_until(io, [&] { return third.has_value(); }, 5s));
+        CHECK(!*third);
+        CHECK(seen_on_first_connection == 2); // the cancelled one was never sent
+        CHECK(one_at_a_time.connects() == 1);
+    }
     SECTION("one in flight at most: the second is written only after the first is answered") {
         cfg.max_requests_in_flight = 1;
         http_transport one_at_a_time(io.get_executor(), cfg);
@@ -1581,6 +1652,34 @@ TEST_CASE("http: pipelined requests when the connection fails under them", "[htt
         CHECK(!second_before_answer);
         CHECK(one_at_a_time.connects() == 1);
     }
+}
+
+TEST_CASE("http: an operation cancelled as it starts leaves the transport usable",
+          "[http][pipeline][cancel]") {
+    http_world w;
+    asio::io_context io;
+    auto token = std::make_shared<std::string>(alice_token);
+    http_transport transport(io.get_executor(), transport_config(w.port, token));
+    const pull_request page{"landmarks", 0, 100};
+    // Cancelled before it ran at all, so during name resolution or the connect.
+    for (int i = 0; i < 3; ++i) {
+        asio::cancellation_signal cancel;
+        std::optional<error_code> got;
+        transport.async_pull(page, asio::bind_cancellation_slot(
+                                       cancel.slot(), [&](error_code ec, pull_response) { got = ec; }));
+        cancel.emit(asio::cancellation_type::terminal);
+        REQUIRE(run_until(io, [&] { return got.has_value(); }, 5s));
+        CHECK(*got == asio::error::operation_aborted);
+    }
+    std::optional<error_code> after;
+    pull_response answer;
+    transport.async_pull(page, [&](error_code ec, pull_response r) {
+        after = ec;
+        answer = std::move(r);
+    });
+    REQUIRE(run_until(io, [&] { return after.has_value(); }, 5s));
+    CHECK(!*after);
+    CHECK(answer.changes.size() == 2);
 }
 
 TEST_CASE("http: a transport that may carry no request is refused", "[http][bad-input]") {

@@ -66,6 +66,9 @@ struct engine_config {
     /// `max_requests_in_flight()` (`pipelining_transport`); a transport without it is sent one
     /// request at a time. A failed request ends the round after the ones behind it have
     /// finished; their records stay dirty and are pushed again, with the same mutation ids.
+    /// So the server must remember that many pushes plus one for retries: more than 2 needs a
+    /// server whose `idempotency_window` covers them (the reference server's default, 20,000
+    /// results, covers 19 pushes of 1,000).
     std::size_t max_push_requests_in_flight = 2;
     /// Progress events, called on the engine's strand. Must not block.
     std::function<void(const sync_event&)> on_event;
@@ -508,8 +511,8 @@ private:
                 const bool stop = co_await round_cancelled();
                 auto done = std::move(flying.front());
                 flying.pop_front();
-                if (next && !stop && flying.size() < depth) send();
                 try {
+                    if (next && !stop && flying.size() < depth) send();
                     rebased |= apply_push_results(c, done.flight->request, done.sent,
                                                   done.flight->response, report);
                 } catch (...) {

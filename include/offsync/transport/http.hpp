@@ -13,6 +13,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -27,6 +28,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -34,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -111,10 +114,13 @@ public:
     const http_transport_config& config() const noexcept { return config_; }
 
     /// The `Retry-After` of the last response (delta-seconds form), if it had one: how long the
-    /// server asks the client to wait before it tries again. Reset by every operation.
+    /// server asks the client to wait before it tries again. Reset when an operation starts
+    /// with no other outstanding.
     std::optional<std::chrono::seconds> retry_after() const noexcept { return retry_after_; }
 
-    /// The code and detail message of the last failed operation; empty after a success.
+    /// The code and detail message of the first operation that failed since an operation
+    /// started with no other outstanding (of pipelined operations, the failure that the ones
+    /// behind it followed); empty if none failed.
     const diagnostics& last_error() const noexcept { return last_error_; }
 
     /// Requests written (retries included) and connections opened, for tests and metrics.
@@ -147,20 +153,22 @@ private:
     template <class Response>
     using outcome = std::pair<error_code, Response>;
 
-    /// One connection and the requests written on it. Requests take numbered turns: the
-    /// n-th written is the n-th answered. Every change of turn or state wakes the operations
-    /// waiting on `changed`.
+    /// One connection and the requests written on it. Requests take numbered turns on it: the
+    /// n-th written is the n-th answered.
     struct connection {
-        explicit connection(const asio::any_io_executor& ex)
-            : stream(ex), changed(ex, asio::steady_timer::time_point::max()) {}
+        explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
         boost::beast::tcp_stream stream;
         boost::beast::flat_buffer buffer;
         bool connecting = true; ///< until connected (or failed)
         bool open = true;       ///< false once closed: no more turns
-        bool writing = false;
+        /// Closed because an operation on it was cancelled, not because it failed: the
+        /// requests whose answers it carried may go again.
+        bool closed_locally = false;
         std::uint64_t written = 0;  ///< requests written (or being written)
-        std::uint64_t answered = 0; ///< answers read, or given up by a failed operation
-        asio::steady_timer changed; ///< never expires; cancelled to wake the waiting operations
+        std::uint64_t answered = 0; ///< answers read
+        /// The first turn whose operation was cancelled after its request was written: its
+        /// answer will not be read, so the connection ends when that turn comes.
+        std::optional<std::uint64_t> abandoned;
     };
 
     static http_transport_config checked(http_transport_config config) {
@@ -170,16 +178,19 @@ private:
         return config;
     }
 
-    static void wake(connection& c) { c.changed.cancel(); }
+    /// Wakes every operation waiting for a turn or a connection.
+    void wake() { changed_.cancel(); }
 
-    void close(connection& c) {
+    void close(connection& c, bool locally = false) {
         if (!c.open) return;
         c.open = false;
+        c.closed_locally = locally;
         boost::system::error_code ignored;
         c.stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
         c.stream.close();
         c.buffer.clear();
-        wake(c);
+        if (conn_.get() == &c) conn_.reset();
+        wake();
     }
 
     /// Whether this operation has been cancelled (terminal cancellation of its handler).
@@ -188,10 +199,14 @@ private:
         co_return state.cancelled() != asio::cancellation_type::none;
     }
 
-    /// Waits until `c` changes. Returns false if the operation was cancelled meanwhile.
-    static asio::awaitable<bool> wait_for_change(connection& c) {
-        co_await c.changed.async_wait(asio::as_tuple(asio::use_awaitable));
-        co_return !co_await cancelled();
+    /// Waits until something changes (a turn, a connection). False if the operation was
+    /// cancelled meanwhile or before.
+    asio::awaitable<bool> wait_for_change() {
+        // (No co_await inside a condition: g++ 12 miscompiles some of those here.)
+        const bool before = co_await cancelled();
+        if (!before) co_await changed_.async_wait(asio::as_tuple(asio::use_awaitable));
+        const bool now = co_await cancelled();
+        co_return !now;
     }
 
     template <class Response, class Token>
@@ -200,18 +215,32 @@ private:
         return asio::async_initiate<Token, void(error_code, Response)>(
             [this](auto handler, boost::beast::http::verb verb, std::string target,
                    std::string body) {
+                // The caller's cancellation reaches the operation through a signal it shares:
+                // emitted on the strand, alive as long as either side holds it.
                 auto slot = asio::get_associated_cancellation_slot(handler);
+                auto signal = std::make_shared<asio::cancellation_signal>();
+                if (slot.is_connected())
+                    slot.assign([signal, strand = strand_](asio::cancellation_type type) {
+                        asio::dispatch(strand, [signal, type] { signal->emit(type); });
+                    });
                 auto hex = asio::get_associated_executor(handler, ex_);
+                if (outstanding_++ == 0) {
+                    retry_after_.reset();
+                    last_error_ = {};
+                }
+                const std::uint64_t ticket = next_ticket_++;
                 asio::co_spawn(
-                    strand_, exchange<Response>(verb, std::move(target), std::move(body)),
+                    strand_, exchange<Response>(ticket, verb, std::move(target), std::move(body)),
                     asio::bind_cancellation_slot(
-                        slot, asio::bind_executor(
-                                  hex, [h = std::move(handler)](
-                                           std::exception_ptr e,
-                                           outcome<Response> result) mutable {
-                                      if (e) result.first = make_error_code(errc::transport_failure);
-                                      std::move(h)(result.first, std::move(result.second));
-                                  })));
+                        signal->slot(),
+                        asio::bind_executor(
+                            hex, [this, h = std::move(handler), signal, slot](
+                                     std::exception_ptr e, outcome<Response> result) mutable {
+                                if (slot.is_connected()) slot.clear();
+                                --outstanding_;
+                                if (e) result.first = make_error_code(errc::transport_failure);
+                                std::move(h)(result.first, std::move(result.second));
+                            })));
             },
             token, verb, std::move(target), std::move(body));
     }
@@ -222,10 +251,15 @@ private:
     asio::awaitable<std::shared_ptr<connection>> connected(outcome<Response>& out) {
         const auto tok = asio::as_tuple(asio::use_awaitable);
         for (;;) {
+            const bool stop = co_await cancelled();
+            if (stop) {
+                out.first = asio::error::operation_aborted;
+                co_return nullptr;
+            }
             if (conn_ && conn_->open && !conn_->connecting) co_return conn_;
             if (conn_ && conn_->open) { // another operation is connecting: wait for it
-                auto c = conn_;
-                if (!co_await wait_for_change(*c)) {
+                const bool go_on = co_await wait_for_change();
+                if (!go_on) {
                     out.first = asio::error::operation_aborted;
                     co_return nullptr;
                 }
@@ -233,16 +267,30 @@ private:
             }
             auto c = std::make_shared<connection>(ex_);
             conn_ = c;
+            // Whatever ends this attempt early leaves no connection half made behind.
+            struct unless_connected {
+                http_transport* self;
+                connection* c;
+                ~unless_connected() {
+                    if (c) {
+                        c->connecting = false;
+                        self->close(*c);
+                    }
+                }
+            } cleanup{this, c.get()};
             c->stream.expires_after(config_.connect_timeout);
             asio::ip::tcp::resolver resolver(ex_);
             auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, config_.port, tok);
+            const bool cancelled_meanwhile = co_await cancelled();
+            if (cancelled_meanwhile) { // name resolution does not see cancellation
+                out.first = asio::error::operation_aborted;
+                co_return nullptr;
+            }
             boost::system::error_code cec = rec;
             if (!cec) cec = std::get<0>(co_await c->stream.async_connect(endpoints, tok));
-            c->connecting = false;
+            const bool cancelled_while_connecting = co_await cancelled();
             if (cec) {
-                close(*c);
-                if (conn_ == c) conn_.reset();
-                if (cec == asio::error::operation_aborted || co_await cancelled())
+                if (cec == asio::error::operation_aborted || cancelled_while_connecting)
                     out.first = asio::error::operation_aborted;
                 else if (rec)
                     fail(out, errc::transport_failure,
@@ -252,41 +300,87 @@ private:
                                                            config_.port + ": " + cec.message());
                 co_return nullptr;
             }
+            cleanup.c = nullptr;
+            c->connecting = false;
             ++connects_;
-            wake(*c);
+            wake();
             co_return c;
         }
     }
 
+    /// Records a failure; of pipelined operations, the first one's detail is kept.
     template <class Response>
     void fail(outcome<Response>& out, errc code, std::string message) {
-        last_error_ = {make_error_code(code), std::move(message)};
-        out.first = last_error_.code;
+        if (!last_error_.code) last_error_ = {make_error_code(code), std::move(message)};
+        out.first = make_error_code(code);
     }
 
+    /// Gives up this operation's place in the order of writes, if it still holds one.
+    void release_ticket(std::uint64_t ticket) {
+        if (ticket < serving_ticket_) return;
+        skipped_tickets_.insert(ticket);
+        while (skipped_tickets_.erase(serving_ticket_)) ++serving_ticket_;
+        wake();
+    }
+
+    /// One operation: its request written in the order operations started (`ticket`), its
+    /// answer read in the order requests were written on the connection.
     template <class Response>
-    asio::awaitable<outcome<Response>> exchange(boost::beast::http::verb verb, std::string target,
-                                                std::string body) {
+    asio::awaitable<outcome<Response>> exchange(std::uint64_t ticket, boost::beast::http::verb verb,
+                                                std::string target, std::string body) {
         namespace beast = boost::beast;
         namespace http = boost::beast::http;
+        // Cancellation is checked at each step, rather than thrown at the next await: a step
+        // cut short must still leave the connection and the turns as the others expect them.
+        co_await asio::this_coro::throw_if_cancelled(false);
         outcome<Response> out;
         std::shared_ptr<connection> conn;
-        bool mine_unanswered = false; // our request is written and its answer not yet read
-        retry_after_.reset();
-        last_error_ = {};
+        std::optional<std::uint64_t> turn; // our request's turn on `conn`, once writing
+        bool written = false;              // the whole request is on the connection
+        bool holds_ticket = true;
+        const auto aborted = [&] {
+            if (holds_ticket) release_ticket(ticket);
+            holds_ticket = false;
+            if (conn && turn && conn->open && conn->answered <= *turn) {
+                if (!written || conn->answered == *turn) {
+                    // Half a request, or our answer under way: the connection is unusable.
+                    close(*conn, true);
+                } else if (!conn->abandoned || *conn->abandoned > *turn) {
+                    // Our answer will come after the earlier ones: they are read first.
+                    conn->abandoned = *turn;
+                }
+            }
+            out.first = asio::error::operation_aborted;
+        };
         try {
             const auto tok = asio::as_tuple(asio::use_awaitable);
             bool refreshed = false, resent = false;
             for (;;) {
-                conn = co_await connected(out);
-                if (!conn) co_return out;
-                // Our turn to write: nobody writing, and room in the pipeline.
-                while (conn->open && (conn->writing || conn->written - conn->answered >=
-                                                           config_.max_requests_in_flight))
-                    if (!co_await wait_for_change(*conn)) {
-                        out.first = asio::error::operation_aborted;
+                turn.reset();
+                written = false;
+                // Our turn to write: the operations started before us have written.
+                while (serving_ticket_ != ticket) {
+                    const bool go_on = co_await wait_for_change();
+                    if (!go_on) {
+                        aborted();
                         co_return out;
                     }
+                }
+                conn = co_await connected(out);
+                if (!conn) {
+                    if (holds_ticket) release_ticket(ticket);
+                    holds_ticket = false;
+                    co_return out;
+                }
+                // Room in the pipeline.
+                while (conn->open &&
+                       conn->written - conn->answered >= config_.max_requests_in_flight) {
+                    const bool go_on = co_await wait_for_change();
+                    if (!go_on) {
+                        aborted();
+                        co_return out;
+                    }
+                }
                 if (!conn->open) continue; // closed while we waited: nothing of ours was sent
                 http::request<http::string_body> req{verb, config_.base_path + target, 11};
                 req.set(http::field::host, config_.host);
@@ -304,25 +398,29 @@ private:
                 req.prepare_payload();
 
                 ++requests_;
-                const std::uint64_t turn = conn->written++;
-                conn->writing = true;
-                mine_unanswered = true;
+                turn = conn->written++;
                 // With a read of an earlier answer pending, this bounds the write only.
                 conn->stream.expires_after(config_.request_timeout);
                 auto [wec, wn] = co_await http::async_write(conn->stream, req, tok);
-                conn->writing = false;
-                wake(*conn);
+                written = !wec;
+                release_ticket(ticket); // the next operation may write (a resend queues again)
+                holds_ticket = false;
                 beast::error_code ec = wec;
                 bool got_some = false;
                 std::optional<http::response_parser<http::string_body>> parser;
                 if (!ec) {
                     // Our turn to read: every earlier answer read.
-                    while (conn->open && conn->answered != turn)
-                        if (!co_await wait_for_change(*conn)) break;
-                    if (co_await cancelled()) {
-                        ec = asio::error::operation_aborted;
-                    } else if (!conn->open) {
-                        ec = asio::error::connection_aborted; // an earlier exchange failed
+                    while (conn->open && conn->answered != *turn) {
+                        const bool go_on = co_await wait_for_change();
+                        if (!go_on) break;
+                    }
+                    const bool stop = co_await cancelled();
+                    if (stop) {
+                        aborted();
+                        co_return out;
+                    }
+                    if (!conn->open) {
+                        ec = asio::error::connection_aborted; // an earlier exchange ended it
                     } else {
                         parser.emplace();
                         parser->body_limit(config_.max_response_bytes);
@@ -338,22 +436,24 @@ private:
                         got_some = parser->got_some();
                     }
                 }
+                const bool stop = co_await cancelled();
                 if (ec) {
-                    // Whatever answer is under way on this connection is lost to us, and so
-                    // are those behind it: they go again on a new connection.
-                    close(*conn);
-                    if (conn_ == conn) conn_.reset();
-                    mine_unanswered = false;
-                    if (ec == asio::error::operation_aborted && co_await cancelled()) {
-                        out.first = asio::error::operation_aborted;
+                    if (stop) {
+                        aborted();
                         co_return out;
                     }
-                    // Our request never reached the server, or the server closed the
-                    // connection before it answered: once more, on a new connection, unless
-                    // the connection carried nothing before it (a server that fails on the
-                    // request itself must not get it twice).
-                    if (!got_some && !resent && turn > 0) {
+                    // Whatever answer is under way on this connection is lost to us, and so
+                    // are those behind it: they go again on a new connection.
+                    const bool by_us = conn->closed_locally;
+                    close(*conn);
+                    // Our request never reached the server, or the connection ended before
+                    // its answer began: once more, on a new connection, unless it was the
+                    // first request of a connection that the server ended (a server that
+                    // fails on the request itself must not get it twice).
+                    if (!got_some && !resent && (*turn > 0 || by_us)) {
                         resent = true;
+                        ticket = next_ticket_++; // behind the operations already waiting
+                        holds_ticket = true;
                         continue;
                     }
                     if (ec == http::error::body_limit)
@@ -364,19 +464,18 @@ private:
                     co_return out;
                 }
                 ++conn->answered;
-                mine_unanswered = false;
-                wake(*conn);
+                if (conn->abandoned && conn->answered >= *conn->abandoned) close(*conn, true);
                 auto& res = parser->get();
-                if (!res.keep_alive()) {
-                    close(*conn);
-                    if (conn_ == conn) conn_.reset();
-                }
+                if (!res.keep_alive()) close(*conn);
+                wake();
                 if (auto it = res.find(http::field::retry_after); it != res.end())
                     retry_after_ = parse_retry_after(
                         std::string_view(it->value().data(), it->value().size()));
                 const auto status = res.result_int();
                 if (status == 401 && !refreshed && config_.token_provider) {
                     refreshed = true;
+                    ticket = next_ticket_++;
+                    holds_ticket = true;
                     continue;
                 }
                 if (status == 200) {
@@ -389,17 +488,14 @@ private:
                                                                       : errc::bad_response);
                 if (status == 401) d.code = make_error_code(errc::unauthorized);
                 d.message = "HTTP " + std::to_string(status) + ": " + d.message;
-                last_error_ = std::move(d);
-                out.first = last_error_.code;
+                out.first = d.code;
+                if (!last_error_.code) last_error_ = std::move(d);
                 co_return out;
             }
-        } catch (const boost::system::system_error& e) {
-            // A cancellation that arrived between two steps.
-            if (conn && mine_unanswered) close(*conn);
-            if (e.code() == asio::error::operation_aborted) out.first = e.code();
-            else fail(out, errc::transport_failure, e.what());
         } catch (const std::exception& e) {
-            if (conn && mine_unanswered) close(*conn);
+            // Out of memory, or a bug: nothing of this exchange can be trusted.
+            if (holds_ticket) release_ticket(ticket);
+            if (conn && turn) close(*conn);
             fail(out, errc::transport_failure, e.what());
         }
         co_return out;
@@ -421,6 +517,16 @@ private:
     asio::strand<executor_type> strand_; ///< where operations run, one step at a time
     http_transport_config config_;
     std::shared_ptr<connection> conn_; ///< the connection new requests are written on
+    /// Never expires; cancelled to wake the operations waiting for a turn or a connection.
+    asio::steady_timer changed_{strand_, asio::steady_timer::time_point::max()};
+    /// Requests are written in the order their operations started: each takes a ticket, and
+    /// the one whose ticket is served writes next (tickets given up are skipped).
+    std::atomic<std::uint64_t> next_ticket_{0}; ///< taken where operations start
+    std::uint64_t serving_ticket_ = 0;
+    std::set<std::uint64_t> skipped_tickets_;
+    /// Operations started and not completed (started on the caller's thread, completed on
+    /// the handler's executor).
+    std::atomic<std::size_t> outstanding_{0};
     std::optional<std::chrono::seconds> retry_after_;
     diagnostics last_error_;
     std::size_t requests_ = 0;
