@@ -446,8 +446,13 @@ template <class Object>
 diagnostics get_object(Object& o, std::string_view key, json::object& out) {
     auto* v = o.if_contains(key);
     if (!v || !v->is_object()) return shape_error("'" + std::string(key) + "' must be an object");
-    if constexpr (std::is_const_v<Object>) out = v->get_object();
-    else out = std::move(v->get_object());
+    if constexpr (std::is_const_v<Object>) {
+        out = v->get_object();
+    } else {
+        // Taken over with its storage (a move assignment between storages copies).
+        std::destroy_at(&out);
+        std::construct_at(&out, std::move(v->get_object()));
+    }
     return {};
 }
 
