@@ -1326,6 +1326,32 @@ private:
 
 } // namespace
 
+TEST_CASE("http: an answer lost with pushes pipelined behind it: all resent, each written once",
+          "[http][faults][pipeline]") {
+    http_world w;
+    asio::io_context io;
+    dropping_proxy proxy(io, w.port);
+    engine_config config;
+    config.first_push_batch_size = 2;
+    config.push_batch_size = 2; // five batches, two in flight at a time
+    http_client phone(io, proxy.port(), alice_token, w.clock.as_wall_clock(), config);
+    REQUIRE(!phone.sync().error); // the connection is open and has carried requests
+    for (int i = 0; i < 9; ++i) phone.replica.put(reservation("r-" + std::to_string(i)));
+    const auto before = w.service.last_version();
+    proxy.drop_responses = 1; // the first answer's bytes are lost and the connection cut
+    auto report = phone.sync();
+    INFO(report.error_message);
+    CHECK(proxy.dropped == 1);
+    // The request whose answer was lost and the one pipelined behind it went again on a new
+    // connection; the server recognised whichever it had applied.
+    CHECK(!report.error);
+    CHECK(report.applied == 9);
+    CHECK(report.conflict_count() == 0);
+    CHECK(phone.transport.connects() == 2);
+    CHECK(w.service.last_version() == before + 9); // each record written once
+    CHECK(phone.replica.pending<Reservation>().dirty == 0);
+}
+
 TEST_CASE("http: a push whose answer was lost is resent: no duplicate, no conflict",
           "[http][faults]") {
     http_world w;
