@@ -159,7 +159,6 @@ private:
         explicit connection(const asio::any_io_executor& ex) : stream(ex) {}
         boost::beast::tcp_stream stream;
         boost::beast::flat_buffer buffer;
-        bool connecting = true; ///< until connected (or failed)
         bool open = true;       ///< false once closed: no more turns
         /// Closed because an operation on it was cancelled, not because it failed: the
         /// requests whose answers it carried may go again.
@@ -178,7 +177,7 @@ private:
         return config;
     }
 
-    /// Wakes every operation waiting for a turn or a connection.
+    /// Wakes every operation waiting for a turn.
     void wake() { changed_.cancel(); }
 
     void close(connection& c, bool locally = false) {
@@ -199,7 +198,7 @@ private:
         co_return state.cancelled() != asio::cancellation_type::none;
     }
 
-    /// Waits until something changes (a turn, a connection). False if the operation was
+    /// Waits until something changes (a turn, a connection closed). False if the operation was
     /// cancelled meanwhile or before.
     asio::awaitable<bool> wait_for_change() {
         // (No co_await inside a condition: g++ 12 miscompiles some of those here.)
@@ -246,66 +245,52 @@ private:
     }
 
     /// The open connection, opened first if there is none; null (with `out` set) if it cannot
-    /// be opened or the operation was cancelled.
+    /// be opened or the operation was cancelled. Called only by the operation whose turn it is
+    /// to write, so no two operations open connections at once.
     template <class Response>
     asio::awaitable<std::shared_ptr<connection>> connected(outcome<Response>& out) {
         const auto tok = asio::as_tuple(asio::use_awaitable);
-        for (;;) {
-            const bool stop = co_await cancelled();
-            if (stop) {
-                out.first = asio::error::operation_aborted;
-                co_return nullptr;
-            }
-            if (conn_ && conn_->open && !conn_->connecting) co_return conn_;
-            if (conn_ && conn_->open) { // another operation is connecting: wait for it
-                const bool go_on = co_await wait_for_change();
-                if (!go_on) {
-                    out.first = asio::error::operation_aborted;
-                    co_return nullptr;
-                }
-                continue;
-            }
-            auto c = std::make_shared<connection>(ex_);
-            conn_ = c;
-            // Whatever ends this attempt early leaves no connection half made behind.
-            struct unless_connected {
-                http_transport* self;
-                connection* c;
-                ~unless_connected() {
-                    if (c) {
-                        c->connecting = false;
-                        self->close(*c);
-                    }
-                }
-            } cleanup{this, c.get()};
-            c->stream.expires_after(config_.connect_timeout);
-            asio::ip::tcp::resolver resolver(ex_);
-            auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, config_.port, tok);
-            const bool cancelled_meanwhile = co_await cancelled();
-            if (cancelled_meanwhile) { // name resolution does not see cancellation
-                out.first = asio::error::operation_aborted;
-                co_return nullptr;
-            }
-            boost::system::error_code cec = rec;
-            if (!cec) cec = std::get<0>(co_await c->stream.async_connect(endpoints, tok));
-            const bool cancelled_while_connecting = co_await cancelled();
-            if (cec) {
-                if (cec == asio::error::operation_aborted || cancelled_while_connecting)
-                    out.first = asio::error::operation_aborted;
-                else if (rec)
-                    fail(out, errc::transport_failure,
-                         "cannot resolve " + config_.host + ": " + rec.message());
-                else
-                    fail(out, errc::transport_failure, "cannot connect to " + config_.host + ":" +
-                                                           config_.port + ": " + cec.message());
-                co_return nullptr;
-            }
-            cleanup.c = nullptr;
-            c->connecting = false;
-            ++connects_;
-            wake();
-            co_return c;
+        const bool stop = co_await cancelled();
+        if (stop) {
+            out.first = asio::error::operation_aborted;
+            co_return nullptr;
         }
+        if (conn_ && conn_->open) co_return conn_;
+        auto c = std::make_shared<connection>(ex_);
+        // Whatever ends this attempt early leaves no socket behind.
+        struct unless_connected {
+            http_transport* self;
+            connection* c;
+            ~unless_connected() {
+                if (c) self->close(*c);
+            }
+        } cleanup{this, c.get()};
+        c->stream.expires_after(config_.connect_timeout);
+        asio::ip::tcp::resolver resolver(ex_);
+        auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, config_.port, tok);
+        const bool cancelled_meanwhile = co_await cancelled();
+        if (cancelled_meanwhile) { // name resolution does not see cancellation
+            out.first = asio::error::operation_aborted;
+            co_return nullptr;
+        }
+        boost::system::error_code cec = rec;
+        if (!cec) cec = std::get<0>(co_await c->stream.async_connect(endpoints, tok));
+        const bool cancelled_while_connecting = co_await cancelled();
+        if (cec) {
+            if (cec == asio::error::operation_aborted || cancelled_while_connecting)
+                out.first = asio::error::operation_aborted;
+            else if (rec)
+                fail(out, errc::transport_failure,
+                     "cannot resolve " + config_.host + ": " + rec.message());
+            else
+                fail(out, errc::transport_failure, "cannot connect to " + config_.host + ":" +
+                                                       config_.port + ": " + cec.message());
+            co_return nullptr;
+        }
+        cleanup.c = nullptr;
+        ++connects_;
+        conn_ = c;
+        co_return c;
     }
 
     /// Records a failure; of pipelined operations, the first one's detail is kept.
@@ -517,7 +502,7 @@ private:
     asio::strand<executor_type> strand_; ///< where operations run, one step at a time
     http_transport_config config_;
     std::shared_ptr<connection> conn_; ///< the connection new requests are written on
-    /// Never expires; cancelled to wake the operations waiting for a turn or a connection.
+    /// Never expires; cancelled to wake the operations waiting for a turn.
     asio::steady_timer changed_{strand_, asio::steady_timer::time_point::max()};
     /// Requests are written in the order their operations started: each takes a ticket, and
     /// the one whose ticket is served writes next (tickets given up are skipped).
