@@ -369,6 +369,49 @@ TEST_CASE("an edit issues its mutation id, so building a push writes nothing", "
     CHECK(request.mutations[1].mutation_id == 3);
 }
 
+TEST_CASE("a push carries a new record whole and an edited one as its dirty fields, and "
+          "leaves the store's copy as it was", "[sqlite]") {
+    temp_file file;
+    sqlite_storage store(file.str());
+    manual_clock clock;
+    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    const auto& schema = schema_of<Reservation>();
+    replica.put(reservation("r-1", "confirmed", 2));
+    auto build = [&] {
+        auto txn = store.begin();
+        auto records = detail::pushable_batch(txn, "reservations", "", 10);
+        REQUIRE(records.size() == 1);
+        const auto stored = records.front().second.value;
+        push_request request;
+        std::vector<detail::sent_mutation> sent;
+        detail::build_push(txn, schema, records, request, sent);
+        REQUIRE(request.mutations.size() == 1);
+        const auto after = txn.load("reservations", "r-1");
+        REQUIRE(after);
+        CHECK(after->value == stored); // the values the push took were the batch's own copies
+        return std::pair(request.mutations.front(), stored);
+    };
+    {
+        const auto [m, stored] = build();
+        CHECK(m.fields == detail::select_fields(schema, stored, schema.all_fields_mask()));
+        CHECK(m.fields.size() == schema.fields.size());
+        CHECK(m.fields.at("party_size") == 2);
+        CHECK(m.fields.at("id") == "r-1");
+    }
+    {
+        auto txn = store.begin();
+        CHECK(detail::apply_applied(txn, schema, {"r-1", 1}, 5, 0));
+        txn.commit();
+    }
+    replica.put(reservation("r-1", "cancelled", 2));
+    {
+        const auto [m, stored] = build();
+        CHECK(m.base_version == 5);
+        CHECK(m.fields == json::object{{"status", "cancelled"}});
+        CHECK(stored.at("status") == "cancelled");
+    }
+}
+
 TEST_CASE("acknowledging an unchanged record is one write; anything else is left to the caller",
           "[sqlite]") {
     temp_file file;

@@ -88,10 +88,26 @@ inline bool same_value(const collection_schema& schema, const json::object& a,
 inline json::object select_fields(const collection_schema& schema, const json::object& value,
                                   std::uint64_t mask) {
     json::object out;
+    out.reserve(schema.fields.size());
     for (std::size_t i = 0; i < schema.fields.size(); ++i) {
         if (!((mask >> i) & 1)) continue;
         const auto& f = schema.fields[i];
         if (const auto* v = value.if_contains(f)) out.emplace(f, *v);
+        else if (const auto* d = schema.defaults.if_contains(f)) out.emplace(f, *d);
+    }
+    return out;
+}
+
+/// `select_fields`, moving the selected values out of `value` (left with nulls in their
+/// place) instead of copying them: for a value read only to be sent.
+inline json::object take_fields(const collection_schema& schema, json::object& value,
+                                std::uint64_t mask) {
+    json::object out;
+    out.reserve(schema.fields.size());
+    for (std::size_t i = 0; i < schema.fields.size(); ++i) {
+        if (!((mask >> i) & 1)) continue;
+        const auto& f = schema.fields[i];
+        if (auto* v = value.if_contains(f)) out.emplace(f, std::move(*v));
         else if (const auto* d = schema.defaults.if_contains(f)) out.emplace(f, *d);
     }
     return out;
@@ -216,6 +232,7 @@ pushable_batch(Txn& txn, std::string_view collection, std::string_view after, st
 /// record has none for its current generation (an edit issues one; a resolved conflict or an
 /// acknowledgement of an older generation clears it). A retry of an unchanged record reuses
 /// its id, so the server answers it with its original outcome instead of writing twice.
+/// The records' values are moved into the mutations: `records` is spent.
 template <class Txn>
 void build_push(Txn& txn, const collection_schema& schema,
                 std::vector<std::pair<std::string, local_record>>& records,
@@ -237,7 +254,7 @@ void build_push(Txn& txn, const collection_schema& schema,
         if (m.op == mutation_op::upsert) {
             // A record the server may not have (new, or recreated over a tombstone) goes whole.
             const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
-            m.fields = select_fields(schema, rec.value, mask);
+            m.fields = take_fields(schema, rec.value, mask);
         }
         request.mutations.push_back(std::move(m));
         sent.push_back({std::move(key), rec.generation});
