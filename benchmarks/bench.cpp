@@ -647,7 +647,7 @@ struct http_mode {
     ~http_mode() {
         std::error_code ec;
         for (auto& f : files)
-            for (const char* suffix : {"", "-wal", "-shm", "-lock"}) fs::remove(f + suffix, ec);
+            for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(f + suffix, ec);
     }
 
     const options& opts;
@@ -1020,7 +1020,7 @@ json::object baseline_service(const options& o, std::size_t n) {
     state.service.reset(); // before the store it uses
     state.store.reset();
     std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-lock"}) fs::remove(file + suffix, ec);
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(file + suffix, ec);
     return {{"scenario", "baseline_service"}, {"mode", "baseline"}, {"server_store", o.server_store},
             {"n", n}, {"k", n}, {"records", n}, {"batch", o.batch}, {"failed", failures},
             {"seconds", secs}, {"records_per_s", double(n) / secs}, {"bytes", bytes},

@@ -77,7 +77,7 @@ struct temp_file {
         std::filesystem::temp_directory_path() / ("offsync-test-" + make_uuid() + ".db");
     ~temp_file() {
         std::error_code ec;
-        for (const char* suffix : {"", "-wal", "-shm", "-lock"})
+        for (const char* suffix : {"", "-wal", "-shm"})
             std::filesystem::remove(path.string() + suffix, ec);
     }
     std::string str() const { return path.string(); }

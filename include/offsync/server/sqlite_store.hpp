@@ -11,24 +11,12 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
-
-#if !defined(_WIN32)
-#include <cerrno>
-#include <cstring>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-#endif
 
 namespace offsync::server {
 
@@ -43,127 +31,14 @@ struct sqlite_server_config {
     /// pushes about 15 % faster (fewer writes of the log and of checkpoints per record, see
     /// docs/benchmarks.md); smaller pages write less for a request that changes few records.
     int page_size = 16384;
-    /// Once the write-ahead log holds this many pages, a thread of the store's own copies them
-    /// into the database (a checkpoint, 16 MB at the default page size) on a connection of its
-    /// own, so no request waits for it: done by the committing request, as SQLite does by
-    /// default, it cost that request 30-40 ms. Should the log reach four times this (the thread
-    /// cannot keep up, or fails), the committing request checkpoints as well, so the log stays
-    /// bounded. 0: SQLite's own checkpoints, on the committing request, every 1,000 pages.
-    /// On Windows the store always does the latter (see `One server per file` in
-    /// docs/storage.md).
-    int checkpoint_pages = 1000;
 };
-
-namespace detail {
-
-#if !defined(_WIN32)
-/// Holds `<database>-lock` locked (flock) for the store's lifetime: one server per file. A
-/// file of its own, because closing any descriptor of the database file itself would drop
-/// the locks SQLite holds on it (POSIX record locks belong to the process, not the
-/// descriptor). The lock goes with the process; the empty file stays.
-class server_file_lock {
-public:
-    explicit server_file_lock(const std::string& database_path) {
-        const auto path = database_path + "-lock";
-        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd_ < 0)
-            throw sync_error(make_error_code(errc::storage_failure),
-                             database_path + ": cannot open the lock file " + path + ": " +
-                                 std::strerror(errno));
-        if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-            const int error = errno;
-            ::close(fd_);
-            throw sync_error(make_error_code(errc::storage_failure),
-                             database_path +
-                                 (error == EWOULDBLOCK
-                                      ? std::string(": the database is locked by another server")
-                                      : ": cannot lock " + path + ": " + std::strerror(error)));
-        }
-    }
-    server_file_lock(const server_file_lock&) = delete;
-    server_file_lock& operator=(const server_file_lock&) = delete;
-    ~server_file_lock() { ::close(fd_); }
-
-private:
-    int fd_ = -1;
-};
-#endif
-
-/// Runs checkpoints of one database on a thread and a connection of its own, when asked.
-/// A PASSIVE checkpoint: it never waits for, nor blocks, the store's writes.
-class background_checkpointer {
-public:
-    using fault_hook = std::function<bool(std::string_view operation)>;
-
-    background_checkpointer(const std::string& path, int busy_timeout_ms, const fault_hook& fault)
-        : db_(path, busy_timeout_ms), fault_(fault), thread_([this] { run(); }) {}
-    background_checkpointer(const background_checkpointer&) = delete;
-    background_checkpointer& operator=(const background_checkpointer&) = delete;
-    ~background_checkpointer() {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-        }
-        wake_.notify_one();
-        thread_.join();
-    }
-
-    /// Asks for a checkpoint; returns at once.
-    void request() {
-        {
-            std::lock_guard lock(mutex_);
-            wanted_ = true;
-        }
-        wake_.notify_one();
-    }
-
-    std::uint64_t done() const noexcept { return done_.load(); }
-    std::uint64_t failed() const noexcept { return failed_.load(); }
-
-private:
-    void run() {
-        std::unique_lock lock(mutex_);
-        for (;;) {
-            wake_.wait(lock, [&] { return wanted_ || stopping_; });
-            if (stopping_) return;
-            wanted_ = false;
-            lock.unlock();
-            // The hook is set before the store serves and read here only: tests fail this
-            // thread's checkpoints through it.
-            const bool injected = fault_ && fault_("background_checkpoint");
-            const int rc = injected ? SQLITE_IOERR
-                                    : sqlite3_wal_checkpoint_v2(db_.get(), nullptr,
-                                                                SQLITE_CHECKPOINT_PASSIVE,
-                                                                nullptr, nullptr);
-            // A failure is left to the next request and, should the log keep growing, to the
-            // store's own checkpoint on commit.
-            (rc == SQLITE_OK ? done_ : failed_).fetch_add(1);
-            lock.lock();
-        }
-    }
-
-    offsync::detail::sqlite_connection db_;
-    const fault_hook& fault_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    bool wanted_ = false;
-    bool stopping_ = false;
-    std::atomic<std::uint64_t> done_{0}, failed_{0};
-    std::thread thread_; // last: starts once everything it uses exists
-};
-
-} // namespace detail
 
 /// A `server_store` on one SQLite file in WAL mode. The schema is created on first open and
 /// checked on every open (`offsync_server_meta` holds its version).
 ///
-/// One server per file: the store holds a lock on `<file>-lock` from open until it is
-/// destroyed (on Windows, SQLite's exclusive locking mode on the file itself), because the
-/// service keeps the version sequence in memory between writes. A second store on the same
-/// file fails to open with a clear message. Other programs may read the file meanwhile; none
-/// may write it.
-///
-/// Checkpoints run on a thread of the store's own (`sqlite_server_config::checkpoint_pages`).
+/// One server per file: the store holds the file's lock (SQLite's exclusive locking mode) from
+/// open until it is destroyed, because the service keeps the version sequence in memory
+/// between writes. A second store on the same file fails to open with a clear message.
 ///
 /// Errors: a file that is not a database, a database of another program, a newer schema, a
 /// locked file or one that cannot be opened throws `sync_error(errc::storage_failure)` from the
@@ -177,15 +52,8 @@ public:
     using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
-        :
-#if !defined(_WIN32)
-          lock_(checked(config, path)),
-#endif
-          db_(checked(config, path), config.busy_timeout_ms) {
-#if defined(_WIN32)
+        : db_(path, checked(config).busy_timeout_ms) {
         db_.exec("PRAGMA locking_mode = EXCLUSIVE");
-        config.checkpoint_pages = 0;
-#endif
         const bool exists = db_.has_meta_table("offsync_server_meta");
         if (!exists) db_.set_page_size_of_new_file(config.page_size);
         db_.exec("PRAGMA journal_mode = WAL");
@@ -194,41 +62,13 @@ public:
         if (exists) check_schema();
         else create_schema();
         prepare_statements();
-        // On Windows (SQLite's exclusive locking mode) a write takes the file's lock now
-        // rather than at the first request, so that a second server on this file fails here;
-        // elsewhere the lock file has refused it already.
+        // A write takes the exclusive lock now rather than at the first request, so that a
+        // second server on this file fails here.
         begin();
         set_meta("opened_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
         db_.exec("COMMIT");
-        if (config.checkpoint_pages > 0) {
-            checkpoint_pages_ = config.checkpoint_pages;
-            checkpointer_.emplace(path, config.busy_timeout_ms, fault_);
-            // Replaces SQLite's own checkpoints on commit (which are a wal hook too).
-            sqlite3_wal_hook(db_.get(), &sqlite_server_store::on_commit, this);
-        }
-    }
-
-    ~sqlite_server_store() override {
-        if (checkpointer_) sqlite3_wal_hook(db_.get(), nullptr, nullptr);
-        checkpointer_.reset(); // its thread stops before the connection it checkpoints closes
-    }
-
-    /// Checkpoints run so far by the store's own thread, and those that failed there (each
-    /// failure is retried on a later commit); see `sqlite_server_config::checkpoint_pages`.
-    /// Also those the committing request had to run itself. For tests and monitoring.
-    struct checkpoint_counts {
-        std::uint64_t background = 0, background_failed = 0, on_commit = 0;
-    };
-    checkpoint_counts checkpoints() const noexcept {
-        checkpoint_counts c;
-        if (checkpointer_) {
-            c.background = checkpointer_->done();
-            c.background_failed = checkpointer_->failed();
-        }
-        c.on_commit = checkpoints_on_commit_;
-        return c;
     }
 
     const std::string& path() const noexcept { return db_.path(); }
@@ -237,8 +77,7 @@ public:
     sqlite3* native_handle() const noexcept { return db_.get(); }
 
     /// Lets tests fail the store at an exact operation ("put", "remember_result",
-    /// "set_counters", "commit", and "background_checkpoint" on the checkpoint thread). Set
-    /// it before the store serves requests.
+    /// "set_counters", "commit").
     void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
 
     void begin() override {
@@ -464,21 +303,6 @@ public:
     }
 
 private:
-    /// SQLite's wal hook: runs on the committing thread after each commit, with the pages the
-    /// log now holds.
-    static int on_commit(void* self_ptr, sqlite3* db, const char* schema, int pages) {
-        auto& self = *static_cast<sqlite_server_store*>(self_ptr);
-        if (pages < self.checkpoint_pages_) return SQLITE_OK;
-        if (pages >= 4 * self.checkpoint_pages_) {
-            // The thread falls behind or fails: bound the log here, as SQLite would.
-            sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-            ++self.checkpoints_on_commit_;
-            return SQLITE_OK;
-        }
-        self.checkpointer_->request();
-        return SQLITE_OK;
-    }
-
     /// `length` results of consecutive mutation ids and versions, ending at the last ones.
     struct result_run {
         std::uint64_t last_id = 0;
@@ -520,16 +344,11 @@ private:
         db_.run(st);
     }
 
-    /// Refuses a bad configuration before any file is touched; returns `path`.
-    static const std::string& checked(const sqlite_server_config& config,
-                                      const std::string& path) {
+    /// Refuses a bad configuration before the file is opened.
+    static const sqlite_server_config& checked(const sqlite_server_config& config) {
         offsync::detail::sqlite_connection::check_page_size(config.page_size,
                                                             "sqlite_server_config");
-        if (config.checkpoint_pages < 0)
-            throw std::invalid_argument("sqlite_server_config: checkpoint_pages " +
-                                        std::to_string(config.checkpoint_pages) +
-                                        " is negative (0 leaves checkpoints to SQLite)");
-        return path;
+        return config;
     }
 
     void check(std::string_view operation) {
@@ -733,15 +552,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
             get_meta, set_meta;
     };
 
-#if !defined(_WIN32)
-    detail::server_file_lock lock_; // first: taken before the file is opened
-#endif
     offsync::detail::sqlite_connection db_;
     statements stmt_; // declared after db_: finalized before the connection closes
     fault_hook fault_;
-    int checkpoint_pages_ = 0;
-    std::uint64_t checkpoints_on_commit_ = 0;
-    std::optional<detail::background_checkpointer> checkpointer_;
     std::optional<result_run> run_; ///< the run not yet written, and whose it is
     std::string run_client_;
 };
