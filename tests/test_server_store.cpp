@@ -996,6 +996,77 @@ TEST_CASE("schema evolution on the server: a gained field reads as its default, 
     CHECK(note->value.at("text") == "old app");
 }
 
+namespace {
+
+std::int64_t autocheckpoint_pages(server::sqlite_server_store& store) {
+    sqlite3_stmt* raw = nullptr;
+    sqlite3_prepare_v2(store.native_handle(), "PRAGMA wal_autocheckpoint", -1, &raw, nullptr);
+    std::int64_t pages = -1;
+    if (sqlite3_step(raw) == SQLITE_ROW) pages = sqlite3_column_int64(raw, 0);
+    sqlite3_finalize(raw);
+    return pages;
+}
+
+std::size_t pulled_count(server::sync_service& service) {
+    pull_response out;
+    const auto d = service.pull("alice", {"reservations", 0, 1000}, out);
+    INFO(d.message);
+    REQUIRE(!d);
+    return out.changes.size();
+}
+
+} // namespace
+
+TEST_CASE("the SQLite server store checkpoints its log in small steps, sized in bytes",
+          "[server-store]") {
+    temp_file file;
+    SECTION("4 MiB by default, whatever the page size of the file") {
+        {
+            server::sqlite_server_store store(file.str());
+            CHECK(autocheckpoint_pages(store) == (4 << 20) / 16384);
+        }
+        temp_file small_pages;
+        server::sqlite_server_config config;
+        config.page_size = 4096;
+        { server::sqlite_server_store created(small_pages.str(), config); }
+        server::sqlite_server_store reopened(small_pages.str()); // keeps its 4 KiB pages
+        CHECK(autocheckpoint_pages(reopened) == (4 << 20) / 4096);
+    }
+    SECTION("less than a page is one page") {
+        server::sqlite_server_config config;
+        config.checkpoint_log_bytes = 1;
+        server::sqlite_server_store store(file.str(), config);
+        CHECK(autocheckpoint_pages(store) == 1);
+    }
+    SECTION("the log stays near the size set, and every acknowledged record is kept") {
+        manual_clock clock;
+        constexpr int page = 4096, pages = 16;
+        server::sqlite_server_config config;
+        config.page_size = page;
+        config.checkpoint_log_bytes = pages * page;
+        constexpr std::size_t count = 300;
+        {
+            server::sqlite_server_store store(file.str(), config);
+            server::sync_service service(store, config_at(clock));
+            add_landmarks(service);
+            for (std::size_t i = 0; i < count; ++i) // a request, and a commit, each
+                push(service, "alice", "phone",
+                     {upsert(i + 1, "r-" + std::to_string(i), 0,
+                             {{"status", "confirmed"}, {"notes", std::string(400, 'x')}},
+                             "phone")});
+            // A commit here writes a few pages; the log is reused from its start after each
+            // checkpoint, so it never grows much past the setting.
+            CHECK(std::filesystem::file_size(file.str() + "-wal") <=
+                  std::uintmax_t(pages + 16) * (page + 24) + 32);
+            CHECK(pulled_count(service) == count);
+        }
+        server::sqlite_server_store store(file.str(), config);
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        CHECK(pulled_count(service) == count);
+    }
+}
+
 TEST_CASE("SQLite server store errors are clear and change nothing", "[server-store]") {
     temp_file file;
     SECTION("a file that is not a database") {
@@ -1030,6 +1101,15 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
         auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
         CHECK(d.code == errc::storage_failure);
         CHECK(d.message.find("newer") != std::string::npos);
+    }
+    SECTION("a checkpoint size that is not positive, refused before the file is made") {
+        for (const std::int64_t bytes : {std::int64_t{0}, std::int64_t{-4096}}) {
+            server::sqlite_server_config config;
+            config.checkpoint_log_bytes = bytes;
+            CHECK_THROWS_AS(server::sqlite_server_store(file.str(), config),
+                            std::invalid_argument);
+            CHECK_FALSE(std::filesystem::exists(file.str()));
+        }
     }
     SECTION("a second server on the same file") {
         server::sqlite_server_store first(file.str());
