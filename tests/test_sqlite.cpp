@@ -386,6 +386,10 @@ TEST_CASE("a push carries a new record whole and an edited one as its dirty fiel
         std::vector<detail::sent_mutation> sent;
         detail::build_push(txn, schema, records, request, sent);
         REQUIRE(request.mutations.size() == 1);
+        // The batch's values were read into an arena of their own and moved, not copied, into
+        // the request, which keeps the arena once the batch is gone.
+        CHECK(request.mutations.front().fields.storage().get() != json::storage_ptr().get());
+        records.clear();
         const auto after = txn.load("reservations", "r-1");
         REQUIRE(after);
         CHECK(after->value == stored); // the values the push took were the batch's own copies

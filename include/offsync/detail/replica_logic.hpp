@@ -99,10 +99,11 @@ inline json::object select_fields(const collection_schema& schema, const json::o
 }
 
 /// `select_fields`, moving the selected values out of `value` (left with nulls in their
-/// place) instead of copying them: for a value read only to be sent.
+/// place) instead of copying them: for a value read only to be sent. The result uses the
+/// storage of `value`.
 inline json::object take_fields(const collection_schema& schema, json::object& value,
                                 std::uint64_t mask) {
-    json::object out;
+    json::object out(value.storage()); // the same storage, so the values move, not copy
     out.reserve(schema.fields.size());
     for (std::size_t i = 0; i < schema.fields.size(); ++i) {
         if (!((mask >> i) & 1)) continue;
@@ -244,19 +245,16 @@ void build_push(Txn& txn, const collection_schema& schema,
             rec.sent_generation = rec.generation;
             save_metadata(txn, schema.name, key, rec);
         }
-        mutation m;
-        m.mutation_id = rec.sent_mutation_id;
-        m.collection = schema.name;
-        m.id = key_to_json(schema, key);
-        m.op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
-        m.base_version = rec.base_version;
-        m.stamp = rec.modified_at;
-        if (m.op == mutation_op::upsert) {
-            // A record the server may not have (new, or recreated over a tombstone) goes whole.
-            const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
-            m.fields = take_fields(schema, rec.value, mask);
-        }
-        request.mutations.push_back(std::move(m));
+        const auto op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
+        // A record the server may not have (new, or recreated over a tombstone) goes whole.
+        const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
+        // Constructed, not assigned: a json::object assigned across storages is copied, and
+        // the fields keep the storage the store read them into (sqlite_storage: one arena
+        // per batch).
+        request.mutations.push_back(mutation{
+            rec.sent_mutation_id, schema.name, key_to_json(schema, key), op, rec.base_version,
+            rec.modified_at,
+            op == mutation_op::upsert ? take_fields(schema, rec.value, mask) : json::object()});
         sent.push_back({std::move(key), rec.generation});
     }
 }

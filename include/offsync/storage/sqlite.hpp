@@ -9,11 +9,13 @@
 #include <offsync/storage/memory.hpp> // make_uuid
 #include <offsync/storage/record.hpp>
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -60,6 +62,12 @@ class sqlite_storage {
     using statement = detail::sqlite_statement;
     static std::string column_text(const statement& st, int index) {
         return detail::sqlite_connection::column_text(st, index);
+    }
+    /// The column's text in SQLite's buffer: valid until the statement steps or resets.
+    static std::string_view column_view(const statement& st, int index) {
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
+        return text ? std::string_view(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
+                    : std::string_view();
     }
 
 public:
@@ -179,8 +187,13 @@ public:
             sqlite3_bind_int64(st.get(), 3, std::int64_t(limit));
             const detail::sqlite_connection::reset_on_exit done(st);
             std::vector<std::pair<std::string, local_record>> out;
+            // The batch's values are parsed into one arena, freed with the last of them: a
+            // push batch is read to be sent, and its thousands of small strings and objects
+            // cost less to allocate and free there (build_push moves them into the request).
+            const auto arena = json::make_shared_resource<json::monotonic_resource>(
+                std::min<std::size_t>(limit, 4096) * 512);
             while (step(st) == SQLITE_ROW)
-                out.emplace_back(column_text(st, 0), read_record(st, 1, true));
+                out.emplace_back(column_text(st, 0), read_record(st, 1, true, arena));
             return out;
         }
 
@@ -290,10 +303,17 @@ public:
 
         /// The record in the current row of `st`, whose columns from `first` on are those of
         /// the load statement.
-        local_record read_record(const statement& st, int first, bool with_value) {
+        local_record read_record(const statement& st, int first, bool with_value,
+                                 const json::storage_ptr& storage = {}) {
             auto column = [&](int i) { return first + i; };
             local_record r;
-            if (with_value) r.value = store_->parse_object(column_text(st, column(0)));
+            if (with_value) {
+                auto value = store_->parse_object(column_view(st, column(0)), storage);
+                // Moved in by construction: assigned, it would be copied into the default
+                // storage.
+                std::destroy_at(&r.value);
+                std::construct_at(&r.value, std::move(value));
+            }
             r.deleted = sqlite3_column_int(st.get(), column(1)) != 0;
             r.delete_pending = sqlite3_column_int(st.get(), column(2)) != 0;
             r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), column(3)));
@@ -455,9 +475,9 @@ private:
         return out;
     }
 
-    json::object parse_object(const std::string& text) {
+    json::object parse_object(std::string_view text, const json::storage_ptr& storage = {}) {
         boost::system::error_code ec;
-        auto jv = json::parse(text, ec);
+        auto jv = json::parse(text, ec, storage);
         if (ec || !jv.is_object()) fail_message("a stored record is not a JSON object");
         return std::move(jv.get_object());
     }
