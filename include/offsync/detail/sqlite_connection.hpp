@@ -117,6 +117,12 @@ public:
         sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),
                           SQLITE_TRANSIENT);
     }
+    /// Binds `text` without copying it: only where the statement is stepped and reset (which
+    /// clears the binding) before `text` goes away.
+    static void bind_text_unowned(const sqlite_statement& st, int index, std::string_view text) {
+        sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),
+                          SQLITE_STATIC);
+    }
     static std::string column_text(const sqlite_statement& st, int index) {
         const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
         return text ? std::string(text, std::size_t(sqlite3_column_bytes(st.get(), index)))

@@ -146,18 +146,22 @@ public:
     /// Binds the record to `put` or `insert_new` (the same columns) and runs it.
     void write_row(offsync::detail::sqlite_statement& st, const collection_schema& schema,
                    std::string_view owner, const server_record& r) {
-        bind_record_key(st, schema.name, owner);
-        db_.bind_text(st, 3, r.key);
+        // Every text is bound without a copy (the hot path: seven per record), so all of it
+        // is made first, and the statement runs and is reset while it lives.
+        const auto value = r.deleted ? std::string() : json::serialize(r.value);
+        const auto writes = field_writes_text(schema, r);
+        using connection = offsync::detail::sqlite_connection;
+        connection::bind_text_unowned(st, 1, schema.name);
+        connection::bind_text_unowned(st, 2, owner);
+        connection::bind_text_unowned(st, 3, r.key);
         sqlite3_bind_int64(st.get(), 4, std::int64_t(r.version));
         sqlite3_bind_int(st.get(), 5, r.deleted);
-        const auto value = r.deleted ? std::string() : json::serialize(r.value);
-        db_.bind_text(st, 6, value);
+        connection::bind_text_unowned(st, 6, value);
         sqlite3_bind_int64(st.get(), 7, r.stamp.wall);
         sqlite3_bind_int64(st.get(), 8, r.stamp.logical);
-        db_.bind_text(st, 9, r.stamp.node);
-        db_.bind_text(st, 10, r.last_writer);
-        const auto writes = field_writes_text(schema, r);
-        db_.bind_text(st, 11, writes);
+        connection::bind_text_unowned(st, 9, r.stamp.node);
+        connection::bind_text_unowned(st, 10, r.last_writer);
+        connection::bind_text_unowned(st, 11, writes);
         db_.run(st);
     }
 
