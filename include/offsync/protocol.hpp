@@ -16,6 +16,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -440,6 +441,13 @@ inline diagnostics get_string(const json::object& o, std::string_view key, std::
     return {};
 }
 
+/// Replaces `target` by `source`, keeping the storage of `source`: a move assignment between
+/// objects of different storages copies every member instead.
+inline void take_over(json::object& target, json::object&& source) noexcept {
+    std::destroy_at(&target);
+    std::construct_at(&target, std::move(source));
+}
+
 /// Reads a member object. From a document being decoded for good (`Object` not const) it is
 /// moved out, which saves copying every record of a page; from a borrowed one it is copied.
 template <class Object>
@@ -449,9 +457,7 @@ diagnostics get_object(Object& o, std::string_view key, json::object& out) {
     if constexpr (std::is_const_v<Object>) {
         out = v->get_object();
     } else {
-        // Taken over with its storage (a move assignment between storages copies).
-        std::destroy_at(&out);
-        std::construct_at(&out, std::move(v->get_object()));
+        take_over(out, std::move(v->get_object()));
     }
     return {};
 }

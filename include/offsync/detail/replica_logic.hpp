@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace offsync::detail {
@@ -84,34 +85,38 @@ inline bool same_value(const collection_schema& schema, const json::object& a,
     return true;
 }
 
-/// Fields of `value` selected by `mask`, in schema order.
-inline json::object select_fields(const collection_schema& schema, const json::object& value,
-                                  std::uint64_t mask) {
-    json::object out;
+/// The fields of `value` selected by `mask`, in schema order, a missing one as its default, in
+/// `storage`. From a const `value` they are copied; from a mutable one, moved out (leaving
+/// nulls in their place; a move into another storage copies).
+template <class Object>
+json::object pick_fields(const collection_schema& schema, Object& value, std::uint64_t mask,
+                         json::storage_ptr storage) {
+    json::object out(std::move(storage));
     out.reserve(schema.fields.size());
     for (std::size_t i = 0; i < schema.fields.size(); ++i) {
         if (!((mask >> i) & 1)) continue;
         const auto& f = schema.fields[i];
-        if (const auto* v = value.if_contains(f)) out.emplace(f, *v);
-        else if (const auto* d = schema.defaults.if_contains(f)) out.emplace(f, *d);
+        if (auto* v = value.if_contains(f)) {
+            if constexpr (std::is_const_v<Object>) out.emplace(f, *v);
+            else out.emplace(f, std::move(*v));
+        } else if (const auto* d = schema.defaults.if_contains(f)) {
+            out.emplace(f, *d);
+        }
     }
     return out;
 }
 
-/// `select_fields`, moving the selected values out of `value` (left with nulls in their
-/// place) instead of copying them: for a value read only to be sent. The result uses the
-/// storage of `value`.
+/// Fields of `value` selected by `mask`, in schema order.
+inline json::object select_fields(const collection_schema& schema, const json::object& value,
+                                  std::uint64_t mask) {
+    return pick_fields(schema, value, mask, {});
+}
+
+/// `select_fields`, moving the values out of `value` into an object of its storage: for a
+/// value read only to be sent.
 inline json::object take_fields(const collection_schema& schema, json::object& value,
                                 std::uint64_t mask) {
-    json::object out(value.storage()); // the same storage, so the values move, not copy
-    out.reserve(schema.fields.size());
-    for (std::size_t i = 0; i < schema.fields.size(); ++i) {
-        if (!((mask >> i) & 1)) continue;
-        const auto& f = schema.fields[i];
-        if (auto* v = value.if_contains(f)) out.emplace(f, std::move(*v));
-        else if (const auto* d = schema.defaults.if_contains(f)) out.emplace(f, *d);
-    }
-    return out;
+    return pick_fields(schema, value, mask, value.storage());
 }
 
 /// Bits of the fields whose values differ between `a` and `b`.

@@ -6,7 +6,9 @@
 
 #include <sqlite3.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -123,10 +125,24 @@ public:
         sqlite3_bind_text(st.get(), index, text.empty() ? "" : text.data(), int(text.size()),
                           SQLITE_STATIC);
     }
-    static std::string column_text(const sqlite_statement& st, int index) {
+    /// The column's text in SQLite's buffer: valid until the statement steps or resets.
+    static std::string_view column_view(const sqlite_statement& st, int index) {
         const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
-        return text ? std::string(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
-                    : std::string();
+        return text ? std::string_view(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
+                    : std::string_view();
+    }
+    static std::string column_text(const sqlite_statement& st, int index) {
+        return std::string(column_view(st, index));
+    }
+
+    /// The first column of the first row of `sql` as an integer; nullopt if the statement
+    /// cannot be prepared or returns no row. The statement is finalized before returning.
+    std::optional<std::int64_t> query_int(const char* sql) {
+        sqlite3_stmt* raw = nullptr;
+        sqlite3_prepare_v2(db_.get(), sql, -1, &raw, nullptr);
+        const sqlite_statement st(raw);
+        if (!st || sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
+        return sqlite3_column_int64(st.get(), 0);
     }
 
     /// Checks a configured page size before any file is touched: SQLite would silently keep

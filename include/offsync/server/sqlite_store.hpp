@@ -368,11 +368,9 @@ private:
 
     /// In pages of the file as it is (one that exists keeps its own page size).
     void set_checkpoint_size(std::int64_t bytes) {
-        sqlite3_stmt* raw = nullptr;
-        sqlite3_prepare_v2(db_.get(), "PRAGMA page_size", -1, &raw, nullptr);
-        const offsync::detail::sqlite_statement st(raw);
-        if (!st || sqlite3_step(st.get()) != SQLITE_ROW) db_.fail("cannot read the page size");
-        const std::int64_t page = std::max<std::int64_t>(512, sqlite3_column_int64(st.get(), 0));
+        const auto read = db_.query_int("PRAGMA page_size");
+        if (!read) db_.fail("cannot read the page size");
+        const std::int64_t page = std::max<std::int64_t>(512, *read);
         const auto pages = std::clamp<std::int64_t>(bytes / page, 1, INT32_MAX);
         db_.exec(("PRAGMA wal_autocheckpoint = " + std::to_string(pages)).c_str());
     }
@@ -474,14 +472,11 @@ private:
     }
 
     void check_schema() {
-        sqlite3_stmt* raw = nullptr;
-        sqlite3_prepare_v2(db_.get(),
-                           "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'",
-                           -1, &raw, nullptr);
-        offsync::detail::sqlite_statement st(raw);
-        int version = 0;
-        if (st && sqlite3_step(st.get()) == SQLITE_ROW) version = sqlite3_column_int(st.get(), 0);
-        st.reset(); // no statement left reading while a migration changes the schema
+        // query_int finalizes its statement: none is left reading while a migration changes
+        // the schema.
+        const auto version =
+            db_.query_int("SELECT value FROM offsync_server_meta WHERE key = 'schema_version'")
+                .value_or(0);
         if (version > schema_version)
             db_.fail_message("server schema version " + std::to_string(version) +
                              " is newer than this offsync (" + std::to_string(schema_version) +

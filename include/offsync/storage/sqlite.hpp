@@ -63,12 +63,6 @@ class sqlite_storage {
     static std::string column_text(const statement& st, int index) {
         return detail::sqlite_connection::column_text(st, index);
     }
-    /// The column's text in SQLite's buffer: valid until the statement steps or resets.
-    static std::string_view column_view(const statement& st, int index) {
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), index));
-        return text ? std::string_view(text, std::size_t(sqlite3_column_bytes(st.get(), index)))
-                    : std::string_view();
-    }
 
 public:
     static constexpr int schema_version = 1;
@@ -307,13 +301,11 @@ public:
                                  const json::storage_ptr& storage = {}) {
             auto column = [&](int i) { return first + i; };
             local_record r;
-            if (with_value) {
-                auto value = store_->parse_object(column_view(st, column(0)), storage);
-                // Moved in by construction: assigned, it would be copied into the default
-                // storage.
-                std::destroy_at(&r.value);
-                std::construct_at(&r.value, std::move(value));
-            }
+            if (with_value)
+                detail::take_over(r.value, store_->parse_object(
+                                               detail::sqlite_connection::column_view(
+                                                   st, column(0)),
+                                               storage));
             r.deleted = sqlite3_column_int(st.get(), column(1)) != 0;
             r.delete_pending = sqlite3_column_int(st.get(), column(2)) != 0;
             r.base_version = std::uint64_t(sqlite3_column_int64(st.get(), column(3)));
@@ -566,13 +558,9 @@ private:
         exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
                                                           : "PRAGMA synchronous = NORMAL");
         if (ours) {
-            sqlite3_stmt* raw = nullptr;
-            sqlite3_prepare_v2(db_.get(),
-                               "SELECT value FROM offsync_meta WHERE key = 'schema_version'", -1,
-                               &raw, nullptr);
-            statement st(raw);
-            int version = 0;
-            if (st && sqlite3_step(st.get()) == SQLITE_ROW) version = sqlite3_column_int(st.get(), 0);
+            const auto version =
+                db_.query_int("SELECT value FROM offsync_meta WHERE key = 'schema_version'")
+                    .value_or(0);
             if (version > schema_version)
                 fail_message("schema version " + std::to_string(version) +
                              " is newer than this offsync (" + std::to_string(schema_version) +
