@@ -3,6 +3,8 @@
 
 #include <offsync/concepts.hpp>
 #include <offsync/conflict/last_write_wins.hpp>
+#include <offsync/detail/pull_fsm.hpp>
+#include <offsync/detail/push_fsm.hpp>
 #include <offsync/detail/replica_logic.hpp>
 #include <offsync/replica.hpp>
 #include <offsync/report.hpp>
@@ -23,7 +25,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
@@ -223,7 +224,16 @@ private:
             return;
         }
         for (const auto& w : current_)
-            if (w.id == id && signal_) signal_->emit(asio::cancellation_type::terminal);
+            if (w.id == id) cancel_round();
+    }
+
+    /// Stops the running round at its next step; a request it waits for is cancelled too (it
+    /// then finishes with `operation_aborted`, or with its answer if the server had already
+    /// given it: an answer worth applying).
+    void cancel_round() {
+        round_cancelled_ = true;
+        if (landing_) landing_->emit(asio::cancellation_type::terminal);
+        landing_ = nullptr;
     }
 
     void complete(waiter w, sync_report report) {
@@ -240,22 +250,17 @@ private:
 
     void start_round() {
         running_ = true;
-        auto signal = std::make_shared<asio::cancellation_signal>();
-        signal_ = signal;
-        cancelled_while_landing_ = false;
-        asio::co_spawn(strand_, run_round(),
-                       asio::bind_cancellation_slot(
-                           signal->slot(), [this, signal](std::exception_ptr ep, sync_report r) {
-                               if (ep && !r.error) {
-                                   r.error = make_error_code(errc::storage_failure);
-                                   r.error_message = "unexpected exception in a sync round";
-                               }
-                               finish_round(std::move(r));
-                           }));
+        round_cancelled_ = false;
+        asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
+            if (ep && !r.error) {
+                r.error = make_error_code(errc::storage_failure);
+                r.error_message = "unexpected exception in a sync round";
+            }
+            finish_round(std::move(r));
+        });
     }
 
     void finish_round(sync_report report) {
-        signal_.reset();
         auto done = std::move(current_);
         current_.clear();
         for (auto& w : done) complete(std::move(w), report);
@@ -274,16 +279,10 @@ private:
             config_.on_event(sync_event{what, collection, std::move(key), count, std::move(message)});
     }
 
-    asio::awaitable<void> throw_if_cancelled() {
-        // g++ 12 miscompiles a co_await inside a condition: awaited into a named value.
-        const bool cancelled = co_await round_cancelled();
-        if (cancelled) throw_aborted();
-    }
-
     asio::awaitable<sync_report> run_round() {
-        // The round checks for cancellation itself, at points where nothing is in flight;
-        // Asio's automatic throw at any co_await could leave a request behind.
-        co_await asio::this_coro::throw_if_cancelled(false);
+        // The round is cancelled through round_cancelled_ alone, which the state machines
+        // check at each step: Asio's automatic throw at a co_await could leave a request
+        // behind.
         const auto started = std::chrono::steady_clock::now();
         sync_report report;
         emit(sync_event::kind::round_started, {});
@@ -308,14 +307,6 @@ private:
         push_request request;
         std::vector<detail::sent_mutation> sent;
     };
-
-    /// Request sizes ramp up: from `first` (at least 1), doubling, to `full`.
-    static std::size_t ramp_start(std::size_t first, std::size_t full) {
-        return std::max<std::size_t>(1, std::min(first, full));
-    }
-    static std::size_t ramp_next(std::size_t current, std::size_t full) {
-        return std::min(full, current * 2);
-    }
 
     /// Builds the next batch of `c` after key `after` (moved past it), of at most `size`
     /// mutations; nullopt when none is left.
@@ -386,28 +377,13 @@ private:
     /// answer if the server had already given it (an answer worth applying).
     template <class Flight>
     asio::awaitable<void> land(Flight& f) {
-        bool passed_on = false;
-        while (!f.done) {
-            bool cancelled = false;
-            if (!passed_on) cancelled = co_await round_cancelled();
-            if (cancelled) {
-                f.cancel.emit(asio::cancellation_type::terminal);
-                passed_on = true;
-                // Awaiting again needs a state that is not cancelled.
-                co_await asio::this_coro::reset_cancellation_state();
-                continue;
-            }
-            co_await f.wake.async_wait(asio::as_tuple(asio::use_awaitable));
-        }
-        if (passed_on) cancelled_while_landing_ = true;
-    }
-
-    /// Whether the round has been cancelled, also when `land` passed the cancellation on to a
-    /// request (which resets the coroutine's own cancellation state).
-    asio::awaitable<bool> round_cancelled() {
-        auto state = co_await asio::this_coro::cancellation_state;
-        co_return cancelled_while_landing_ ||
-            state.cancelled() != asio::cancellation_type::none;
+        if (f.done) co_return;
+        if (round_cancelled_)
+            f.cancel.emit(asio::cancellation_type::terminal);
+        else
+            landing_ = &f.cancel; // cancel_round() passes a cancellation on
+        while (!f.done) co_await f.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        landing_ = nullptr;
     }
 
     static void throw_aborted() {
@@ -437,101 +413,76 @@ private:
         flying.clear();
     }
 
-    /// Pushes `c` in batches, key order, up to push_depth() requests unanswered: while the
-    /// server works on them, the client applies the last answer and builds the next batch.
+    /// Pushes `c`: detail::push_fsm decides (batches, requests in flight, passes, halving on
+    /// `batch_too_large`, cancellation); this performs what it asks for.
     asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
-        const std::size_t depth = push_depth();
-        for (int pass = 0; pass < config_.max_push_passes; ++pass) {
-            co_await throw_if_cancelled();
-            bool rebased = false;
-            bool smaller = false; // the server refused a batch as too large: start the pass again
-            std::string after;
-            std::size_t size = ramp_start(config_.first_push_batch_size, push_batch_size_);
-            std::optional<prepared_push> next = prepare_push(c, after, size);
-            if (!next) break;
-            bool exhausted = false; // every pushable record of the pass is in a batch
-            std::deque<pushed_batch> flying;
-            auto send = [&] {
-                flying.push_back({launch(std::move(next->request)), std::move(next->sent)});
-                next.reset();
-            };
-            for (;;) {
-                // While the server works: send what is built while there is room, and build
-                // the batch after it.
-                std::exception_ptr failure;
-                const bool cancelled = co_await round_cancelled();
-                if (!cancelled) {
-                    try {
-                        for (;;) {
-                            if (!next && !exhausted) {
-                                size = ramp_next(size, push_batch_size_);
-                                next = prepare_push(c, after, size);
-                                exhausted = !next;
-                            }
-                            if (!next || flying.size() >= depth) break;
-                            send();
-                        }
-                    } catch (...) {
-                        failure = std::current_exception();
-                    }
-                }
-                if (flying.empty()) {
-                    if (failure) std::rethrow_exception(failure);
-                    if (cancelled) throw_aborted();
-                    break;
-                }
-                auto& current = *flying.front().flight;
-                co_await land(current);
-                if (failure) {
-                    co_await land_all(flying);
-                    std::rethrow_exception(failure);
-                }
-                if (current.ec == errc::batch_too_large && current.request.mutations.size() > 1) {
-                    // Nothing of it was applied, and the records of the batches behind it stay
-                    // pushable whatever their answers: build the pass again in halves until
-                    // the server takes them.
-                    push_batch_size_ = std::max<std::size_t>(1, current.request.mutations.size() / 2);
-                    emit(sync_event::kind::error, c.schema.name, 0,
-                         "the server refused a push of " +
-                             std::to_string(current.request.mutations.size()) +
-                             " mutations as too large; pushing " +
-                             std::to_string(push_batch_size_) + " at a time");
-                    co_await land_all(flying);
-                    smaller = true;
-                    break;
-                }
-                if (current.ec) {
-                    const auto ec = current.ec;
-                    co_await land_all(flying);
-                    throw boost::system::system_error(ec, "push to '" + c.schema.name + "'");
-                }
-                report.pushed += current.request.mutations.size();
-                // Send the next batch, then apply this one's answer while the server works.
-                // A cancelled round applies the answer it has and sends nothing more.
-                const bool stop = co_await round_cancelled();
-                auto done = std::move(flying.front());
-                flying.pop_front();
+        using act = detail::push_action::kind;
+        using ev = detail::push_event;
+        detail::push_fsm fsm({push_depth(), config_.first_push_batch_size, push_batch_size_,
+                              config_.max_push_passes});
+        std::string after;                  // the last key built into a batch
+        std::optional<prepared_push> next;  // built, not sent
+        std::deque<pushed_batch> flying;    // sent, in the order sent
+        std::optional<pushed_batch> landed; // answered, not yet applied
+        std::exception_ptr failure;         // a store or send failure, rethrown when it ends
+        const auto failed = [&] {
+            failure = std::current_exception();
+            return ev{ev::kind::failed};
+        };
+        ev event;
+        for (;;) {
+            const bool cancelled = round_cancelled_;
+            const auto step = fsm.resume(event, cancelled);
+            event = ev{ev::kind::resumed};
+            if (step.what == act::build_batch) {
                 try {
-                    if (next && !stop && flying.size() < depth) send();
-                    rebased |= apply_push_results(c, done.flight->request, done.sent,
-                                                  done.flight->response, report);
+                    if (step.first_of_pass) after.clear();
+                    next = prepare_push(c, after, step.size);
+                    event = ev{next ? ev::kind::built : ev::kind::none_left};
                 } catch (...) {
-                    failure = std::current_exception();
+                    event = failed();
                 }
-                if (failure) {
-                    co_await land_all(flying);
-                    std::rethrow_exception(failure);
+            } else if (step.what == act::send_batch) {
+                try {
+                    flying.push_back({launch(std::move(next->request)), std::move(next->sent)});
+                    next.reset();
+                    event = ev{ev::kind::sent};
+                } catch (...) {
+                    event = failed();
                 }
-                if (stop) {
-                    co_await land_all(flying);
-                    throw_aborted();
+            } else if (step.what == act::await_answer) {
+                co_await land(*flying.front().flight);
+                landed = std::move(flying.front());
+                flying.pop_front();
+                event = ev::answered(landed->flight->ec, landed->flight->request.mutations.size());
+            } else if (step.what == act::apply_answer) {
+                try {
+                    auto& f = *landed->flight;
+                    report.pushed += f.request.mutations.size();
+                    event = ev::applied(
+                        apply_push_results(c, f.request, landed->sent, f.response, report));
+                } catch (...) {
+                    event = failed();
                 }
+                landed.reset();
+            } else if (step.what == act::shrink_batches) {
+                emit(sync_event::kind::error, c.schema.name, 0,
+                     "the server refused a push of " +
+                         std::to_string(landed->flight->request.mutations.size()) +
+                         " mutations as too large; pushing " + std::to_string(step.size) +
+                         " at a time");
+                push_batch_size_ = step.size;
+                landed.reset();
+            } else if (step.what == act::await_all) {
+                co_await land_all(flying);
+            } else if (step.what == act::rethrow) {
+                std::rethrow_exception(failure);
+            } else { // finish
+                if (step.ec == asio::error::operation_aborted) throw_aborted();
+                if (step.ec)
+                    throw boost::system::system_error(step.ec, "push to '" + c.schema.name + "'");
+                co_return;
             }
-            if (smaller) {
-                --pass; // not a pass: nothing was pushed after the refusal
-                continue;
-            }
-            if (!rebased) break;
         }
     }
 
@@ -631,87 +582,80 @@ private:
         return rebased;
     }
 
+    /// Pulls `c`'s change feed: detail::pull_fsm decides (pages, the page ahead, echo
+    /// markers and their fallback, the `cursor_ahead` restart, cancellation); this performs
+    /// what it asks for.
     asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
+        using act = detail::pull_action::kind;
+        using ev = detail::pull_event;
         const auto& schema = c.schema;
-        bool restarted = false;
         std::uint64_t since = 0;
         {
             auto txn = replica_.storage().begin();
             since = txn.cursor(schema.name);
         }
-        // Echo markers (the client's own writes without their values) until a page shows the
-        // store does not hold what it wrote; from then on, this round pulls in full.
-        bool echoes = true;
-        auto page_size =
-            std::uint32_t(ramp_start(config_.first_pull_page_size, config_.pull_page_size));
-        auto request = [&](std::uint64_t from) {
-            pull_request r{schema.name, from, page_size, echoes ? client_id_ : std::string()};
-            page_size = std::uint32_t(ramp_next(page_size, config_.pull_page_size));
-            return r;
+        detail::pull_fsm fsm({since, config_.first_pull_page_size, config_.pull_page_size});
+        std::deque<std::shared_ptr<pull_flight>> flying; // asked for, in order
+        std::shared_ptr<pull_flight> page;               // arrived, not yet applied
+        std::exception_ptr failure;
+        const auto failed = [&] {
+            failure = std::current_exception();
+            return ev{ev::kind::failed};
         };
-        co_await throw_if_cancelled();
-        auto flying = launch(request(since));
+        ev event;
         for (;;) {
-            auto& current = *flying;
-            co_await land(current);
-            auto& page = current.response;
-            if (current.ec == errc::cursor_ahead && !restarted) {
-                // The server has less than we saw (restored from a backup, or a new server):
-                // pull everything again. Dirty records stay; pulls never overwrite them.
-                restarted = true;
-                {
+            const bool cancelled = round_cancelled_;
+            const auto step = fsm.resume(event, cancelled);
+            event = ev{ev::kind::resumed};
+            if (step.what == act::request_page) {
+                if (step.refetch)
+                    emit(sync_event::kind::error, schema.name, 0,
+                         "the store does not hold a write the server has from it; pulling in "
+                         "full");
+                try {
+                    flying.push_back(launch(pull_request{schema.name, step.since, step.page_size,
+                                                         step.echoes ? client_id_ : std::string()}));
+                    event = ev{ev::kind::sent};
+                } catch (...) {
+                    event = failed();
+                }
+            } else if (step.what == act::await_page || step.what == act::drop_page) {
+                co_await land(*flying.front());
+                page = std::move(flying.front());
+                flying.pop_front();
+                const auto& r = page->response;
+                event = ev::page(page->ec, r.cursor, r.has_more, r.changes.empty());
+            } else if (step.what == act::apply_page) {
+                try {
+                    const bool held = apply_page(schema, page->response);
+                    if (held) {
+                        report.pulled += page->response.changes.size();
+                        emit(sync_event::kind::page_pulled, schema.name,
+                             page->response.changes.size());
+                    }
+                    event = ev::applied(held);
+                } catch (...) {
+                    event = failed();
+                }
+            } else if (step.what == act::reset_cursor) {
+                try {
                     auto txn = replica_.storage().begin();
                     txn.set_cursor(schema.name, 0);
                     txn.commit();
+                    emit(sync_event::kind::error, schema.name, 0,
+                         "cursor ahead of the server; pulling from the start");
+                } catch (...) {
+                    event = failed();
                 }
-                emit(sync_event::kind::error, schema.name, 0,
-                     "cursor ahead of the server; pulling from the start");
-                since = 0;
-                co_await throw_if_cancelled();
-                flying = launch(request(0));
-                continue;
-            }
-            if (current.ec)
-                throw boost::system::system_error(current.ec, "pull from '" + schema.name + "'");
-            if (page.cursor < since || (page.has_more && page.cursor == since))
-                throw boost::system::system_error(make_error_code(errc::bad_response),
-                                                  "pull cursor did not advance");
-            // Nothing new: an idle round writes nothing (a SQLite store would sync a commit).
-            if (page.changes.empty() && page.cursor == since && !page.has_more) break;
-            // Ask for the next page, then apply this one while the server reads it. A
-            // cancelled round applies the page it has and asks for nothing more.
-            const bool stop = co_await round_cancelled();
-            std::shared_ptr<pull_flight> following;
-            if (page.has_more && !stop) following = launch(request(page.cursor));
-            std::exception_ptr failure;
-            bool applied = false;
-            try {
-                applied = apply_page(schema, page);
-            } catch (...) {
-                failure = std::current_exception();
-            }
-            if (failure) {
-                if (following) co_await land(*following);
+            } else if (step.what == act::rethrow) {
                 std::rethrow_exception(failure);
+            } else { // finish
+                if (step.ec == asio::error::operation_aborted) throw_aborted();
+                if (*step.message) throw boost::system::system_error(step.ec, step.message);
+                if (step.ec)
+                    throw boost::system::system_error(step.ec, "pull from '" + schema.name + "'");
+                co_return;
             }
-            if (!applied) {
-                // An echo of a write this store no longer holds: nothing of the page was
-                // applied. Ask for it again in full (the next page, if already asked for, is
-                // waited for and dropped).
-                if (following) co_await land(*following);
-                if (stop) throw_aborted();
-                echoes = false;
-                emit(sync_event::kind::error, schema.name, 0,
-                     "the store does not hold a write the server has from it; pulling in full");
-                flying = launch(request(since));
-                continue;
-            }
-            report.pulled += page.changes.size();
-            emit(sync_event::kind::page_pulled, schema.name, page.changes.size());
-            since = page.cursor;
-            if (stop) throw_aborted();
-            if (!following) break;
-            flying = std::move(following);
         }
     }
 
@@ -750,10 +694,10 @@ private:
     // any_completion_handler.
     std::list<waiter> current_, next_;
     std::atomic<std::uint64_t> last_waiter_id_{0};
-    std::shared_ptr<asio::cancellation_signal> signal_;
-    /// A round's cancellation was passed on to a request (the coroutine's own cancellation
-    /// state was reset to await it): the round stops at its next step all the same.
-    bool cancelled_while_landing_ = false;
+    /// The running round has been cancelled: it stops at its next step.
+    bool round_cancelled_ = false;
+    /// The cancellation of the request the round waits for, if it waits for one.
+    asio::cancellation_signal* landing_ = nullptr;
 };
 
 } // namespace offsync
