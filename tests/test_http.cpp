@@ -8,6 +8,7 @@
 #include <offsync/transport/http.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -1211,6 +1212,32 @@ TEST_CASE("http: shutdown closes idle connections and completes promptly", "[htt
     // Nothing listens any more.
     auto a = raw(w.port, request("GET", "/healthz", ""), 1s);
     CHECK(a.ec);
+}
+
+TEST_CASE("http: shutdown completes on the handler's executor, once, with no error",
+          "[http][ops]") {
+    http_world w;
+    // The handler's own io_context: until it runs, the handler must not have run, whatever
+    // the server's thread does.
+    asio::io_context handler_io;
+    std::atomic<int> calls{0};
+    std::atomic<bool> on_handler_io{false};
+    error_code result = make_error_code(errc::server_error);
+    w.srv->async_shutdown(asio::bind_executor(handler_io.get_executor(), [&](error_code ec) {
+        on_handler_io = handler_io.get_executor().running_in_this_thread();
+        result = ec;
+        ++calls;
+    }));
+    std::this_thread::sleep_for(200ms); // the drain itself is done by now: no connections
+    CHECK(calls == 0);
+    // The handler's executor has outstanding work until the handler has run: run() returns
+    // only after it.
+    handler_io.run_for(5s);
+    CHECK(calls == 1);
+    CHECK(on_handler_io);
+    CHECK(!result);
+    auto a = raw(w.port, request("GET", "/healthz", ""), 1s);
+    CHECK(a.ec); // nothing listens any more
 }
 
 TEST_CASE("token files: parsing, lookups, bad lines", "[http][security]") {

@@ -8,6 +8,7 @@
 #include <offsync/server/sync_service.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -730,24 +731,46 @@ public:
     std::size_t connections() const { return impl_->connections(); }
 
     /// Graceful shutdown: stops accepting, closes idle keep-alive connections, lets requests in
-    /// flight finish (their responses carry `Connection: close`), and completes with `(error_code)`
-    /// once every connection has ended, or after `drain_timeout` once the stragglers were
-    /// closed. No cancellation. Takes any completion token.
+    /// flight finish (their responses carry `Connection: close`), and completes once every
+    /// connection has ended, or after `drain_timeout` once the stragglers were closed.
+    ///
+    /// Completion signature `void(error_code)`: empty when the server has stopped, else why
+    /// the shutdown itself failed (the code of a `system_error` it met, or
+    /// `boost::system::errc::io_error` for any other exception); the listening socket is
+    /// closed either way. The handler runs on its associated executor (the server's executor
+    /// if it has none), never inside this call. Cancellation: none; the drain is bounded by
+    /// `drain_timeout` instead. Takes any completion token.
     template <class Token = asio::deferred_t>
     auto async_shutdown(Token&& token = {}) {
         return asio::async_initiate<Token, void(error_code)>(
             [](auto handler, std::shared_ptr<detail::http_server_impl> impl) {
                 auto* raw = impl.get();
                 raw->begin_stop();
+                // Outstanding work on the handler's executor keeps its io_context running
+                // until the handler has run there.
+                auto work = asio::prefer(asio::get_associated_executor(handler, raw->strand()),
+                                         asio::execution::outstanding_work.tracked);
                 asio::co_spawn(raw->strand(), raw->shutdown(std::move(impl)),
-                               [h = std::move(handler)](std::exception_ptr) mutable {
-                                   std::move(h)(error_code{});
+                               [h = std::move(handler), work](std::exception_ptr e) mutable {
+                                   asio::post(work, [h = std::move(h), ec = failure_of(e),
+                                                     work]() mutable { std::move(h)(ec); });
                                });
             },
             token, impl_);
     }
 
 private:
+    static error_code failure_of(const std::exception_ptr& e) {
+        if (!e) return {};
+        try {
+            std::rethrow_exception(e);
+        } catch (const boost::system::system_error& failure) {
+            return failure.code();
+        } catch (...) {
+            return make_error_code(boost::system::errc::io_error);
+        }
+    }
+
     std::shared_ptr<detail::http_server_impl> impl_;
 };
 
