@@ -296,6 +296,31 @@ TEST_CASE("a server Retry-After longer than the backoff is honoured, by triggers
     CHECK(d.dirty() == 0);
 }
 
+TEST_CASE("a Retry-After that comes with the failed request's result is honoured",
+          "[background]") {
+    // The plain loopback keeps no transport-wide hint: the wait travels in the round's report.
+    auto config = test_config();
+    const bool honour = GENERATE(true, false);
+    config.honour_retry_after = honour;
+    background_device<> d(config);
+    d.replica.put(reservation("r-1"));
+    d.transport.faults().busy = 1;
+    d.transport.faults().busy_retry_after = std::chrono::seconds(600);
+    d.start();
+    d.run_for(15min);
+    CHECK(d.state().consecutive_failures == 1);
+    CHECK(d.state().last_error.code == errc::server_error);
+    CHECK(d.state().last_error.code == condition::retry_later);
+    // The cause is named, not only the code.
+    CHECK_THAT(d.state().last_error.message,
+               Catch::Contains("push to 'reservations'") &&
+                   Catch::Contains("server busy (injected fault)"));
+    CHECK(d.next_in() == (honour ? milliseconds(10min) : milliseconds(30s)));
+    d.run_for(d.next_in());
+    CHECK(d.state().consecutive_failures == 0);
+    CHECK(d.dirty() == 0);
+}
+
 TEST_CASE("a Retry-After shorter than the backoff, or one not to honour, leaves the backoff",
           "[background]") {
     auto config = test_config();

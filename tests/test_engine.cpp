@@ -53,6 +53,11 @@ TEST_CASE("a pull keeps a dirty favorite but updates the catalog fields", "[engi
     a->transport.faults().lose_push_requests = 1;
     auto failed = a->sync();
     CHECK(failed.error == errc::transport_failure);
+    CHECK(failed.error == condition::retry_later);
+    // The round's message names the step and the cause the transport gave, not only the code.
+    CHECK_THAT(failed.error_message, Catch::Contains("push to 'landmarks'") &&
+                                         Catch::Contains("request lost (injected fault)"));
+    CHECK(!failed.retry_after);
     CHECK(a->replica.pending<Landmark>().dirty == 1);
 
     // Now a real round: pushes the favorite, pulls the new catalog text.
@@ -541,4 +546,27 @@ TEST_CASE("a pushed record the store lost meanwhile is pulled back, not skipped"
     CHECK(back->id == "r-1");
     CHECK(phone->replica.list<Reservation>().size() == 3);
     CHECK(cursor_of(phone->storage, "reservations") == w.service.last_version());
+}
+
+TEST_CASE("a refused request's cause and Retry-After come with the round's report",
+          "[engine][faults]") {
+    world w;
+    auto a = w.device("alice");
+    a->transport.faults().busy = 1;
+    a->transport.faults().busy_retry_after = std::chrono::seconds(7);
+    // Nothing to push: the pull of the first collection meets the busy server.
+    auto report = a->sync();
+    CHECK(report.error == errc::server_error);
+    CHECK(report.error == condition::retry_later);
+    CHECK(report.error != condition::bad_request);
+    CHECK_THAT(report.error_message, Catch::Contains("pull from 'landmarks'") &&
+                                         Catch::Contains("server busy (injected fault)"));
+    REQUIRE(report.retry_after);
+    CHECK(*report.retry_after == std::chrono::seconds(7));
+    CHECK(report.pulled == 0);
+    // The next round is not refused and carries no stale wait.
+    auto next = a->sync();
+    CHECK(!next.error);
+    CHECK(!next.retry_after);
+    CHECK(next.pulled > 0);
 }

@@ -121,7 +121,9 @@ struct background_config {
     /// Seed of the jitter's generator; a random one when empty. Tests fix it.
     std::optional<std::uint64_t> seed;
     /// After a failure, wait at least as long as the server's `Retry-After` asks, when the
-    /// engine's transport tells it (`retry_after_hint`). Triggers wait for it too.
+    /// failed round's report carries it (`sync_report::retry_after`, which the transport
+    /// sets with the request's result) or the engine's transport tells it
+    /// (`retry_after_hint`). Triggers wait for it too.
     bool honour_retry_after = true;
     /// Called with a fresh snapshot whenever the state changes, on the engine's executor.
     /// Must not block; it may call `state()`. Not called once the scheduler is destroyed.
@@ -417,7 +419,7 @@ private:
             follow_up_ = false;
             auto delay = backoff_delay(consecutive_failures_);
             not_before_.reset();
-            if (const auto hint = server_retry_after()) {
+            if (const auto hint = server_retry_after(*shared_report)) {
                 not_before_ = now + *hint;
                 delay = std::max(delay, *hint);
             }
@@ -438,11 +440,16 @@ private:
                                 static_cast<double>(delay.count()) * factor)));
         }
 
-        std::optional<std::chrono::milliseconds> server_retry_after() {
+        /// The wait the server asked for: from the failed round's report, where the
+        /// transport put it with the request's result, else from a transport that keeps it
+        /// (`retry_after_hint`, for transports written before reports carried it).
+        std::optional<std::chrono::milliseconds> server_retry_after(const sync_report& report) {
+            if (!config_.honour_retry_after) return std::nullopt;
+            if (report.retry_after && *report.retry_after > std::chrono::seconds::zero())
+                return std::chrono::milliseconds(*report.retry_after);
             if constexpr (requires {
                               { engine_.transport() } -> retry_after_hint;
                           }) {
-                if (!config_.honour_retry_after) return std::nullopt;
                 std::optional<std::chrono::milliseconds> hint = engine_.transport().retry_after();
                 if (hint && *hint > std::chrono::milliseconds::zero()) return hint;
             }

@@ -390,6 +390,16 @@ private:
         throw boost::system::system_error(asio::error::operation_aborted);
     }
 
+    /// Ends the round for a request that failed, naming the cause the transport gave and
+    /// keeping the server's `Retry-After` in the report.
+    [[noreturn]] static void request_failed(error_code ec, std::string what,
+                                            const request_failure& failure,
+                                            sync_report& report) {
+        if (failure.retry_after) report.retry_after = failure.retry_after;
+        if (!failure.message.empty()) what += ": " + failure.message;
+        throw boost::system::system_error(ec, what);
+    }
+
     /// How many push requests may be unanswered at once (engine_config and transport agree).
     std::size_t push_depth() const {
         if constexpr (pipelining_transport<Transport>)
@@ -479,8 +489,8 @@ private:
                 std::rethrow_exception(failure);
             } else { // finish
                 if (step.ec == asio::error::operation_aborted) throw_aborted();
-                if (step.ec)
-                    throw boost::system::system_error(step.ec, "push to '" + c.schema.name + "'");
+                if (step.ec) request_failed(step.ec, "push to '" + c.schema.name + "'",
+                                            landed->flight->response.failure, report);
                 co_return;
             }
         }
@@ -652,8 +662,8 @@ private:
             } else { // finish
                 if (step.ec == asio::error::operation_aborted) throw_aborted();
                 if (*step.message) throw boost::system::system_error(step.ec, step.message);
-                if (step.ec)
-                    throw boost::system::system_error(step.ec, "pull from '" + schema.name + "'");
+                if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
+                                            page->response.failure, report);
                 co_return;
             }
         }

@@ -4,7 +4,13 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <boost/asio/error.hpp>
+
+#include <cstddef>
+#include <iterator>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace offsync {
@@ -13,6 +19,9 @@ using boost::system::error_code;
 
 /// Errors offsync itself reports. Transport and storage errors of the underlying libraries
 /// (Asio, Beast, SQLite) keep their own categories; these cover the sync protocol and the store.
+/// Each code has a row in `detail::errc_table` (its wire name and message), in this order: new
+/// codes go at the end of both, and a wire name never changes (clients in other languages
+/// match on it). To act on a group of codes, compare with a `condition`.
 enum class errc {
     ok = 0,
     // Input to the sync service or to a local store that can never succeed as sent.
@@ -26,7 +35,7 @@ enum class errc {
     read_only,            ///< a client write to a field or collection clients may not write
     forbidden,            ///< the user may not see or change that record
     unauthorized,         ///< no credentials, or credentials the server does not accept
-    not_found,            ///< no such record
+    not_found,            ///< no such record, or no such route
     version_conflict,     ///< a per-record write whose base version is stale (REST 409)
     // Local store.
     no_such_conflict,     ///< resolve() named a record that has no pending conflict
@@ -36,39 +45,115 @@ enum class errc {
     transport_failure,    ///< the request did not reach the server or its answer was lost
     bad_response,         ///< the server answered something that is not protocol v1
     server_error,         ///< the server answered with a 5xx
+    // HTTP requests the server cannot take as sent (added in December 2026).
+    method_not_allowed,     ///< the route has no such method (HTTP 405, `Allow` lists them)
+    unsupported_media_type, ///< a body that is not `application/json` (HTTP 415)
+    headers_too_large,      ///< request line and headers over the server's limit (HTTP 431)
+};
+
+/// Groups of codes a caller acts on alike: `if (ec == offsync::condition::retry_later)`.
+/// A code belongs to one group at most; `operation_aborted` belongs to none (the caller asked
+/// for it).
+enum class condition {
+    /// The request can never succeed as sent: fix it, or drop it (malformed input, unknown
+    /// names, a refused write, a stale base version, a route or method the server lacks).
+    bad_request = 1,
+    /// The credentials are missing or refused: get new ones before trying again.
+    unauthorized,
+    /// The server could not be reached, failed, or answered something unreadable: the same
+    /// request may succeed later (after `Retry-After`, if the server gave one). Asio's and
+    /// Beast's network errors (refused, reset, timed out, host not found, end of stream)
+    /// belong here too.
+    retry_later,
+    /// The local store could not read or write, or was asked about a record it has no
+    /// parked state for.
+    local_storage,
 };
 
 namespace detail {
+
+/// One row per `errc`, in enum order.
+struct errc_row {
+    errc code;
+    const char* wire_name; ///< as sent in `{"error": {"code": ...}}`
+    const char* message;   ///< for people
+    condition group;       ///< 0: none
+};
+
+inline constexpr errc_row errc_table[] = {
+    {errc::ok, "ok", "success", condition{}},
+    {errc::malformed_json, "malformed_json", "malformed JSON or unexpected shape",
+     condition::bad_request},
+    {errc::invalid_field, "invalid_field", "a field has an invalid type or value",
+     condition::bad_request},
+    {errc::unknown_field, "unknown_field", "unknown field", condition::bad_request},
+    {errc::unknown_collection, "unknown_collection", "unknown collection", condition::bad_request},
+    {errc::invalid_id, "invalid_id", "invalid record id", condition::bad_request},
+    {errc::batch_too_large, "batch_too_large", "too many mutations in one push",
+     condition::bad_request},
+    {errc::cursor_ahead, "cursor_ahead", "pull cursor is ahead of the server",
+     condition::bad_request},
+    {errc::read_only, "read_only", "field or collection is read-only to clients",
+     condition::bad_request},
+    {errc::forbidden, "forbidden", "forbidden", condition::bad_request},
+    {errc::unauthorized, "unauthorized", "unauthorized", condition::unauthorized},
+    {errc::not_found, "not_found", "record not found", condition::bad_request},
+    {errc::version_conflict, "version_conflict", "base version is stale", condition::bad_request},
+    {errc::no_such_conflict, "no_such_conflict", "no pending conflict for that record",
+     condition::local_storage},
+    {errc::not_parked, "not_parked", "record is not parked as rejected", condition::local_storage},
+    {errc::storage_failure, "storage_failure", "local storage failure", condition::local_storage},
+    {errc::transport_failure, "transport_failure", "transport failure", condition::retry_later},
+    {errc::bad_response, "bad_response", "server response is not protocol v1",
+     condition::retry_later},
+    {errc::server_error, "server_error", "server error", condition::retry_later},
+    {errc::method_not_allowed, "method_not_allowed", "method not allowed on this route",
+     condition::bad_request},
+    {errc::unsupported_media_type, "unsupported_media_type", "body is not application/json",
+     condition::bad_request},
+    {errc::headers_too_large, "headers_too_large", "request headers too large",
+     condition::bad_request},
+};
+
+constexpr bool errc_table_in_enum_order() {
+    for (std::size_t i = 0; i < std::size(errc_table); ++i)
+        if (errc_table[i].code != static_cast<errc>(i)) return false;
+    return true;
+}
+static_assert(errc_table_in_enum_order(), "offsync: detail::errc_table must list every errc in order");
+
+inline const errc_row* row_of(int ev) noexcept {
+    return ev >= 0 && static_cast<std::size_t>(ev) < std::size(errc_table) ? &errc_table[ev]
+                                                                          : nullptr;
+}
+
 class offsync_category final : public boost::system::error_category {
 public:
     // A fixed id keeps codes comparable across shared-library boundaries.
     constexpr offsync_category() noexcept : error_category(0x6f6673796e63ULL) {}
     const char* name() const noexcept override { return "offsync"; }
     std::string message(int ev) const override {
-        switch (static_cast<errc>(ev)) {
-        case errc::ok: return "success";
-        case errc::malformed_json: return "malformed JSON or unexpected shape";
-        case errc::invalid_field: return "a field has an invalid type or value";
-        case errc::unknown_field: return "unknown field";
-        case errc::unknown_collection: return "unknown collection";
-        case errc::invalid_id: return "invalid record id";
-        case errc::batch_too_large: return "too many mutations in one push";
-        case errc::cursor_ahead: return "pull cursor is ahead of the server";
-        case errc::read_only: return "field or collection is read-only to clients";
-        case errc::forbidden: return "forbidden";
-        case errc::unauthorized: return "unauthorized";
-        case errc::not_found: return "record not found";
-        case errc::version_conflict: return "base version is stale";
-        case errc::no_such_conflict: return "no pending conflict for that record";
-        case errc::not_parked: return "record is not parked as rejected";
-        case errc::storage_failure: return "local storage failure";
-        case errc::transport_failure: return "transport failure";
-        case errc::bad_response: return "server response is not protocol v1";
-        case errc::server_error: return "server error";
-        }
-        return "unknown offsync error";
+        const auto* row = row_of(ev);
+        return row ? row->message : "unknown offsync error";
     }
 };
+
+class condition_category final : public boost::system::error_category {
+public:
+    constexpr condition_category() noexcept : error_category(0x6f6673636f6eULL) {}
+    const char* name() const noexcept override { return "offsync.condition"; }
+    std::string message(int ev) const override {
+        switch (static_cast<condition>(ev)) {
+        case condition::bad_request: return "the request can never succeed as sent";
+        case condition::unauthorized: return "credentials missing or refused";
+        case condition::retry_later: return "the request may succeed later";
+        case condition::local_storage: return "local storage error";
+        }
+        return "unknown offsync condition";
+    }
+    bool equivalent(const boost::system::error_code& code, int cond) const noexcept override;
+};
+
 } // namespace detail
 
 /// The category of offsync's own error codes.
@@ -77,34 +162,55 @@ inline const boost::system::error_category& offsync_category() noexcept {
     return instance;
 }
 
+/// The category of `condition`.
+inline const boost::system::error_category& condition_category() noexcept {
+    static const detail::condition_category instance;
+    return instance;
+}
+
 inline error_code make_error_code(errc e) noexcept {
     return error_code(static_cast<int>(e), offsync_category());
 }
 
+inline boost::system::error_condition make_error_condition(condition c) noexcept {
+    return boost::system::error_condition(static_cast<int>(c), condition_category());
+}
+
 /// The wire name of an error ("invalid_field"), as sent in `{"error": {"code": ...}}`.
 inline const char* to_string(errc e) noexcept {
-    switch (e) {
-    case errc::ok: return "ok";
-    case errc::malformed_json: return "malformed_json";
-    case errc::invalid_field: return "invalid_field";
-    case errc::unknown_field: return "unknown_field";
-    case errc::unknown_collection: return "unknown_collection";
-    case errc::invalid_id: return "invalid_id";
-    case errc::batch_too_large: return "batch_too_large";
-    case errc::cursor_ahead: return "cursor_ahead";
-    case errc::read_only: return "read_only";
-    case errc::forbidden: return "forbidden";
-    case errc::unauthorized: return "unauthorized";
-    case errc::not_found: return "not_found";
-    case errc::version_conflict: return "version_conflict";
-    case errc::no_such_conflict: return "no_such_conflict";
-    case errc::not_parked: return "not_parked";
-    case errc::storage_failure: return "storage_failure";
-    case errc::transport_failure: return "transport_failure";
-    case errc::bad_response: return "bad_response";
-    case errc::server_error: return "server_error";
+    const auto* row = detail::row_of(static_cast<int>(e));
+    return row ? row->wire_name : "unknown";
+}
+
+/// The code whose wire name is `name`, if offsync knows it.
+inline std::optional<errc> errc_from_string(std::string_view name) noexcept {
+    for (const auto& row : detail::errc_table)
+        if (name == row.wire_name) return row.code;
+    return std::nullopt;
+}
+
+/// `ec` as one of offsync's codes, or `fallback` if it is of another category.
+inline errc errc_of(const error_code& ec, errc fallback = errc::server_error) noexcept {
+    return ec.category() == offsync_category() && detail::row_of(ec.value())
+               ? static_cast<errc>(ec.value())
+               : fallback;
+}
+
+inline bool detail::condition_category::equivalent(const boost::system::error_code& code,
+                                                   int cond) const noexcept {
+    if (code.category() == offsync_category()) {
+        const auto* row = row_of(code.value());
+        return row && static_cast<int>(row->group) == cond;
     }
-    return "unknown";
+    if (static_cast<condition>(cond) != condition::retry_later) return false;
+    // The network's own errors, as Asio and Beast report them.
+    namespace be = boost::system::errc;
+    return code == be::connection_refused || code == be::connection_reset ||
+           code == be::connection_aborted || code == be::timed_out ||
+           code == be::host_unreachable || code == be::network_unreachable ||
+           code == be::network_down || code == be::broken_pipe ||
+           code == be::not_connected || code.category() == boost::asio::error::get_netdb_category() ||
+           code == boost::asio::error::eof;
 }
 
 /// An error code together with the human-readable detail the server or store gave for it
@@ -127,3 +233,5 @@ public:
 
 template <>
 struct boost::system::is_error_code_enum<offsync::errc> : std::true_type {};
+template <>
+struct boost::system::is_error_condition_enum<offsync::condition> : std::true_type {};

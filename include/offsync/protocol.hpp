@@ -15,6 +15,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -85,9 +86,21 @@ struct own_writes_range {
     std::uint64_t through = 0;
 };
 
+/// Why a request failed, as the transport that carried it saw it. Not part of the wire format:
+/// a transport that completes an operation with an error fills it in the response it completes
+/// with, so that the detail and the server's `Retry-After` travel with that operation's result.
+struct request_failure {
+    /// The cause, for people: "cannot resolve sync.example.com: Host not found", "HTTP 503:
+    /// too many connections". Empty if the transport gave none.
+    std::string message;
+    /// How long the server asked the client to wait before trying again, if it did.
+    std::optional<std::chrono::seconds> retry_after;
+};
+
 struct push_response {
     std::vector<mutation_result> results; ///< one per mutation, in request order
     std::optional<own_writes_range> own_writes;
+    request_failure failure = {}; ///< set only with an error; never sent
 };
 
 struct pull_request {
@@ -104,6 +117,7 @@ struct pull_response {
     std::vector<change> changes;
     std::uint64_t cursor = 0;
     bool has_more = false;
+    request_failure failure = {}; ///< set only with an error; never sent
 };
 
 /// Most changes a pull page may ask for; a larger `limit` on the wire is refused (400).
@@ -673,8 +687,8 @@ inline diagnostics parse_error_body(std::string_view body, errc fallback) {
             std::string code, message;
             detail::get_string(err->get_object(), "code", code);
             detail::get_string(err->get_object(), "message", message);
-            for (int e = 1; e <= int(errc::server_error); ++e)
-                if (code == to_string(errc(e))) return {make_error_code(errc(e)), message};
+            if (const auto known = errc_from_string(code); known && *known != errc::ok)
+                return {make_error_code(*known), message};
             return {make_error_code(fallback), code + ": " + message};
         }
     }

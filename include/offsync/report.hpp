@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,7 +62,12 @@ struct sync_report {
     std::vector<conflict_report> discarded;   ///< local changes replaced by the server's record
     std::vector<rejection_report> rejections;
     error_code error;          ///< why the round stopped early; empty when it completed
+    /// What stopped it and why, for people: "push to 'reservations': cannot connect to
+    /// 127.0.0.1:8080: Connection refused".
     std::string error_message;
+    /// How long the server asked to wait before the next round, when a request it refused
+    /// said so (HTTP `Retry-After`); background sync waits at least that long.
+    std::optional<std::chrono::seconds> retry_after;
     std::chrono::steady_clock::duration duration{};
 
     std::size_t conflict_count() const { return kept_local + took_server + merged + deferred; }

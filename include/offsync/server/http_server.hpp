@@ -131,9 +131,7 @@ inline void set_error(routed& r, unsigned status, errc code, std::string_view me
 }
 
 inline void set_error(routed& r, const diagnostics& d) {
-    const auto code =
-        d.code.category() == offsync_category() ? errc(d.code.value()) : errc::server_error;
-    set_error(r, http_status(d.code), code, d.message);
+    set_error(r, http_status(d.code), errc_of(d.code), d.message);
 }
 
 inline bool iequals(std::string_view a, std::string_view b) {
@@ -206,7 +204,8 @@ inline std::string etag(std::uint64_t version) { return '"' + std::to_string(ver
 
 inline void method_not_allowed(routed& r, std::string_view allow) {
     r.response.set(http::field::allow, allow);
-    set_error(r, 405, errc::not_found, "method not allowed here; allowed: " + std::string(allow));
+    set_error(r, 405, errc::method_not_allowed,
+              "method not allowed here; allowed: " + std::string(allow));
 }
 
 inline void answer_change(routed& r, unsigned status, const change& c) {
@@ -252,15 +251,15 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         set_json(r.response, s.status, s.body);
         if (s.status != 200) {
             auto d = parse_error_body(s.body, errc::server_error);
-            r.error = d.code.category() == offsync_category() ? to_string(errc(d.code.value()))
-                                                              : "server_error";
+            r.error = to_string(errc_of(d.code));
         }
     };
 
     if (path == "/v1/sync/push") {
         if (method != http::verb::post) return method_not_allowed(r, "POST"), r;
         if (!is_json(req))
-            return set_error(r, 415, errc::malformed_json, "Content-Type must be application/json"),
+            return set_error(r, 415, errc::unsupported_media_type,
+                             "Content-Type must be application/json"),
                    r;
         reply(service.handle_push(*user, req.body()));
         return r;
@@ -310,7 +309,7 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         diagnostics d;
         if (method == http::verb::put) {
             if (!is_json(req))
-                return set_error(r, 415, errc::malformed_json,
+                return set_error(r, 415, errc::unsupported_media_type,
                                  "Content-Type must be application/json"),
                        r;
             boost::system::error_code ec;
@@ -351,7 +350,7 @@ inline routed read_error(const beast::error_code& ec) {
     if (ec == http::error::body_limit)
         set_error(r, 413, errc::batch_too_large, "request body too large");
     else if (ec == http::error::header_limit)
-        set_error(r, 431, errc::malformed_json, "request headers too large");
+        set_error(r, 431, errc::headers_too_large, "request headers too large");
     else
         set_error(r, 400, errc::malformed_json, "malformed HTTP request: " + ec.message());
     return r;

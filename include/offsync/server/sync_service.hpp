@@ -51,8 +51,7 @@ struct service_response {
 
 /// The HTTP status that fits an offsync error.
 inline unsigned http_status(const error_code& ec) {
-    if (ec.category() != offsync_category()) return 500;
-    switch (static_cast<errc>(ec.value())) {
+    switch (errc_of(ec)) {
     case errc::malformed_json:
     case errc::invalid_field:
     case errc::unknown_field:
@@ -65,6 +64,9 @@ inline unsigned http_status(const error_code& ec) {
     case errc::not_found: return 404;
     case errc::version_conflict: return 409;
     case errc::batch_too_large: return 413;
+    case errc::method_not_allowed: return 405;
+    case errc::unsupported_media_type: return 415;
+    case errc::headers_too_large: return 431;
     default: return 500;
     }
 }
@@ -536,9 +538,9 @@ private:
                             std::to_string(out.version)};
             case mutation_status::rejected:
                 out = result.server ? std::move(*result.server) : change{};
-                for (int e = 1; e <= int(errc::server_error); ++e)
-                    if (result.error_code == to_string(errc(e)))
-                        return {make_error_code(errc(e)), result.error_message};
+                if (const auto known = errc_from_string(result.error_code);
+                    known && *known != errc::ok)
+                    return {make_error_code(*known), result.error_message};
                 return {make_error_code(errc::invalid_field), result.error_message};
             }
             return {};
@@ -554,9 +556,7 @@ private:
     }
 
     static service_response error_response(const diagnostics& d) {
-        const auto code = d.code.category() == offsync_category() ? static_cast<errc>(d.code.value())
-                                                                  : errc::server_error;
-        return {http_status(d.code), json::serialize(error_body(code, d.message))};
+        return {http_status(d.code), json::serialize(error_body(errc_of(d.code), d.message))};
     }
 
     const collection_schema* find(std::string_view name) const {

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,6 +30,10 @@ struct loopback_faults {
     int lose_push_responses = 0; ///< pushes the server applies whose response is lost
     int lose_pull_requests = 0;
     int lose_pull_responses = 0;
+    /// Operations of either kind answered as an overloaded server answers, before it sees
+    /// them: `server_error`, with `busy_retry_after` as the server's `Retry-After`.
+    int busy = 0;
+    std::optional<std::chrono::seconds> busy_retry_after;
     std::chrono::milliseconds delay{0}; ///< every operation waits this long first (cancellable)
     /// Runs after the server handled a request, before its response is delivered ("push",
     /// "pull"): the moment at which a test edits while a push is in flight.
@@ -105,7 +110,13 @@ private:
         int& lose_response = push ? faults_.lose_push_responses : faults_.lose_pull_responses;
         if (lose_request > 0) {
             --lose_request;
+            out.failure.message = "request lost (injected fault)";
             return make_error_code(errc::transport_failure);
+        }
+        if (faults_.busy > 0) {
+            --faults_.busy;
+            out.failure = {"status 503: server busy (injected fault)", faults_.busy_retry_after};
+            return make_error_code(errc::server_error);
         }
         ++requests_;
         auto answer = push ? service_->handle_push(user_, payload)
@@ -114,15 +125,25 @@ private:
         if (faults_.after_server) faults_.after_server(push ? "push" : "pull");
         if (lose_response > 0) {
             --lose_response;
+            out.failure.message = "answer lost (injected fault)";
             return make_error_code(errc::transport_failure);
         }
-        if (answer.status != 200)
-            return parse_error_body(answer.body, answer.status >= 500 ? errc::server_error
-                                                                       : errc::bad_response)
-                .code;
+        if (answer.status != 200) {
+            auto d = parse_error_body(answer.body, answer.status >= 500 ? errc::server_error
+                                                                         : errc::bad_response);
+            out.failure.message = "status " + std::to_string(answer.status) + ": " + d.message;
+            return d.code;
+        }
         boost::system::error_code ec;
         auto jv = json::parse(answer.body, ec);
-        if (ec || from_json(std::move(jv), out)) return make_error_code(errc::bad_response);
+        if (ec) {
+            out.failure.message = "answer is not JSON: " + ec.message();
+            return make_error_code(errc::bad_response);
+        }
+        if (auto d = from_json(std::move(jv), out)) {
+            out.failure.message = d.message;
+            return d.code;
+        }
         return {};
     }
 
