@@ -57,6 +57,7 @@ extern char** environ;
 namespace {
 
 namespace asio = boost::asio;
+namespace json = boost::json;
 namespace fs = std::filesystem;
 using namespace offsync;
 using landmarks::Reservation;

@@ -30,6 +30,7 @@
 namespace offsync_test {
 
 namespace asio = boost::asio;
+namespace json = boost::json;
 using namespace offsync;
 using landmarks::Landmark;
 using landmarks::Reservation;

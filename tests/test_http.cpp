@@ -942,12 +942,22 @@ TEST_CASE("http: connections beyond the limit get 503 with Retry-After", "[http]
     auto token = std::make_shared<std::string>(alice_token);
     http_transport transport(io.get_executor(), transport_config(w.port, token));
     std::optional<error_code> got;
+    request_failure failure;
     pull_request pull_landmarks{"landmarks", 0, 100};
-    transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
+    transport.async_pull(pull_landmarks, [&](error_code ec, pull_response r) {
+        got = ec;
+        failure = r.failure;
+    });
     REQUIRE(run_until(io, [&] { return got.has_value(); }));
     CHECK(*got == errc::server_error);
+    CHECK(*got == condition::retry_later);
     REQUIRE(transport.retry_after());
     CHECK(*transport.retry_after() == 7s);
+    // The operation's own result carries the cause and the wait.
+    CHECK_THAT(failure.message, Catch::StartsWith("HTTP 503: ") &&
+                                    Catch::Contains("too many connections"));
+    REQUIRE(failure.retry_after);
+    CHECK(*failure.retry_after == 7s);
 
     // Freed slots serve again.
     held.clear();
@@ -984,7 +994,11 @@ TEST_CASE("http: the server stopped mid-round, the client keeps its changes and 
     };
     auto failed = phone.sync();
     CHECK(failed.error == errc::transport_failure);
-    CHECK(!failed.error_message.empty());
+    // The message names the step and the transport's cause, not only "transport failure".
+    CHECK_THAT(failed.error_message, Catch::StartsWith("push to 'reservations': ") &&
+                                         Catch::Contains(phone.transport.last_error().message));
+    CHECK(!failed.retry_after);
+    CHECK(!phone.transport.last_error().message.empty());
     CHECK(phone.transport.last_error().code == errc::transport_failure);
     CHECK(phone.replica.pending<Reservation>().dirty == 1);
     CHECK(!w.service.get("alice", "reservations", "r-1"));
@@ -1004,6 +1018,26 @@ TEST_CASE("http: the server stopped mid-round, the client keeps its changes and 
     CHECK(phone.replica.pending<Landmark>().dirty == 0);
     CHECK(w.service.get("alice", "reservations", "r-1")->value.at("party_size") == 2);
     CHECK(w.service.get("alice", "landmarks", "1")->value.at("is_favorite") == true);
+}
+
+TEST_CASE("http: a round that cannot reach the server names the cause", "[http][faults]") {
+    asio::io_context io;
+    memory_storage storage;
+    basic_replica<memory_storage> replica(storage);
+    auto token = std::make_shared<std::string>(alice_token);
+    auto config = transport_config(1, token);
+    // A port that is no service name, as `config.port = 8090` (a char) would give.
+    config.port = "\x1a";
+    http_transport transport(io.get_executor(), config);
+    http_engine engine(io.get_executor(), replica, transport);
+    engine.add_collection<Landmark>();
+    std::optional<sync_report> report;
+    engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
+    REQUIRE(run_until(io, [&] { return report.has_value(); }));
+    CHECK(report->error == errc::transport_failure);
+    CHECK(report->error == condition::retry_later);
+    CHECK_THAT(report->error_message, Catch::StartsWith("pull from 'landmarks': cannot resolve "
+                                                        "127.0.0.1: "));
 }
 
 TEST_CASE("http: a keep-alive connection the server closed is replaced transparently",

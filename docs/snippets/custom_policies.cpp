@@ -65,12 +65,12 @@ struct offsync::model_traits<todo::Task> {
 inline constexpr auto merge_tasks = [](const offsync::conflict& c) -> offsync::resolution {
     if (c.local_deleted || c.server.deleted) return offsync::last_write_wins{}(c);
     // normalize(): every field of the schema, defaults for any the server's record lacks.
-    const offsync::json::object server = offsync::normalize(c.schema, c.server.value);
-    offsync::json::object merged = server;
+    const boost::json::object server = offsync::normalize(c.schema, c.server.value);
+    boost::json::object merged = server;
     for (std::size_t i = 0; i < c.schema.fields.size(); ++i) {
         const std::string& name = c.schema.fields[i];
-        const offsync::json::value& mine = c.local_value.at(name);
-        const offsync::json::value& theirs = server.at(name);
+        const boost::json::value& mine = c.local_value.at(name);
+        const boost::json::value& theirs = server.at(name);
         if (name == "done")
             merged[name] = mine.as_bool() || theirs.as_bool();
         else if (name == "priority")

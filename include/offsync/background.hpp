@@ -4,7 +4,7 @@
 
 #include <offsync/error.hpp>
 #include <offsync/report.hpp>
-#include <offsync/storage/record.hpp>
+#include <offsync/record.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -36,8 +36,6 @@
 
 namespace offsync {
 
-namespace asio = boost::asio;
-
 namespace detail {
 struct wait_handler_archetype {
     void operator()(error_code) const {}
@@ -48,17 +46,17 @@ struct sync_handler_archetype {
 } // namespace detail
 
 /// Where background sync reads the time and gets its timers. The default,
-/// `steady_timer_source`, is the steady clock with `asio::steady_timer`; tests use
+/// `steady_timer_source`, is the steady clock with `boost::asio::steady_timer`; tests use
 /// `manual_timer_source` (offsync/testing/manual_timers.hpp), whose time moves only when the
 /// test advances it, so a schedule of hours is checked in microseconds and never flakes.
 ///
 /// Time is measured on `std::chrono::steady_clock`'s time line (a manual source moves its own
 /// "now" along it): the scheduler compares times, and the state it reports stays one type
-/// whatever the source. A timer needs the three operations of an `asio::steady_timer` that
+/// whatever the source. A timer needs the three operations of an `boost::asio::steady_timer` that
 /// the scheduler uses: `expires_at`, `async_wait` with a `void(error_code)` handler (which
 /// completes with `operation_aborted` when cancelled), and `cancel`.
 template <class S>
-concept timer_source = requires(S& s, const asio::any_io_executor& ex,
+concept timer_source = requires(S& s, const boost::asio::any_io_executor& ex,
                                 typename S::timer_type& timer,
                                 std::chrono::steady_clock::time_point at) {
     { s.now() } -> std::same_as<std::chrono::steady_clock::time_point>;
@@ -68,11 +66,11 @@ concept timer_source = requires(S& s, const asio::any_io_executor& ex,
     timer.cancel();
 };
 
-/// Real time: `std::chrono::steady_clock` and `asio::steady_timer`.
+/// Real time: `std::chrono::steady_clock` and `boost::asio::steady_timer`.
 struct steady_timer_source {
-    using timer_type = asio::steady_timer;
+    using timer_type = boost::asio::steady_timer;
     std::chrono::steady_clock::time_point now() const { return std::chrono::steady_clock::now(); }
-    timer_type make_timer(const asio::any_io_executor& ex) const { return timer_type(ex); }
+    timer_type make_timer(const boost::asio::any_io_executor& ex) const { return timer_type(ex); }
 };
 
 /// What background sync drives: anything with an executor and `async_sync(token)` completing
@@ -81,7 +79,7 @@ struct steady_timer_source {
 /// `pending_counts`, shown in the state) and `transport()` (whose `retry_after()` is honoured).
 template <class E>
 concept background_syncable = requires(E& e) {
-    { e.get_executor() } -> std::convertible_to<asio::any_io_executor>;
+    { e.get_executor() } -> std::convertible_to<boost::asio::any_io_executor>;
     e.async_sync(detail::sync_handler_archetype{});
 };
 
@@ -105,7 +103,7 @@ struct background_config {
     std::chrono::milliseconds interval = std::chrono::minutes(15);
     /// A round still running this long after it began expires: it is cancelled (the store
     /// stays consistent and the next round continues where it stopped) and counts as a
-    /// failure with `asio::error::timed_out`. Must be positive.
+    /// failure with `boost::asio::error::timed_out`. Must be positive.
     std::chrono::milliseconds max_round_duration = std::chrono::seconds(30);
     /// `local_edit()` starts a round once no further edit came for this long, so a burst of
     /// edits makes one round. Zero starts at once.
@@ -161,7 +159,7 @@ struct background_state {
     /// When the last successful round ended.
     std::optional<time_point> last_success;
     /// The last round's error and its detail message; empty after a successful round. An
-    /// expired round reports `asio::error::timed_out`.
+    /// expired round reports `boost::asio::error::timed_out`.
     diagnostics last_error;
     /// The last round's report (what it pushed, pulled, which conflicts it met), if any ran.
     std::shared_ptr<const sync_report> last_report;
@@ -220,7 +218,7 @@ public:
         stop();
     }
 
-    asio::any_io_executor get_executor() const noexcept { return impl_->ex_; }
+    boost::asio::any_io_executor get_executor() const noexcept { return impl_->ex_; }
 
     /// Schedules the first round `earliest_begin` from now. A second call does nothing.
     void start() {
@@ -248,12 +246,12 @@ public:
 
     /// Stops like `stop()` and completes (signature `void()`) once the round that was running,
     /// if any, has ended, so the engine may then be destroyed. Not cancellable.
-    template <class Token = asio::deferred_t>
+    template <class Token = boost::asio::deferred_t>
     auto async_stop(Token&& token = {}) {
-        return asio::async_initiate<Token, void()>(
+        return boost::asio::async_initiate<Token, void()>(
             [i = impl_](auto handler) {
                 i->stop_requested_.store(true);
-                asio::dispatch(i->ex_, [i, h = stop_handler(std::move(handler))]() mutable {
+                boost::asio::dispatch(i->ex_, [i, h = stop_handler(std::move(handler))]() mutable {
                     i->stop(std::move(h));
                 });
             },
@@ -266,7 +264,7 @@ public:
     const background_config& config() const noexcept { return impl_->config_; }
 
 private:
-    using stop_handler = asio::any_completion_handler<void()>;
+    using stop_handler = boost::asio::any_completion_handler<void()>;
     using timer_type = typename Timers::timer_type;
 
     static background_config validated(background_config c) {
@@ -289,7 +287,7 @@ private:
 
     template <class F>
     void post_to_impl(F f) {
-        asio::dispatch(impl_->ex_, [i = impl_, f = std::move(f)] { f(*i); });
+        boost::asio::dispatch(impl_->ex_, [i = impl_, f = std::move(f)] { f(*i); });
     }
 
     // Every handler holds the state alive, so a timer or a round that completes after the
@@ -318,7 +316,7 @@ private:
         void arm(armed_timer& t, time_point at, F on_fire) {
             const auto generation = ++t.generation;
             t.timer.expires_at(at);
-            t.timer.async_wait(asio::bind_executor(
+            t.timer.async_wait(boost::asio::bind_executor(
                 ex_, [self = this->shared_from_this(), &t, generation, on_fire](error_code ec) {
                     if (ec || generation != t.generation || self->halted()) return;
                     on_fire(*self);
@@ -370,9 +368,9 @@ private:
             round_deadline_ = timers_.now() + config_.max_round_duration;
             arm(deadline_, *round_deadline_, [](impl& i) { i.expire_round(); });
             publish();
-            engine_.async_sync(asio::bind_cancellation_slot(
+            engine_.async_sync(boost::asio::bind_cancellation_slot(
                 round_signal_.slot(),
-                asio::bind_executor(ex_, [self = this->shared_from_this()](error_code ec,
+                boost::asio::bind_executor(ex_, [self = this->shared_from_this()](error_code ec,
                                                                            sync_report report) {
                     self->end_round(ec, std::move(report));
                 })));
@@ -381,7 +379,7 @@ private:
         void expire_round() {
             if (!running_) return;
             expired_ = true;
-            round_signal_.emit(asio::cancellation_type::terminal);
+            round_signal_.emit(boost::asio::cancellation_type::terminal);
         }
 
         void end_round(error_code ec, sync_report report) {
@@ -406,8 +404,8 @@ private:
                 return schedule(now + config_.interval);
             }
             ++consecutive_failures_;
-            if (expired_ && ec == asio::error::operation_aborted) {
-                last_error_ = {make_error_code(asio::error::timed_out),
+            if (expired_ && ec == boost::asio::error::operation_aborted) {
+                last_error_ = {make_error_code(boost::asio::error::timed_out),
                                "round expired after " +
                                    std::to_string(config_.max_round_duration.count()) + " ms"};
             } else {
@@ -464,7 +462,7 @@ private:
                 debounce_.disarm();
                 next_run_.reset();
                 follow_up_ = false;
-                if (running_) round_signal_.emit(asio::cancellation_type::terminal);
+                if (running_) round_signal_.emit(boost::asio::cancellation_type::terminal);
                 publish();
             }
             if (!running_) finish_stop();
@@ -473,7 +471,7 @@ private:
         void finish_stop() {
             auto waiters = std::move(stop_waiters_);
             stop_waiters_.clear();
-            for (auto& w : waiters) asio::post(ex_, std::move(w));
+            for (auto& w : waiters) boost::asio::post(ex_, std::move(w));
         }
 
         pending_counts read_pending() {
@@ -518,10 +516,10 @@ private:
         Engine& engine_;
         background_config config_;
         Timers timers_;
-        asio::any_io_executor ex_;
+        boost::asio::any_io_executor ex_;
         armed_timer wake_, debounce_, deadline_;
         std::mt19937_64 rng_;
-        asio::cancellation_signal round_signal_;
+        boost::asio::cancellation_signal round_signal_;
         std::vector<stop_handler> stop_waiters_;
 
         // Owned by the executor: touched only by handlers running on it.

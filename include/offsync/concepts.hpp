@@ -8,7 +8,7 @@
 #include <offsync/error.hpp>
 #include <offsync/hlc.hpp>
 #include <offsync/protocol.hpp>
-#include <offsync/storage/record.hpp>
+#include <offsync/record.hpp>
 
 #include <concepts>
 #include <cstdint>
@@ -76,8 +76,8 @@ struct pull_handler_archetype {
 } // namespace detail
 
 /// Carries push batches and pull pages to a server. Both operations follow Asio's universal
-/// model: they take any completion token (`asio::deferred`, `asio::use_awaitable`, a callback,
-/// `asio::use_future`) and complete with `(error_code, response)`. A non-success code means the
+/// model: they take any completion token (`boost::asio::deferred`, `boost::asio::use_awaitable`, a callback,
+/// `boost::asio::use_future`) and complete with `(error_code, response)`. A non-success code means the
 /// round cannot trust the answer: the engine ends the round and keeps every unacknowledged
 /// change dirty. Operations should support terminal cancellation; the engine relies on it to
 /// cancel a round promptly.

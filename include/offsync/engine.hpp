@@ -35,11 +35,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace offsync {
-
-namespace asio = boost::asio;
 
 /// Tuning and hooks of a sync engine.
 struct engine_config {
@@ -86,7 +85,7 @@ struct engine_config {
 /// Cancellation: `async_sync` supports terminal cancellation through its handler's associated
 /// cancellation slot. Cancelling a request that waits for the next round removes it; cancelling
 /// the running round stops it at its next step (every request sharing it completes with
-/// `asio::error::operation_aborted`). What was acknowledged stays acknowledged, nothing is half
+/// `boost::asio::error::operation_aborted`). What was acknowledged stays acknowledged, nothing is half
 /// applied, and the next round continues where this one stopped.
 ///
 /// Thread safety: `async_sync` may be called from any thread; the round runs on the engine's
@@ -94,12 +93,12 @@ struct engine_config {
 template <storage_policy Storage, transport_policy Transport>
 class basic_sync_engine {
 public:
-    using executor_type = asio::strand<asio::any_io_executor>;
+    using executor_type = boost::asio::strand<boost::asio::any_io_executor>;
     using completion_signature = void(error_code, sync_report);
 
-    basic_sync_engine(asio::any_io_executor ex, basic_replica<Storage>& replica,
+    basic_sync_engine(boost::asio::any_io_executor ex, basic_replica<Storage>& replica,
                       Transport& transport, engine_config config = {})
-        : strand_(asio::make_strand(std::move(ex))), replica_(replica), transport_(transport),
+        : strand_(boost::asio::make_strand(std::move(ex))), replica_(replica), transport_(transport),
           config_(std::move(config)) {
         if (config_.push_batch_size == 0 || config_.pull_page_size == 0)
             throw std::invalid_argument("offsync: batch and page sizes must be positive");
@@ -146,26 +145,26 @@ public:
     /// Runs a sync round (or joins the one that will start after the running one).
     /// Completes with `(error_code, sync_report)`: the code is the round's error (a transport
     /// failure, a store failure, `operation_aborted`), the report what got done either way.
-    template <class Token = asio::deferred_t>
+    template <class Token = boost::asio::deferred_t>
     auto async_sync(Token&& token = {}) {
-        return asio::async_initiate<Token, completion_signature>(
+        return boost::asio::async_initiate<Token, completion_signature>(
             [this](auto raw_handler) {
-                asio::any_io_executor work = asio::prefer(
-                    asio::get_associated_executor(raw_handler, strand_),
-                    asio::execution::outstanding_work.tracked);
+                boost::asio::any_io_executor work = boost::asio::prefer(
+                    boost::asio::get_associated_executor(raw_handler, strand_),
+                    boost::asio::execution::outstanding_work.tracked);
                 // Type-erase first: the erased handler forwards the caller's slot to a slot of
                 // its own, and that inner slot is the one to listen on.
                 handler_type handler(std::move(raw_handler));
-                auto slot = asio::get_associated_cancellation_slot(handler);
+                auto slot = boost::asio::get_associated_cancellation_slot(handler);
                 const auto id = ++last_waiter_id_;
                 // Installed before anything is queued, so a cancellation emitted right after
                 // this call is not lost; it reaches the strand after the request itself.
                 if (slot.is_connected())
-                    slot.assign([this, id](asio::cancellation_type type) {
-                        if (type != asio::cancellation_type::none)
-                            asio::dispatch(strand_, [this, id] { cancel_waiter(id); });
+                    slot.assign([this, id](boost::asio::cancellation_type type) {
+                        if (type != boost::asio::cancellation_type::none)
+                            boost::asio::dispatch(strand_, [this, id] { cancel_waiter(id); });
                     });
-                asio::dispatch(strand_, [this, slot, id, work = std::move(work),
+                boost::asio::dispatch(strand_, [this, slot, id, work = std::move(work),
                                          h = std::move(handler)]() mutable {
                     enqueue(waiter{std::move(h), slot, std::move(work), id});
                 });
@@ -196,11 +195,11 @@ public:
     Transport& transport() noexcept { return transport_; }
 
 private:
-    using handler_type = asio::any_completion_handler<completion_signature>;
+    using handler_type = boost::asio::any_completion_handler<completion_signature>;
     struct waiter {
         handler_type handler;
-        asio::cancellation_slot slot;
-        asio::any_io_executor work;
+        boost::asio::cancellation_slot slot;
+        boost::asio::any_io_executor work;
         std::uint64_t id;
     };
     struct collection_entry {
@@ -217,7 +216,7 @@ private:
         for (auto it = next_.begin(); it != next_.end(); ++it) {
             if (it->id != id) continue;
             sync_report aborted;
-            aborted.error = asio::error::operation_aborted;
+            aborted.error = boost::asio::error::operation_aborted;
             aborted.error_message = "cancelled before its round began";
             complete(std::move(*it), std::move(aborted));
             next_.erase(it);
@@ -232,7 +231,7 @@ private:
     /// given it: an answer worth applying).
     void cancel_round() {
         round_cancelled_ = true;
-        if (landing_) landing_->emit(asio::cancellation_type::terminal);
+        if (landing_) landing_->emit(boost::asio::cancellation_type::terminal);
         landing_ = nullptr;
     }
 
@@ -241,7 +240,7 @@ private:
         // `work` is the handler's own executor (with outstanding work tracked while it waits):
         // the handler never runs inside this strand's call stack.
         auto ex = w.work;
-        asio::post(ex, [h = std::move(w.handler), work = std::move(w.work),
+        boost::asio::post(ex, [h = std::move(w.handler), work = std::move(w.work),
                         r = std::move(report)]() mutable {
             auto ec = r.error;
             std::move(h)(ec, std::move(r));
@@ -251,7 +250,7 @@ private:
     void start_round() {
         running_ = true;
         round_cancelled_ = false;
-        asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
+        boost::asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
             if (ep && !r.error) {
                 r.error = make_error_code(errc::storage_failure);
                 r.error_message = "unexpected exception in a sync round";
@@ -279,7 +278,7 @@ private:
             config_.on_event(sync_event{what, collection, std::move(key), count, std::move(message)});
     }
 
-    asio::awaitable<sync_report> run_round() {
+    boost::asio::awaitable<sync_report> run_round() {
         // The round is cancelled through round_cancelled_ alone, which the state machines
         // check at each step: Asio's automatic throw at a co_await could leave a request
         // behind.
@@ -333,7 +332,7 @@ private:
     template <class Request, class Response>
     struct flight {
         flight(const executor_type& ex, Request r)
-            : request(std::move(r)), wake(ex, asio::steady_timer::time_point::max()) {}
+            : request(std::move(r)), wake(ex, boost::asio::steady_timer::time_point::max()) {}
         flight(const flight&) = delete;
         flight& operator=(const flight&) = delete;
 
@@ -341,8 +340,8 @@ private:
         error_code ec;
         Response response;
         bool done = false;
-        asio::steady_timer wake; ///< never expires; cancelled when the answer arrives
-        asio::cancellation_signal cancel;
+        boost::asio::steady_timer wake; ///< never expires; cancelled when the answer arrives
+        boost::asio::cancellation_signal cancel;
     };
     using push_flight = flight<push_request, push_response>;
     using pull_flight = flight<pull_request, pull_response>;
@@ -352,8 +351,8 @@ private:
     /// ended by a bug could not leave the request writing into freed memory.
     template <class Request, class Response>
     auto answer_to(const std::shared_ptr<flight<Request, Response>>& f) {
-        return asio::bind_cancellation_slot(
-            f->cancel.slot(), asio::bind_executor(strand_, [f](error_code ec, Response r) {
+        return boost::asio::bind_cancellation_slot(
+            f->cancel.slot(), boost::asio::bind_executor(strand_, [f](error_code ec, Response r) {
                 f->ec = ec;
                 f->response = std::move(r);
                 f->done = true;
@@ -376,18 +375,18 @@ private:
     /// passed on to the request, which then finishes with `operation_aborted`, or with its
     /// answer if the server had already given it (an answer worth applying).
     template <class Flight>
-    asio::awaitable<void> land(Flight& f) {
+    boost::asio::awaitable<void> land(Flight& f) {
         if (f.done) co_return;
         if (round_cancelled_)
-            f.cancel.emit(asio::cancellation_type::terminal);
+            f.cancel.emit(boost::asio::cancellation_type::terminal);
         else
             landing_ = &f.cancel; // cancel_round() passes a cancellation on
-        while (!f.done) co_await f.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        while (!f.done) co_await f.wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         landing_ = nullptr;
     }
 
     static void throw_aborted() {
-        throw boost::system::system_error(asio::error::operation_aborted);
+        throw boost::system::system_error(boost::asio::error::operation_aborted);
     }
 
     /// Ends the round for a request that failed, naming the cause the transport gave and
@@ -410,6 +409,17 @@ private:
             return 1;
     }
 
+    /// A store or send step of a driver that threw: the exception is kept and rethrown when the
+    /// state machine says the push or pull is over (after every request in flight finished).
+    template <class Event>
+    struct step_failure {
+        std::exception_ptr caught;
+        Event take() {
+            caught = std::current_exception();
+            return Event{Event::kind::failed};
+        }
+    };
+
     /// A push request sent, with what it was built from.
     struct pushed_batch {
         std::shared_ptr<push_flight> flight;
@@ -418,14 +428,14 @@ private:
 
     /// Waits for every request still in flight; their answers are not applied (their records
     /// stay pushable and go again with the same mutation ids, which the server recognises).
-    asio::awaitable<void> land_all(std::deque<pushed_batch>& flying) {
+    boost::asio::awaitable<void> land_all(std::deque<pushed_batch>& flying) {
         for (auto& b : flying) co_await land(*b.flight);
         flying.clear();
     }
 
     /// Pushes `c`: detail::push_fsm decides (batches, requests in flight, passes, halving on
     /// `batch_too_large`, cancellation); this performs what it asks for.
-    asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
+    boost::asio::awaitable<void> push_collection(collection_entry& c, sync_report& report) {
         using act = detail::push_action::kind;
         using ev = detail::push_event;
         detail::push_fsm fsm({push_depth(), config_.first_push_batch_size, push_batch_size_,
@@ -434,23 +444,18 @@ private:
         std::optional<prepared_push> next;  // built, not sent
         std::deque<pushed_batch> flying;    // sent, in the order sent
         std::optional<pushed_batch> landed; // answered, not yet applied
-        std::exception_ptr failure;         // a store or send failure, rethrown when it ends
-        const auto failed = [&] {
-            failure = std::current_exception();
-            return ev{ev::kind::failed};
-        };
+        step_failure<ev> failure; // a store or send failure, rethrown when it ends
         ev event;
         for (;;) {
-            const bool cancelled = round_cancelled_;
-            const auto step = fsm.resume(event, cancelled);
-            event = ev{ev::kind::resumed};
+            const auto step =
+                fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
             if (step.what == act::build_batch) {
                 try {
                     if (step.first_of_pass) after.clear();
                     next = prepare_push(c, after, step.size);
                     event = ev{next ? ev::kind::built : ev::kind::none_left};
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
             } else if (step.what == act::send_batch) {
                 try {
@@ -458,7 +463,7 @@ private:
                     next.reset();
                     event = ev{ev::kind::sent};
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
             } else if (step.what == act::await_answer) {
                 co_await land(*flying.front().flight);
@@ -472,7 +477,7 @@ private:
                     event = ev::applied(
                         apply_push_results(c, f.request, landed->sent, f.response, report));
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
                 landed.reset();
             } else if (step.what == act::shrink_batches) {
@@ -486,9 +491,9 @@ private:
             } else if (step.what == act::await_all) {
                 co_await land_all(flying);
             } else if (step.what == act::rethrow) {
-                std::rethrow_exception(failure);
+                std::rethrow_exception(failure.caught);
             } else { // finish
-                if (step.ec == asio::error::operation_aborted) throw_aborted();
+                if (step.ec == boost::asio::error::operation_aborted) throw_aborted();
                 if (step.ec) request_failed(step.ec, "push to '" + c.schema.name + "'",
                                             landed->flight->response.failure, report);
                 co_return;
@@ -595,7 +600,7 @@ private:
     /// Pulls `c`'s change feed: detail::pull_fsm decides (pages, the page ahead, echo
     /// markers and their fallback, the `cursor_ahead` restart, cancellation); this performs
     /// what it asks for.
-    asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
+    boost::asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
         using act = detail::pull_action::kind;
         using ev = detail::pull_event;
         const auto& schema = c.schema;
@@ -607,16 +612,11 @@ private:
         detail::pull_fsm fsm({since, config_.first_pull_page_size, config_.pull_page_size});
         std::deque<std::shared_ptr<pull_flight>> flying; // asked for, in order
         std::shared_ptr<pull_flight> page;               // arrived, not yet applied
-        std::exception_ptr failure;
-        const auto failed = [&] {
-            failure = std::current_exception();
-            return ev{ev::kind::failed};
-        };
+        step_failure<ev> failure; // a store or send failure, rethrown when it ends
         ev event;
         for (;;) {
-            const bool cancelled = round_cancelled_;
-            const auto step = fsm.resume(event, cancelled);
-            event = ev{ev::kind::resumed};
+            const auto step =
+                fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
             if (step.what == act::request_page) {
                 if (step.refetch)
                     emit(sync_event::kind::error, schema.name, 0,
@@ -627,7 +627,7 @@ private:
                                                          step.echoes ? client_id_ : std::string()}));
                     event = ev{ev::kind::sent};
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
             } else if (step.what == act::await_page || step.what == act::drop_page) {
                 co_await land(*flying.front());
@@ -645,7 +645,7 @@ private:
                     }
                     event = ev::applied(held);
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
             } else if (step.what == act::reset_cursor) {
                 try {
@@ -655,12 +655,12 @@ private:
                     emit(sync_event::kind::error, schema.name, 0,
                          "cursor ahead of the server; pulling from the start");
                 } catch (...) {
-                    event = failed();
+                    event = failure.take();
                 }
             } else if (step.what == act::rethrow) {
-                std::rethrow_exception(failure);
+                std::rethrow_exception(failure.caught);
             } else { // finish
-                if (step.ec == asio::error::operation_aborted) throw_aborted();
+                if (step.ec == boost::asio::error::operation_aborted) throw_aborted();
                 if (*step.message) throw boost::system::system_error(step.ec, step.message);
                 if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
                                             page->response.failure, report);
@@ -707,7 +707,7 @@ private:
     /// The running round has been cancelled: it stops at its next step.
     bool round_cancelled_ = false;
     /// The cancellation of the request the round waits for, if it waits for one.
-    asio::cancellation_signal* landing_ = nullptr;
+    boost::asio::cancellation_signal* landing_ = nullptr;
 };
 
 } // namespace offsync

@@ -19,8 +19,6 @@
 
 namespace offsync {
 
-namespace json = boost::json;
-
 /// True for a class type whose public data members Boost.Describe lists.
 template <class T>
 concept described_struct =
@@ -34,9 +32,9 @@ concept described_struct =
 /// `decode` returns false and sets `why` when the JSON cannot become a `T`; it never throws.
 template <class T>
 struct field_codec {
-    static json::value encode(const T& v) { return json::value_from(v); }
-    static bool decode(const json::value& jv, T& out, std::string& why) {
-        auto r = json::try_value_to<T>(jv);
+    static boost::json::value encode(const T& v) { return boost::json::value_from(v); }
+    static bool decode(const boost::json::value& jv, T& out, std::string& why) {
+        auto r = boost::json::try_value_to<T>(jv);
         if (!r) {
             why = "has the wrong type";
             return false;
@@ -47,14 +45,14 @@ struct field_codec {
 };
 
 template <described_struct T>
-json::object to_json_object(const T& value);
+boost::json::object to_json_object(const T& value);
 template <described_struct T>
-diagnostics from_json_object(const json::object& obj, T& out);
+diagnostics from_json_object(const boost::json::object& obj, T& out);
 
 template <described_struct T>
 struct field_codec<T> {
-    static json::value encode(const T& v) { return to_json_object(v); }
-    static bool decode(const json::value& jv, T& out, std::string& why) {
+    static boost::json::value encode(const T& v) { return to_json_object(v); }
+    static bool decode(const boost::json::value& jv, T& out, std::string& why) {
         const auto* obj = jv.if_object();
         if (!obj) {
             why = "must be an object";
@@ -68,10 +66,10 @@ struct field_codec<T> {
 
 template <class T>
 struct field_codec<std::optional<T>> {
-    static json::value encode(const std::optional<T>& v) {
-        return v ? field_codec<T>::encode(*v) : json::value(nullptr);
+    static boost::json::value encode(const std::optional<T>& v) {
+        return v ? field_codec<T>::encode(*v) : boost::json::value(nullptr);
     }
-    static bool decode(const json::value& jv, std::optional<T>& out, std::string& why) {
+    static bool decode(const boost::json::value& jv, std::optional<T>& out, std::string& why) {
         if (jv.is_null()) {
             out.reset();
             return true;
@@ -144,11 +142,11 @@ inline std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::s
 template <class Duration>
 struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>> {
     using time_type = std::chrono::time_point<std::chrono::system_clock, Duration>;
-    static json::value encode(const time_type& v) {
-        return json::value(format_iso8601(std::chrono::time_point_cast<
+    static boost::json::value encode(const time_type& v) {
+        return boost::json::value(format_iso8601(std::chrono::time_point_cast<
                                           std::chrono::system_clock::duration>(v)));
     }
-    static bool decode(const json::value& jv, time_type& out, std::string& why) {
+    static bool decode(const boost::json::value& jv, time_type& out, std::string& why) {
         const auto* s = jv.if_string();
         auto tp = s ? parse_iso8601(std::string_view(*s)) : std::nullopt;
         if (!tp) {
@@ -162,8 +160,8 @@ struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>>
 
 /// Encodes every described public member of `value` under its own name.
 template <described_struct T>
-json::object to_json_object(const T& value) {
-    json::object obj;
+boost::json::object to_json_object(const T& value) {
+    boost::json::object obj;
     using members = boost::describe::describe_members<T, boost::describe::mod_public>;
     boost::mp11::mp_for_each<members>([&](auto m) {
         using member_type = std::remove_cvref_t<decltype(value.*m.pointer)>;
@@ -177,7 +175,7 @@ json::object to_json_object(const T& value) {
 /// client and a newer schema read each other's records. A member of the wrong type is an error
 /// (`errc::invalid_field`, naming the member); `out` may then be partly assigned.
 template <described_struct T>
-diagnostics from_json_object(const json::object& obj, T& out) {
+diagnostics from_json_object(const boost::json::object& obj, T& out) {
     diagnostics result;
     using members = boost::describe::describe_members<T, boost::describe::mod_public>;
     boost::mp11::mp_for_each<members>([&](auto m) {
@@ -195,7 +193,7 @@ diagnostics from_json_object(const json::object& obj, T& out) {
 
 /// Decodes a whole `T` tolerantly, starting from `T{}`; throws `sync_error` on a wrong type.
 template <described_struct T>
-T from_json(const json::value& jv) {
+T from_json(const boost::json::value& jv) {
     const auto* obj = jv.if_object();
     if (!obj) throw sync_error(make_error_code(errc::malformed_json), "expected a JSON object");
     T out{};

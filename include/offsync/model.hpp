@@ -70,9 +70,9 @@ struct collection_schema {
     offsync::scope scope = scope::per_user;
     bool client_writable = true;
     std::uint64_t per_user_mask = 0;
-    json::object defaults; ///< a default-constructed record: what a missing field reads as
+    boost::json::object defaults; ///< a default-constructed record: what a missing field reads as
     /// Checks one field's JSON against the member's type; empty diagnostics when it converts.
-    std::function<diagnostics(std::size_t field_index, const json::value&)> check_field;
+    std::function<diagnostics(std::size_t field_index, const boost::json::value&)> check_field;
 
     std::optional<std::size_t> field_index(std::string_view field) const {
         for (std::size_t i = 0; i < fields.size(); ++i)
@@ -129,7 +129,7 @@ collection_schema make_schema() {
         }
     }
     s.defaults = to_json_object(T{});
-    s.check_field = [](std::size_t index, const json::value& jv) {
+    s.check_field = [](std::size_t index, const boost::json::value& jv) {
         diagnostics result;
         std::size_t i = 0;
         boost::mp11::mp_for_each<members>([&](auto m) {
@@ -167,8 +167,8 @@ std::string key_text(const K& key) {
 /// Every field of `in` that the schema knows, over the schema's defaults: what a record of this
 /// schema reads as when `in` comes from an older or newer peer (missing = default, unknown
 /// dropped).
-inline json::object normalize(const collection_schema& schema, const json::object& in) {
-    json::object out = schema.defaults;
+inline boost::json::object normalize(const collection_schema& schema, const boost::json::object& in) {
+    boost::json::object out = schema.defaults;
     for (const auto& f : schema.fields)
         if (const auto* v = in.if_contains(f)) out[f] = *v;
     return out;
@@ -176,23 +176,24 @@ inline json::object normalize(const collection_schema& schema, const json::objec
 
 /// `normalize`, taking `in` over: a value already of the schema's shape (every field, nothing
 /// else: what a peer on the same model sends) is returned as it is, without a copy.
-inline json::object normalize(const collection_schema& schema, json::object&& in) {
+inline boost::json::object normalize(const collection_schema& schema, boost::json::object&& in) {
     bool exact = in.size() == schema.fields.size();
     for (std::size_t i = 0; exact && i < schema.fields.size(); ++i)
         exact = in.contains(schema.fields[i]);
     if (exact) return std::move(in);
-    return normalize(schema, static_cast<const json::object&>(in));
+    return normalize(schema, static_cast<const boost::json::object&>(in));
 }
 
 /// Validates an id's JSON form against the schema and returns its text form, the key the
 /// stores index by: the string itself, or the integer's decimal digits.
-inline diagnostics key_from_json(const collection_schema& schema, const json::value& id,
+inline diagnostics key_from_json(const collection_schema& schema, const boost::json::value& id,
                                  std::string& key) {
     if (schema.key == key_kind::string) {
         const auto* s = id.if_string();
         if (!s || s->empty() || s->size() > max_id_length)
             return {make_error_code(errc::invalid_id),
-                    "id must be a non-empty string of at most 256 bytes"};
+                    "id must be a non-empty string of at most " +
+                        std::to_string(max_id_length) + " bytes"};
         key.assign(s->data(), s->size());
         return {};
     }
@@ -208,9 +209,9 @@ inline diagnostics key_from_json(const collection_schema& schema, const json::va
 }
 
 /// The id's JSON form for a key text produced by `key_from_json`.
-inline json::value key_to_json(const collection_schema& schema, std::string_view key) {
-    if (schema.key == key_kind::string) return json::value(json::string(key));
-    return json::value(std::stoll(std::string(key)));
+inline boost::json::value key_to_json(const collection_schema& schema, std::string_view key) {
+    if (schema.key == key_kind::string) return boost::json::value(boost::json::string(key));
+    return boost::json::value(std::stoll(std::string(key)));
 }
 
 /// The key text of a model value.

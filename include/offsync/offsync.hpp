@@ -17,5 +17,5 @@
 #include <offsync/report.hpp>
 #include <offsync/server/sync_service.hpp>
 #include <offsync/storage/memory.hpp>
-#include <offsync/storage/record.hpp>
+#include <offsync/record.hpp>
 #include <offsync/transport/loopback.hpp>

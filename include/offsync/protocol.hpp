@@ -25,10 +25,42 @@
 
 namespace offsync {
 
-namespace json = boost::json;
-
 /// Largest integer a JavaScript client reads exactly; versions, cursors and stamps stay below.
 inline constexpr std::uint64_t max_safe_integer = (std::uint64_t{1} << 53) - 1;
+
+/// Longest `client_id` a push or a pull may carry, in bytes.
+inline constexpr std::size_t max_client_id_length = 128;
+
+namespace detail {
+
+/// Percent-decodes `in` into `out` (a path segment, or with `plus_is_space` a query value,
+/// where `+` stands for a space). False on a broken escape: `%` not followed by two hex digits.
+inline bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
+    out.clear();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] != '%') {
+            out += plus_is_space && in[i] == '+' ? ' ' : in[i];
+            continue;
+        }
+        if (i + 2 >= in.size()) return false;
+        unsigned v = 0; // unsigned: from_chars then rejects a sign, as in "%-1"
+        auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+        if (ec != std::errc{} || p != in.data() + i + 3) return false;
+        out += char(v);
+        i += 2;
+    }
+    return true;
+}
+
+inline bool valid_client_id(std::string_view id) noexcept {
+    return !id.empty() && id.size() <= max_client_id_length;
+}
+
+inline std::string client_id_error() {
+    return "'client_id' must be 1 to " + std::to_string(max_client_id_length) + " bytes";
+}
+
+} // namespace detail
 
 enum class mutation_op { upsert, remove };
 
@@ -37,11 +69,11 @@ enum class mutation_op { upsert, remove };
 struct mutation {
     std::uint64_t mutation_id = 0; ///< per client, strictly increasing; the idempotency key
     std::string collection;
-    json::value id;
+    boost::json::value id;
     mutation_op op = mutation_op::upsert;
     std::uint64_t base_version = 0; ///< server version the local copy derives from; 0 = new
     hlc_stamp stamp;
-    json::object fields;
+    boost::json::object fields;
 };
 
 struct push_request {
@@ -51,11 +83,11 @@ struct push_request {
 
 /// A record as the server holds it now: what a pull returns and what a conflict carries.
 struct change {
-    json::value id;
+    boost::json::value id;
     std::uint64_t version = 0;
     bool deleted = false;
     hlc_stamp stamp;
-    json::object value; ///< every field of the record; empty for a tombstone or an echo
+    boost::json::object value; ///< every field of the record; empty for a tombstone or an echo
     /// The echo of the pulling client's own write: the record's latest write is that client's,
     /// so it holds the value already and none is sent (only in answer to a pull that names the
     /// client, for collections without per-user fields).
@@ -126,12 +158,12 @@ inline constexpr std::uint32_t max_pull_limit = 5000;
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-inline json::value to_json(const hlc_stamp& s) {
-    return json::object{{"wall", s.wall}, {"logical", s.logical}, {"node", s.node}};
+inline boost::json::value to_json(const hlc_stamp& s) {
+    return boost::json::object{{"wall", s.wall}, {"logical", s.logical}, {"node", s.node}};
 }
 
-inline json::value to_json(const change& c) {
-    json::object o;
+inline boost::json::value to_json(const change& c) {
+    boost::json::object o;
     o.reserve(5);
     o.emplace("id", c.id);
     o.emplace("version", c.version);
@@ -142,8 +174,8 @@ inline json::value to_json(const change& c) {
     return o;
 }
 
-inline json::value to_json(const mutation& m) {
-    json::object o;
+inline boost::json::value to_json(const mutation& m) {
+    boost::json::object o;
     o.reserve(7);
     o.emplace("mutation_id", m.mutation_id);
     o.emplace("collection", m.collection);
@@ -155,11 +187,11 @@ inline json::value to_json(const mutation& m) {
     return o;
 }
 
-inline json::value to_json(const push_request& r) {
-    json::array muts;
+inline boost::json::value to_json(const push_request& r) {
+    boost::json::array muts;
     muts.reserve(r.mutations.size());
     for (const auto& m : r.mutations) muts.push_back(to_json(m));
-    return json::object{{"client_id", r.client_id}, {"mutations", std::move(muts)}};
+    return boost::json::object{{"client_id", r.client_id}, {"mutations", std::move(muts)}};
 }
 
 inline const char* to_string(mutation_status s) {
@@ -171,39 +203,39 @@ inline const char* to_string(mutation_status s) {
     return "?";
 }
 
-inline json::value to_json(const mutation_result& r) {
-    json::object o;
+inline boost::json::value to_json(const mutation_result& r) {
+    boost::json::object o;
     o.emplace("mutation_id", r.mutation_id);
     o.emplace("status", to_string(r.status));
     if (r.status == mutation_status::applied) o.emplace("version", r.version);
     if (r.server) o.emplace("server", to_json(*r.server));
     if (r.status == mutation_status::rejected)
-        o.emplace("error", json::object{{"code", r.error_code}, {"message", r.error_message}});
+        o.emplace("error", boost::json::object{{"code", r.error_code}, {"message", r.error_message}});
     return o;
 }
 
-inline json::value to_json(const push_response& r) {
-    json::array results;
+inline boost::json::value to_json(const push_response& r) {
+    boost::json::array results;
     results.reserve(r.results.size());
     for (const auto& x : r.results) results.push_back(to_json(x));
-    json::object o{{"results", std::move(results)}};
+    boost::json::object o{{"results", std::move(results)}};
     if (r.own_writes)
-        o.emplace("own_writes", json::object{{"collection", r.own_writes->collection},
+        o.emplace("own_writes", boost::json::object{{"collection", r.own_writes->collection},
                                              {"after", r.own_writes->after},
                                              {"through", r.own_writes->through}});
     return o;
 }
 
-inline json::value to_json(const pull_response& r) {
-    json::array changes;
+inline boost::json::value to_json(const pull_response& r) {
+    boost::json::array changes;
     changes.reserve(r.changes.size());
     for (const auto& c : r.changes) changes.push_back(to_json(c));
-    return json::object{
+    return boost::json::object{
         {"changes", std::move(changes)}, {"cursor", r.cursor}, {"has_more", r.has_more}};
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rendering straight to text: the same bytes as `json::serialize(to_json(x))`, without building
+// Rendering straight to text: the same bytes as `boost::json::serialize(to_json(x))`, without building
 // a JSON document first (which copies every record's fields once more). The transports and the
 // service send these; tests/test_protocol.cpp checks they equal the document form.
 
@@ -257,7 +289,7 @@ public:
     }
 
 private:
-    json::serializer serializer_;
+    boost::json::serializer serializer_;
 };
 
 inline void append_stamp(std::string& out, const hlc_stamp& s) {
@@ -288,7 +320,7 @@ inline void append_change(std::string& out, const change& c, json_appender& appe
 
 } // namespace detail
 
-/// `json::serialize(to_json(request))`, rendered directly.
+/// `boost::json::serialize(to_json(request))`, rendered directly.
 inline std::string to_json_text(const push_request& r) {
     std::string out;
     out.reserve(64 + r.mutations.size() * 256);
@@ -321,7 +353,7 @@ inline std::string to_json_text(const push_request& r) {
     return out;
 }
 
-/// `json::serialize(to_json(response))`, rendered directly.
+/// `boost::json::serialize(to_json(response))`, rendered directly.
 inline std::string to_json_text(const pull_response& r) {
     std::string out;
     out.reserve(64 + r.changes.size() * 256);
@@ -339,7 +371,7 @@ inline std::string to_json_text(const pull_response& r) {
     return out;
 }
 
-/// `json::serialize(to_json(response))`, rendered directly.
+/// `boost::json::serialize(to_json(response))`, rendered directly.
 inline std::string to_json_text(const push_response& r) {
     std::string out;
     out.reserve(16 + r.results.size() * 64);
@@ -390,14 +422,14 @@ inline std::string to_json_text(const push_response& r) {
 template <class Response>
 diagnostics decode_answer(std::string_view body, Response& out) {
     boost::system::error_code ec;
-    auto jv = json::parse(body, ec);
+    auto jv = boost::json::parse(body, ec);
     if (ec) return {make_error_code(errc::bad_response), "response is not JSON: " + ec.message()};
     return from_json(std::move(jv), out);
 }
 
 /// `{"error": {"code": "...", "message": "..."}}`
-inline json::value error_body(errc code, std::string_view message) {
-    return json::object{{"error", json::object{{"code", to_string(code)}, {"message", message}}}};
+inline boost::json::value error_body(errc code, std::string_view message) {
+    return boost::json::object{{"error", boost::json::object{{"code", to_string(code)}, {"message", message}}}};
 }
 
 /// The request target of a pull: "/v1/sync/pull?collection=C&since=N&limit=N".
@@ -433,7 +465,7 @@ inline diagnostics shape_error(std::string message) {
     return {make_error_code(errc::malformed_json), std::move(message)};
 }
 
-inline diagnostics get_uint(const json::object& o, std::string_view key, std::uint64_t& out,
+inline diagnostics get_uint(const boost::json::object& o, std::string_view key, std::uint64_t& out,
                             bool required = true) {
     const auto* v = o.if_contains(key);
     if (!v) {
@@ -448,7 +480,7 @@ inline diagnostics get_uint(const json::object& o, std::string_view key, std::ui
     return {};
 }
 
-inline diagnostics get_string(const json::object& o, std::string_view key, std::string& out) {
+inline diagnostics get_string(const boost::json::object& o, std::string_view key, std::string& out) {
     const auto* v = o.if_contains(key);
     if (!v || !v->is_string()) return shape_error("'" + std::string(key) + "' must be a string");
     out.assign(v->get_string().data(), v->get_string().size());
@@ -457,7 +489,7 @@ inline diagnostics get_string(const json::object& o, std::string_view key, std::
 
 /// Replaces `target` by `source`, keeping the storage of `source`: a move assignment between
 /// objects of different storages copies every member instead.
-inline void take_over(json::object& target, json::object&& source) noexcept {
+inline void take_over(boost::json::object& target, boost::json::object&& source) noexcept {
     std::destroy_at(&target);
     std::construct_at(&target, std::move(source));
 }
@@ -465,7 +497,7 @@ inline void take_over(json::object& target, json::object&& source) noexcept {
 /// Reads a member object. From a document being decoded for good (`Object` not const) it is
 /// moved out, which saves copying every record of a page; from a borrowed one it is copied.
 template <class Object>
-diagnostics get_object(Object& o, std::string_view key, json::object& out) {
+diagnostics get_object(Object& o, std::string_view key, boost::json::object& out) {
     auto* v = o.if_contains(key);
     if (!v || !v->is_object()) return shape_error("'" + std::string(key) + "' must be an object");
     if constexpr (std::is_const_v<Object>) {
@@ -476,13 +508,13 @@ diagnostics get_object(Object& o, std::string_view key, json::object& out) {
     return {};
 }
 
-/// `const json::object` for a borrowed document, `json::object` for one decoded for good.
+/// `const boost::json::object` for a borrowed document, `boost::json::object` for one decoded for good.
 template <class Value>
-using object_of = std::conditional_t<std::is_const_v<Value>, const json::object, json::object>;
+using object_of = std::conditional_t<std::is_const_v<Value>, const boost::json::object, boost::json::object>;
 
 } // namespace detail
 
-inline diagnostics from_json(const json::value& jv, hlc_stamp& s) {
+inline diagnostics from_json(const boost::json::value& jv, hlc_stamp& s) {
     const auto* o = jv.if_object();
     if (!o) return detail::shape_error("'stamp' must be an object");
     std::uint64_t wall = 0, logical = 0;
@@ -553,8 +585,8 @@ diagnostics push_request_from_json(Value& jv, push_request& r) {
     auto* o = jv.if_object();
     if (!o) return shape_error("the push body must be a JSON object");
     if (auto d = get_string(*o, "client_id", r.client_id)) return d;
-    if (r.client_id.empty() || r.client_id.size() > 128)
-        return {make_error_code(errc::invalid_field), "'client_id' must be 1 to 128 bytes"};
+    if (!valid_client_id(r.client_id))
+        return {make_error_code(errc::invalid_field), client_id_error()};
     auto* muts = o->if_contains("mutations");
     if (!muts || !muts->is_array()) return shape_error("'mutations' must be an array");
     auto& list = muts->get_array();
@@ -571,29 +603,29 @@ diagnostics push_request_from_json(Value& jv, push_request& r) {
 
 } // namespace detail
 
-inline diagnostics from_json(const json::value& jv, change& c) {
+inline diagnostics from_json(const boost::json::value& jv, change& c) {
     return detail::change_from_json(jv, c);
 }
 /// Decodes from a document that is not needed afterwards: its objects are moved, not copied.
-inline diagnostics from_json(json::value&& jv, change& c) {
+inline diagnostics from_json(boost::json::value&& jv, change& c) {
     return detail::change_from_json(jv, c);
 }
 
-inline diagnostics from_json(const json::value& jv, mutation& m) {
+inline diagnostics from_json(const boost::json::value& jv, mutation& m) {
     return detail::mutation_from_json(jv, m);
 }
-inline diagnostics from_json(json::value&& jv, mutation& m) {
+inline diagnostics from_json(boost::json::value&& jv, mutation& m) {
     return detail::mutation_from_json(jv, m);
 }
 
-inline diagnostics from_json(const json::value& jv, push_request& r) {
+inline diagnostics from_json(const boost::json::value& jv, push_request& r) {
     return detail::push_request_from_json(jv, r);
 }
-inline diagnostics from_json(json::value&& jv, push_request& r) {
+inline diagnostics from_json(boost::json::value&& jv, push_request& r) {
     return detail::push_request_from_json(jv, r);
 }
 
-inline diagnostics from_json(const json::value& jv, mutation_result& r) {
+inline diagnostics from_json(const boost::json::value& jv, mutation_result& r) {
     const auto* o = jv.if_object();
     if (!o) return detail::shape_error("a result must be an object");
     if (auto d = detail::get_uint(*o, "mutation_id", r.mutation_id)) return d;
@@ -607,7 +639,7 @@ inline diagnostics from_json(const json::value& jv, mutation_result& r) {
         if (!o->contains("server")) return detail::shape_error("a conflict carries 'server'");
     } else if (status == "rejected") {
         r.status = mutation_status::rejected;
-        json::object err;
+        boost::json::object err;
         if (auto d = detail::get_object(*o, "error", err)) return d;
         if (auto d = detail::get_string(err, "code", r.error_code)) return d;
         if (auto d = detail::get_string(err, "message", r.error_message)) return d;
@@ -622,7 +654,7 @@ inline diagnostics from_json(const json::value& jv, mutation_result& r) {
     return {};
 }
 
-inline diagnostics from_json(const json::value& jv, push_response& r) {
+inline diagnostics from_json(const boost::json::value& jv, push_response& r) {
     const auto* o = jv.if_object();
     const auto* results = o ? o->if_contains("results") : nullptr;
     if (!results || !results->is_array())
@@ -647,8 +679,8 @@ inline diagnostics from_json(const json::value& jv, push_response& r) {
 }
 
 /// A push response carries no records worth moving: decoded as a borrowed document.
-inline diagnostics from_json(json::value&& jv, push_response& r) {
-    return from_json(static_cast<const json::value&>(jv), r);
+inline diagnostics from_json(boost::json::value&& jv, push_response& r) {
+    return from_json(static_cast<const boost::json::value&>(jv), r);
 }
 
 namespace detail {
@@ -670,17 +702,17 @@ diagnostics pull_response_from_json(Value& jv, pull_response& r) {
 }
 } // namespace detail
 
-inline diagnostics from_json(const json::value& jv, pull_response& r) {
+inline diagnostics from_json(const boost::json::value& jv, pull_response& r) {
     return detail::pull_response_from_json(jv, r);
 }
-inline diagnostics from_json(json::value&& jv, pull_response& r) {
+inline diagnostics from_json(boost::json::value&& jv, pull_response& r) {
     return detail::pull_response_from_json(jv, r);
 }
 
 /// Reads an error body; an unrecognised shape yields `fallback` with the raw text as message.
 inline diagnostics parse_error_body(std::string_view body, errc fallback) {
     boost::system::error_code ec;
-    auto jv = json::parse(body, ec);
+    auto jv = boost::json::parse(body, ec);
     if (!ec && jv.is_object()) {
         const auto* err = jv.get_object().if_contains("error");
         if (err && err->is_object()) {
@@ -700,21 +732,7 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
     r = pull_request{};
     bool have_collection = false;
     auto decode = [](std::string_view in, std::string& out) {
-        out.clear();
-        for (std::size_t i = 0; i < in.size(); ++i) {
-            if (in[i] == '%' && i + 2 < in.size()) {
-                unsigned v = 0; // unsigned: from_chars then rejects a sign, as in "%-1"
-                auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
-                if (ec != std::errc{} || p != in.data() + i + 3) return false;
-                out += char(v);
-                i += 2;
-            } else if (in[i] == '%') {
-                return false;
-            } else {
-                out += in[i] == '+' ? ' ' : in[i];
-            }
-        }
-        return true;
+        return detail::percent_decode(in, out, true);
     };
     auto number = [](std::string_view v, std::uint64_t& out) {
         auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
@@ -736,9 +754,8 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
                 return {make_error_code(errc::invalid_field),
                         "'since' must be a non-negative integer cursor"};
         } else if (key == "client_id") {
-            if (!decode(val, r.client_id) || r.client_id.empty() || r.client_id.size() > 128)
-                return {make_error_code(errc::invalid_field),
-                        "'client_id' must be 1 to 128 bytes"};
+            if (!decode(val, r.client_id) || !detail::valid_client_id(r.client_id))
+                return {make_error_code(errc::invalid_field), detail::client_id_error()};
         } else if (key == "limit") {
             std::uint64_t limit = 0;
             if (!number(val, limit) || limit == 0 || limit > max_pull_limit)

@@ -101,7 +101,7 @@ public:
     // --- JSON level: for schemas built at run time, and the typed members' implementation.
 
     diagnostics put(const collection_schema& schema, std::string_view key,
-                    const json::object& value, bool* changed = nullptr) {
+                    const boost::json::object& value, bool* changed = nullptr) {
         if (auto d = validate_key(key)) return d;
         if (auto d = detail::validate_value(schema, key, value)) return d;
         return in_transaction([&](auto& txn) {
@@ -133,7 +133,7 @@ public:
     }
 
     diagnostics resolve_merged(const collection_schema& schema, std::string_view key,
-                               const json::object& merged) {
+                               const boost::json::object& merged) {
         if (auto d = detail::validate_value(schema, key, merged)) return d;
         return settle(schema, key, park_state::conflict, [&](auto& txn, local_record rec,
                                                              const change& server) {
@@ -156,7 +156,8 @@ private:
 
     static diagnostics validate_key(std::string_view key) {
         if (key.empty() || key.size() > max_id_length)
-            return {make_error_code(errc::invalid_id), "id must be 1 to 256 bytes"};
+            return {make_error_code(errc::invalid_id),
+                    "id must be 1 to " + std::to_string(max_id_length) + " bytes"};
         return {};
     }
 

@@ -37,7 +37,7 @@ struct conflict_report {
     std::string collection;
     std::string key;
     conflict_outcome outcome = conflict_outcome::deferred;
-    json::object local_value;
+    boost::json::object local_value;
     bool local_deleted = false;
     change server;
 };

@@ -16,7 +16,7 @@ namespace offsync {
 struct conflict {
     const collection_schema& schema;
     std::string_view key;
-    const json::object& local_value; ///< the local record (empty when deleted locally)
+    const boost::json::object& local_value; ///< the local record (empty when deleted locally)
     bool local_deleted;
     const hlc_stamp& local_stamp;    ///< stamp of the last local edit
     std::uint64_t local_dirty_mask;  ///< the fields the client changed (schema field bits)
@@ -32,12 +32,12 @@ struct resolution {
         defer,       ///< park the record and keep a conflict record until the app resolves it
     };
     kind decision = kind::defer;
-    json::object merged_value;
+    boost::json::object merged_value;
 
     static resolution keep_local() { return {kind::keep_local, {}}; }
     static resolution take_server() { return {kind::take_server, {}}; }
     static resolution defer() { return {kind::defer, {}}; }
-    static resolution merged(json::object value) { return {kind::merged, std::move(value)}; }
+    static resolution merged(boost::json::object value) { return {kind::merged, std::move(value)}; }
 };
 
 } // namespace offsync

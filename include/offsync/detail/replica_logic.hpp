@@ -6,10 +6,11 @@
 #pragma once
 
 #include <offsync/conflict/resolution.hpp>
+#include <offsync/detail/validate.hpp>
 #include <offsync/model.hpp>
 #include <offsync/protocol.hpp>
 #include <offsync/report.hpp>
-#include <offsync/storage/record.hpp>
+#include <offsync/record.hpp>
 
 #include <concepts>
 #include <optional>
@@ -73,8 +74,8 @@ void save_metadata(Txn& txn, std::string_view collection, std::string_view key,
 }
 
 /// Whether two values of `schema` read the same, a missing field reading as its default.
-inline bool same_value(const collection_schema& schema, const json::object& a,
-                       const json::object& b) {
+inline bool same_value(const collection_schema& schema, const boost::json::object& a,
+                       const boost::json::object& b) {
     for (const auto& f : schema.fields) {
         const auto* x = a.if_contains(f);
         const auto* y = b.if_contains(f);
@@ -89,9 +90,9 @@ inline bool same_value(const collection_schema& schema, const json::object& a,
 /// `storage`. From a const `value` they are copied; from a mutable one, moved out (leaving
 /// nulls in their place; a move into another storage copies).
 template <class Object>
-json::object pick_fields(const collection_schema& schema, Object& value, std::uint64_t mask,
-                         json::storage_ptr storage) {
-    json::object out(std::move(storage));
+boost::json::object pick_fields(const collection_schema& schema, Object& value, std::uint64_t mask,
+                         boost::json::storage_ptr storage) {
+    boost::json::object out(std::move(storage));
     out.reserve(schema.fields.size());
     for (std::size_t i = 0; i < schema.fields.size(); ++i) {
         if (!((mask >> i) & 1)) continue;
@@ -107,21 +108,21 @@ json::object pick_fields(const collection_schema& schema, Object& value, std::ui
 }
 
 /// Fields of `value` selected by `mask`, in schema order.
-inline json::object select_fields(const collection_schema& schema, const json::object& value,
+inline boost::json::object select_fields(const collection_schema& schema, const boost::json::object& value,
                                   std::uint64_t mask) {
     return pick_fields(schema, value, mask, {});
 }
 
 /// `select_fields`, moving the values out of `value` into an object of its storage: for a
 /// value read only to be sent.
-inline json::object take_fields(const collection_schema& schema, json::object& value,
+inline boost::json::object take_fields(const collection_schema& schema, boost::json::object& value,
                                 std::uint64_t mask) {
     return pick_fields(schema, value, mask, value.storage());
 }
 
 /// Bits of the fields whose values differ between `a` and `b`.
-inline std::uint64_t diff_mask(const collection_schema& schema, const json::object& a,
-                               const json::object& b) {
+inline std::uint64_t diff_mask(const collection_schema& schema, const boost::json::object& a,
+                               const boost::json::object& b) {
     std::uint64_t mask = 0;
     for (std::size_t i = 0; i < schema.fields.size(); ++i) {
         const auto* x = a.if_contains(schema.fields[i]);
@@ -132,33 +133,13 @@ inline std::uint64_t diff_mask(const collection_schema& schema, const json::obje
 }
 
 /// The server's record over the local one, keeping the fields in `keep_mask` local.
-inline json::object overlay(const collection_schema& schema, const json::object& server,
-                            const json::object& local, std::uint64_t keep_mask) {
-    json::object out = normalize(schema, server);
+inline boost::json::object overlay(const collection_schema& schema, const boost::json::object& server,
+                            const boost::json::object& local, std::uint64_t keep_mask) {
+    boost::json::object out = normalize(schema, server);
     for (std::size_t i = 0; i < schema.fields.size(); ++i)
         if ((keep_mask >> i) & 1)
             if (const auto* v = local.if_contains(schema.fields[i])) out[schema.fields[i]] = *v;
     return out;
-}
-
-/// Validates a JSON value as a record of `schema`: an object with known fields of the right
-/// types whose key field, if present, matches `key`.
-inline diagnostics validate_value(const collection_schema& schema, std::string_view key,
-                                  const json::object& value) {
-    for (const auto& [name, v] : value) {
-        auto index = schema.field_index(name);
-        if (!index)
-            return {make_error_code(errc::unknown_field),
-                    "unknown field '" + std::string(name) + "' in " + schema.name};
-        if (auto d = schema.check_field(*index, v)) return d;
-        if (name == schema.key_field) {
-            std::string k;
-            if (key_from_json(schema, v, k) || k != key)
-                return {make_error_code(errc::invalid_id),
-                        "field '" + schema.key_field + "' does not match the record id"};
-        }
-    }
-    return {};
 }
 
 /// An app edit: `value` replaces the record (nullopt deletes it). Returns false if nothing
@@ -166,12 +147,12 @@ inline diagnostics validate_value(const collection_schema& schema, std::string_v
 /// what keeps an acknowledgement of an older push from clearing this edit.
 template <class Txn>
 bool local_edit(Txn& txn, const collection_schema& schema, std::string_view key,
-                std::optional<json::object> value, std::int64_t now_ms) {
+                std::optional<boost::json::object> value, std::int64_t now_ms) {
     auto loaded = txn.load(schema.name, key);
     local_record rec = loaded.value_or(local_record{});
     const bool live = loaded && !rec.deleted;
     if (value) {
-        json::object full = normalize(schema, *value);
+        boost::json::object full = normalize(schema, *value);
         full[schema.key_field] = key_to_json(schema, key);
         const std::uint64_t changed =
             live ? diff_mask(schema, rec.value, full) : schema.all_fields_mask();
@@ -253,13 +234,13 @@ void build_push(Txn& txn, const collection_schema& schema,
         const auto op = rec.delete_pending ? mutation_op::remove : mutation_op::upsert;
         // A record the server may not have (new, or recreated over a tombstone) goes whole.
         const auto mask = rec.base_version == 0 ? schema.all_fields_mask() : rec.dirty_mask;
-        // Constructed, not assigned: a json::object assigned across storages is copied, and
+        // Constructed, not assigned: a boost::json::object assigned across storages is copied, and
         // the fields keep the storage the store read them into (sqlite_storage: one arena
         // per batch).
         request.mutations.push_back(mutation{
             rec.sent_mutation_id, schema.name, key_to_json(schema, key), op, rec.base_version,
             rec.modified_at,
-            op == mutation_op::upsert ? take_fields(schema, rec.value, mask) : json::object()});
+            op == mutation_op::upsert ? take_fields(schema, rec.value, mask) : boost::json::object()});
         sent.push_back({std::move(key), rec.generation});
     }
 }
@@ -359,7 +340,7 @@ conflict_outcome apply_resolution(Txn& txn, const collection_schema& schema, std
         adopt_server(txn, schema, key, std::move(rec), server, now_ms);
         return conflict_outcome::took_server;
     case resolution::kind::merged: {
-        json::object merged = normalize(schema, r.merged_value);
+        boost::json::object merged = normalize(schema, r.merged_value);
         merged[schema.key_field] = key_to_json(schema, key);
         rec.dirty_mask = server.deleted ? schema.all_fields_mask()
                                         : diff_mask(schema, server.value, merged);

@@ -47,10 +47,6 @@
 
 namespace offsync::server {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
-
 /// One request as the server answered it: what the request log line holds. The views point into
 /// the request and are valid only during the logger call. The token is never logged.
 struct request_log {
@@ -68,7 +64,7 @@ struct request_log {
 
 /// A request log record as one JSON line (no trailing newline): what a structured log wants.
 inline std::string format_log_line(const request_log& r) {
-    json::object o;
+    boost::json::object o;
     o.emplace("conn", r.connection);
     o.emplace("remote", r.remote);
     o.emplace("method", r.method);
@@ -79,7 +75,7 @@ inline std::string format_log_line(const request_log& r) {
     o.emplace("in", r.request_bytes);
     o.emplace("out", r.response_bytes);
     o.emplace("us", r.duration.count());
-    return json::serialize(o);
+    return boost::json::serialize(o);
 }
 
 /// Limits and hooks of an HTTP server. The defaults suit a server on the open internet.
@@ -109,8 +105,8 @@ struct http_server_config {
 
 namespace detail {
 
-using http_request = http::request<http::string_body>;
-using http_response = http::response<http::string_body>;
+using http_request = boost::beast::http::request<boost::beast::http::string_body>;
+using http_response = boost::beast::http::response<boost::beast::http::string_body>;
 
 /// What the router answered, and what the log line needs to know about it.
 struct routed {
@@ -121,12 +117,12 @@ struct routed {
 
 inline void set_json(http_response& res, unsigned status, std::string body) {
     res.result(status);
-    res.set(http::field::content_type, "application/json");
+    res.set(boost::beast::http::field::content_type, "application/json");
     res.body() = std::move(body);
 }
 
 inline void set_error(routed& r, unsigned status, errc code, std::string_view message) {
-    set_json(r.response, status, json::serialize(error_body(code, message)));
+    set_json(r.response, status, boost::json::serialize(error_body(code, message)));
     r.error = to_string(code);
 }
 
@@ -151,7 +147,7 @@ inline std::string_view trim(std::string_view s) {
 
 /// The token of an `Authorization: Bearer <token>` header; empty if there is none.
 inline std::string_view bearer_token(const http_request& req) {
-    auto it = req.find(http::field::authorization);
+    auto it = req.find(boost::beast::http::field::authorization);
     if (it == req.end()) return {};
     auto v = trim(std::string_view(it->value().data(), it->value().size()));
     if (v.size() < 7 || !iequals(v.substr(0, 6), "bearer") || (v[6] != ' ' && v[6] != '\t'))
@@ -160,34 +156,21 @@ inline std::string_view bearer_token(const http_request& req) {
 }
 
 inline bool is_json(const http_request& req) {
-    auto it = req.find(http::field::content_type);
+    auto it = req.find(boost::beast::http::field::content_type);
     if (it == req.end()) return false;
     auto v = std::string_view(it->value().data(), it->value().size());
     return iequals(trim(v.substr(0, v.find(';'))), "application/json");
 }
 
-/// Percent-decodes one path segment; false on a broken escape.
+/// Percent-decodes one path segment ('+' is itself there); false on a broken escape.
 inline bool decode_segment(std::string_view in, std::string& out) {
-    out.clear();
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out += in[i];
-            continue;
-        }
-        if (i + 2 >= in.size()) return false;
-        unsigned v = 0;
-        auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
-        if (ec != std::errc{} || p != in.data() + i + 3) return false;
-        out += char(v);
-        i += 2;
-    }
-    return true;
+    return offsync::detail::percent_decode(in, out, false);
 }
 
 /// The version of an `If-Match: "42"` header (quotes optional): the base of a REST write.
 inline diagnostics if_match_version(const http_request& req, std::optional<std::uint64_t>& out) {
     out.reset();
-    auto it = req.find(http::field::if_match);
+    auto it = req.find(boost::beast::http::field::if_match);
     if (it == req.end()) return {};
     auto v = trim(std::string_view(it->value().data(), it->value().size()));
     if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
@@ -203,14 +186,14 @@ inline diagnostics if_match_version(const http_request& req, std::optional<std::
 inline std::string etag(std::uint64_t version) { return '"' + std::to_string(version) + '"'; }
 
 inline void method_not_allowed(routed& r, std::string_view allow) {
-    r.response.set(http::field::allow, allow);
+    r.response.set(boost::beast::http::field::allow, allow);
     set_error(r, 405, errc::method_not_allowed,
               "method not allowed here; allowed: " + std::string(allow));
 }
 
 inline void answer_change(routed& r, unsigned status, const change& c) {
-    set_json(r.response, status, json::serialize(to_json(c)));
-    r.response.set(http::field::etag, etag(c.version));
+    set_json(r.response, status, boost::json::serialize(to_json(c)));
+    r.response.set(boost::beast::http::field::etag, etag(c.version));
 }
 
 /// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
@@ -226,11 +209,11 @@ inline routed route(sync_service& service, const authenticator& auth, const http
     const auto method = req.method();
 
     if (path == "/healthz") {
-        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
-        json::object o{{"status", stopping ? "stopping" : "ok"},
+        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
+        boost::json::object o{{"status", stopping ? "stopping" : "ok"},
                        {"storage", "ready"},
                        {"last_version", service.last_version()}};
-        set_json(r.response, stopping ? 503 : 200, json::serialize(o));
+        set_json(r.response, stopping ? 503 : 200, boost::json::serialize(o));
         return r;
     }
 
@@ -240,7 +223,7 @@ inline routed route(sync_service& service, const authenticator& auth, const http
     std::optional<std::string> user;
     if (!token.empty() && auth) user = auth(token);
     if (!user || user->empty()) {
-        r.response.set(http::field::www_authenticate, "Bearer");
+        r.response.set(boost::beast::http::field::www_authenticate, "Bearer");
         set_error(r, 401, errc::unauthorized,
                   token.empty() ? "missing Authorization: Bearer token" : "token not accepted");
         return r;
@@ -256,7 +239,7 @@ inline routed route(sync_service& service, const authenticator& auth, const http
     };
 
     if (path == "/v1/sync/push") {
-        if (method != http::verb::post) return method_not_allowed(r, "POST"), r;
+        if (method != boost::beast::http::verb::post) return method_not_allowed(r, "POST"), r;
         if (!is_json(req))
             return set_error(r, 415, errc::unsupported_media_type,
                              "Content-Type must be application/json"),
@@ -265,7 +248,7 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         return r;
     }
     if (path == "/v1/sync/pull") {
-        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
+        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
         reply(service.handle_pull(*user, query));
         return r;
     }
@@ -281,13 +264,13 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         return set_error(r, 404, errc::unknown_collection, "bad collection in the path"), r;
 
     if (slash == std::string_view::npos) {
-        if (method != http::verb::get) return method_not_allowed(r, "GET"), r;
+        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
         std::vector<change> records;
         if (auto d = service.list(*user, collection, records)) return set_error(r, d), r;
-        json::array arr;
+        boost::json::array arr;
         arr.reserve(records.size());
         for (const auto& c : records) arr.push_back(to_json(c));
-        set_json(r.response, 200, json::serialize(json::object{{"records", std::move(arr)}}));
+        set_json(r.response, 200, boost::json::serialize(boost::json::object{{"records", std::move(arr)}}));
         return r;
     }
     const auto id_text = rest.substr(slash + 1);
@@ -298,22 +281,22 @@ inline routed route(sync_service& service, const authenticator& auth, const http
 
     change out;
     switch (method) {
-    case http::verb::get:
+    case boost::beast::http::verb::get:
         if (auto d = service.get_record(*user, collection, id, out)) return set_error(r, d), r;
         answer_change(r, 200, out);
         return r;
-    case http::verb::put:
-    case http::verb::delete_: {
+    case boost::beast::http::verb::put:
+    case boost::beast::http::verb::delete_: {
         std::optional<std::uint64_t> base;
         if (auto d = if_match_version(req, base)) return set_error(r, d), r;
         diagnostics d;
-        if (method == http::verb::put) {
+        if (method == boost::beast::http::verb::put) {
             if (!is_json(req))
                 return set_error(r, 415, errc::unsupported_media_type,
                                  "Content-Type must be application/json"),
                        r;
             boost::system::error_code ec;
-            auto jv = json::parse(req.body(), ec);
+            auto jv = boost::json::parse(req.body(), ec);
             if (ec)
                 return set_error(r, 400, errc::malformed_json, "body is not JSON: " + ec.message()),
                        r;
@@ -329,10 +312,10 @@ inline routed route(sync_service& service, const authenticator& auth, const http
             answer_change(r, 200, out);
         } else if (d.code == errc::version_conflict) {
             // The seed's shape: 409 with the server's record, here next to the error.
-            json::value body = error_body(errc::version_conflict, d.message);
+            boost::json::value body = error_body(errc::version_conflict, d.message);
             body.get_object().emplace("server", to_json(out));
-            set_json(r.response, 409, json::serialize(body));
-            r.response.set(http::field::etag, etag(out.version));
+            set_json(r.response, 409, boost::json::serialize(body));
+            r.response.set(boost::beast::http::field::etag, etag(out.version));
             r.error = to_string(errc::version_conflict);
         } else {
             set_error(r, d);
@@ -344,12 +327,12 @@ inline routed route(sync_service& service, const authenticator& auth, const http
 }
 
 /// The answer to a request Beast could not read.
-inline routed read_error(const beast::error_code& ec) {
+inline routed read_error(const boost::beast::error_code& ec) {
     routed r;
     r.response.version(11);
-    if (ec == http::error::body_limit)
+    if (ec == boost::beast::http::error::body_limit)
         set_error(r, 413, errc::batch_too_large, "request body too large");
-    else if (ec == http::error::header_limit)
+    else if (ec == boost::beast::http::error::header_limit)
         set_error(r, 431, errc::headers_too_large, "request headers too large");
     else
         set_error(r, 400, errc::malformed_json, "malformed HTTP request: " + ec.message());
@@ -358,11 +341,11 @@ inline routed read_error(const beast::error_code& ec) {
 
 class http_server_impl : public std::enable_shared_from_this<http_server_impl> {
 public:
-    using tcp = asio::ip::tcp;
+    using tcp = boost::asio::ip::tcp;
 
-    http_server_impl(asio::any_io_executor ex, sync_service& service, authenticator auth,
+    http_server_impl(boost::asio::any_io_executor ex, sync_service& service, authenticator auth,
                      http_server_config config)
-        : ex_(std::move(ex)), strand_(asio::make_strand(ex_)), acceptor_(strand_),
+        : ex_(std::move(ex)), strand_(boost::asio::make_strand(ex_)), acceptor_(strand_),
           drained_(strand_), service_(service), auth_(std::move(auth)),
           config_(std::move(config)) {}
 
@@ -370,7 +353,7 @@ public:
         acceptor_.open(endpoint.protocol());
         acceptor_.set_option(tcp::acceptor::reuse_address(true));
         acceptor_.bind(endpoint);
-        acceptor_.listen(asio::socket_base::max_listen_connections);
+        acceptor_.listen(boost::asio::socket_base::max_listen_connections);
     }
 
     tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
@@ -380,10 +363,10 @@ public:
             std::lock_guard lock(mutex_);
             accepting_ = true;
         }
-        asio::co_spawn(strand_, accept_loop(shared_from_this()), asio::detached);
+        boost::asio::co_spawn(strand_, accept_loop(shared_from_this()), boost::asio::detached);
     }
 
-    const asio::strand<asio::any_io_executor>& strand() const noexcept { return strand_; }
+    const boost::asio::strand<boost::asio::any_io_executor>& strand() const noexcept { return strand_; }
 
     std::size_t connections() const {
         std::lock_guard lock(mutex_);
@@ -397,8 +380,8 @@ public:
         stopping_ = true;
     }
 
-    asio::awaitable<void> shutdown(std::shared_ptr<http_server_impl> self) {
-        const auto tok = asio::as_tuple(asio::use_awaitable);
+    boost::asio::awaitable<void> shutdown(std::shared_ptr<http_server_impl> self) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         std::vector<std::shared_ptr<connection>> idle;
         {
             std::lock_guard lock(mutex_);
@@ -435,7 +418,7 @@ public:
 private:
     struct connection {
         explicit connection(tcp::socket socket) : stream(std::move(socket)) {}
-        beast::tcp_stream stream;
+        boost::beast::tcp_stream stream;
         std::uint64_t id = 0;
         std::string remote;
         bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
@@ -444,7 +427,7 @@ private:
     /// Cancels a connection's I/O on its strand. `if_still_idle`: only if it still waits for a
     /// request to begin; one whose request arrived meanwhile is let finish (drained).
     void cancel(const std::shared_ptr<connection>& c, bool if_still_idle) {
-        asio::post(c->stream.get_executor(), [self = shared_from_this(), c, if_still_idle] {
+        boost::asio::post(c->stream.get_executor(), [self = shared_from_this(), c, if_still_idle] {
             {
                 std::lock_guard lock(self->mutex_);
                 if (if_still_idle && !c->idle) return;
@@ -454,13 +437,13 @@ private:
     }
 
     void wake_shutdown() {
-        asio::post(strand_, [self = shared_from_this()] { self->drained_.cancel(); });
+        boost::asio::post(strand_, [self = shared_from_this()] { self->drained_.cancel(); });
     }
 
-    asio::awaitable<void> accept_loop(std::shared_ptr<http_server_impl> self) {
-        const auto tok = asio::as_tuple(asio::use_awaitable);
+    boost::asio::awaitable<void> accept_loop(std::shared_ptr<http_server_impl> self) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         for (;;) {
-            tcp::socket socket(asio::make_strand(ex_));
+            tcp::socket socket(boost::asio::make_strand(ex_));
             auto [ec] = co_await acceptor_.async_accept(socket, tok);
             std::shared_ptr<connection> c;
             {
@@ -470,9 +453,9 @@ private:
                     // Out of descriptors and the like: breathe, then accept again.
                 } else if (connections_.size() >= config_.max_connections) {
                     // Answered outside `this`: it may outlive the server.
-                    asio::co_spawn(socket.get_executor(),
+                    boost::asio::co_spawn(socket.get_executor(),
                                    reject_busy(std::move(socket), config_.busy_retry_after),
-                                   asio::detached);
+                                   boost::asio::detached);
                     continue;
                 } else {
                     c = std::make_shared<connection>(std::move(socket));
@@ -484,9 +467,9 @@ private:
                 }
             }
             if (c) {
-                asio::co_spawn(c->stream.get_executor(), session(self, c), asio::detached);
+                boost::asio::co_spawn(c->stream.get_executor(), session(self, c), boost::asio::detached);
             } else {
-                asio::steady_timer pause(strand_, std::chrono::milliseconds(50));
+                boost::asio::steady_timer pause(strand_, std::chrono::milliseconds(50));
                 co_await pause.async_wait(tok);
             }
         }
@@ -495,40 +478,40 @@ private:
         drained_.cancel();
     }
 
-    static asio::awaitable<void> reject_busy(tcp::socket socket, std::chrono::seconds retry) {
-        const auto tok = asio::as_tuple(asio::use_awaitable);
-        beast::tcp_stream stream(std::move(socket));
+    static boost::asio::awaitable<void> reject_busy(tcp::socket socket, std::chrono::seconds retry) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        boost::beast::tcp_stream stream(std::move(socket));
         http_response res;
         res.version(11);
         set_json(res, 503,
-                 json::serialize(error_body(errc::server_error, "too many connections")));
-        res.set(http::field::retry_after, std::to_string(retry.count()));
+                 boost::json::serialize(error_body(errc::server_error, "too many connections")));
+        res.set(boost::beast::http::field::retry_after, std::to_string(retry.count()));
         res.keep_alive(false);
         res.prepare_payload();
         stream.expires_after(std::chrono::seconds(1));
-        auto [ec, n] = co_await http::async_write(stream, res, tok);
+        auto [ec, n] = co_await boost::beast::http::async_write(stream, res, tok);
         if (!ec) co_await linger_close(stream);
         stream.close();
     }
 
     /// Closes our side after an answer, then drains what the client still sends for a moment,
     /// so the close does not reset the connection before the client read the answer.
-    static asio::awaitable<void> linger_close(beast::tcp_stream& stream) {
-        const auto tok = asio::as_tuple(asio::use_awaitable);
+    static boost::asio::awaitable<void> linger_close(boost::beast::tcp_stream& stream) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         boost::system::error_code ignored;
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
         stream.expires_after(std::chrono::milliseconds(500));
         std::array<char, 4096> sink;
         std::size_t drained = 0;
         while (drained < (1u << 20)) {
-            auto space = asio::buffer(sink);
+            auto space = boost::asio::buffer(sink);
             auto [ec, n] = co_await stream.async_read_some(space, tok);
             if (ec) break;
             drained += n;
         }
     }
 
-    asio::awaitable<void> session(std::shared_ptr<http_server_impl> self,
+    boost::asio::awaitable<void> session(std::shared_ptr<http_server_impl> self,
                                   std::shared_ptr<connection> c) {
         struct unregister {
             http_server_impl* server;
@@ -549,10 +532,10 @@ private:
         c->stream.socket().close(ignored);
     }
 
-    asio::awaitable<void> serve(connection& c) {
-        const auto tok = asio::as_tuple(asio::use_awaitable);
+    boost::asio::awaitable<void> serve(connection& c) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         auto& stream = c.stream;
-        beast::flat_buffer buffer;
+        boost::beast::flat_buffer buffer;
         for (;;) {
             if (buffer.size() == 0) {
                 if (buffer.capacity() > idle_read_bytes) buffer.shrink_to_fit();
@@ -571,21 +554,21 @@ private:
                 if (ec) co_return; // closed by the client, idle too long, or shutting down
                 buffer.commit(n);
             }
-            http::request_parser<http::string_body> parser;
+            boost::beast::http::request_parser<boost::beast::http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
             parser.body_limit(config_.max_body_bytes);
             stream.expires_after(config_.read_timeout);
-            auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, tok);
-            beast::error_code ec = hec;
+            auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
+            boost::beast::error_code ec = hec;
             if (!ec && !parser.is_done()) {
                 // curl and others wait for "100 Continue" before they send a larger body.
                 const auto& fields = parser.get();
-                if (auto it = fields.find(http::field::expect);
+                if (auto it = fields.find(boost::beast::http::field::expect);
                     it != fields.end() &&
                     iequals(std::string_view(it->value().data(), it->value().size()),
                             "100-continue")) {
-                    http::response<http::empty_body> proceed{http::status::continue_, 11};
-                    auto [cec, cn] = co_await http::async_write(stream, proceed, tok);
+                    boost::beast::http::response<boost::beast::http::empty_body> proceed{boost::beast::http::status::continue_, 11};
+                    auto [cec, cn] = co_await boost::beast::http::async_write(stream, proceed, tok);
                     if (cec) co_return;
                 }
                 // Beast reads as much as the buffer has room for: a connection's small idle
@@ -595,12 +578,12 @@ private:
                     length && *length > buffer.capacity() - buffer.size())
                     buffer.reserve(buffer.size() +
                                    std::min<std::uint64_t>(*length, body_read_chunk_bytes));
-                auto [bec, bn] = co_await http::async_read(stream, buffer, parser, tok);
+                auto [bec, bn] = co_await boost::beast::http::async_read(stream, buffer, parser, tok);
                 ec = bec;
             }
             const auto started = std::chrono::steady_clock::now();
-            if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-                ec == asio::error::operation_aborted || ec == asio::error::connection_reset)
+            if (ec == boost::beast::http::error::end_of_stream || ec == boost::beast::error::timeout ||
+                ec == boost::asio::error::operation_aborted || ec == boost::asio::error::connection_reset)
                 co_return; // gone, stalled or cancelled: nobody to answer
             bool close = false;
             routed r;
@@ -626,11 +609,11 @@ private:
                 std::lock_guard lock(mutex_);
                 close = close || stopping_;
             }
-            r.response.set(http::field::server, "offsync");
+            r.response.set(boost::beast::http::field::server, "offsync");
             r.response.keep_alive(!close);
             r.response.prepare_payload();
             stream.expires_after(config_.read_timeout);
-            auto [wec, wn] = co_await http::async_write(stream, r.response, tok);
+            auto [wec, wn] = co_await boost::beast::http::async_write(stream, r.response, tok);
             if (config_.log) {
                 const auto& req = parser.get();
                 request_log line;
@@ -667,10 +650,10 @@ private:
     /// Beast's largest single read (64 KiB), the room made for a larger body.
     static constexpr std::size_t body_read_chunk_bytes = 64 * 1024;
 
-    asio::any_io_executor ex_;
-    asio::strand<asio::any_io_executor> strand_;
+    boost::asio::any_io_executor ex_;
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
     tcp::acceptor acceptor_;
-    asio::steady_timer drained_;
+    boost::asio::steady_timer drained_;
     sync_service& service_;
     authenticator auth_;
     http_server_config config_;
@@ -708,8 +691,8 @@ private:
 /// may be destroyed at any time: the running coroutines keep their state alive.
 class http_server {
 public:
-    using executor_type = asio::any_io_executor;
-    using tcp = asio::ip::tcp;
+    using executor_type = boost::asio::any_io_executor;
+    using tcp = boost::asio::ip::tcp;
 
     /// `auth` decides every request but `/healthz`; an empty one refuses them all.
     http_server(executor_type ex, sync_service& service, authenticator auth,
@@ -739,19 +722,19 @@ public:
     /// closed either way. The handler runs on its associated executor (the server's executor
     /// if it has none), never inside this call. Cancellation: none; the drain is bounded by
     /// `drain_timeout` instead. Takes any completion token.
-    template <class Token = asio::deferred_t>
+    template <class Token = boost::asio::deferred_t>
     auto async_shutdown(Token&& token = {}) {
-        return asio::async_initiate<Token, void(error_code)>(
+        return boost::asio::async_initiate<Token, void(error_code)>(
             [](auto handler, std::shared_ptr<detail::http_server_impl> impl) {
                 auto* raw = impl.get();
                 raw->begin_stop();
                 // Outstanding work on the handler's executor keeps its io_context running
                 // until the handler has run there.
-                auto work = asio::prefer(asio::get_associated_executor(handler, raw->strand()),
-                                         asio::execution::outstanding_work.tracked);
-                asio::co_spawn(raw->strand(), raw->shutdown(std::move(impl)),
+                auto work = boost::asio::prefer(boost::asio::get_associated_executor(handler, raw->strand()),
+                                         boost::asio::execution::outstanding_work.tracked);
+                boost::asio::co_spawn(raw->strand(), raw->shutdown(std::move(impl)),
                                [h = std::move(handler), work](std::exception_ptr e) mutable {
-                                   asio::post(work, [h = std::move(h), ec = failure_of(e),
+                                   boost::asio::post(work, [h = std::move(h), ec = failure_of(e),
                                                      work]() mutable { std::move(h)(ec); });
                                });
             },

@@ -148,7 +148,7 @@ public:
                    std::string_view owner, const server_record& r) {
         // Every text is bound without a copy (the hot path: seven per record), so all of it
         // is made first, and the statement runs and is reset while it lives.
-        const auto value = r.deleted ? std::string() : json::serialize(r.value);
+        const auto value = r.deleted ? std::string() : boost::json::serialize(r.value);
         const auto writes = field_writes_text(schema, r);
         using connection = offsync::detail::sqlite_connection;
         connection::bind_text_unowned(st, 1, schema.name);
@@ -221,7 +221,7 @@ public:
             return r;
         }
         boost::system::error_code ec;
-        auto jv = json::parse(db_.column_text(st, 3), ec);
+        auto jv = boost::json::parse(db_.column_text(st, 3), ec);
         if (ec || from_json(jv, r)) db_.fail_message("a remembered mutation result is corrupt");
         return r;
     }
@@ -256,7 +256,7 @@ public:
             run_ = result_run{r.mutation_id, r.version, 1};
             return;
         }
-        write_result_row(client, {r.mutation_id, r.version, 1}, json::serialize(to_json(r)));
+        write_result_row(client, {r.mutation_id, r.version, 1}, boost::json::serialize(to_json(r)));
     }
 
     /// Two index probes per call; the trim itself, a walk down the rows until `count` results
@@ -397,13 +397,13 @@ private:
             return f.version == r.version && f.writer == r.last_writer;
         };
         if (std::all_of(r.fields.begin(), r.fields.end(), own)) return "{}";
-        json::object writes;
+        boost::json::object writes;
         for (std::size_t i = 0; i < r.fields.size() && i < schema.fields.size(); ++i) {
             const auto& f = r.fields[i];
             if (f.version == r.version && f.writer == r.last_writer) continue;
-            writes[schema.fields[i]] = json::array{f.version, json::string(f.writer)};
+            writes[schema.fields[i]] = boost::json::array{f.version, boost::json::string(f.writer)};
         }
-        return json::serialize(writes);
+        return boost::json::serialize(writes);
     }
 
     /// Reads a row of `find` or `feed` (columns in the order they select), aligning it with
@@ -430,7 +430,7 @@ private:
         }
         // Most records were written whole by one writer: "{}", nothing to parse.
         const auto writes_text = db_.column_text(st, 8);
-        const auto writes = writes_text == "{}" ? json::object() : parse_object(writes_text);
+        const auto writes = writes_text == "{}" ? boost::json::object() : parse_object(writes_text);
         r.fields.resize(schema.fields.size());
         for (std::size_t i = 0; i < schema.fields.size(); ++i) {
             const auto& name = schema.fields[i];
@@ -449,9 +449,9 @@ private:
         return r;
     }
 
-    json::object parse_object(const std::string& text) {
+    boost::json::object parse_object(const std::string& text) {
         boost::system::error_code ec;
-        auto jv = json::parse(text, ec);
+        auto jv = boost::json::parse(text, ec);
         if (ec || !jv.is_object()) db_.fail_message("a stored record is not a JSON object");
         return std::move(jv.get_object());
     }

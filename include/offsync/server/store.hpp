@@ -33,7 +33,7 @@ struct field_stamp {
 /// that user.
 struct server_record {
     std::string key;
-    json::object value; ///< every field of the schema; empty for a tombstone
+    boost::json::object value; ///< every field of the schema; empty for a tombstone
     bool deleted = false;
     std::uint64_t version = 0;
     hlc_stamp stamp;

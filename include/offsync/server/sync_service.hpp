@@ -2,7 +2,7 @@
 // detection, idempotent mutations, the change feed, per-user scope and validation.
 #pragma once
 
-#include <offsync/detail/replica_logic.hpp>
+#include <offsync/detail/validate.hpp>
 #include <offsync/error.hpp>
 #include <offsync/hlc.hpp>
 #include <offsync/model.hpp>
@@ -127,7 +127,7 @@ public:
         // parsing them. The arena is shared: anything still holding a part of it keeps it.
         push_request request;
         if (auto d = parse_body(body, request,
-                                json::make_shared_resource<json::monotonic_resource>(
+                                boost::json::make_shared_resource<boost::json::monotonic_resource>(
                                     body.size() * 2)))
             return error_response(d);
         push_response response;
@@ -293,7 +293,7 @@ public:
     /// Writes a record as the server itself (not subject to client scope rules): seeds and
     /// edits a shared catalog. `owner` names the user for a per-user collection. Returns the new
     /// version, or 0 with `error` set.
-    std::uint64_t admin_put(std::string_view collection, const json::object& value,
+    std::uint64_t admin_put(std::string_view collection, const boost::json::object& value,
                             std::string_view owner = {}, diagnostics* error = nullptr) {
         std::lock_guard lock(mutex_);
         std::uint64_t version = 0;
@@ -416,7 +416,7 @@ public:
     /// its code, and `out` holds the server's record when one exists. On success `out` is the
     /// record as it is now.
     diagnostics put_record(std::string_view user, std::string_view collection,
-                           std::string_view id, const json::object& fields,
+                           std::string_view id, const boost::json::object& fields,
                            std::optional<std::uint64_t> base_version, change& out) {
         return rest_write(user, collection, id, mutation_op::upsert, &fields, base_version, out);
     }
@@ -490,7 +490,7 @@ private:
     /// digits (an optional '-', no '+', no leading or trailing junk).
     static diagnostics key_from_text(const collection_schema& schema, std::string_view text,
                                      std::string& key) {
-        if (schema.key == key_kind::string) return key_from_json(schema, json::string(text), key);
+        if (schema.key == key_kind::string) return key_from_json(schema, boost::json::string(text), key);
         std::int64_t n = 0;
         auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
         if (text.empty() || ec != std::errc{} || p != text.data() + text.size())
@@ -501,7 +501,7 @@ private:
     }
 
     diagnostics rest_write(std::string_view user, std::string_view collection,
-                           std::string_view id, mutation_op op, const json::object* fields,
+                           std::string_view id, mutation_op op, const boost::json::object* fields,
                            std::optional<std::uint64_t> base_version, change& out) {
         if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
         std::lock_guard lock(mutex_);
@@ -548,15 +548,15 @@ private:
     }
 
     template <class T>
-    static diagnostics parse_body(std::string_view body, T& out, json::storage_ptr sp = {}) {
+    static diagnostics parse_body(std::string_view body, T& out, boost::json::storage_ptr sp = {}) {
         boost::system::error_code ec;
-        auto jv = json::parse(body, ec, std::move(sp));
+        auto jv = boost::json::parse(body, ec, std::move(sp));
         if (ec) return {make_error_code(errc::malformed_json), "body is not JSON: " + ec.message()};
         return from_json(std::move(jv), out);
     }
 
     static service_response error_response(const diagnostics& d) {
-        return {http_status(d.code), json::serialize(error_body(errc_of(d.code), d.message))};
+        return {http_status(d.code), boost::json::serialize(error_body(errc_of(d.code), d.message))};
     }
 
     const collection_schema* find(std::string_view name) const {
@@ -776,7 +776,7 @@ private:
     /// `existing`, at a new version. Returns the record as written.
     server_record write(const collection_schema& schema, std::string_view owner,
                         const std::string& key, const server_record* existing,
-                        const json::object& fields, std::uint64_t mask, const hlc_stamp& stamp,
+                        const boost::json::object& fields, std::uint64_t mask, const hlc_stamp& stamp,
                         const std::string& writer) {
         const auto version = ++counters_.last_version;
         server_record rec;
@@ -805,7 +805,7 @@ private:
     /// A record that did not exist, built once, field by field, from the mutation or the
     /// schema's defaults; every field is this write's.
     static server_record new_record(const collection_schema& schema, const std::string& key,
-                                    const json::object& fields, std::uint64_t mask,
+                                    const boost::json::object& fields, std::uint64_t mask,
                                     std::uint64_t version, const hlc_stamp& stamp,
                                     const std::string& writer) {
         server_record rec;

@@ -6,8 +6,8 @@
 
 #include <offsync/detail/sqlite_connection.hpp>
 #include <offsync/error.hpp>
-#include <offsync/storage/memory.hpp> // make_uuid
-#include <offsync/storage/record.hpp>
+#include <offsync/uuid.hpp>
+#include <offsync/record.hpp>
 
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
@@ -184,7 +184,7 @@ public:
             // The batch's values are parsed into one arena, freed with the last of them: a
             // push batch is read to be sent, and its thousands of small strings and objects
             // cost less to allocate and free there (build_push moves them into the request).
-            const auto arena = json::make_shared_resource<json::monotonic_resource>(
+            const auto arena = boost::json::make_shared_resource<boost::json::monotonic_resource>(
                 std::min<std::size_t>(limit, 4096) * 512);
             while (step(st) == SQLITE_ROW)
                 out.emplace_back(column_text(st, 0), read_record(st, 1, true, arena));
@@ -223,12 +223,12 @@ public:
             auto& st = store_->stmt_.save_parked;
             bind(st, p.collection, p.key);
             sqlite3_bind_int(st.get(), 3, int(p.kind));
-            const auto local = json::serialize(p.local_value);
+            const auto local = boost::json::serialize(p.local_value);
             bind_text(st, 4, local);
             sqlite3_bind_int(st.get(), 5, p.local_deleted);
             std::string server;
             if (p.server) {
-                server = json::serialize(to_json(*p.server));
+                server = boost::json::serialize(to_json(*p.server));
                 bind_text(st, 6, server);
             } else {
                 sqlite3_bind_null(st.get(), 6);
@@ -298,7 +298,7 @@ public:
         /// The record in the current row of `st`, whose columns from `first` on are those of
         /// the load statement.
         local_record read_record(const statement& st, int first, bool with_value,
-                                 const json::storage_ptr& storage = {}) {
+                                 const boost::json::storage_ptr& storage = {}) {
             auto column = [&](int i) { return first + i; };
             local_record r;
             if (with_value)
@@ -326,7 +326,7 @@ public:
                        const local_record& r) {
             check("save");
             bind(st, collection, key);
-            const auto value = json::serialize(r.value);
+            const auto value = boost::json::serialize(r.value);
             bind_text(st, 3, value);
             bind_metadata(st, 4, r);
             run(st);
@@ -378,7 +378,7 @@ public:
             p.local_deleted = sqlite3_column_int(st.get(), 4) != 0;
             if (sqlite3_column_type(st.get(), 5) != SQLITE_NULL) {
                 p.server.emplace();
-                if (from_json(json::parse(column_text(st, 5)), *p.server))
+                if (from_json(boost::json::parse(column_text(st, 5)), *p.server))
                     store_->fail_message("a parked record's server copy is corrupt");
             }
             p.error_code = column_text(st, 6);
@@ -409,7 +409,7 @@ public:
     /// `errc::invalid_field`.
     std::vector<std::pair<std::string, local_record>> list_where(std::string_view collection,
                                                                  std::string_view json_path,
-                                                                 const json::value& equals) {
+                                                                 const boost::json::value& equals) {
         auto txn = begin();
         {
             auto& check = stmt_.check_path;
@@ -425,7 +425,7 @@ public:
         auto& st = stmt_.list_where;
         transaction::bind_text(st, 1, collection);
         transaction::bind_text(st, 2, json_path);
-        const auto wanted = json::serialize(equals);
+        const auto wanted = boost::json::serialize(equals);
         transaction::bind_text(st, 3, wanted);
         return load_rows(txn, st, collection);
     }
@@ -467,9 +467,9 @@ private:
         return out;
     }
 
-    json::object parse_object(std::string_view text, const json::storage_ptr& storage = {}) {
+    boost::json::object parse_object(std::string_view text, const boost::json::storage_ptr& storage = {}) {
         boost::system::error_code ec;
-        auto jv = json::parse(text, ec, storage);
+        auto jv = boost::json::parse(text, ec, storage);
         if (ec || !jv.is_object()) fail_message("a stored record is not a JSON object");
         return std::move(jv.get_object());
     }

@@ -23,8 +23,6 @@
 
 namespace offsync {
 
-namespace asio = boost::asio;
-
 /// A `timer_source` (see offsync/background.hpp) on manual time. `now()` starts at an
 /// arbitrary point of the steady clock's time line and moves only by `advance`,
 /// `advance_to` or `run_for`; a timer's wait completes when time reaches its expiry.
@@ -37,7 +35,7 @@ namespace asio = boost::asio;
 /// A pending wait does not count as outstanding work of its io_context: `run()` returns when
 /// nothing but manual waits remain, instead of blocking on a time that never comes.
 ///
-/// Why not `asio::basic_waitable_timer` with a manual clock: its clock must be static (shared
+/// Why not `boost::asio::basic_waitable_timer` with a manual clock: its clock must be static (shared
 /// by every test) and its reactor still waits in real time between polls of that clock; here
 /// no real time passes at all.
 ///
@@ -51,11 +49,11 @@ public:
     using time_point = std::chrono::steady_clock::time_point;
     using duration = std::chrono::steady_clock::duration;
 
-    /// A timer on manual time with the members of `asio::steady_timer` that schedulers use.
+    /// A timer on manual time with the members of `boost::asio::steady_timer` that schedulers use.
     /// Destroying it cancels its wait.
     class timer {
     public:
-        timer(asio::any_io_executor ex, std::shared_ptr<state> s)
+        timer(boost::asio::any_io_executor ex, std::shared_ptr<state> s)
             : ex_(std::move(ex)), state_(std::move(s)), id_(++state_->last_timer_id) {}
         timer(timer&& other) noexcept
             : ex_(std::move(other.ex_)), state_(std::move(other.state_)),
@@ -67,10 +65,10 @@ public:
             if (id_ != 0) cancel();
         }
 
-        asio::any_io_executor get_executor() const noexcept { return ex_; }
+        boost::asio::any_io_executor get_executor() const noexcept { return ex_; }
         time_point expiry() const noexcept { return expiry_; }
 
-        /// Sets the expiry and cancels the pending wait, like `asio::steady_timer`.
+        /// Sets the expiry and cancels the pending wait, like `boost::asio::steady_timer`.
         std::size_t expires_at(time_point at) {
             const auto cancelled = cancel();
             expiry_ = at;
@@ -81,16 +79,16 @@ public:
         /// Completes its wait with `operation_aborted`; returns how many it cancelled.
         std::size_t cancel() {
             return state_->complete_if([this](const wait& w) { return w.timer_id == id_; },
-                                       asio::error::operation_aborted);
+                                       boost::asio::error::operation_aborted);
         }
 
         /// Waits until time reaches the expiry (at once if it already has). Completes with
         /// `(error_code)`. Per-operation cancellation is not supported; use `cancel()`.
         template <class Token>
         auto async_wait(Token&& token) {
-            return asio::async_initiate<Token, void(error_code)>(
+            return boost::asio::async_initiate<Token, void(error_code)>(
                 [this](auto handler) {
-                    auto ex = asio::any_io_executor(asio::get_associated_executor(handler, ex_));
+                    auto ex = boost::asio::any_io_executor(boost::asio::get_associated_executor(handler, ex_));
                     state_->waits.push_back(
                         {id_, expiry_, ++state_->last_wait_id, std::move(ex), std::move(handler)});
                     if (expiry_ <= state_->now) state_->fire_due();
@@ -99,7 +97,7 @@ public:
         }
 
     private:
-        asio::any_io_executor ex_;
+        boost::asio::any_io_executor ex_;
         std::shared_ptr<state> state_;
         std::uint64_t id_;
         time_point expiry_{};
@@ -109,7 +107,7 @@ public:
     manual_timer_source() : state_(std::make_shared<state>()) {}
 
     time_point now() const { return state_->now; }
-    timer make_timer(const asio::any_io_executor& ex) const { return timer(ex, state_); }
+    timer make_timer(const boost::asio::any_io_executor& ex) const { return timer(ex, state_); }
 
     /// Moves time to `at` (never backwards) and posts the completion of every wait that is
     /// due, earliest expiry first.
@@ -121,7 +119,7 @@ public:
 
     /// Moves time forward by `d` the way it would pass: to each pending expiry in turn,
     /// running `io`'s ready handlers (`poll`) there, then to the end of the span.
-    void run_for(asio::io_context& io, duration d) {
+    void run_for(boost::asio::io_context& io, duration d) {
         const auto end = state_->now + d;
         settle(io);
         for (auto next = next_expiry(); next && *next <= end; next = next_expiry()) {
@@ -133,7 +131,7 @@ public:
     }
 
     /// Runs `io`'s ready handlers until there are none left, without moving time.
-    static void settle(asio::io_context& io) {
+    static void settle(boost::asio::io_context& io) {
         io.restart();
         while (io.poll() > 0) io.restart();
     }
@@ -153,8 +151,8 @@ private:
         std::uint64_t timer_id;
         time_point expiry;
         std::uint64_t order; // ties of equal expiry complete in the order they were started
-        asio::any_io_executor ex;
-        asio::any_completion_handler<void(error_code)> handler;
+        boost::asio::any_io_executor ex;
+        boost::asio::any_completion_handler<void(error_code)> handler;
     };
 
     struct state {
@@ -178,7 +176,7 @@ private:
                 return a.expiry != b.expiry ? a.expiry < b.expiry : a.order < b.order;
             });
             for (auto& w : done)
-                asio::post(w.ex, [h = std::move(w.handler), ec]() mutable { std::move(h)(ec); });
+                boost::asio::post(w.ex, [h = std::move(w.handler), ec]() mutable { std::move(h)(ec); });
             return done.size();
         }
 

@@ -22,8 +22,6 @@
 
 namespace offsync {
 
-namespace asio = boost::asio;
-
 /// Faults a loopback transport injects. Each count is used up by one operation of its kind.
 struct loopback_faults {
     int lose_push_requests = 0;  ///< pushes that fail before the server sees them
@@ -51,7 +49,7 @@ struct loopback_faults {
 /// a pipelining connection: the service handles them in the order they were started.
 class loopback_transport {
 public:
-    using executor_type = asio::any_io_executor;
+    using executor_type = boost::asio::any_io_executor;
 
     loopback_transport(executor_type ex, server::sync_service& service, std::string user)
         : ex_(std::move(ex)), service_(&service), user_(std::move(user)) {}
@@ -87,9 +85,9 @@ public:
 private:
     template <class Response, class Token>
     auto run(bool push, std::string payload, Token&& token) {
-        return asio::async_compose<Token, void(error_code, Response)>(
+        return boost::asio::async_compose<Token, void(error_code, Response)>(
             [this, push, payload = std::move(payload),
-             timer = std::make_unique<asio::steady_timer>(ex_),
+             timer = std::make_unique<boost::asio::steady_timer>(ex_),
              waited = false](auto& self, error_code ec = {}) mutable {
                 if (!waited) {
                     waited = true;
@@ -135,7 +133,7 @@ private:
             return d.code;
         }
         boost::system::error_code ec;
-        auto jv = json::parse(answer.body, ec);
+        auto jv = boost::json::parse(answer.body, ec);
         if (ec) {
             out.failure.message = "answer is not JSON: " + ec.message();
             return make_error_code(errc::bad_response);
