@@ -250,6 +250,7 @@ private:
     void start_round() {
         running_ = true;
         round_cancelled_ = false;
+        landing_ = nullptr;
         boost::asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
             if (ep && !r.error) {
                 r.error = make_error_code(errc::storage_failure);
@@ -352,10 +353,13 @@ private:
     template <class Request, class Response>
     auto answer_to(const std::shared_ptr<flight<Request, Response>>& f) {
         return boost::asio::bind_cancellation_slot(
-            f->cancel.slot(), boost::asio::bind_executor(strand_, [f](error_code ec, Response r) {
+            f->cancel.slot(),
+            boost::asio::bind_executor(strand_, [this, f](error_code ec, Response r) {
                 f->ec = ec;
                 f->response = std::move(r);
                 f->done = true;
+                // A finished request is not cancelled any more, even before the round resumes.
+                if (landing_ == &f->cancel) landing_ = nullptr;
                 f->wake.cancel();
             }));
     }
@@ -381,8 +385,13 @@ private:
             f.cancel.emit(boost::asio::cancellation_type::terminal);
         else
             landing_ = &f.cancel; // cancel_round() passes a cancellation on
-        while (!f.done) co_await f.wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-        landing_ = nullptr;
+        // Whatever ends the wait (even an exception), the pointer does not outlive it.
+        struct forget_landing {
+            boost::asio::cancellation_signal*& landing;
+            ~forget_landing() { landing = nullptr; }
+        } guard{landing_};
+        while (!f.done)
+            co_await f.wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
 
     static void throw_aborted() {
@@ -469,11 +478,12 @@ private:
                 co_await land(*flying.front().flight);
                 landed = std::move(flying.front());
                 flying.pop_front();
-                event = ev::answered(landed->flight->ec, landed->flight->request.mutations.size());
+                const auto& f = *landed->flight;
+                if (!f.ec) report.pushed += f.request.mutations.size();
+                event = ev::answered(f.ec, f.request.mutations.size());
             } else if (step.what == act::apply_answer) {
                 try {
                     auto& f = *landed->flight;
-                    report.pushed += f.request.mutations.size();
                     event = ev::applied(
                         apply_push_results(c, f.request, landed->sent, f.response, report));
                 } catch (...) {
@@ -481,21 +491,30 @@ private:
                 }
                 landed.reset();
             } else if (step.what == act::shrink_batches) {
-                emit(sync_event::kind::error, c.schema.name, 0,
-                     "the server refused a push of " +
-                         std::to_string(landed->flight->request.mutations.size()) +
-                         " mutations as too large; pushing " + std::to_string(step.size) +
-                         " at a time");
                 push_batch_size_ = step.size;
+                try { // the app's event handler may throw
+                    emit(sync_event::kind::error, c.schema.name, 0,
+                         "the server refused a push of " +
+                             std::to_string(landed->flight->request.mutations.size()) +
+                             " mutations as too large; pushing " + std::to_string(step.size) +
+                             " at a time");
+                } catch (...) {
+                    event = failure.take();
+                }
                 landed.reset();
             } else if (step.what == act::await_all) {
                 co_await land_all(flying);
             } else if (step.what == act::rethrow) {
                 std::rethrow_exception(failure.caught);
             } else { // finish
-                if (step.ec == boost::asio::error::operation_aborted) throw_aborted();
+                // Aborted because the round was cancelled; a request the transport itself
+                // aborted is reported with its cause like any other failure.
+                if (step.ec == boost::asio::error::operation_aborted && round_cancelled_)
+                    throw_aborted();
                 if (step.ec) request_failed(step.ec, "push to '" + c.schema.name + "'",
-                                            landed->flight->response.failure, report);
+                                            landed ? landed->flight->response.failure
+                                                   : request_failure{},
+                                            report);
                 co_return;
             }
         }
@@ -660,10 +679,12 @@ private:
             } else if (step.what == act::rethrow) {
                 std::rethrow_exception(failure.caught);
             } else { // finish
-                if (step.ec == boost::asio::error::operation_aborted) throw_aborted();
+                if (step.ec == boost::asio::error::operation_aborted && round_cancelled_)
+                    throw_aborted();
                 if (*step.message) throw boost::system::system_error(step.ec, step.message);
                 if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
-                                            page->response.failure, report);
+                                            page ? page->response.failure : request_failure{},
+                                            report);
                 co_return;
             }
         }

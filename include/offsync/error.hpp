@@ -61,9 +61,10 @@ enum class condition {
     /// The credentials are missing or refused: get new ones before trying again.
     unauthorized,
     /// The server could not be reached, failed, or answered something unreadable: the same
-    /// request may succeed later (after `Retry-After`, if the server gave one). Asio's and
-    /// Beast's network errors (refused, reset, timed out, host not found, end of stream)
-    /// belong here too.
+    /// request may succeed later (after `Retry-After`, if the server gave one). Asio's network
+    /// errors (refused, reset, aborted, timed out, unreachable, a broken pipe, end of file, a
+    /// host not found for now) belong here too; offsync's transports report theirs as
+    /// `transport_failure`.
     retry_later,
     /// The local store could not read or write, or was asked about a record it has no
     /// parked state for.
@@ -203,13 +204,14 @@ inline bool detail::condition_category::equivalent(const boost::system::error_co
         return row && static_cast<int>(row->group) == cond;
     }
     if (static_cast<condition>(cond) != condition::retry_later) return false;
-    // The network's own errors, as Asio and Beast report them.
+    // The network's own errors, as Asio reports them.
     namespace be = boost::system::errc;
     return code == be::connection_refused || code == be::connection_reset ||
            code == be::connection_aborted || code == be::timed_out ||
            code == be::host_unreachable || code == be::network_unreachable ||
            code == be::network_down || code == be::broken_pipe ||
-           code == be::not_connected || code.category() == boost::asio::error::get_netdb_category() ||
+           code == be::not_connected || code == boost::asio::error::host_not_found ||
+           code == boost::asio::error::host_not_found_try_again ||
            code == boost::asio::error::eof;
 }
 

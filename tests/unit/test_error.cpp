@@ -89,6 +89,8 @@ TEST_CASE("conditions: the network's own errors are retry_later, a cancellation 
         CHECK(ec == condition::retry_later);
         CHECK(ec != condition::bad_request);
     }
+    // A name that will not resolve however long one waits is no reason to retry.
+    CHECK(error_code(boost::asio::error::no_recovery) != condition::retry_later);
     const error_code aborted = boost::asio::error::operation_aborted;
     for (auto c : {condition::bad_request, condition::unauthorized, condition::retry_later,
                    condition::local_storage})

@@ -130,6 +130,16 @@ TEST_CASE("pull fsm: an echo the store does not hold asks for the page again in 
         s.expect(page(20, false), act::apply_page);
         CHECK(!s.expect(pull_event::applied(true), act::finish).ec);
     }
+    SECTION("cancelled while the page ahead is dropped: nothing more is asked for") {
+        script s({10, 100, 100});
+        s.start(act::request_page);
+        s.expect(sent(), act::await_page);
+        s.expect(page(20, true), act::request_page);
+        s.expect(sent(), act::apply_page);
+        s.expect(pull_event::applied(false), act::drop_page);
+        CHECK(s.expect(page(30, false), act::finish, true).ec == aborted);
+        CHECK(s.fsm.cursor() == 10);
+    }
     SECTION("cancelled meanwhile: nothing more is asked for") {
         script s({10, 100, 100});
         s.start(act::request_page);

@@ -28,6 +28,8 @@ struct script {
         auto a = fsm.resume(event, cancelled);
         INFO("action " << int(a.what) << " expected " << int(wanted));
         REQUIRE(a.what == wanted);
+        // Nothing outlives the push: it never ends with a request in flight.
+        if (a.what == act::finish || a.what == act::rethrow) CHECK(fsm.in_flight() == 0);
         return a;
     }
     push_action start(act wanted, bool cancelled = false) {
@@ -286,6 +288,31 @@ TEST_CASE("push fsm: batches refused as too large are halved down to one record"
     s.expect(none_left(), act::await_answer);
     s.expect(ok(1), act::apply_answer);
     CHECK(!s.expect(push_event::applied(false), act::finish).ec);
+}
+
+TEST_CASE("push fsm: telling the app of smaller batches can fail", "[push_fsm]") {
+    const auto too_large = make_error_code(errc::batch_too_large);
+    SECTION("with a request behind the refused one: it is waited for first") {
+        script s({2, 8, 8, 3});
+        s.start(act::build_batch);
+        s.expect(built(), act::send_batch);
+        s.expect(sent(), act::build_batch);
+        s.expect(built(), act::send_batch);
+        s.expect(sent(), act::build_batch);
+        s.expect(built(), act::await_answer);
+        s.expect(push_event::answered(too_large, 8), act::shrink_batches);
+        s.expect(failed(), act::await_all);
+        s.expect(resumed(), act::rethrow);
+    }
+    SECTION("with none") {
+        script s({1, 8, 8, 3});
+        s.start(act::build_batch);
+        s.expect(built(), act::send_batch);
+        s.expect(sent(), act::build_batch);
+        s.expect(none_left(), act::await_answer);
+        s.expect(push_event::answered(too_large, 8), act::shrink_batches);
+        s.expect(failed(), act::rethrow);
+    }
 }
 
 TEST_CASE("push fsm: an odd batch refused is halved rounding down", "[push_fsm]") {

@@ -132,7 +132,8 @@ public:
                         BOOST_ASIO_CORO_YIELD return {k::drop_page};
                     }
                     if (failed_) return {k::rethrow};
-                    if (stopping_) return finish(boost::asio::error::operation_aborted);
+                    if (stopping_ || cancelled)
+                        return finish(boost::asio::error::operation_aborted);
                     echoes_ = false;
                     BOOST_ASIO_CORO_YIELD return request(since_, true);
                     if (ev.what == e::failed) return {k::rethrow};

@@ -35,7 +35,8 @@ struct push_action {
         /// Apply the answer held in one store transaction. Answer `applied` or `failed`.
         apply_answer,
         /// The server refused a batch as too large: push at most `size` at a time from now on
-        /// (also in later rounds), and tell the app. Answer `resumed`.
+        /// (also in later rounds), and tell the app. Answer `resumed`, or `failed` if telling
+        /// the app threw.
         shrink_batches,
         /// Wait for every request still in flight; their answers are dropped (their records stay
         /// pushable and go again with the same mutation ids). Answer `resumed`.
@@ -142,9 +143,11 @@ public:
                         config_.full_batch = ev.mutations / 2;
                         smaller_ = true;
                         BOOST_ASIO_CORO_YIELD return {k::shrink_batches, config_.full_batch};
+                        note(ev);
                         if (in_flight_ > 0) {
                             BOOST_ASIO_CORO_YIELD return await_all();
                         }
+                        if (failed_) return {k::rethrow};
                         break;
                     }
                     if (ev.ec) {

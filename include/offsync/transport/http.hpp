@@ -327,7 +327,9 @@ private:
             co_await boost::beast::http::async_read(c.stream, c.buffer, *p, boost::asio::as_tuple(boost::asio::use_awaitable));
         if (!ec) {
             const auto& res = p->get();
-            if (auto wait = retry_after_of(res)) retry_after_ = wait;
+            // A header in a form not understood (an HTTP date) leaves no stale wait behind.
+            if (res.find(boost::beast::http::field::retry_after) != res.end())
+                retry_after_ = retry_after_of(res);
             co_return detail::http_event::answered(res.result_int(), res.keep_alive());
         }
         const bool stop = co_await cancelled();
@@ -360,6 +362,7 @@ private:
                 case action::wait_for_change: ev = co_await wait_for_change(); break;
                 case action::connect: ev = co_await connect(conn); break;
                 case action::prepare_request:
+                    parser.reset(); // an earlier attempt's answer is not this one's
                     req.emplace(make_request(verb, target, body, act.refresh_token));
                     ev = event::prepared();
                     break;
