@@ -35,6 +35,15 @@ struct script {
     push_action start(act wanted, bool cancelled = false) {
         return expect({ev::start}, wanted, cancelled);
     }
+    /// Starts the push and sends its first `sends` batches, each built when asked; the next
+    /// action, a build, is left to the test.
+    void send_first(int sends) {
+        start(act::build_batch);
+        for (int i = 0; i < sends; ++i) {
+            expect({ev::built}, act::send_batch);
+            expect({ev::sent}, act::build_batch);
+        }
+    }
 
     push_fsm fsm;
 };
@@ -116,9 +125,7 @@ TEST_CASE("push fsm: a first batch larger than the full size starts at the full 
 TEST_CASE("push fsm: a rebased record is pushed in another pass, up to the bound",
           "[push_fsm]") {
     script s({1, 10, 10, 2});
-    s.start(act::build_batch);
-    s.expect(built(), act::send_batch);
-    s.expect(sent(), act::build_batch);
+    s.send_first(1);
     s.expect(none_left(), act::await_answer);
     s.expect(ok(3), act::apply_answer);
     // A last-write-wins local win: the pass starts again from the first key.
@@ -136,9 +143,7 @@ TEST_CASE("push fsm: a rebased record is pushed in another pass, up to the bound
 
 TEST_CASE("push fsm: a pass with nothing left after a rebase ends the push", "[push_fsm]") {
     script s({1, 10, 10, 3});
-    s.start(act::build_batch);
-    s.expect(built(), act::send_batch);
-    s.expect(sent(), act::build_batch);
+    s.send_first(1);
     s.expect(none_left(), act::await_answer);
     s.expect(ok(1), act::apply_answer);
     s.expect(push_event::applied(true), act::build_batch);
@@ -154,30 +159,20 @@ TEST_CASE("push fsm: a store failure ends the push after every request in flight
     }
     SECTION("building a batch with one request in flight (depth 1)") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(failed(), act::await_all);
         CHECK(s.fsm.in_flight() == 0);
         s.expect(resumed(), act::rethrow);
     }
     SECTION("building a batch with two requests in flight (depth 2)") {
         script s({2, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(2);
         s.expect(failed(), act::await_all);
         s.expect(resumed(), act::rethrow);
     }
     SECTION("applying an answer with another request in flight (depth 2)") {
         script s({2, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(2);
         s.expect(none_left(), act::await_answer);
         s.expect(ok(10), act::apply_answer);
         s.expect(failed(), act::await_all);
@@ -185,18 +180,14 @@ TEST_CASE("push fsm: a store failure ends the push after every request in flight
     }
     SECTION("applying the last answer: nothing left to wait for (depth 1)") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         s.expect(ok(10), act::apply_answer);
         s.expect(failed(), act::rethrow);
     }
     SECTION("sending: the batch never went out, the one before is waited for") {
         script s({2, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(built(), act::send_batch);
         s.expect(failed(), act::await_all);
         s.expect(resumed(), act::rethrow);
@@ -209,9 +200,7 @@ TEST_CASE("push fsm: a store failure ends the push after every request in flight
     }
     SECTION("sending after an answer: that answer is not applied") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(built(), act::await_answer);
         s.expect(ok(10), act::send_batch);
         s.expect(failed(), act::rethrow);
@@ -223,28 +212,20 @@ TEST_CASE("push fsm: a failed request ends the push with its error after the oth
     const auto transport = make_error_code(errc::transport_failure);
     SECTION("depth 1") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(built(), act::await_answer);
         CHECK(s.expect(push_event::answered(transport, 10), act::finish).ec == transport);
     }
     SECTION("depth 2: the request behind it is waited for, its answer dropped") {
         script s({2, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(2);
         s.expect(built(), act::await_answer);
         s.expect(push_event::answered(transport, 10), act::await_all);
         CHECK(s.expect(resumed(), act::finish).ec == transport);
     }
     SECTION("a batch of one refused as too large is an error like any other") {
         script s({1, 1, 1, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         const auto too_large = make_error_code(errc::batch_too_large);
         CHECK(s.expect(push_event::answered(too_large, 1), act::finish).ec == too_large);
@@ -255,11 +236,7 @@ TEST_CASE("push fsm: batches refused as too large are halved down to one record"
           "[push_fsm]") {
     const auto too_large = make_error_code(errc::batch_too_large);
     script s({2, 8, 8, 1});
-    s.start(act::build_batch);
-    s.expect(built(), act::send_batch);
-    s.expect(sent(), act::build_batch);
-    s.expect(built(), act::send_batch);
-    s.expect(sent(), act::build_batch);
+    s.send_first(2);
     s.expect(built(), act::await_answer);
     auto a = s.expect(push_event::answered(too_large, 8), act::shrink_batches);
     CHECK(a.size == 4);
@@ -294,11 +271,7 @@ TEST_CASE("push fsm: telling the app of smaller batches can fail", "[push_fsm]")
     const auto too_large = make_error_code(errc::batch_too_large);
     SECTION("with a request behind the refused one: it is waited for first") {
         script s({2, 8, 8, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(2);
         s.expect(built(), act::await_answer);
         s.expect(push_event::answered(too_large, 8), act::shrink_batches);
         s.expect(failed(), act::await_all);
@@ -306,9 +279,7 @@ TEST_CASE("push fsm: telling the app of smaller batches can fail", "[push_fsm]")
     }
     SECTION("with none") {
         script s({1, 8, 8, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         s.expect(push_event::answered(too_large, 8), act::shrink_batches);
         s.expect(failed(), act::rethrow);
@@ -317,9 +288,7 @@ TEST_CASE("push fsm: telling the app of smaller batches can fail", "[push_fsm]")
 
 TEST_CASE("push fsm: an odd batch refused is halved rounding down", "[push_fsm]") {
     script s({1, 3, 3, 1});
-    s.start(act::build_batch);
-    s.expect(built(), act::send_batch);
-    s.expect(sent(), act::build_batch);
+    s.send_first(1);
     s.expect(none_left(), act::await_answer);
     CHECK(s.expect(push_event::answered(make_error_code(errc::batch_too_large), 3),
                    act::shrink_batches)
@@ -346,20 +315,14 @@ TEST_CASE("push fsm: cancellation at each step", "[push_fsm]") {
     }
     SECTION("while an answer is awaited, with a built batch: it stays unsent") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(built(), act::await_answer);
         s.expect(ok(10), act::apply_answer, true);
         CHECK(s.expect(push_event::applied(false), act::finish, true).ec == aborted);
     }
     SECTION("with two in flight: the answer in hand applied, the other waited for") {
         script s({2, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(2);
         s.expect(built(), act::await_answer);
         s.expect(ok(10), act::apply_answer, true);
         s.expect(push_event::applied(false), act::await_all, true);
@@ -367,26 +330,20 @@ TEST_CASE("push fsm: cancellation at each step", "[push_fsm]") {
     }
     SECTION("an answer that says cancelled is the request's error") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         CHECK(s.expect(push_event::answered(aborted, 10), act::finish, true).ec == aborted);
     }
     SECTION("between passes: the next pass does not begin") {
         script s({1, 10, 10, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         s.expect(ok(10), act::apply_answer);
         CHECK(s.expect(push_event::applied(true), act::finish, true).ec == aborted);
     }
     SECTION("after a refusal as too large: the pass does not start again") {
         script s({1, 4, 4, 3});
-        s.start(act::build_batch);
-        s.expect(built(), act::send_batch);
-        s.expect(sent(), act::build_batch);
+        s.send_first(1);
         s.expect(none_left(), act::await_answer);
         s.expect(push_event::answered(make_error_code(errc::batch_too_large), 4),
                  act::shrink_batches);
