@@ -112,43 +112,31 @@ std::string snapshot(server::sync_service& s) {
     return out;
 }
 
-/// Checks an error answer: the status, and a body of exactly {"error": {"code", "message"}}.
-void check_error(const server::service_response& r, unsigned status, errc code,
+/// Checks a refused request: its code, the HTTP status a server answers it with, a message
+/// (naming `message_part`) and no body.
+void check_error(const server::wire_answer& r, unsigned status, errc code,
                  std::string_view message_part = {}) {
-    INFO(r.body);
-    CHECK(r.status == status);
-    boost::system::error_code ec;
-    auto jv = json::parse(r.body, ec);
-    REQUIRE(!ec);
-    REQUIRE(jv.is_object());
-    CHECK(jv.as_object().size() == 1);
-    const auto* err = jv.as_object().if_contains("error");
-    REQUIRE(err);
-    REQUIRE(err->is_object());
-    CHECK(err->as_object().size() == 2);
-    REQUIRE(err->as_object().contains("code"));
-    REQUIRE(err->as_object().contains("message"));
-    CHECK(err->at("code") == to_string(code));
-    REQUIRE(err->at("message").is_string());
-    const std::string message(err->at("message").as_string());
-    CHECK(!message.empty());
+    INFO(r.error.message);
+    CHECK(r.body.empty());
+    REQUIRE(r.error);
+    CHECK(r.error.code == code);
+    CHECK(http_status(r.error.code) == status);
+    CHECK(!r.error.message.empty());
     if (!message_part.empty())
-        CHECK_THAT(message, Contains(std::string(message_part)));
-    // A client reads the same code back.
-    CHECK(parse_error_body(r.body, errc::bad_response).code == code);
+        CHECK_THAT(r.error.message, Contains(std::string(message_part)));
 }
 
-push_response parse_push_response(const server::service_response& r) {
-    INFO(r.body);
-    REQUIRE(r.status == 200);
+push_response parse_push_response(const server::wire_answer& r) {
+    INFO(r.error.message);
+    REQUIRE(!r.error);
     push_response out;
     REQUIRE(!from_json(json::parse(r.body), out));
     return out;
 }
 
-pull_response parse_pull_response(const server::service_response& r) {
-    INFO(r.body);
-    REQUIRE(r.status == 200);
+pull_response parse_pull_response(const server::wire_answer& r) {
+    INFO(r.error.message);
+    REQUIRE(!r.error);
     pull_response out;
     REQUIRE(!from_json(json::parse(r.body), out));
     return out;
@@ -406,7 +394,7 @@ TEST_CASE("a replayed mutation id gets its original result and writes nothing", 
     SECTION("the same body through the wire: the same answer, byte for byte") {
         auto a = service.handle_push("alice", body_of(first));
         auto b = service.handle_push("alice", body_of(first));
-        CHECK(a.status == 200);
+        CHECK(!a.error);
         CHECK(a.body == b.body);
         CHECK(json::serialize(json::parse(a.body).at("results")) == original_text);
         CHECK(!json::parse(a.body).as_object().contains("own_writes"));
@@ -588,9 +576,10 @@ TEST_CASE("a pull that names its client gets that client's own latest writes as 
     for (const auto& c : pull_as("").changes) CHECK_FALSE(c.echo); // nobody named: all in full
     // The wire form carries the client in the query.
     auto wire = service.handle_pull("alice", "collection=reservations&since=0&client_id=a-phone");
-    CHECK(wire.status == 200);
+    CHECK(!wire.error);
     CHECK_THAT(wire.body, Contains("\"echo\":true"));
-    CHECK(service.handle_pull("alice", "collection=reservations&client_id=").status == 400);
+    CHECK(service.handle_pull("alice", "collection=reservations&client_id=").error.code ==
+          errc::invalid_field);
 
     // A shared collection with per-user fields merges two records per change: never an echo.
     const auto seeded = service.admin_put("landmarks", to_json_object(half_dome()));
@@ -1017,7 +1006,7 @@ TEST_CASE("a rejected mutation changes nothing and names the problem", "[service
     // Through the wire: a 200 whose result is rejected, with the error object.
     push_request wire{"a-phone", {s.alice.make("reservations", "r-1", 3, {{"party_size", "x"}})}};
     auto response = service.handle_push("alice", body_of(wire));
-    CHECK(response.status == 200);
+    CHECK(!response.error);
     auto result = json::parse(response.body).at("results").at(0);
     CHECK(result.at("status") == "rejected");
     CHECK(result.at("error").at("code") == "invalid_field");
@@ -1242,8 +1231,7 @@ TEST_CASE("pull errors: a cursor from the future, limits out of range", "[servic
 // Status codes and error bodies
 
 TEST_CASE("http_status maps every error to a fitting status", "[service]") {
-    using server::http_status;
-    struct row {
+        struct row {
         errc code;
         unsigned status;
     };
@@ -1271,7 +1259,7 @@ TEST_CASE("successful wire answers are protocol v1 JSON", "[service]") {
     seeded s;
     auto& service = s.service;
     auto pull = service.handle_pull("alice", "collection=landmarks&since=0&limit=10");
-    CHECK(pull.status == 200);
+    CHECK(!pull.error);
     auto page = json::parse(pull.body).as_object();
     CHECK(page.size() == 3);
     CHECK(page.at("changes").as_array().size() == 2);
@@ -1285,7 +1273,7 @@ TEST_CASE("successful wire answers are protocol v1 JSON", "[service]") {
 
     push_request req{"a-phone", {s.alice.make("reservations", "r-1", 3, {{"notes", "n"}})}};
     auto push = service.handle_push("alice", body_of(req));
-    CHECK(push.status == 200);
+    CHECK(!push.error);
     CHECK(json::parse(push.body) == json::parse(R"({"results": [{"mutation_id": )" +
                                                 std::to_string(req.mutations[0].mutation_id) +
                                                 R"(, "status": "applied", "version": 6}], )"

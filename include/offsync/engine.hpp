@@ -520,24 +520,37 @@ private:
         }
     }
 
+    /// What one batch's results did, for the report and the app's events.
+    struct push_outcomes {
+        std::size_t applied = 0;
+        bool rebased = false; ///< a record was rebased and needs another push
+        std::vector<conflict_report> conflicts;
+        std::vector<rejection_report> rejections;
+    };
+
     /// Applies one batch's results in one transaction; reports only after it committed.
     /// Returns whether a record was rebased and needs another push.
     bool apply_push_results(collection_entry& c, const push_request& request,
                             const std::vector<detail::sent_mutation>& sent,
                             const push_response& response, sync_report& report) {
-        const auto& schema = c.schema;
         if (response.results.size() != request.mutations.size())
             throw boost::system::system_error(make_error_code(errc::bad_response),
                                               "push answered with the wrong number of results");
+        auto outcomes = store_push_results(c, request, sent, response);
+        report_push_results(c.schema.name, outcomes, report);
+        return outcomes.rebased;
+    }
+
+    /// The transaction of `apply_push_results`. It holds the store's lock: it ends before any
+    /// event handler runs, so a handler may read the store. Conflict policies run inside it and
+    /// must not.
+    push_outcomes store_push_results(collection_entry& c, const push_request& request,
+                                     const std::vector<detail::sent_mutation>& sent,
+                                     const push_response& response) {
+        const auto& schema = c.schema;
         const auto now = replica_.clock()();
-        bool rebased = false;
-        std::size_t applied = 0;
+        push_outcomes out;
         bool all_held = true; // every applied write is stored at its version
-        std::vector<conflict_report> conflicts;
-        std::vector<rejection_report> rejections;
-        // The transaction holds the store's lock: it ends before any event handler runs, so a
-        // handler may read the store. Conflict policies run inside it and must not.
-        {
         auto txn = replica_.storage().begin();
         for (std::size_t i = 0; i < response.results.size(); ++i) {
             const auto& result = response.results[i];
@@ -552,7 +565,7 @@ private:
                         "an applied result carries a record of another version");
                 all_held &= detail::apply_applied(txn, schema, sent[i], result.version, now,
                                                   result.server ? &*result.server : nullptr);
-                ++applied;
+                ++out.applied;
                 continue;
             }
             auto rec = txn.load(schema.name, key);
@@ -561,23 +574,14 @@ private:
             if (!rec || rec->generation != sent[i].generation) continue;
             if (result.status == mutation_status::rejected) {
                 detail::park_rejected(txn, schema, key, *rec, result, now);
-                rejections.push_back({schema.name, key, result.error_code, result.error_message});
+                out.rejections.push_back(
+                    {schema.name, key, result.error_code, result.error_message});
                 continue;
             }
-            if (!result.server)
-                throw boost::system::system_error(make_error_code(errc::bad_response),
-                                                  "conflict without the server's record");
-            const conflict details{schema,         key,            rec->value,    rec->deleted,
-                                   rec->modified_at, rec->dirty_mask, *result.server};
-            const auto decision = c.policy(details);
-            conflict_report entry{schema.name, key, conflict_outcome::deferred, rec->value,
-                                  rec->deleted, *result.server};
-            entry.outcome = detail::apply_resolution(txn, schema, key, std::move(*rec),
-                                                     *result.server, decision, now);
-            if (entry.outcome == conflict_outcome::kept_local ||
-                entry.outcome == conflict_outcome::merged)
-                rebased = true;
-            conflicts.push_back(std::move(entry));
+            auto entry = resolve_pushed_conflict(c, txn, key, std::move(*rec), result, now);
+            out.rebased |= entry.outcome == conflict_outcome::kept_local ||
+                           entry.outcome == conflict_outcome::merged;
+            out.conflicts.push_back(std::move(entry));
         }
         // The feed between the cursor and this push's writes holds only them, and the store
         // holds each at its version: the pull would bring back nothing but their echoes.
@@ -588,19 +592,43 @@ private:
                 txn.set_cursor(schema.name, own->through);
         }
         txn.commit();
-        }
+        return out;
+    }
 
-        report.applied += applied;
-        emit(sync_event::kind::batch_pushed, schema.name, applied);
-        for (auto& r : rejections) {
+    /// A pushed record the server answered with a conflict: the collection's policy decides,
+    /// and `detail::apply_resolution` stores the decision.
+    template <class Transaction>
+    conflict_report resolve_pushed_conflict(collection_entry& c, Transaction& txn,
+                                            const std::string& key, local_record rec,
+                                            const mutation_result& result, std::int64_t now) {
+        const auto& schema = c.schema;
+        if (!result.server)
+            throw boost::system::system_error(make_error_code(errc::bad_response),
+                                              "conflict without the server's record");
+        const conflict details{schema,         key,            rec.value,    rec.deleted,
+                               rec.modified_at, rec.dirty_mask, *result.server};
+        const auto decision = c.policy(details);
+        conflict_report entry{schema.name, key, conflict_outcome::deferred, rec.value,
+                              rec.deleted, *result.server};
+        entry.outcome = detail::apply_resolution(txn, schema, key, std::move(rec),
+                                                 *result.server, decision, now);
+        return entry;
+    }
+
+    /// Counts a committed batch's outcomes in the report and tells the app about them.
+    void report_push_results(const std::string& collection, push_outcomes& outcomes,
+                             sync_report& report) {
+        report.applied += outcomes.applied;
+        emit(sync_event::kind::batch_pushed, collection, outcomes.applied);
+        for (auto& r : outcomes.rejections) {
             ++report.rejected;
-            emit(sync_event::kind::mutation_rejected, schema.name, 1, r.code + ": " + r.message,
+            emit(sync_event::kind::mutation_rejected, collection, 1, r.code + ": " + r.message,
                  r.key);
             report.rejections.push_back(std::move(r));
         }
-        for (auto& entry : conflicts) {
-            emit(sync_event::kind::conflict_detected, schema.name, 1, {}, entry.key);
-            emit(sync_event::kind::conflict_resolved, schema.name, 1, to_string(entry.outcome),
+        for (auto& entry : outcomes.conflicts) {
+            emit(sync_event::kind::conflict_detected, collection, 1, {}, entry.key);
+            emit(sync_event::kind::conflict_resolved, collection, 1, to_string(entry.outcome),
                  entry.key);
             switch (entry.outcome) {
             case conflict_outcome::kept_local: ++report.kept_local; break;
@@ -613,7 +641,6 @@ private:
             }
             report.conflicts.push_back(std::move(entry));
         }
-        return rebased;
     }
 
     /// Pulls `c`'s change feed: detail::pull_fsm decides (pages, the page ahead, echo

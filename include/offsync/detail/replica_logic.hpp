@@ -311,6 +311,19 @@ bool apply_applied(Txn& txn, const collection_schema& schema, const sent_mutatio
     return rec->parked == park_state::none;
 }
 
+/// The parked copy of a local record, as the user will decide on it.
+inline parked_record parked_from(const collection_schema& schema, std::string_view key,
+                                 const local_record& rec, park_state kind, std::int64_t now_ms) {
+    parked_record p;
+    p.collection = schema.name;
+    p.key = std::string(key);
+    p.kind = kind;
+    p.local_value = rec.value;
+    p.local_deleted = rec.deleted;
+    p.detected_at_ms = now_ms;
+    return p;
+}
+
 /// Carries out a policy's decision on a conflicting record. `rec` must be the stored record.
 /// Returns the outcome to report.
 template <class Txn>
@@ -353,14 +366,8 @@ conflict_outcome apply_resolution(Txn& txn, const collection_schema& schema, std
         return conflict_outcome::merged;
     }
     case resolution::kind::defer: {
-        parked_record p;
-        p.collection = schema.name;
-        p.key = std::string(key);
-        p.kind = park_state::conflict;
-        p.local_value = rec.value;
-        p.local_deleted = rec.deleted;
+        auto p = parked_from(schema, key, rec, park_state::conflict, now_ms);
         p.server = server;
-        p.detected_at_ms = now_ms;
         txn.save_parked(p);
         rec.parked = park_state::conflict;
         txn.save(schema.name, key, rec);
@@ -374,16 +381,10 @@ conflict_outcome apply_resolution(Txn& txn, const collection_schema& schema, std
 template <class Txn>
 void park_rejected(Txn& txn, const collection_schema& schema, std::string_view key,
                    local_record rec, const mutation_result& result, std::int64_t now_ms) {
-    parked_record p;
-    p.collection = schema.name;
-    p.key = std::string(key);
-    p.kind = park_state::rejected;
-    p.local_value = rec.value;
-    p.local_deleted = rec.deleted;
+    auto p = parked_from(schema, key, rec, park_state::rejected, now_ms);
     p.server = result.server;
     p.error_code = result.error_code;
     p.error_message = result.error_message;
-    p.detected_at_ms = now_ms;
     txn.save_parked(p);
     rec.parked = park_state::rejected;
     rec.sent_mutation_id = 0;

@@ -196,6 +196,108 @@ inline void answer_change(routed& r, unsigned status, const change& c) {
     r.response.set(boost::beast::http::field::etag, etag(c.version));
 }
 
+/// The sync endpoints: `POST /v1/sync/push` and `GET /v1/sync/pull?...`.
+inline void route_sync(routed& r, sync_service& service, const http_request& req, bool push,
+                       std::string_view query) {
+    const auto method = req.method();
+    wire_answer answer;
+    if (push) {
+        if (method != boost::beast::http::verb::post) return method_not_allowed(r, "POST");
+        if (!is_json(req))
+            return set_error(r, 415, errc::unsupported_media_type,
+                             "Content-Type must be application/json");
+        answer = service.handle_push(r.user, req.body());
+    } else {
+        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET");
+        answer = service.handle_pull(r.user, query);
+    }
+    if (answer.error) return set_error(r, answer.error);
+    set_json(r.response, 200, std::move(answer.body));
+}
+
+/// `GET /v1/{collection}`: every live record.
+inline void route_collection(routed& r, sync_service& service, const http_request& req,
+                             const std::string& collection) {
+    if (req.method() != boost::beast::http::verb::get) return method_not_allowed(r, "GET");
+    std::vector<change> records;
+    if (auto d = service.list(r.user, collection, records)) return set_error(r, d);
+    boost::json::array arr;
+    arr.reserve(records.size());
+    for (const auto& c : records) arr.push_back(to_json(c));
+    set_json(r.response, 200,
+             boost::json::serialize(boost::json::object{{"records", std::move(arr)}}));
+}
+
+/// The body of a REST `PUT`: a JSON object of fields.
+inline diagnostics fields_of(const http_request& req, boost::json::value& body) {
+    if (!is_json(req))
+        return {make_error_code(errc::unsupported_media_type),
+                "Content-Type must be application/json"};
+    boost::system::error_code ec;
+    body = boost::json::parse(req.body(), ec);
+    if (ec) return {make_error_code(errc::malformed_json), "body is not JSON: " + ec.message()};
+    if (!body.is_object())
+        return {make_error_code(errc::malformed_json), "the body must be a JSON object of fields"};
+    return {};
+}
+
+/// `GET`, `PUT` and `DELETE /v1/{collection}/{id}`.
+inline void route_record(routed& r, sync_service& service, const http_request& req,
+                         const std::string& collection, const std::string& id) {
+    const auto method = req.method();
+    change out;
+    diagnostics d;
+    switch (method) {
+    case boost::beast::http::verb::get:
+        if (auto failed = service.get_record(r.user, collection, id, out))
+            return set_error(r, failed);
+        return answer_change(r, 200, out);
+    case boost::beast::http::verb::put: {
+        std::optional<std::uint64_t> base;
+        if (auto failed = if_match_version(req, base)) return set_error(r, failed);
+        boost::json::value body;
+        if (auto failed = fields_of(req, body)) return set_error(r, failed);
+        d = service.put_record(r.user, collection, id, body.get_object(), base, out);
+        break;
+    }
+    case boost::beast::http::verb::delete_: {
+        std::optional<std::uint64_t> base;
+        if (auto failed = if_match_version(req, base)) return set_error(r, failed);
+        d = service.delete_record(r.user, collection, id, base, out);
+        break;
+    }
+    default: return method_not_allowed(r, "GET, PUT, DELETE");
+    }
+    if (!d) return answer_change(r, 200, out);
+    if (d.code != errc::version_conflict) return set_error(r, d);
+    // The seed's shape: 409 with the server's record, here next to the error.
+    boost::json::value body = error_body(errc::version_conflict, d.message);
+    body.get_object().emplace("server", to_json(out));
+    set_json(r.response, 409, boost::json::serialize(body));
+    r.response.set(boost::beast::http::field::etag, etag(out.version));
+    r.error = to_string(errc::version_conflict);
+}
+
+/// `/v1/{collection}` and `/v1/{collection}/{id}`, their segments percent-decoded.
+inline void route_rest(routed& r, sync_service& service, const http_request& req,
+                       std::string_view path) {
+    constexpr std::string_view prefix = "/v1/";
+    if (path.substr(0, prefix.size()) != prefix || path.size() == prefix.size())
+        return set_error(r, 404, errc::not_found, "no such route");
+    auto rest = path.substr(prefix.size());
+    const auto slash = rest.find('/');
+    std::string collection, id;
+    if (!decode_segment(rest.substr(0, slash), collection) || collection.empty())
+        return set_error(r, 404, errc::unknown_collection, "bad collection in the path");
+    if (slash == std::string_view::npos) return route_collection(r, service, req, collection);
+    const auto id_text = rest.substr(slash + 1);
+    if (id_text.find('/') != std::string_view::npos)
+        return set_error(r, 404, errc::not_found, "no such route");
+    if (!decode_segment(id_text, id) || id.empty())
+        return set_error(r, 400, errc::invalid_id, "bad record id in the path");
+    route_record(r, service, req, collection, id);
+}
+
 /// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
 /// report that the server drains.
 inline routed route(sync_service& service, const authenticator& auth, const http_request& req,
@@ -206,13 +308,12 @@ inline routed route(sync_service& service, const authenticator& auth, const http
     const auto qpos = target.find('?');
     const auto path = target.substr(0, qpos);
     const auto query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
-    const auto method = req.method();
 
     if (path == "/healthz") {
-        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
+        if (req.method() != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
         boost::json::object o{{"status", stopping ? "stopping" : "ok"},
-                       {"storage", "ready"},
-                       {"last_version", service.last_version()}};
+                              {"storage", "ready"},
+                              {"last_version", service.last_version()}};
         set_json(r.response, stopping ? 503 : 200, boost::json::serialize(o));
         return r;
     }
@@ -228,102 +329,13 @@ inline routed route(sync_service& service, const authenticator& auth, const http
                   token.empty() ? "missing Authorization: Bearer token" : "token not accepted");
         return r;
     }
-    r.user = *user;
+    r.user = std::move(*user);
 
-    auto reply = [&](const service_response& s) {
-        set_json(r.response, s.status, s.body);
-        if (s.status != 200) {
-            auto d = parse_error_body(s.body, errc::server_error);
-            r.error = to_string(errc_of(d.code));
-        }
-    };
-
-    if (path == "/v1/sync/push") {
-        if (method != boost::beast::http::verb::post) return method_not_allowed(r, "POST"), r;
-        if (!is_json(req))
-            return set_error(r, 415, errc::unsupported_media_type,
-                             "Content-Type must be application/json"),
-                   r;
-        reply(service.handle_push(*user, req.body()));
-        return r;
-    }
-    if (path == "/v1/sync/pull") {
-        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
-        reply(service.handle_pull(*user, query));
-        return r;
-    }
-
-    // /v1/{collection} and /v1/{collection}/{id}
-    constexpr std::string_view prefix = "/v1/";
-    if (path.substr(0, prefix.size()) != prefix || path.size() == prefix.size())
-        return set_error(r, 404, errc::not_found, "no such route"), r;
-    auto rest = path.substr(prefix.size());
-    const auto slash = rest.find('/');
-    std::string collection, id;
-    if (!decode_segment(rest.substr(0, slash), collection) || collection.empty())
-        return set_error(r, 404, errc::unknown_collection, "bad collection in the path"), r;
-
-    if (slash == std::string_view::npos) {
-        if (method != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
-        std::vector<change> records;
-        if (auto d = service.list(*user, collection, records)) return set_error(r, d), r;
-        boost::json::array arr;
-        arr.reserve(records.size());
-        for (const auto& c : records) arr.push_back(to_json(c));
-        set_json(r.response, 200, boost::json::serialize(boost::json::object{{"records", std::move(arr)}}));
-        return r;
-    }
-    const auto id_text = rest.substr(slash + 1);
-    if (id_text.find('/') != std::string_view::npos)
-        return set_error(r, 404, errc::not_found, "no such route"), r;
-    if (!decode_segment(id_text, id) || id.empty())
-        return set_error(r, 400, errc::invalid_id, "bad record id in the path"), r;
-
-    change out;
-    switch (method) {
-    case boost::beast::http::verb::get:
-        if (auto d = service.get_record(*user, collection, id, out)) return set_error(r, d), r;
-        answer_change(r, 200, out);
-        return r;
-    case boost::beast::http::verb::put:
-    case boost::beast::http::verb::delete_: {
-        std::optional<std::uint64_t> base;
-        if (auto d = if_match_version(req, base)) return set_error(r, d), r;
-        diagnostics d;
-        if (method == boost::beast::http::verb::put) {
-            if (!is_json(req))
-                return set_error(r, 415, errc::unsupported_media_type,
-                                 "Content-Type must be application/json"),
-                       r;
-            boost::system::error_code ec;
-            auto jv = boost::json::parse(req.body(), ec);
-            if (ec)
-                return set_error(r, 400, errc::malformed_json, "body is not JSON: " + ec.message()),
-                       r;
-            if (!jv.is_object())
-                return set_error(r, 400, errc::malformed_json,
-                                 "the body must be a JSON object of fields"),
-                       r;
-            d = service.put_record(*user, collection, id, jv.get_object(), base, out);
-        } else {
-            d = service.delete_record(*user, collection, id, base, out);
-        }
-        if (!d) {
-            answer_change(r, 200, out);
-        } else if (d.code == errc::version_conflict) {
-            // The seed's shape: 409 with the server's record, here next to the error.
-            boost::json::value body = error_body(errc::version_conflict, d.message);
-            body.get_object().emplace("server", to_json(out));
-            set_json(r.response, 409, boost::json::serialize(body));
-            r.response.set(boost::beast::http::field::etag, etag(out.version));
-            r.error = to_string(errc::version_conflict);
-        } else {
-            set_error(r, d);
-        }
-        return r;
-    }
-    default: return method_not_allowed(r, "GET, PUT, DELETE"), r;
-    }
+    if (path == "/v1/sync/push" || path == "/v1/sync/pull")
+        route_sync(r, service, req, path == "/v1/sync/push", query);
+    else
+        route_rest(r, service, req, path);
+    return r;
 }
 
 /// The answer to a request Beast could not read.
@@ -532,116 +544,145 @@ private:
         c->stream.socket().close(ignored);
     }
 
+    using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+    /// Serves one connection's requests in turn until it closes, idles out or the server stops.
     boost::asio::awaitable<void> serve(connection& c) {
         const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         auto& stream = c.stream;
         boost::beast::flat_buffer buffer;
         for (;;) {
             if (buffer.size() == 0) {
-                if (buffer.capacity() > idle_read_bytes) buffer.shrink_to_fit();
-                {
-                    std::lock_guard lock(mutex_);
-                    if (stopping_) co_return;
-                    c.idle = true;
-                }
-                stream.expires_after(config_.idle_timeout);
-                auto space = buffer.prepare(idle_read_bytes);
-                auto [ec, n] = co_await stream.async_read_some(space, tok);
-                {
-                    std::lock_guard lock(mutex_);
-                    c.idle = false;
-                }
-                if (ec) co_return; // closed by the client, idle too long, or shutting down
-                buffer.commit(n);
+                const bool request_came = co_await wait_for_request(c, buffer);
+                if (!request_came) co_return;
             }
-            boost::beast::http::request_parser<boost::beast::http::string_body> parser;
-            parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
-            parser.body_limit(config_.max_body_bytes);
-            stream.expires_after(config_.read_timeout);
-            auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
-            boost::beast::error_code ec = hec;
-            if (!ec && !parser.is_done()) {
-                // curl and others wait for "100 Continue" before they send a larger body.
-                const auto& fields = parser.get();
-                if (auto it = fields.find(boost::beast::http::field::expect);
-                    it != fields.end() &&
-                    iequals(std::string_view(it->value().data(), it->value().size()),
-                            "100-continue")) {
-                    boost::beast::http::response<boost::beast::http::empty_body> proceed{boost::beast::http::status::continue_, 11};
-                    auto [cec, cn] = co_await boost::beast::http::async_write(stream, proceed, tok);
-                    if (cec) co_return;
-                }
-                // Beast reads as much as the buffer has room for: a connection's small idle
-                // buffer would take a large push 4 KiB per system call. The room is given
-                // back once the connection is idle again.
-                if (const auto length = parser.content_length();
-                    length && *length > buffer.capacity() - buffer.size())
-                    buffer.reserve(buffer.size() +
-                                   std::min<std::uint64_t>(*length, body_read_chunk_bytes));
-                auto [bec, bn] = co_await boost::beast::http::async_read(stream, buffer, parser, tok);
-                ec = bec;
-            }
+            request_parser parser;
+            const auto ec = co_await read_request(stream, buffer, parser);
             const auto started = std::chrono::steady_clock::now();
             if (ec == boost::beast::http::error::end_of_stream || ec == boost::beast::error::timeout ||
                 ec == boost::asio::error::operation_aborted || ec == boost::asio::error::connection_reset)
                 co_return; // gone, stalled or cancelled: nobody to answer
             bool close = false;
-            routed r;
-            if (ec) {
-                r = read_error(ec);
-                close = true;
-            } else {
-                bool stopping;
-                {
-                    std::lock_guard lock(mutex_);
-                    stopping = stopping_;
-                }
-                try {
-                    r = route(service_, auth_, parser.get(), stopping);
-                } catch (const std::exception& e) {
-                    r = routed{};
-                    r.response.version(11);
-                    set_error(r, 500, errc::server_error, e.what());
-                }
-                close = !parser.get().keep_alive() || stopping;
-            }
-            {
-                std::lock_guard lock(mutex_);
-                close = close || stopping_;
-            }
+            routed r = answer(parser, ec, close);
             r.response.set(boost::beast::http::field::server, "offsync");
             r.response.keep_alive(!close);
             r.response.prepare_payload();
             stream.expires_after(config_.read_timeout);
             auto [wec, wn] = co_await boost::beast::http::async_write(stream, r.response, tok);
-            if (config_.log) {
-                const auto& req = parser.get();
-                request_log line;
-                line.connection = c.id;
-                line.remote = c.remote;
-                if (!ec) {
-                    line.method = std::string_view(req.method_string().data(),
-                                                   req.method_string().size());
-                    line.target = std::string_view(req.target().data(), req.target().size());
-                    line.request_bytes = req.body().size();
-                }
-                line.status = r.response.result_int();
-                line.user = r.user;
-                line.error = r.error;
-                line.response_bytes = r.response.body().size();
-                line.duration = std::chrono::duration_cast<std::chrono::microseconds>(
-                    std::chrono::steady_clock::now() - started);
-                try {
-                    config_.log(line);
-                } catch (...) {
-                    // A failing logger must not take the connection down.
-                }
-            }
+            log_request(c, parser, ec, r, started);
             if (wec) co_return;
             if (close) {
                 co_await linger_close(stream);
                 co_return;
             }
+        }
+    }
+
+    /// Waits, idle, for the first bytes of the next request; false if none will come (the
+    /// client closed, the connection idled out, or the server stops).
+    boost::asio::awaitable<bool> wait_for_request(connection& c, boost::beast::flat_buffer& buffer) {
+        if (buffer.capacity() > idle_read_bytes) buffer.shrink_to_fit();
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) co_return false;
+            c.idle = true;
+        }
+        c.stream.expires_after(config_.idle_timeout);
+        auto space = buffer.prepare(idle_read_bytes);
+        auto [ec, n] = co_await c.stream.async_read_some(
+            space, boost::asio::as_tuple(boost::asio::use_awaitable));
+        {
+            std::lock_guard lock(mutex_);
+            c.idle = false;
+        }
+        if (ec) co_return false;
+        buffer.commit(n);
+        co_return true;
+    }
+
+    /// Reads one request within the limits, answering "100 Continue" when it is asked for.
+    boost::asio::awaitable<boost::beast::error_code>
+    read_request(boost::beast::tcp_stream& stream, boost::beast::flat_buffer& buffer,
+                 request_parser& parser) {
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
+        parser.body_limit(config_.max_body_bytes);
+        stream.expires_after(config_.read_timeout);
+        auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
+        if (hec || parser.is_done()) co_return hec;
+        // curl and others wait for "100 Continue" before they send a larger body.
+        const auto& fields = parser.get();
+        if (auto it = fields.find(boost::beast::http::field::expect);
+            it != fields.end() &&
+            iequals(std::string_view(it->value().data(), it->value().size()), "100-continue")) {
+            boost::beast::http::response<boost::beast::http::empty_body> proceed{
+                boost::beast::http::status::continue_, 11};
+            auto [cec, cn] = co_await boost::beast::http::async_write(stream, proceed, tok);
+            if (cec) co_return cec;
+        }
+        // Beast reads as much as the buffer has room for: a connection's small idle buffer
+        // would take a large push 4 KiB per system call. The room is given back once the
+        // connection is idle again.
+        if (const auto length = parser.content_length();
+            length && *length > buffer.capacity() - buffer.size())
+            buffer.reserve(buffer.size() + std::min<std::uint64_t>(*length, body_read_chunk_bytes));
+        auto [bec, bn] = co_await boost::beast::http::async_read(stream, buffer, parser, tok);
+        co_return bec;
+    }
+
+    /// The answer to a request read with `read_error` (or none); `close` is set when the
+    /// connection must close after it.
+    routed answer(request_parser& parser, const boost::beast::error_code& read_error_code,
+                  bool& close) {
+        routed r;
+        bool stopping;
+        {
+            std::lock_guard lock(mutex_);
+            stopping = stopping_;
+        }
+        if (read_error_code) {
+            r = read_error(read_error_code);
+            close = true;
+        } else {
+            try {
+                r = route(service_, auth_, parser.get(), stopping);
+            } catch (const std::exception& e) {
+                r = routed{};
+                r.response.version(11);
+                set_error(r, 500, errc::server_error, e.what());
+            }
+            close = !parser.get().keep_alive() || stopping;
+        }
+        {
+            std::lock_guard lock(mutex_);
+            close = close || stopping_;
+        }
+        return r;
+    }
+
+    void log_request(const connection& c, request_parser& parser,
+                     const boost::beast::error_code& read_error_code, const routed& r,
+                     std::chrono::steady_clock::time_point started) {
+        if (!config_.log) return;
+        const auto& req = parser.get();
+        request_log line;
+        line.connection = c.id;
+        line.remote = c.remote;
+        if (!read_error_code) {
+            line.method = std::string_view(req.method_string().data(), req.method_string().size());
+            line.target = std::string_view(req.target().data(), req.target().size());
+            line.request_bytes = req.body().size();
+        }
+        line.status = r.response.result_int();
+        line.user = r.user;
+        line.error = r.error;
+        line.response_bytes = r.response.body().size();
+        line.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - started);
+        try {
+            config_.log(line);
+        } catch (...) {
+            // A failing logger must not take the connection down.
         }
     }
 

@@ -1,12 +1,24 @@
 // offsync — the server's protocol logic, independent of HTTP: versions, field-level conflict
-// detection, idempotent mutations, the change feed, per-user scope and validation.
+// detection, idempotent mutations, the change feed, per-user scope and validation. The service
+// reads and writes the store; its decisions live in headers of their own, pure functions of the
+// records they look at: server/conflict_check.hpp (one mutation), server/change_feed.hpp (a
+// page of the feed), server/idempotency.hpp (remembered results), server/record_view.hpp (a
+// record as a user sees it), server/rest_rules.hpp (the per-record REST API).
 #pragma once
 
 #include <offsync/detail/validate.hpp>
 #include <offsync/error.hpp>
 #include <offsync/hlc.hpp>
 #include <offsync/model.hpp>
-#include <offsync/protocol.hpp>
+#include <offsync/protocol/json.hpp>
+#include <offsync/protocol/http.hpp>
+#include <offsync/protocol/messages.hpp>
+#include <offsync/protocol/text_writer.hpp>
+#include <offsync/server/change_feed.hpp>
+#include <offsync/server/conflict_check.hpp>
+#include <offsync/server/idempotency.hpp>
+#include <offsync/server/record_view.hpp>
+#include <offsync/server/rest_rules.hpp>
 #include <offsync/server/store.hpp>
 
 #include <boost/json/monotonic_resource.hpp>
@@ -43,33 +55,13 @@ struct service_config {
     wall_clock clock = system_wall_ms;
 };
 
-/// A wire answer: HTTP status and JSON body text.
-struct service_response {
-    unsigned status = 200;
-    std::string body;
+/// The answer to a request in its wire form: the response's JSON text, or why the request was
+/// refused. The service knows no HTTP: a server turns `error` into its status (`http_status()`
+/// in protocol/http.hpp) and error body (`error_body()`).
+struct wire_answer {
+    diagnostics error; ///< set when the request was refused; `body` is then empty
+    std::string body;  ///< the response as JSON text, when `error` is not set
 };
-
-/// The HTTP status that fits an offsync error.
-inline unsigned http_status(const error_code& ec) {
-    switch (errc_of(ec)) {
-    case errc::malformed_json:
-    case errc::invalid_field:
-    case errc::unknown_field:
-    case errc::invalid_id:
-    case errc::cursor_ahead: return 400;
-    case errc::unauthorized: return 401;
-    case errc::read_only:
-    case errc::forbidden: return 403;
-    case errc::unknown_collection:
-    case errc::not_found: return 404;
-    case errc::version_conflict: return 409;
-    case errc::batch_too_large: return 413;
-    case errc::method_not_allowed: return 405;
-    case errc::unsupported_media_type: return 415;
-    case errc::headers_too_large: return 431;
-    default: return 500;
-    }
-}
 
 /// The sync service over a `server_store`: in memory by default, or any store the caller owns
 /// (`sqlite_server_store` in server/sqlite_store.hpp). One mutex serialises requests, and every
@@ -117,11 +109,12 @@ public:
 
     // --- Wire entry points: what the HTTP server and the loopback transport call.
 
-    service_response handle_push(std::string_view user, std::string_view body) {
+    /// Answers a push whose body is JSON text, for `user` (already authenticated).
+    wire_answer handle_push(std::string_view user, std::string_view body) {
         if (body.size() > config_.max_body_bytes)
-            return error_response({make_error_code(errc::batch_too_large),
-                                   "body exceeds " + std::to_string(config_.max_body_bytes) +
-                                       " bytes"});
+            return {{make_error_code(errc::batch_too_large),
+                     "body exceeds " + std::to_string(config_.max_body_bytes) + " bytes"},
+                    {}};
         // The document and the fields taken from it live in one arena, released at once: a
         // push is thousands of small objects, and freeing them one by one costs more than
         // parsing them. The arena is shared: anything still holding a part of it keeps it.
@@ -129,18 +122,20 @@ public:
         if (auto d = parse_body(body, request,
                                 boost::json::make_shared_resource<boost::json::monotonic_resource>(
                                     body.size() * 2)))
-            return error_response(d);
+            return {std::move(d), {}};
         push_response response;
-        if (auto d = push(user, request, response)) return error_response(d);
-        return {200, to_json_text(response)};
+        if (auto d = push(user, request, response)) return {std::move(d), {}};
+        return {{}, to_json_text(response)};
     }
 
-    service_response handle_pull(std::string_view user, std::string_view query) {
+    /// Answers a pull whose request is a query string (`collection=C&since=N&limit=N`, the part
+    /// of the target after '?'), for `user` (already authenticated).
+    wire_answer handle_pull(std::string_view user, std::string_view query) {
         pull_request request;
-        if (auto d = parse_pull_query(query, request)) return error_response(d);
+        if (auto d = parse_pull_query(query, request)) return {std::move(d), {}};
         pull_response response;
-        if (auto d = pull(user, request, response)) return error_response(d);
-        return {200, to_json_text(response)};
+        if (auto d = pull(user, request, response)) return {std::move(d), {}};
+        return {{}, to_json_text(response)};
     }
 
     // --- Typed entry points.
@@ -156,62 +151,43 @@ public:
                         std::to_string(config_.max_mutations_per_push) + " per push"};
         if (request.client_id.empty())
             return {make_error_code(errc::invalid_field), "'client_id' must not be empty"};
-        if (user.empty())
-            return {make_error_code(errc::unauthorized), "no authenticated user"};
+        if (user.empty()) return unauthenticated();
         std::lock_guard lock(mutex_);
         std::vector<std::string> keys(request.mutations.size());
         std::vector<const collection_schema*> schemas(request.mutations.size());
         for (std::size_t i = 0; i < request.mutations.size(); ++i) {
-            const auto& m = request.mutations[i];
-            // The wire format cannot carry more; a store may keep ids as signed 64-bit integers.
-            if (m.mutation_id > max_safe_integer)
-                return {make_error_code(errc::invalid_field),
-                        "mutations[" + std::to_string(i) + "]: 'mutation_id' exceeds 2^53-1"};
-            schemas[i] = find(m.collection);
-            if (!schemas[i])
-                return {make_error_code(errc::unknown_collection),
-                        "mutations[" + std::to_string(i) + "]: unknown collection '" +
-                            m.collection + "'"};
-            if (auto d = key_from_json(*schemas[i], m.id, keys[i])) {
+            if (auto d = resolve(request.mutations[i], schemas[i], keys[i])) {
                 d.message = "mutations[" + std::to_string(i) + "]: " + d.message;
                 return d;
             }
         }
-        const auto client = std::string(user) + '\n' + request.client_id;
         std::vector<mutation_result> results;
         results.reserve(request.mutations.size());
         std::optional<own_writes_range> own_writes;
         auto d = in_transaction([&] {
+            detail::remembered_results remembered(store_,
+                                                  std::string(user) + '\n' + request.client_id);
             own_writes_tracker written;
             // Versions above it are this push's writes. An `applied` answer without a write (a
             // delete of a record never had, an upsert that changes nothing) tells an older
             // version, perhaps another client's: not a write of this push.
             const auto written_above = counters_.last_version;
             const auto now = config_.clock();
-            // Ids above the newest remembered one are new: no lookup. It grows as results are
-            // remembered, so an id repeated within the request is looked up and found.
-            auto remembered_up_to = store_.newest_result(client);
             for (std::size_t i = 0; i < request.mutations.size(); ++i) {
                 const auto& m = request.mutations[i];
-                const bool maybe_seen = !remembered_up_to || m.mutation_id <= *remembered_up_to;
-                if (maybe_seen) {
-                    if (auto remembered = store_.find_result(client, m.mutation_id)) {
-                        results.push_back(std::move(*remembered));
-                        continue;
-                    }
+                if (auto earlier = remembered.recall(m.mutation_id)) {
+                    results.push_back(std::move(*earlier));
+                    continue;
                 }
                 hlc_observe(counters_.clock, m.stamp, now);
                 auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
                 result.mutation_id = m.mutation_id;
                 if (result.status == mutation_status::applied && result.version > written_above)
                     written.add(*schemas[i], result.version);
-                store_.remember_result(client, result);
-                if (remembered_up_to && m.mutation_id > *remembered_up_to)
-                    remembered_up_to = m.mutation_id;
+                remembered.remember(result);
                 results.push_back(std::move(result));
             }
-            // After the loop: a retry in this very push has been answered already.
-            store_.keep_newest_results(client, config_.idempotency_window);
+            remembered.keep_newest(config_.idempotency_window);
             own_writes = own_writes_of(user, written);
             return diagnostics{};
         });
@@ -225,66 +201,17 @@ public:
     /// version above `since`, ascending, each record at its latest version.
     diagnostics pull(std::string_view user, const pull_request& request,
                      pull_response& response) {
-        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
-        std::lock_guard lock(mutex_);
-        const auto* schema = find(request.collection);
-        if (!schema)
-            return {make_error_code(errc::unknown_collection),
-                    "unknown collection '" + request.collection + "'"};
-        if (request.since > counters_.last_version)
-            return {make_error_code(errc::cursor_ahead),
-                    "cursor " + std::to_string(request.since) +
-                        " is ahead of the server's last version " +
-                        std::to_string(counters_.last_version) + "; re-sync from 0"};
-        const std::size_t limit = std::clamp<std::size_t>(request.limit, 1, max_pull_limit);
-        return guarded([&] {
-            // A shared collection's feed merges the shared records with this user's own values.
-            const bool shared = schema->scope == scope::shared;
-            const bool overlay = shared && schema->per_user_mask;
-            // One more than the page, to know whether more follow.
-            std::vector<server_record> pages[2];
-            if (overlay)
-                store_.feed(*schema, {}, request.since, limit + 1, pages[0]);
-            else
-                store_.feed_for_client(*schema, shared ? std::string_view() : user,
-                                       request.since, limit + 1, pages[0], request.client_id);
-            if (overlay) store_.feed(*schema, user, request.since, limit + 1, pages[1]);
-            std::size_t next[2] = {0, 0};
-            auto live = [&](int f) { return next[f] < pages[f].size(); };
-            pull_response out;
-            out.cursor = request.since;
-            std::unordered_set<std::string_view> page_keys;
-            std::size_t consumed = 0;
-            while ((live(0) || live(1)) && consumed < limit) {
-                const int f = !live(0)   ? 1
-                              : !live(1) ? 0
-                                         : (pages[0][next[0]].version < pages[1][next[1]].version
-                                                ? 0
-                                                : 1);
-                auto& rec = pages[f][next[f]++];
-                out.cursor = rec.version;
-                ++consumed;
-                // The shared record and this user's own values of it are one change.
-                if (!page_keys.insert(rec.key).second) continue;
-                std::optional<change> c;
-                if (!overlay) {
-                    // The client's own write, still the latest: it holds the record already.
-                    if (!request.client_id.empty() && rec.last_writer == request.client_id)
-                        c = echo_of(*schema, rec);
-                    else
-                        c = view(*schema, std::move(rec));
-                } else if (f == 0) {
-                    const auto own = store_.find(*schema, user, rec.key);
-                    c = view(*schema, &rec, own ? &*own : nullptr);
-                } else {
-                    const auto base = store_.find(*schema, {}, rec.key);
-                    c = view(*schema, base ? &*base : nullptr, &rec);
-                }
-                if (c) out.changes.push_back(std::move(*c));
-            }
-            out.has_more = live(0) || live(1);
-            response = std::move(out);
-            return diagnostics{};
+        return for_collection(user, request.collection, [&](const collection_schema& schema) {
+            if (request.since > counters_.last_version)
+                return diagnostics{make_error_code(errc::cursor_ahead),
+                                   "cursor " + std::to_string(request.since) +
+                                       " is ahead of the server's last version " +
+                                       std::to_string(counters_.last_version) +
+                                       "; re-sync from 0"};
+            return guarded([&] {
+                response = feed_page(user, schema, request);
+                return diagnostics{};
+            });
         });
     }
 
@@ -304,7 +231,7 @@ public:
             std::string key;
             if (!id) return {make_error_code(errc::invalid_id), "value has no key field"};
             if (auto d = key_from_json(*schema, *id, key)) return d;
-            if (auto d = detail::validate_value(*schema, key, value)) return d;
+            if (auto d = offsync::detail::validate_value(*schema, key, value)) return d;
             const auto base_owner =
                 schema->scope == scope::per_user ? std::string(owner) : std::string();
             return in_transaction([&] {
@@ -367,26 +294,26 @@ public:
     /// plain client with a large collection should page the change feed instead.
     diagnostics list(std::string_view user, std::string_view collection,
                      std::vector<change>& out) {
-        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
-        std::lock_guard lock(mutex_);
-        const auto* schema = find(collection);
-        if (!schema) return unknown_collection(collection);
-        return guarded([&] {
-            out.clear();
-            const bool shared = schema->scope == scope::shared;
-            std::vector<server_record> page;
-            std::uint64_t since = 0;
-            do {
-                store_.feed(*schema, shared ? std::string_view() : user, since, 1000, page);
-                for (const auto& rec : page) {
-                    since = rec.version;
-                    std::optional<server_record> own;
-                    if (shared && schema->per_user_mask) own = store_.find(*schema, user, rec.key);
-                    if (auto c = view(*schema, &rec, own ? &*own : nullptr); c && !c->deleted)
-                        out.push_back(std::move(*c));
-                }
-            } while (page.size() == 1000);
-            return diagnostics{};
+        return for_collection(user, collection, [&](const collection_schema& schema) {
+            return guarded([&] {
+                out.clear();
+                const bool shared = schema.scope == scope::shared;
+                std::vector<server_record> page;
+                std::uint64_t since = 0;
+                do {
+                    store_.feed(schema, shared ? std::string_view() : user, since, 1000, page);
+                    for (const auto& rec : page) {
+                        since = rec.version;
+                        std::optional<server_record> own;
+                        if (shared && schema.per_user_mask)
+                            own = store_.find(schema, user, rec.key);
+                        if (auto c = detail::view_of(schema, &rec, own ? &*own : nullptr);
+                            c && !c->deleted)
+                            out.push_back(std::move(*c));
+                    }
+                } while (page.size() == 1000);
+                return diagnostics{};
+            });
         });
     }
 
@@ -394,17 +321,14 @@ public:
     /// percent-decoded): the string itself, or an integer's decimal digits.
     diagnostics get_record(std::string_view user, std::string_view collection,
                            std::string_view id, change& out) {
-        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
-        std::lock_guard lock(mutex_);
-        const auto* schema = find(collection);
-        if (!schema) return unknown_collection(collection);
-        std::string key;
-        if (auto d = key_from_text(*schema, id, key)) return d;
-        return guarded([&]() -> diagnostics {
-            auto c = lookup(*schema, user, key);
-            if (!c || c->deleted) return not_found(*schema, key);
-            out = std::move(*c);
-            return {};
+        return for_record(user, collection, id, [&](const collection_schema& schema,
+                                                    const std::string& key) {
+            return guarded([&]() -> diagnostics {
+                auto c = lookup(schema, user, key);
+                if (!c || c->deleted) return not_found(schema, key);
+                out = std::move(*c);
+                return {};
+            });
         });
     }
 
@@ -449,6 +373,42 @@ private:
         return {make_error_code(errc::not_found),
                 schema.name + "/" + std::string(key) + " does not exist"};
     }
+    static diagnostics unauthenticated() {
+        return {make_error_code(errc::unauthorized), "no authenticated user"};
+    }
+
+    /// The prologue of every request about one collection: a user, the lock, the collection.
+    /// Runs `body(schema)` under the lock.
+    template <class Body>
+    diagnostics for_collection(std::string_view user, std::string_view collection, Body&& body) {
+        if (user.empty()) return unauthenticated();
+        std::lock_guard lock(mutex_);
+        const auto* schema = find(collection);
+        if (!schema) return unknown_collection(collection);
+        return body(*schema);
+    }
+
+    /// `for_collection`, and the key of the record `id` names in a URL path:
+    /// `body(schema, key)`.
+    template <class Body>
+    diagnostics for_record(std::string_view user, std::string_view collection,
+                           std::string_view id, Body&& body) {
+        return for_collection(user, collection, [&](const collection_schema& schema) {
+            std::string key;
+            if (auto d = detail::key_from_text(schema, id, key)) return d;
+            return body(schema, key);
+        });
+    }
+
+    /// The prologue of one pushed mutation (under the lock): its collection and its key.
+    diagnostics resolve(const mutation& m, const collection_schema*& schema, std::string& key) {
+        // The wire format cannot carry more; a store may keep ids as signed 64-bit integers.
+        if (m.mutation_id > max_safe_integer)
+            return {make_error_code(errc::invalid_field), "'mutation_id' exceeds 2^53-1"};
+        schema = find(m.collection);
+        if (!schema) return unknown_collection(m.collection);
+        return key_from_json(*schema, m.id, key);
+    }
 
     /// Runs `body` with the store's failures turned into a server error. A store failure is
     /// the server's problem, never the request's: it answers `server_error` (HTTP 500), which
@@ -486,64 +446,39 @@ private:
         return d;
     }
 
-    /// The key of an id written in a URL path: a string id as is, an integer id as decimal
-    /// digits (an optional '-', no '+', no leading or trailing junk).
-    static diagnostics key_from_text(const collection_schema& schema, std::string_view text,
-                                     std::string& key) {
-        if (schema.key == key_kind::string) return key_from_json(schema, boost::json::string(text), key);
-        std::int64_t n = 0;
-        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-        if (text.empty() || ec != std::errc{} || p != text.data() + text.size())
-            return {make_error_code(errc::invalid_id), "id must be an integer"};
-        key = std::to_string(n);
-        if (key != text) return {make_error_code(errc::invalid_id), "id must be an integer"};
-        return {};
-    }
-
     diagnostics rest_write(std::string_view user, std::string_view collection,
                            std::string_view id, mutation_op op, const boost::json::object* fields,
                            std::optional<std::uint64_t> base_version, change& out) {
-        if (user.empty()) return {make_error_code(errc::unauthorized), "no authenticated user"};
-        std::lock_guard lock(mutex_);
-        const auto* schema = find(collection);
-        if (!schema) return unknown_collection(collection);
-        std::string key;
-        if (auto d = key_from_text(*schema, id, key)) return d;
-        return in_transaction([&]() -> diagnostics {
-            auto current = lookup(*schema, user, key);
-            if (op == mutation_op::remove && (!current || current->deleted))
-                return not_found(*schema, key);
-            mutation m;
-            m.collection = schema->name;
-            m.id = key_to_json(*schema, key);
-            m.op = op;
-            if (fields) m.fields = *fields;
-            // Unconditional: based on what the caller would see now.
-            m.base_version = base_version ? *base_version : current ? current->version : 0;
-            // A writer id of its own per request, so that no earlier write is ever "this
-            // client's".
-            const auto writer =
-                "rest:" + std::string(user) + ":" + std::to_string(++counters_.rest_writes);
-            m.stamp = hlc_tick(counters_.clock, config_.clock(), "rest:" + std::string(user));
-            auto result = apply_one(user, writer, *schema, key, m);
-            switch (result.status) {
-            case mutation_status::applied:
-                out = *lookup(*schema, user, key);
+        return for_record(user, collection, id, [&](const collection_schema& schema,
+                                                    const std::string& key) {
+            return in_transaction([&]() -> diagnostics {
+                auto current = lookup(schema, user, key);
+                if (op == mutation_op::remove && (!current || current->deleted))
+                    return not_found(schema, key);
+                mutation m;
+                m.collection = schema.name;
+                m.id = key_to_json(schema, key);
+                m.op = op;
+                if (fields) m.fields = *fields;
+                // Unconditional: based on what the caller would see now.
+                m.base_version = base_version ? *base_version : current ? current->version : 0;
+                // A writer id of its own per request, so that no earlier write is ever "this
+                // client's".
+                const auto writer =
+                    "rest:" + std::string(user) + ":" + std::to_string(++counters_.rest_writes);
+                m.stamp = hlc_tick(counters_.clock, config_.clock(), "rest:" + std::string(user));
+                auto result = apply_one(user, writer, schema, key, m);
+                switch (result.status) {
+                case mutation_status::applied: out = *lookup(schema, user, key); return {};
+                case mutation_status::conflict:
+                    out = std::move(*result.server);
+                    return detail::conflict_of(schema, key, m.base_version, out.version);
+                case mutation_status::rejected:
+                    out = result.server ? std::move(*result.server) : change{};
+                    return detail::refusal_of(result);
+                }
                 return {};
-            case mutation_status::conflict:
-                out = std::move(*result.server);
-                return {make_error_code(errc::version_conflict),
-                        schema->name + "/" + key + " was written since version " +
-                            std::to_string(m.base_version) + "; it is now at version " +
-                            std::to_string(out.version)};
-            case mutation_status::rejected:
-                out = result.server ? std::move(*result.server) : change{};
-                if (const auto known = errc_from_string(result.error_code);
-                    known && *known != errc::ok)
-                    return {make_error_code(*known), result.error_message};
-                return {make_error_code(errc::invalid_field), result.error_message};
-            }
-            return {};
+            });
         });
     }
 
@@ -555,55 +490,12 @@ private:
         return from_json(std::move(jv), out);
     }
 
-    static service_response error_response(const diagnostics& d) {
-        return {http_status(d.code), boost::json::serialize(error_body(errc_of(d.code), d.message))};
-    }
-
     const collection_schema* find(std::string_view name) const {
         auto it = schemas_.find(name);
         return it == schemas_.end() ? nullptr : &it->second;
     }
 
-    /// The record as `user` sees it: the shared or owned record `base`, with the user's own
-    /// values of per-user fields (`own`) laid over it. A field the stored record lacks (the
-    /// model gained it since) reads as its default.
-    static std::optional<change> view(const collection_schema& schema, const server_record* base,
-                                      const server_record* own) {
-        if (!base) return std::nullopt;
-        change out;
-        out.id = key_to_json(schema, base->key);
-        out.version = base->version;
-        out.deleted = base->deleted;
-        out.stamp = base->stamp;
-        if (base->deleted) return out;
-        out.value = base->value;
-        if (schema.scope == scope::shared && schema.per_user_mask) {
-            for (std::size_t i = 0; i < schema.fields.size(); ++i) {
-                if (!((schema.per_user_mask >> i) & 1)) continue;
-                const auto& f = schema.fields[i];
-                const auto* v = own && !own->deleted ? own->value.if_contains(f) : nullptr;
-                out.value[f] = v ? *v : schema.defaults.at(f);
-            }
-            if (own && own->version > out.version) {
-                out.version = own->version;
-                out.stamp = own->stamp;
-            }
-        }
-        return out;
-    }
-
-    /// `view` of a record with no per-user values laid over it, taking its value over.
-    static change view(const collection_schema& schema, server_record&& base) {
-        change out;
-        out.id = key_to_json(schema, base.key);
-        out.version = base.version;
-        out.deleted = base.deleted;
-        out.stamp = std::move(base.stamp);
-        if (!base.deleted) out.value = std::move(base.value);
-        return out;
-    }
-
-    /// `view`, reading the records from the store.
+    /// The record as `user` sees it (`detail::view_of`), read from the store.
     std::optional<change> lookup(const collection_schema& schema, std::string_view user,
                                  std::string_view key) {
         const bool shared = schema.scope == scope::shared;
@@ -611,19 +503,20 @@ private:
         if (!base) return std::nullopt;
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
-        return view(schema, &*base, own ? &*own : nullptr);
+        return detail::view_of(schema, &*base, own ? &*own : nullptr);
     }
 
-    static mutation_result rejected(errc code, std::string message,
-                                    std::optional<change> server = std::nullopt) {
+    static mutation_result rejected(const diagnostics& why, std::optional<change> server) {
         mutation_result r;
         r.status = mutation_status::rejected;
-        r.error_code = to_string(code);
-        r.error_message = std::move(message);
+        r.error_code = to_string(errc_of(why.code));
+        r.error_message = why.message;
         r.server = std::move(server);
         return r;
     }
 
+    /// Applies one mutation as `client` of `user`: reads the records it touches, asks
+    /// `detail::check_mutation` what to do, and does it.
     mutation_result apply_one(std::string_view user, const std::string& client,
                               const collection_schema& schema, const std::string& key,
                               const mutation& m) {
@@ -631,102 +524,102 @@ private:
         const std::string base_owner = shared ? std::string() : std::string(user);
         // An upsert is checked before any lookup, so that a new record can go straight in.
         diagnostics invalid;
-        std::uint64_t patch_mask = 0;
+        std::uint64_t written = 0;
         if (m.op == mutation_op::upsert) {
-            invalid = detail::validate_value(schema, key, m.fields);
-            for (auto it = m.fields.begin(); !invalid && it != m.fields.end(); ++it) {
-                const auto i = *schema.field_index(it->key());
-                if (!schema.client_may_write(i))
-                    invalid = {make_error_code(errc::read_only),
-                               "field '" + std::string(it->key()) + "' of " + schema.name +
-                                   " is read-only to clients"};
-                patch_mask |= std::uint64_t{1} << i;
-            }
-            if (!invalid)
-                if (auto inserted = insert_if_new(schema, base_owner, key, m, patch_mask, client))
+            invalid = detail::check_upsert(schema, key, m.fields, written);
+            if (!invalid && detail::may_insert_unread(schema, m, written))
+                if (auto inserted = insert_if_new(schema, base_owner, key, m, written, client))
                     return *inserted;
         }
         const auto base = store_.find(schema, base_owner, key);
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
-        auto current = [&] { return view(schema, base ? &*base : nullptr, own ? &*own : nullptr); };
+        const auto* base_record = base ? &*base : nullptr;
+        const auto* own_record = own ? &*own : nullptr;
+        auto current = [&] { return detail::view_of(schema, base_record, own_record); };
 
-        if (invalid) {
-            return rejected(errc(invalid.code.value()), invalid.message, current());
-        } else if (m.op == mutation_op::remove && shared && !schema.client_writable) {
-            return rejected(errc::read_only, schema.name + " records cannot be deleted by clients",
-                            current());
-        }
-        if (shared && !schema.client_writable && (!base || base->deleted))
-            return rejected(errc::not_found, schema.name + "/" + key + " does not exist");
-
-        // Conflict: something this mutation writes was written since its base by another client.
-        auto newer = [&](const field_stamp& written) {
-            return written.version > m.base_version && written.writer != client;
-        };
-        bool conflict = false;
-        if (base && base->deleted) {
-            conflict = m.op == mutation_op::upsert &&
-                       newer(field_stamp{base->version, base->last_writer});
-        } else if (base) {
-            const auto mask = m.op == mutation_op::remove ? schema.all_fields_mask() : patch_mask;
-            for (std::size_t i = 0; i < schema.fields.size() && !conflict; ++i) {
-                if (!((mask >> i) & 1)) continue;
-                const bool per_user = (schema.per_user_mask >> i) & 1 && shared;
-                const auto* holder = per_user ? (own ? &*own : nullptr) : &*base;
-                if (holder && i < holder->fields.size()) conflict = newer(holder->fields[i]);
-            }
-        }
-        if (conflict) {
-            mutation_result r;
+        const auto check =
+            detail::check_mutation(schema, key, m, written, invalid, base_record, own_record, client);
+        const bool overlay = shared && schema.per_user_mask;
+        mutation_result r;
+        switch (check.verdict) {
+        case detail::mutation_verdict::refuse:
+            return rejected(check.refusal,
+                            check.refusal_shows_record ? current() : std::nullopt);
+        case detail::mutation_verdict::conflict:
             r.status = mutation_status::conflict;
             r.server = current();
             return r;
-        }
-
-        mutation_result r;
-        const bool overlay = shared && schema.per_user_mask;
-        if (m.op == mutation_op::upsert && patch_mask == 0 && base && !base->deleted) {
+        case detail::mutation_verdict::unchanged:
             // Nothing to write: answer with the version the client's record now matches.
             r.version = current()->version;
-            if (!overlay) r.server = unseen_writes(schema, *base, m.base_version, client);
+            if (!overlay) r.server = detail::unseen_writes(schema, *base, m.base_version, client);
             return r;
-        }
-        if (m.op == mutation_op::remove) {
+        case detail::mutation_verdict::remove:
             r.version = !base ? counters_.last_version
                         : base->deleted ? base->version
                                         : tombstone(schema, base_owner, *base, m.stamp, client);
             return r;
+        case detail::mutation_verdict::write: break;
         }
-        const auto shared_mask = patch_mask & ~(shared ? schema.per_user_mask : 0);
-        const auto own_mask = patch_mask & (shared ? schema.per_user_mask : 0);
+        const auto shared_mask = written & ~(shared ? schema.per_user_mask : 0);
+        const auto own_mask = written & (shared ? schema.per_user_mask : 0);
         if (shared_mask || !shared) {
-            const auto written = write(schema, base_owner, key, base ? &*base : nullptr,
-                                       m.fields, shared_mask, m.stamp, client);
-            r.version = written.version;
-            if (!overlay) r.server = unseen_writes(schema, written, m.base_version, client);
+            const auto record = write(schema, base_owner, key, base_record, m.fields,
+                                      shared_mask, m.stamp, client);
+            r.version = record.version;
+            if (!overlay)
+                r.server = detail::unseen_writes(schema, record, m.base_version, client);
         }
         if (own_mask)
-            r.version = write(schema, user, key, own ? &*own : nullptr, m.fields, own_mask,
-                              m.stamp, client)
-                            .version;
+            r.version =
+                write(schema, user, key, own_record, m.fields, own_mask, m.stamp, client).version;
         return r;
     }
 
-    /// The record `rec` as its writer `client` should now hold it, if it holds fields another
-    /// writer wrote after `base_version` (edits to other fields merge without a conflict): an
-    /// acknowledgement carries it, so that after every acknowledgement the client holds the
-    /// record exactly as the server does at that version. That is what lets a later pull
-    /// answer the client's own writes with echo markers (see `pull`). Nullopt when the client
-    /// has seen every field.
-    static std::optional<change> unseen_writes(const collection_schema& schema,
-                                               const server_record& rec,
-                                               std::uint64_t base_version,
-                                               const std::string& client) {
-        for (const auto& f : rec.fields)
-            if (f.version > base_version && f.writer != client)
-                return view(schema, &rec, nullptr);
-        return std::nullopt;
+    /// One page of the feed of `schema` as `user` sees it (see `pull`).
+    pull_response feed_page(std::string_view user, const collection_schema& schema,
+                            const pull_request& request) {
+        const std::size_t limit = std::clamp<std::size_t>(request.limit, 1, max_pull_limit);
+        // A shared collection's feed merges the shared records with this user's own values.
+        const bool shared = schema.scope == scope::shared;
+        const bool overlay = shared && schema.per_user_mask;
+        // One more than the page, to know whether more follow.
+        std::vector<server_record> shared_page, own_page;
+        if (overlay) {
+            store_.feed(schema, {}, request.since, limit + 1, shared_page);
+            store_.feed(schema, user, request.since, limit + 1, own_page);
+        } else {
+            store_.feed_for_client(schema, shared ? std::string_view() : user, request.since,
+                                   limit + 1, shared_page, request.client_id);
+        }
+        detail::feed_merge merge(shared_page, own_page, limit);
+        pull_response out;
+        out.cursor = request.since;
+        std::unordered_set<std::string_view> page_keys;
+        while (auto step = merge.next()) {
+            auto& rec = step->record;
+            out.cursor = rec.version;
+            // The shared record and this user's own values of it are one change.
+            if (!page_keys.insert(rec.key).second) continue;
+            std::optional<change> c;
+            if (!overlay) {
+                // The client's own write, still the latest: it holds the record already.
+                if (!request.client_id.empty() && rec.last_writer == request.client_id)
+                    c = detail::echo_of(schema, rec);
+                else
+                    c = detail::view_of(schema, std::move(rec));
+            } else if (!step->second) {
+                const auto own = store_.find(schema, user, rec.key);
+                c = detail::view_of(schema, &rec, own ? &*own : nullptr);
+            } else {
+                const auto base = store_.find(schema, {}, rec.key);
+                c = detail::view_of(schema, base ? &*base : nullptr, &rec);
+            }
+            if (c) out.changes.push_back(std::move(*c));
+        }
+        out.has_more = merge.has_more();
+        return out;
     }
 
     /// The versions one push wrote (not replayed results), while they are all of one
@@ -759,17 +652,6 @@ private:
             store_.feed_version_below(schema, shared ? std::string_view() : user, written.lowest);
         if (!below) return std::nullopt;
         return own_writes_range{schema.name, *below, written.highest};
-    }
-
-    /// A change that tells the client its own write is the record's latest: no value.
-    static change echo_of(const collection_schema& schema, const server_record& rec) {
-        change out;
-        out.id = key_to_json(schema, rec.key);
-        out.version = rec.version;
-        out.deleted = rec.deleted;
-        out.stamp = rec.stamp;
-        out.echo = true;
-        return out;
     }
 
     /// Writes the `mask` fields of `fields` into the record (owner, key), whose stored state is
@@ -825,19 +707,13 @@ private:
         return rec;
     }
 
-    /// A valid upsert (`mask`: the fields it writes) that says its record is new (base
-    /// version 0) is inserted without looking the key up first: a first upload of records
-    /// made offline is all such mutations. Nullopt when it cannot be: the key exists (a
-    /// tombstone included), or the collection's rules need the existing record; the general
-    /// path then decides, with the lookup.
+    /// Inserts the new record of an upsert that `detail::may_insert_unread` (`mask`: the
+    /// fields it writes) without reading its key first. Nullopt if the key exists (a tombstone
+    /// included): the general path then decides, with the lookup.
     std::optional<mutation_result> insert_if_new(const collection_schema& schema,
                                                  std::string_view owner, const std::string& key,
                                                  const mutation& m, std::uint64_t mask,
                                                  const std::string& client) {
-        const bool shared = schema.scope == scope::shared;
-        if (m.base_version != 0 || mask == 0 ||
-            (shared && (schema.per_user_mask || !schema.client_writable)))
-            return std::nullopt;
         const auto version = counters_.last_version + 1;
         if (!store_.insert_new(schema, owner,
                                new_record(schema, key, m.fields, mask, version, m.stamp, client)))
