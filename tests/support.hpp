@@ -176,20 +176,24 @@ inline std::shared_ptr<server::sync_service> make_service(manual_clock& clock,
     return service;
 }
 
-/// One device: its store, replica, loopback transport and engine.
-struct client {
+/// One device: its store, replica, loopback transport and engine. `Storage` is the test's
+/// store (`test_storage`), or a decorator of it (`faulty_storage<test_storage>`).
+template <class Storage>
+struct basic_client {
+    using client_engine = basic_sync_engine<Storage, loopback_transport>;
+
     /// Registers both Landmarks collections with their traits' policies unless
     /// `register_collections` is given.
-    client(asio::io_context& io, server::sync_service& service, std::string user,
-           wall_clock clock, engine_config config = {},
-           std::function<void(engine_type&)> register_collections = {})
+    basic_client(asio::io_context& io, server::sync_service& service, std::string user,
+                 wall_clock clock, engine_config config = {},
+                 std::function<void(client_engine&)> register_collections = {})
         : replica(storage, std::move(clock)), transport(io.get_executor(), service, std::move(user)),
           engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
         if (register_collections) {
             register_collections(engine);
         } else {
-            engine.add_collection<Landmark>();
-            engine.add_collection<Reservation>();
+            engine.template add_collection<Landmark>();
+            engine.template add_collection<Reservation>();
         }
     }
 
@@ -203,14 +207,16 @@ struct client {
         return *out;
     }
 
-    test_storage storage;
-    basic_replica<test_storage> replica;
+    Storage storage;
+    basic_replica<Storage> replica;
     loopback_transport transport;
-    engine_type engine;
+    client_engine engine;
 
 private:
     asio::io_context& io_;
 };
+
+using client = basic_client<test_storage>;
 
 /// A server with two landmarks, a manual clock and an io_context for its clients.
 struct world {

@@ -6,6 +6,8 @@
 // (default 12) and OFFSYNC_SOAK_STEPS=N steps per seed (default 300) for a long soak.
 #include "support.hpp"
 
+#include <offsync/testing/faulty_storage.hpp>
+
 #include <boost/asio/post.hpp>
 
 #include <cstdlib>
@@ -55,7 +57,9 @@ private:
     std::set<std::string>& applied_;
 };
 
-using device_engine = basic_sync_engine<test_storage, recording_transport>;
+/// The binary's store, failing where a step's hook says.
+using device_storage = faulty_storage<test_storage>;
+using device_engine = basic_sync_engine<device_storage, recording_transport>;
 
 struct device {
     device(asio::io_context& io, server::sync_service& s, std::string u, wall_clock clock,
@@ -68,8 +72,8 @@ struct device {
         else engine.add_collection<Reservation>(last_write_wins{});
     }
     std::string user;
-    test_storage storage;
-    basic_replica<test_storage> replica;
+    device_storage storage;
+    basic_replica<device_storage> replica;
     recording_transport transport;
     device_engine engine;
     std::map<std::string, std::string> last_token; ///< reservation id -> token of last edit

@@ -2,6 +2,8 @@
 // Each fails if its invariant breaks.
 #include "support.hpp"
 
+#include <offsync/testing/faulty_storage.hpp>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
@@ -11,6 +13,19 @@
 #include <thread>
 
 using namespace offsync_test;
+
+namespace {
+
+using faulty_test_storage = faulty_storage<test_storage>;
+
+/// One of alice's devices, as `client`, on a store that fails where its hook says
+/// (`storage.set_fault_hook`).
+struct faulty_client : basic_client<faulty_test_storage> {
+    explicit faulty_client(world& w, engine_config config = {})
+        : basic_client(w.io, w.service, "alice", w.clock.as_wall_clock(), std::move(config)) {}
+};
+
+} // namespace
 
 TEST_CASE("invariant 1: an edit made while its push is in flight survives", "[invariants]") {
     world w;
@@ -107,7 +122,7 @@ TEST_CASE("invariant 4: a pull page and its cursor apply together or not at all"
           "[invariants]") {
     world w;
     for (int i = 3; i < 13; ++i) w.service.admin_put("landmarks", to_json_object(landmark(i, "L")));
-    auto a = w.device("alice");
+    auto a = std::make_unique<faulty_client>(w);
     const char* failing_op = GENERATE("save", "set_cursor", "commit");
     CAPTURE(failing_op);
     bool armed = true;
@@ -130,7 +145,7 @@ TEST_CASE("invariant 4: a pull page and its cursor apply together or not at all"
 TEST_CASE("invariant 4: a push result batch that fails to apply is retried whole",
           "[invariants]") {
     world w;
-    auto a = w.device("alice");
+    auto a = std::make_unique<faulty_client>(w);
     a->replica.put(reservation("r-1"));
     a->replica.put(reservation("r-2"));
     int commits = 0;
@@ -157,7 +172,7 @@ TEST_CASE("invariant 4: a store failure while the next batches are in flight los
     world w;
     engine_config config;
     config.push_batch_size = 2;
-    client a(w.io, w.service, "alice", w.clock.as_wall_clock(), config);
+    faulty_client a(w, config);
     // Each batch is built in a transaction of its own (commits 1, 2, ...); batch 1's answer is
     // applied after the batches the pipeline has room for were built.
     std::size_t depth = 2;

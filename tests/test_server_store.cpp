@@ -5,6 +5,7 @@
 #include "support.hpp"
 
 #include <offsync/server/sqlite_store.hpp>
+#include <offsync/testing/faulty_server_store.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -49,29 +50,30 @@ push_response push(server::sync_service& s, std::string_view user, const std::st
     return out;
 }
 
-/// The memory store, or a SQLite store on a temporary file.
+/// The memory store, or a SQLite store on a temporary file: `get()` is the store itself, and
+/// `faulty()` the same store failing where `set_fault_hook` says, for a service to run on.
 struct either_store {
     explicit either_store(bool on_sqlite) {
         if (on_sqlite) sqlite.emplace(file.str());
+        failing.emplace(get());
     }
     server::server_store& get() {
         return sqlite ? static_cast<server::server_store&>(*sqlite) : memory;
     }
-    void set_fault_hook(std::function<bool(std::string_view)> hook) {
-        if (sqlite) sqlite->set_fault_hook(std::move(hook));
-        else memory.set_fault_hook(std::move(hook));
-    }
+    server::faulty_server_store& faulty() { return *failing; }
+    void set_fault_hook(fault_hook hook) { failing->set_fault_hook(std::move(hook)); }
 
     temp_file file;
     server::memory_server_store memory;
     std::optional<server::sqlite_server_store> sqlite;
+    std::optional<server::faulty_server_store> failing;
 };
 
 /// A service with the Landmarks collections on `either_store`.
 struct service_on_either {
     explicit service_on_either(bool on_sqlite,
                                std::function<void(server::service_config&)> tune = {})
-        : store(on_sqlite), service(store.get(), tuned(config_at(clock), tune)) {
+        : store(on_sqlite), service(store.faulty(), tuned(config_at(clock), tune)) {
         add_landmarks(service);
     }
     static server::service_config tuned(server::service_config c,
@@ -261,9 +263,8 @@ TEST_CASE("a push the server store fails to write leaves nothing behind", "[serv
         op == "keep_newest_results")
         calls = 1;
     auto answer = service.handle_push("alice", json::serialize(to_json(request)));
-    CHECK(answer.status == 500);
-    CHECK(parse_error_body(answer.body, errc::bad_response).code == errc::server_error);
-    CHECK(answer.body.find("injected") != std::string::npos);
+    CHECK(answer.error.code == errc::server_error);
+    CHECK(answer.error.message.find("injected") != std::string::npos);
     CHECK(snapshot(service) == before);
 
     // The client retries the same request once the store works again: applied exactly once.
@@ -914,11 +915,12 @@ TEST_CASE("a service refuses a configuration that would forget a push it just an
 TEST_CASE("a REST write and an admin write the store fails change nothing", "[server-store]") {
     manual_clock clock;
     server::memory_server_store memory;
-    server::sync_service service(memory, config_at(clock));
+    server::faulty_server_store store(memory);
+    server::sync_service service(store, config_at(clock));
     add_landmarks(service);
     REQUIRE(service.admin_put("landmarks", to_json_object(half_dome())) == 1);
     const auto before = snapshot(service);
-    memory.set_fault_hook([](std::string_view at) { return at == "commit"; });
+    store.set_fault_hook([](std::string_view at) { return at == "commit"; });
     change out;
     auto d = service.put_record("alice", "reservations", "r-9",
                                 to_json_object(reservation("r-9")), std::nullopt, out);
@@ -935,7 +937,8 @@ TEST_CASE("a client whose push the server cannot store keeps its edits and pushe
           "[server-store]") {
     temp_file file;
     manual_clock clock;
-    server::sqlite_server_store store(file.str());
+    server::sqlite_server_store sqlite(file.str());
+    server::faulty_server_store store(sqlite);
     server::sync_service service(store, config_at(clock));
     add_landmarks(service);
     asio::io_context io;
@@ -1193,8 +1196,8 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
             "phone", {upsert(2, "r-2", 0, to_json_object(reservation("r-2")), "phone"),
                       upsert(3, "r-big", 0, to_json_object(big), "phone")}};
         auto answer = service.handle_push("alice", json::serialize(to_json(request)));
-        CHECK(answer.status == 500);
-        CHECK(answer.body.find("full") != std::string::npos);
+        CHECK(answer.error.code == errc::server_error);
+        CHECK(answer.error.message.find("full") != std::string::npos);
         CHECK(snapshot(service) == before);
         sqlite3_exec(store.native_handle(), "PRAGMA max_page_count = 1000000", nullptr,
                      nullptr, nullptr);
@@ -1204,4 +1207,172 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
         CHECK(service.get("alice", "reservations", "r-big")->value.at("notes").as_string().size() ==
               64 * 1024);
     }
+}
+
+// faulty_server_store (testing/faulty_server_store.hpp), over both server stores: it forwards
+// every call, fails the one its hook names before the store sees it, and injects nothing once
+// the hook is cleared.
+namespace {
+
+server::server_record stored_record(const std::string& key, std::uint64_t version) {
+    const auto& schema = schema_of<Reservation>();
+    server::server_record r;
+    r.key = key;
+    r.value = to_json_object(reservation(key));
+    r.version = version;
+    r.last_writer = "phone";
+    r.fields.assign(schema.fields.size(), server::field_stamp{version, "phone"});
+    return r;
+}
+
+/// The (user, client id) pair whose results the tests below keep.
+const std::string phone_results = "alice\nphone";
+
+/// What a server store holds, as text: counters, records, alice's feed and phone's results.
+std::string contents(server::server_store& s) {
+    const auto& schema = schema_of<Reservation>();
+    std::string out = "last_version " + std::to_string(s.counters().last_version);
+    std::vector<server::server_record> feed;
+    s.feed(schema, "alice", 0, 10, feed);
+    for (const auto& r : feed) out += "\nfeed " + r.key + '@' + std::to_string(r.version);
+    for (std::uint64_t id = 1; id <= 4; ++id)
+        if (auto r = s.find_result(phone_results, id))
+            out += "\nresult " + std::to_string(r->version);
+    return out + "\nnewest " + std::to_string(s.newest_result(phone_results).value_or(99));
+}
+
+/// r-1 at version 1, last version 2, phone's results 1..3.
+void fill(server::server_store& s) {
+    s.begin();
+    s.put(schema_of<Reservation>(), "alice", stored_record("r-1", 1));
+    for (std::uint64_t id = 1; id <= 3; ++id) {
+        mutation_result r;
+        r.mutation_id = id;
+        r.version = 10 + id;
+        s.remember_result(phone_results, r);
+    }
+    server::server_counters c;
+    c.last_version = 2;
+    s.set_counters(c);
+    s.commit();
+}
+
+/// Runs every call of `server_store` once through `store`, in one transaction that commits;
+/// stops at the first that throws. An injected fault must name `fault`, and the call it
+/// stopped must not have reached `below`. Rolls back what is left open. Returns the faults.
+int run_every_call(server::faulty_server_store& store, server::server_store& below,
+                   const std::string& fault) {
+    const auto& schema = schema_of<Reservation>();
+    int faults = 0;
+    std::vector<server::server_record> page;
+    struct step {
+        std::string_view name;
+        std::function<void()> run;
+        std::function<bool()> not_done; ///< for a write: its effect is absent below
+    };
+    const std::vector<step> steps{
+        {"begin", [&] { store.begin(); }, {}},
+        {"counters", [&] { (void)store.counters(); }, {}},
+        {"find", [&] { (void)store.find(schema, "alice", "r-1"); }, {}},
+        {"feed", [&] { store.feed(schema, "alice", 0, 10, page); }, {}},
+        {"feed_for_client", [&] { store.feed_for_client(schema, "alice", 0, 10, page, "phone"); },
+         {}},
+        {"feed_version_below", [&] { (void)store.feed_version_below(schema, "alice", 5); }, {}},
+        {"find_result", [&] { (void)store.find_result(phone_results, 1); }, {}},
+        {"newest_result", [&] { (void)store.newest_result(phone_results); }, {}},
+        {"put", [&] { store.put(schema, "alice", stored_record("r-2", 3)); },
+         [&] { return !below.find(schema, "alice", "r-2"); }},
+        {"remember_result",
+         [&] {
+             mutation_result r;
+             r.mutation_id = 4;
+             r.version = 14;
+             store.remember_result(phone_results, r);
+         },
+         [&] { return !below.find_result(phone_results, 4); }},
+        {"keep_newest_results", [&] { store.keep_newest_results(phone_results, 1); },
+         [&] { return below.find_result(phone_results, 1).has_value(); }},
+        {"set_counters",
+         [&] {
+             server::server_counters c;
+             c.last_version = 3;
+             store.set_counters(c);
+         },
+         [&] { return below.counters().last_version == 2; }},
+        {"commit", [&] { store.commit(); }, {}},
+    };
+    bool open = false;
+    for (const auto& s : steps) {
+        try {
+            s.run();
+            open = s.name != "commit";
+        } catch (const sync_error& e) {
+            ++faults;
+            CHECK(s.name == fault);
+            CHECK(e.code() == errc::storage_failure);
+            CHECK_THAT(e.what(), Catch::Contains("injected server store failure at " + fault));
+            if (s.not_done) CHECK(s.not_done());
+            break;
+        }
+    }
+    if (open) store.rollback(); // as the service does after a failure
+    return faults;
+}
+
+} // namespace
+
+TEST_CASE("faulty_server_store fails the call its hook names, and the wrapped store never "
+          "sees it",
+          "[testing][faults]") {
+    const std::string op = GENERATE(as<std::string>{}, "begin", "counters", "find", "feed",
+                                    "feed_for_client", "feed_version_below", "find_result",
+                                    "newest_result", "put", "remember_result",
+                                    "keep_newest_results", "set_counters", "commit");
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(op, on_sqlite);
+    either_store stores(on_sqlite);
+    auto& below = stores.get();
+    auto& store = stores.faulty();
+    fill(below);
+    const auto before = contents(below);
+    store.set_fault_hook([&](std::string_view at) { return at == op; });
+    CHECK(run_every_call(store, below, op) == 1);
+    CHECK(contents(below) == before);
+
+    // Cleared, the hook injects nothing: every call reaches the store.
+    store.set_fault_hook({});
+    CHECK(run_every_call(store, below, op) == 0);
+    CHECK(contents(below) == "last_version 3\nfeed r-1@1\nfeed r-2@3\nresult 14\nnewest 4");
+}
+
+TEST_CASE("faulty_server_store forwards to the wrapped store's own versions of the calls "
+          "server_store defaults, and fails insert_new as \"put\"",
+          "[testing][faults]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    either_store stores(on_sqlite);
+    auto& store = stores.faulty();
+    CHECK(&store.next_layer() == &stores.get());
+    fill(stores.get());
+    const auto& schema = schema_of<Reservation>();
+    store.begin();
+    // Both stores answer these two; server_store's defaults would answer nullopt.
+    CHECK(store.feed_version_below(schema, "alice", 5) == 1);
+    CHECK(store.newest_result(phone_results) == 3);
+    std::vector<server::server_record> page;
+    store.feed_for_client(schema, "alice", 0, 10, page, "phone");
+    REQUIRE(page.size() == 1);
+    // The SQLite store leaves the value of the client's own write unread; the memory store has
+    // no such path and reads it.
+    CHECK(page[0].value.empty() == on_sqlite);
+
+    store.set_fault_hook([](std::string_view at) { return at == "put"; });
+    CHECK_THROWS_WITH(store.insert_new(schema, "alice", stored_record("r-2", 3)),
+                      Catch::Contains("injected server store failure at put"));
+    CHECK_FALSE(stores.get().find(schema, "alice", "r-2"));
+    store.set_fault_hook({});
+    CHECK(store.insert_new(schema, "alice", stored_record("r-2", 3)));
+    CHECK_FALSE(store.insert_new(schema, "alice", stored_record("r-2", 4)));
+    store.commit();
+    CHECK(stores.get().find(schema, "alice", "r-2")->version == 3);
 }

@@ -5,6 +5,7 @@
 
 #include <offsync/server/sqlite_store.hpp>
 #include <offsync/storage/sqlite.hpp>
+#include <offsync/testing/faulty_storage.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -309,7 +310,7 @@ TEST_CASE("mutation ids are never issued twice: not after a rollback, a failed c
         CHECK(other.begin().next_mutation_id() > committed);
     }
     SECTION("a reservation whose commit fails is dropped too") {
-        sqlite_storage store(file.str());
+        faulty_storage<sqlite_storage> store(file.str());
         store.set_fault_hook([](std::string_view op) { return op == "commit"; });
         {
             auto txn = store.begin();
@@ -348,9 +349,9 @@ TEST_CASE("mutation ids are never issued twice: not after a rollback, a failed c
 
 TEST_CASE("an edit issues its mutation id, so building a push writes nothing", "[sqlite]") {
     temp_file file;
-    sqlite_storage store(file.str());
+    faulty_storage<sqlite_storage> store(file.str());
     manual_clock clock;
-    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    basic_replica<faulty_storage<sqlite_storage>> replica(store, clock.as_wall_clock());
     replica.put(reservation("r-1"));
     replica.put(reservation("r-2"));
     replica.put(reservation("r-2", "confirmed", 4)); // a second edit issues a new id
@@ -419,9 +420,9 @@ TEST_CASE("a push carries a new record whole and an edited one as its dirty fiel
 TEST_CASE("acknowledging an unchanged record is one write; anything else is left to the caller",
           "[sqlite]") {
     temp_file file;
-    sqlite_storage store(file.str());
+    faulty_storage<sqlite_storage> store(file.str());
     manual_clock clock;
-    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    basic_replica<faulty_storage<sqlite_storage>> replica(store, clock.as_wall_clock());
     replica.put(reservation("r-1"));
     replica.put(reservation("r-2"));
     replica.erase<Reservation>("r-2");
@@ -458,9 +459,9 @@ TEST_CASE("a pulled record new to the store is inserted in one write; an existin
           "never replaced that way",
           "[sqlite]") {
     temp_file file;
-    sqlite_storage store(file.str());
+    faulty_storage<sqlite_storage> store(file.str());
     manual_clock clock;
-    basic_replica<sqlite_storage> replica(store, clock.as_wall_clock());
+    basic_replica<faulty_storage<sqlite_storage>> replica(store, clock.as_wall_clock());
     replica.put(reservation("r-2", "confirmed", 5)); // dirty: a pull must keep party_size 5
     const auto& schema = schema_of<Reservation>();
     auto pulled = [&](const std::string& id, std::int32_t party, std::uint64_t version) {
@@ -503,11 +504,13 @@ TEST_CASE("under normal durability a commit that reserves mutation ids is put on
           "[sqlite]") {
     // A push may reach the server as soon as its ids are committed; an id rolled back by a
     // power loss and issued again would be answered with another record's result. The fault
-    // hook sees every extra sync ("make_durable") and counts them.
+    // hook sees every extra sync ("make_durable", the store's fault point inside its commit)
+    // and counts them.
     const char* level = "PRAGMA synchronous";
-    auto pragma = [](sqlite_storage& store, const char* sql) {
+    auto pragma = [](faulty_storage<sqlite_storage>& store, const char* sql) {
         sqlite3_stmt* raw = nullptr;
-        REQUIRE(sqlite3_prepare_v2(store.native_handle(), sql, -1, &raw, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_prepare_v2(store.next_layer().native_handle(), sql, -1, &raw, nullptr) ==
+                SQLITE_OK);
         std::optional<std::int64_t> out;
         if (sqlite3_step(raw) == SQLITE_ROW) out = sqlite3_column_int64(raw, 0);
         sqlite3_finalize(raw);
@@ -521,7 +524,8 @@ TEST_CASE("under normal durability a commit that reserves mutation ids is put on
         ++syncs;
         return fail_sync;
     };
-    sqlite_storage store(file.str(), {sqlite_durability::normal, 5000});
+    faulty_storage<sqlite_storage> store(file.str(),
+                                         sqlite_config{sqlite_durability::normal, 5000});
     store.set_fault_hook(counting);
     {
         auto txn = store.begin();
@@ -545,7 +549,8 @@ TEST_CASE("under normal durability a commit that reserves mutation ids is put on
     CHECK(syncs == 1);
 
     SECTION("failing to make a reservation durable fails the commit and drops the block") {
-        sqlite_storage second(file.str(), {sqlite_durability::normal, 5000});
+        faulty_storage<sqlite_storage> second(file.str(),
+                                              sqlite_config{sqlite_durability::normal, 5000});
         second.set_fault_hook(counting);
         fail_sync = true;
         std::uint64_t unsynced = 0;
@@ -564,7 +569,7 @@ TEST_CASE("under normal durability a commit that reserves mutation ids is put on
     }
     SECTION("under full durability every commit is on disk already: no extra transaction") {
         temp_file other;
-        sqlite_storage full(other.str());
+        faulty_storage<sqlite_storage> full(other.str());
         full.set_fault_hook(counting);
         auto txn = full.begin();
         txn.next_mutation_id();
@@ -805,4 +810,200 @@ TEST_CASE("schema evolution: a stored record missing a newer field reads as its 
     CHECK(r->party_size == 1);
     CHECK(r->notes.empty());
     CHECK(r->status == "confirmed");
+}
+
+// faulty_storage (testing/faulty_storage.hpp), over both client stores: it forwards every
+// operation, fails the one its hook names before the store sees it, and injects nothing once
+// the hook is cleared.
+namespace {
+
+static_assert(storage_policy<faulty_storage<memory_storage>>);
+static_assert(storage_policy<faulty_storage<sqlite_storage>>);
+// A wrapped store's capabilities are forwarded exactly when it has them, so the engine takes
+// the same paths through the decorator as on the bare store.
+using faulty_sqlite_txn = faulty_storage<sqlite_storage>::transaction;
+using faulty_memory_txn = faulty_storage<memory_storage>::transaction;
+static_assert(detail::metadata_access<faulty_sqlite_txn> &&
+              detail::acknowledge_access<faulty_sqlite_txn> &&
+              detail::batch_read_access<faulty_sqlite_txn> &&
+              detail::insert_access<faulty_sqlite_txn>);
+static_assert(!detail::metadata_access<faulty_memory_txn> &&
+              !detail::acknowledge_access<faulty_memory_txn> &&
+              !detail::batch_read_access<faulty_memory_txn> &&
+              !detail::insert_access<faulty_memory_txn>);
+
+/// What a client store holds, as text: records, parked records, counts, cursor and clock.
+template <class Storage>
+std::string contents(Storage& s) {
+    std::string out;
+    for (auto& [key, r] : s.list("reservations"))
+        out += key + ' ' + json::serialize(r.value) + " dirty " + std::to_string(r.dirty_mask) +
+               '\n';
+    for (auto& p : s.parked("")) out += "parked " + p.key + '\n';
+    const auto n = s.pending("reservations");
+    out += "pending " + std::to_string(n.dirty) + ' ' + std::to_string(n.conflicts) + '\n';
+    auto t = s.begin();
+    const auto clock = t.clock();
+    return out + "cursor " + std::to_string(t.cursor("reservations")) + " clock " +
+           std::to_string(clock.wall) + '.' + std::to_string(clock.logical);
+}
+
+local_record dirty_record(const std::string& id) {
+    local_record r;
+    r.value = json::object{{"id", id}};
+    r.dirty_mask = 1;
+    r.generation = 1;
+    return r;
+}
+
+/// Runs every operation of the StoragePolicy once through `store`, in one transaction that
+/// commits; stops at the first that throws. An injected fault must name `fault`, and the
+/// operation it stopped must not have reached the wrapped store. Returns the faults seen.
+template <class Storage>
+int run_every_operation(faulty_storage<Storage>& store, const std::string& fault) {
+    int faults = 0;
+    auto attempt = [&](std::string_view name, auto&& operation) {
+        try {
+            operation();
+            return true;
+        } catch (const sync_error& e) {
+            ++faults;
+            CHECK(name == fault);
+            CHECK(e.code() == errc::storage_failure);
+            CHECK_THAT(e.what(), Catch::Contains("injected storage failure at " + fault));
+            return false;
+        }
+    };
+    // Outside a transaction (the memory store's reads wait for an open one).
+    std::optional<typename faulty_storage<Storage>::transaction> t;
+    if (!attempt("list", [&] { (void)store.list("reservations"); }) ||
+        !attempt("parked", [&] { (void)store.parked(""); }) ||
+        !attempt("pending", [&] { (void)store.pending("reservations"); }) ||
+        !attempt("begin", [&] { t.emplace(store.begin()); }))
+        return faults;
+    auto& below = t->next_layer(); // what the wrapped store's transaction holds
+    struct step {
+        std::string_view name;
+        std::function<void()> run;
+        std::function<bool()> not_done; ///< for a write: its effect is absent below
+    };
+    const std::vector<step> steps{
+        {"load", [&] { (void)t->load("reservations", "r-1"); }, {}},
+        {"pushable_keys", [&] { (void)t->pushable_keys("reservations", "", 10); }, {}},
+        {"cursor", [&] { (void)t->cursor("reservations"); }, {}},
+        {"load_parked", [&] { (void)t->load_parked("reservations", "r-3"); }, {}},
+        {"clock", [&] { (void)t->clock(); }, {}},
+        {"client_id", [&] { (void)t->client_id(); }, {}},
+        {"save", [&] { t->save("reservations", "r-2", dirty_record("r-2")); },
+         [&] { return !below.load("reservations", "r-2"); }},
+        {"remove", [&] { t->remove("reservations", "r-1"); },
+         [&] { return below.load("reservations", "r-1").has_value(); }},
+        {"set_cursor", [&] { t->set_cursor("reservations", 9); },
+         [&] { return below.cursor("reservations") == 5; }},
+        {"save_parked",
+         [&] {
+             parked_record p;
+             p.collection = "reservations";
+             p.key = "r-4";
+             t->save_parked(p);
+         },
+         [&] { return !below.load_parked("reservations", "r-4"); }},
+        {"remove_parked", [&] { t->remove_parked("reservations", "r-3"); },
+         [&] { return below.load_parked("reservations", "r-3").has_value(); }},
+        {"next_mutation_id", [&] { (void)t->next_mutation_id(); }, {}},
+        {"set_clock", [&] { t->set_clock({200, 0}); },
+         [&] { return below.clock() == hlc_state{100, 1}; }},
+        {"commit", [&] { t->commit(); }, {}},
+    };
+    for (const auto& s : steps)
+        if (!attempt(s.name, s.run)) {
+            if (s.not_done) CHECK(s.not_done());
+            break;
+        }
+    return faults;
+}
+
+/// A store holding r-1 (dirty), a conflict parked for r-3, cursor 5 and clock 100.1.
+template <class Storage>
+void fill(Storage& s) {
+    auto t = s.begin();
+    t.save("reservations", "r-1", dirty_record("r-1"));
+    parked_record p;
+    p.collection = "reservations";
+    p.key = "r-3";
+    t.save_parked(p);
+    t.set_cursor("reservations", 5);
+    t.set_clock({100, 1});
+    t.commit();
+}
+
+template <class Storage>
+void check_fault_at(faulty_storage<Storage>& store, const std::string& op) {
+    fill(store.next_layer());
+    const auto before = contents(store.next_layer());
+    store.set_fault_hook([&](std::string_view at) { return at == op; });
+    CHECK(run_every_operation(store, op) == 1);
+    CHECK(contents(store.next_layer()) == before);
+
+    // Cleared, the hook injects nothing: every operation reaches the store.
+    store.set_fault_hook({});
+    CHECK(run_every_operation(store, op) == 0);
+    CHECK(contents(store.next_layer()) == "r-2 {\"id\":\"r-2\"} dirty 1\nparked r-4\n"
+                                          "pending 1 1\ncursor 9 clock 200.0");
+}
+
+} // namespace
+
+TEST_CASE("faulty_storage fails the operation its hook names, and the wrapped store never "
+          "sees it",
+          "[testing][faults]") {
+    const std::string op = GENERATE(as<std::string>{}, "list", "parked", "pending", "begin",
+                                    "load", "pushable_keys", "cursor", "load_parked", "clock",
+                                    "client_id", "save", "remove", "set_cursor", "save_parked",
+                                    "remove_parked", "next_mutation_id", "set_clock", "commit");
+    CAPTURE(op);
+    SECTION("over memory_storage") {
+        faulty_storage<memory_storage> store;
+        check_fault_at(store, op);
+    }
+    SECTION("over sqlite_storage") {
+        temp_file file;
+        faulty_storage<sqlite_storage> store(file.str());
+        check_fault_at(store, op);
+    }
+}
+
+TEST_CASE("faulty_storage forwards the wrapped store's capabilities; their writes fail as "
+          "\"save\"",
+          "[testing][faults]") {
+    temp_file file;
+    faulty_storage<sqlite_storage> store(file.str());
+    fill(store.next_layer());
+    std::string failing;
+    store.set_fault_hook([&](std::string_view at) { return at == failing; });
+    const auto r1 = dirty_record("r-1");
+    {
+        auto t = store.begin();
+        failing = "save"; // every write of a record is a "save"
+        CHECK_THROWS_WITH(t.save_metadata("reservations", "r-1", r1),
+                          Catch::Contains("injected storage failure at save"));
+        CHECK_THROWS_AS(t.acknowledge("reservations", "r-1", 1, 7, 99), sync_error);
+        CHECK_THROWS_AS(t.insert_new("reservations", "r-5", r1), sync_error);
+        CHECK(t.next_layer().load("reservations", "r-1")->base_version == 0);
+        CHECK_FALSE(t.next_layer().load("reservations", "r-5"));
+        failing = "load_metadata";
+        CHECK_THROWS_AS(t.load_metadata("reservations", "r-1"), sync_error);
+        failing = "pushable_records";
+        CHECK_THROWS_AS(t.pushable_records("reservations", "", 10), sync_error);
+
+        failing.clear();
+        REQUIRE(t.pushable_records("reservations", "", 10).size() == 1);
+        CHECK(t.load_metadata("reservations", "r-1")->value.empty()); // the store's own: no value
+        CHECK(t.acknowledge("reservations", "r-1", 1, 7, 99));
+        CHECK(t.insert_new("reservations", "r-5", r1));
+        t.commit();
+    }
+    auto t = store.next_layer().begin();
+    CHECK(t.load("reservations", "r-1")->base_version == 7);
+    CHECK(t.load("reservations", "r-5"));
 }

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,7 +54,6 @@ class sqlite_server_store final : public server_store {
 public:
     /// 2: a row of remembered results may stand for a run of plain successes (`run`).
     static constexpr int schema_version = 2;
-    using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
         : db_(path, checked(config).busy_timeout_ms) {
@@ -83,17 +81,12 @@ public:
     /// runs.
     sqlite3* native_handle() const noexcept { return db_.get(); }
 
-    /// Lets tests fail the store at an exact operation ("put", "remember_result",
-    /// "set_counters", "commit").
-    void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
-
     void begin() override {
         run_.reset();
         db_.exec("BEGIN IMMEDIATE");
     }
     void commit() override {
         write_run();
-        check("commit");
         db_.exec("COMMIT");
     }
     void rollback() noexcept override {
@@ -110,7 +103,6 @@ public:
         return c;
     }
     void set_counters(const server_counters& c) override {
-        check("set_counters");
         set_meta("last_version", std::int64_t(c.last_version));
         set_meta("rest_writes", std::int64_t(c.rest_writes));
         set_meta("hlc_wall", c.clock.wall);
@@ -131,14 +123,12 @@ public:
 
     void put(const collection_schema& schema, std::string_view owner,
              const server_record& r) override {
-        check("put");
         write_row(stmt_.put, schema, owner, r);
     }
 
     /// One `INSERT … ON CONFLICT DO NOTHING`: the clash is found by the insert itself.
     bool insert_new(const collection_schema& schema, std::string_view owner,
                     const server_record& r) override {
-        check("put");
         write_row(stmt_.insert_new, schema, owner, r);
         return sqlite3_changes(db_.get()) == 1;
     }
@@ -188,7 +178,6 @@ public:
     std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
                                                     std::string_view owner,
                                                     std::uint64_t version) override {
-        check("feed_version_below");
         auto& st = stmt_.feed_below;
         bind_record_key(st, schema.name, owner);
         sqlite3_bind_int64(st.get(), 3, std::int64_t(version));
@@ -241,7 +230,6 @@ public:
     /// run ends: before the next other result, any read of results, or the commit. A push of
     /// new records from a client whose ids follow its key order is one row, not one per record.
     void remember_result(std::string_view client, const mutation_result& r) override {
-        check("remember_result");
         const bool plain = r.status == mutation_status::applied && !r.server;
         if (plain && run_ && run_client_ == client && r.mutation_id == run_->last_id + 1 &&
             r.version == run_->last_version + 1) {
@@ -265,7 +253,6 @@ public:
     /// it on every push until its gaps are older than its `count` newest results. The trim
     /// keeps exactly `count`: the run it cuts through loses its older part.
     void keep_newest_results(std::string_view client, std::size_t count) override {
-        check("keep_newest_results");
         write_run();
         // SQLite's integers are signed: a window beyond them keeps everything anyway.
         const auto keep = std::uint64_t(std::min<std::size_t>(count, INT64_MAX / 2));
@@ -373,12 +360,6 @@ private:
         const std::int64_t page = std::max<std::int64_t>(512, *read);
         const auto pages = std::clamp<std::int64_t>(bytes / page, 1, INT32_MAX);
         db_.exec(("PRAGMA wal_autocheckpoint = " + std::to_string(pages)).c_str());
-    }
-
-    void check(std::string_view operation) {
-        if (fault_ && fault_(operation))
-            throw sync_error(make_error_code(errc::storage_failure),
-                             "injected server store failure at " + std::string(operation));
     }
 
     void bind_record_key(const offsync::detail::sqlite_statement& st, std::string_view collection,
@@ -575,7 +556,6 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
 
     offsync::detail::sqlite_connection db_;
     statements stmt_; // declared after db_: finalized before the connection closes
-    fault_hook fault_;
     std::optional<result_run> run_; ///< the run not yet written, and whose it is
     std::string run_client_;
 };

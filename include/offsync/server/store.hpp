@@ -142,21 +142,16 @@ public:
 };
 
 /// The server store in memory: fast, and gone when the process ends. Keeps an undo log while a
-/// transaction is open so that a failed request leaves nothing behind.
+/// transaction is open so that a failed request leaves nothing behind (tests fail one with
+/// testing/faulty_server_store.hpp).
 class memory_server_store final : public server_store {
 public:
-    using fault_hook = std::function<bool(std::string_view operation)>;
-
-    /// Lets tests fail the store at an exact operation ("put", "remember_result", "commit").
-    void set_fault_hook(fault_hook hook) { fault_ = std::move(hook); }
-
     void begin() override {
         undo_.clear();
         saved_counters_ = counters_;
         in_transaction_ = true;
     }
     void commit() override {
-        check("commit");
         undo_.clear();
         in_transaction_ = false;
     }
@@ -169,7 +164,6 @@ public:
 
     server_counters counters() override { return counters_; }
     void set_counters(const server_counters& c) override {
-        check("set_counters");
         counters_ = c;
     }
 
@@ -184,7 +178,6 @@ public:
 
     void put(const collection_schema& schema, std::string_view owner,
              const server_record& record) override {
-        check("put");
         auto& c = collections_[schema.name];
         const auto id = record_id(owner, record.key);
         auto it = c.records.find(id);
@@ -224,7 +217,6 @@ public:
     std::optional<std::uint64_t> feed_version_below(const collection_schema& schema,
                                                     std::string_view owner,
                                                     std::uint64_t version) override {
-        check("feed_version_below");
         auto c = collections_.find(schema.name);
         if (c == collections_.end()) return 0;
         auto f = c->second.feeds.find(owner);
@@ -248,7 +240,6 @@ public:
         return c->second.rbegin()->first;
     }
     void remember_result(std::string_view client, const mutation_result& result) override {
-        check("remember_result");
         auto& results = results_[std::string(client)];
         const bool inserted = results.insert_or_assign(result.mutation_id, result).second;
         if (in_transaction_ && inserted)
@@ -257,7 +248,6 @@ public:
             });
     }
     void keep_newest_results(std::string_view client, std::size_t count) override {
-        check("keep_newest_results");
         auto c = results_.find(std::string(client));
         if (c == results_.end() || c->second.size() <= count) return;
         auto& results = c->second;
@@ -285,18 +275,12 @@ private:
         id.append(key);
         return id;
     }
-    void check(std::string_view operation) {
-        if (fault_ && fault_(operation))
-            throw sync_error(make_error_code(errc::storage_failure),
-                             "injected server store failure at " + std::string(operation));
-    }
 
     std::map<std::string, collection_state, std::less<>> collections_;
     std::unordered_map<std::string, std::map<std::uint64_t, mutation_result>> results_;
     server_counters counters_, saved_counters_;
     std::vector<std::function<void()>> undo_;
     bool in_transaction_ = false;
-    fault_hook fault_;
 };
 
 } // namespace offsync::server

@@ -1,7 +1,6 @@
 // offsync — an in-memory StoragePolicy: for tests, caches and apps that persist elsewhere.
 #pragma once
 
-#include <offsync/error.hpp>
 #include <offsync/record.hpp>
 #include <offsync/uuid.hpp>
 
@@ -19,9 +18,9 @@
 namespace offsync {
 
 /// A transactional in-memory store. Transactions serialise on one mutex; writes are staged and
-/// applied at commit, so a transaction abandoned midway (an exception, an injected fault)
-/// changes nothing. The pushable-record index is kept per collection, so building a push batch
-/// costs O(batch · log n), never a scan.
+/// applied at commit, so a transaction abandoned midway (an exception; tests inject one with
+/// testing/faulty_storage.hpp) changes nothing. The pushable-record index is kept per
+/// collection, so building a push batch costs O(batch · log n), never a scan.
 ///
 /// Thread safety: every member function may be called from any thread. A transaction object
 /// holds the store's lock for its lifetime: do not begin a second one on the same thread while
@@ -30,21 +29,11 @@ class memory_storage {
     struct state;
 
 public:
-    /// Called with the name of each write operation ("save", "set_cursor", "commit", ...)
-    /// before it takes effect; returning true makes it throw `sync_error(storage_failure)`.
-    /// Lets tests fail a store at an exact point, which a real memory store never does.
-    using fault_hook = std::function<bool(std::string_view operation)>;
-
     explicit memory_storage(std::string client_id = make_uuid()) {
         state_.client_id = std::move(client_id);
     }
     memory_storage(const memory_storage&) = delete;
     memory_storage& operator=(const memory_storage&) = delete;
-
-    void set_fault_hook(fault_hook hook) {
-        std::lock_guard lock(mutex_);
-        fault_ = std::move(hook);
-    }
 
     class transaction {
     public:
@@ -59,11 +48,9 @@ public:
             return std::nullopt;
         }
         void save(std::string_view collection, std::string_view key, const local_record& r) {
-            check("save");
             records_[make_id(collection, key)] = r;
         }
         void remove(std::string_view collection, std::string_view key) {
-            check("remove");
             records_[make_id(collection, key)] = std::nullopt;
         }
         std::vector<std::string> pushable_keys(std::string_view collection,
@@ -84,7 +71,6 @@ public:
             return it == all.end() ? 0 : it->second;
         }
         void set_cursor(std::string_view collection, std::uint64_t cursor) {
-            check("set_cursor");
             cursors_[std::string(collection)] = cursor;
         }
         std::optional<parked_record> load_parked(std::string_view collection,
@@ -96,15 +82,12 @@ public:
             return std::nullopt;
         }
         void save_parked(const parked_record& p) {
-            check("save_parked");
             parked_[make_id(p.collection, p.key)] = p;
         }
         void remove_parked(std::string_view collection, std::string_view key) {
-            check("remove_parked");
             parked_[make_id(collection, key)] = std::nullopt;
         }
         std::uint64_t next_mutation_id() {
-            check("next_mutation_id");
             if (!next_mutation_) next_mutation_ = store_->state_.next_mutation;
             return (*next_mutation_)++;
         }
@@ -113,7 +96,6 @@ public:
         std::string client_id() { return store_->state_.client_id; }
 
         void commit() {
-            check("commit");
             auto& st = store_->state_;
             for (auto& [id, rec] : records_) {
                 auto& index = st.pushable[id.first];
@@ -147,11 +129,6 @@ public:
             return {std::string(c), std::string(k)};
         }
         explicit transaction(memory_storage& s) : store_(&s), lock_(s.mutex_) {}
-        void check(std::string_view op) {
-            if (store_->fault_ && store_->fault_(op))
-                throw sync_error(make_error_code(errc::storage_failure),
-                                 "injected storage failure at " + std::string(op));
-        }
 
         memory_storage* store_;
         std::unique_lock<std::mutex> lock_;
@@ -205,7 +182,6 @@ private:
     };
 
     std::mutex mutex_;
-    fault_hook fault_;
     state state_;
 };
 

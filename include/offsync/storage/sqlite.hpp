@@ -66,7 +66,6 @@ class sqlite_storage {
 
 public:
     static constexpr int schema_version = 1;
-    using fault_hook = std::function<bool(std::string_view operation)>;
 
     explicit sqlite_storage(const std::string& path, sqlite_config config = {})
         : db_(path, checked(config).busy_timeout_ms), durability_(config.durability) {
@@ -83,10 +82,14 @@ public:
     /// transaction of this store is open on another thread.
     sqlite3* native_handle() const noexcept { return db_.get(); }
 
-    /// Lets tests fail the store at an exact operation, as memory_storage does.
-    void set_fault_hook(fault_hook hook) {
+    /// Test machinery, for `faulty_storage` (testing/faulty_storage.hpp) alone: `point` is
+    /// called with "make_durable" before a commit makes its reservation of mutation ids durable
+    /// (see make_durable), and may throw to fail that step. A decorator fails any operation
+    /// from outside, but this step runs inside `commit()`, after its COMMIT: tests must fail it
+    /// there to see the reservation dropped, and count it to see which commits sync.
+    void set_commit_fault_point(std::function<void(std::string_view point)> point) {
         std::lock_guard lock(mutex_);
-        fault_ = std::move(hook);
+        commit_fault_point_ = std::move(point);
     }
 
     class transaction {
@@ -122,7 +125,6 @@ public:
         /// serialised. The record must exist.
         void save_metadata(std::string_view collection, std::string_view key,
                            const local_record& r) {
-            check("save");
             auto& st = store_->stmt_.save_metadata;
             bind(st, collection, key);
             bind_metadata(st, 3, r);
@@ -144,7 +146,6 @@ public:
         /// missing, was edited since, or holds a pending delete.
         bool acknowledge(std::string_view collection, std::string_view key,
                          std::uint64_t generation, std::uint64_t version, std::int64_t now_ms) {
-            check("save");
             auto& st = store_->stmt_.acknowledge;
             bind(st, collection, key);
             sqlite3_bind_int64(st.get(), 3, std::int64_t(generation));
@@ -155,7 +156,6 @@ public:
         }
 
         void remove(std::string_view collection, std::string_view key) {
-            check("remove");
             auto& st = store_->stmt_.remove;
             bind(st, collection, key);
             run(st);
@@ -201,7 +201,6 @@ public:
         }
 
         void set_cursor(std::string_view collection, std::uint64_t cursor) {
-            check("set_cursor");
             auto& st = store_->stmt_.set_cursor;
             bind_text(st, 1, collection);
             sqlite3_bind_int64(st.get(), 2, std::int64_t(cursor));
@@ -219,7 +218,6 @@ public:
         }
 
         void save_parked(const parked_record& p) {
-            check("save_parked");
             auto& st = store_->stmt_.save_parked;
             bind(st, p.collection, p.key);
             sqlite3_bind_int(st.get(), 3, int(p.kind));
@@ -240,7 +238,6 @@ public:
         }
 
         void remove_parked(std::string_view collection, std::string_view key) {
-            check("remove_parked");
             auto& st = store_->stmt_.remove_parked;
             bind(st, collection, key);
             run(st);
@@ -250,7 +247,6 @@ public:
         /// writes nothing, and an id is never issued twice, though a rolled-back transaction
         /// or a reopened store leaves some unused.
         std::uint64_t next_mutation_id() {
-            check("next_mutation_id");
             if (store_->next_mutation_ == store_->mutation_limit_) {
                 store_->reserve_mutation_ids();
                 reserved_ids_ = true;
@@ -269,7 +265,6 @@ public:
         std::string client_id() { return store_->client_id_; }
 
         void commit() {
-            check("commit");
             store_->exec("COMMIT");
             open_ = false;
             if (reserved_ids_ && store_->durability_ == sqlite_durability::normal) {
@@ -324,7 +319,6 @@ public:
         /// Runs `save` or `insert_new`: a whole row, its value serialised.
         void write_row(const statement& st, std::string_view collection, std::string_view key,
                        const local_record& r) {
-            check("save");
             bind(st, collection, key);
             const auto value = boost::json::serialize(r.value);
             bind_text(st, 3, value);
@@ -353,11 +347,6 @@ public:
         explicit transaction(sqlite_storage& s) : store_(&s), lock_(s.mutex_) {
             store_->exec("BEGIN IMMEDIATE");
             open_ = true;
-        }
-        void check(std::string_view op) {
-            if (store_->fault_ && store_->fault_(op))
-                throw sync_error(make_error_code(errc::storage_failure),
-                                 "injected storage failure at " + std::string(op));
         }
         int step(const statement& st) { return store_->db_.step(st); }
         void run(const statement& st) { store_->db_.run(st); }
@@ -501,9 +490,7 @@ private:
     /// earlier commit (the setting cannot change inside a transaction). Called with the
     /// store's lock held.
     void make_durable() {
-        if (fault_ && fault_("make_durable"))
-            throw sync_error(make_error_code(errc::storage_failure),
-                             "injected storage failure at make_durable");
+        if (commit_fault_point_) commit_fault_point_("make_durable");
         exec("PRAGMA synchronous = FULL");
         try {
             exec("BEGIN IMMEDIATE");
@@ -662,7 +649,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     };
 
     std::mutex mutex_;
-    fault_hook fault_;
+    std::function<void(std::string_view)> commit_fault_point_; ///< see set_commit_fault_point
     detail::sqlite_connection db_;
     sqlite_durability durability_;
     std::string client_id_;
