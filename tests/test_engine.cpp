@@ -570,3 +570,92 @@ TEST_CASE("a refused request's cause and Retry-After come with the round's repor
     CHECK(!next.retry_after);
     CHECK(next.pulled > 0);
 }
+
+TEST_CASE("the loopback transport reports each request that reached the server to its observer",
+          "[engine][loopback]") {
+    using clock = std::chrono::steady_clock;
+    world w;
+    auto a = w.device("alice");
+    std::vector<loopback_exchange> seen;
+    std::vector<std::string> served; // each request the server handled, in order
+    a->transport.faults().after_server = [&](std::string_view op) { served.emplace_back(op); };
+    a->transport.set_observer([&](const loopback_exchange& e) { seen.push_back(e); });
+    // Checks the reports since `first` against what the server handled since `first_served`,
+    // and returns the bytes they name.
+    auto check_reports = [&](std::size_t first, std::size_t first_served, clock::time_point from,
+                             clock::time_point to) {
+        REQUIRE(seen.size() - first == served.size() - first_served);
+        std::size_t bytes = 0;
+        for (std::size_t i = first; i < seen.size(); ++i) {
+            const auto& e = seen[i];
+            CHECK(e.push == (served[first_served + i - first] == "push"));
+            CHECK(e.encode >= clock::duration::zero());
+            CHECK(e.server >= clock::duration::zero());
+            CHECK(e.decode >= clock::duration::zero());
+            // The three phases follow one another inside the round.
+            CHECK(e.started >= from);
+            CHECK(e.started + e.encode + e.server + e.decode <= to);
+            CHECK(e.request_bytes > 0);
+            bytes += e.request_bytes + e.response_bytes;
+        }
+        return bytes;
+    };
+
+    for (int i = 0; i < 3; ++i) a->replica.put(reservation("r-" + std::to_string(i)));
+    auto from = clock::now();
+    auto report = a->sync();
+    auto to = clock::now();
+    REQUIRE(!report.error);
+    REQUIRE(report.pushed == 3);
+    // One report per request that reached the server, no more.
+    CHECK(seen.size() == a->transport.requests());
+    CHECK(check_reports(0, 0, from, to) == a->transport.bytes());
+    std::size_t pushes = 0, pulls = 0;
+    for (const auto& e : seen) {
+        (e.push ? pushes : pulls) += 1;
+        CHECK(e.response_bytes > 0);
+    }
+    CHECK(pushes >= 1);
+    CHECK(pulls >= 2); // both collections
+
+    // A push lost on its way never reached the server: not reported. A push whose answer is
+    // lost did: reported, with the answer's bytes.
+    a->replica.put(reservation("r-lost"));
+    a->transport.faults().lose_push_requests = 1;
+    auto first = seen.size(), first_served = served.size();
+    auto requests = a->transport.requests();
+    auto bytes = a->transport.bytes();
+    from = clock::now();
+    CHECK(a->sync().error == errc::transport_failure);
+    to = clock::now();
+    CHECK(seen.size() - first == a->transport.requests() - requests);
+    CHECK(check_reports(first, first_served, from, to) == a->transport.bytes() - bytes);
+    for (std::size_t i = first; i < seen.size(); ++i) CHECK(!seen[i].push);
+
+    a->transport.faults().lose_push_responses = 1;
+    first = seen.size();
+    first_served = served.size();
+    requests = a->transport.requests();
+    bytes = a->transport.bytes();
+    from = clock::now();
+    CHECK(a->sync().error == errc::transport_failure);
+    to = clock::now();
+    CHECK(seen.size() - first == a->transport.requests() - requests);
+    CHECK(check_reports(first, first_served, from, to) == a->transport.bytes() - bytes);
+    pushes = 0;
+    for (std::size_t i = first; i < seen.size(); ++i) {
+        if (!seen[i].push) continue;
+        ++pushes;
+        CHECK(seen[i].response_bytes > 0);
+    }
+    CHECK(pushes == 1);
+
+    // Without an observer nothing is reported, while requests still reach the server.
+    a->transport.set_observer({});
+    a->replica.put(reservation("r-unseen"));
+    first = seen.size();
+    requests = a->transport.requests();
+    REQUIRE(!a->sync().error);
+    CHECK(a->transport.requests() > requests);
+    CHECK(seen.size() == first);
+}

@@ -1,0 +1,19 @@
+// offsync-bench: the scenarios (docs/benchmarks.md, "The scenarios and what bounds them"). Each
+// writes its rows to `out` as it measures them.
+#pragma once
+
+#include "options.hpp"
+#include "output.hpp"
+
+namespace offsync_bench {
+
+/// The sync rounds (push, pull, incremental, conflict, clients) that `o` asks for, in process
+/// then end to end as `--mode` says (scenarios_rounds.cpp).
+void run_rounds(const options& o, output& out);
+
+/// The bounds a round is measured against, for each N of `o`: the codec, raw SQLite, the sync
+/// service alone and, unless in process only, one HTTP request per record
+/// (scenarios_baselines.cpp).
+void run_baselines(const options& o, output& out);
+
+} // namespace offsync_bench

@@ -1,0 +1,61 @@
+// offsync-bench: the records every scenario moves, shaped like a Landmarks reservation (about
+// 170 bytes of JSON each), and the app edits that make them dirty.
+#pragma once
+
+#include "../examples/landmarks/model.hpp"
+
+#include <offsync/detail/replica_logic.hpp>
+#include <offsync/json_codec.hpp>
+
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace offsync_bench {
+
+using landmarks::Reservation;
+
+/// Record `i` of a workload; `variant` > 0 is the same record after `variant` edits.
+inline Reservation make_reservation(std::size_t i, int variant = 0) {
+    Reservation r;
+    char id[32];
+    std::snprintf(id, sizeof id, "r-%09zu", i);
+    r.id = id;
+    r.landmark_id = std::int64_t(i % 5000) + 1;
+    r.date = std::chrono::sys_days{std::chrono::year{2026} / 12 / 24} +
+             std::chrono::days(i % 365) + std::chrono::hours(i % 24);
+    r.party_size = std::int32_t(1 + i % 8);
+    r.status = variant % 2 ? "cancelled" : "confirmed";
+    r.notes = "window seat, vegetarian menu, arriving by train " + std::to_string(i % 997);
+    if (variant) r.notes += " (edit " + std::to_string(variant) + ")";
+    return r;
+}
+
+inline std::size_t record_json_bytes() {
+    return boost::json::serialize(offsync::to_json_object(make_reservation(123456))).size();
+}
+
+/// Writes `count` records (ids first, first + stride, ...) into a store as app edits, 10,000 per
+/// transaction: the setup of a scenario, not part of what it measures.
+template <class Storage>
+void edit_records(Storage& storage, std::size_t first, std::size_t count, std::size_t stride,
+                  int variant, std::int64_t now_ms) {
+    const auto& schema = offsync::schema_of<Reservation>();
+    std::size_t done = 0;
+    while (done < count) {
+        auto txn = storage.begin();
+        const std::size_t end = std::min(count, done + 10'000);
+        for (; done < end; ++done) {
+            auto r = make_reservation(first + done * stride, variant);
+            offsync::detail::local_edit(txn, schema, r.id, offsync::to_json_object(r), now_ms);
+        }
+        txn.commit();
+    }
+}
+
+} // namespace offsync_bench
