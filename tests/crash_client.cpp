@@ -3,7 +3,7 @@
 // left to push and exits 0 (mode "settle").
 //
 //   offsync-crash-client run|settle DB_FILE PORT TOKEN SEED
-#include "../examples/landmarks/model.hpp"
+#include "support/models.hpp"
 
 #include <offsync/offsync.hpp>
 #include <offsync/storage/sqlite.hpp>
@@ -18,7 +18,7 @@
 #include <thread>
 
 namespace asio = boost::asio;
-using landmarks::Reservation;
+using offsync_test::Reservation;
 
 int main(int argc, char** argv) {
     if (argc != 6) {

@@ -5,7 +5,7 @@
 //
 // PORT 0 picks a free port. Once listening it writes the port to PORT_FILE (atomically, by a
 // rename), so the test knows when it may connect.
-#include "../examples/landmarks/model.hpp"
+#include "support/models.hpp"
 
 #include <offsync/server/auth.hpp>
 #include <offsync/server/http_server.hpp>
@@ -31,8 +31,8 @@ int main(int argc, char** argv) {
         // forgotten: the default window keeps each client's 20,000 newest, far more than the
         // test makes, however far apart device restarts put their ids.
         offsync::server::sync_service service(store);
-        service.add_collection<landmarks::Landmark>();
-        service.add_collection<landmarks::Reservation>();
+        service.add_collection<offsync_test::Landmark>();
+        service.add_collection<offsync_test::Reservation>();
         std::istringstream tokens(std::string(argv[3]) + " alice\n");
         asio::io_context io;
         offsync::server::http_server server(io.get_executor(), service,

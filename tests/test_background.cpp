@@ -1,7 +1,7 @@
 // Background sync on manual time: schedule, expiration, backoff, triggers, stop and state,
 // each checked at exact instants with no sleeping. Rounds are real ones, through the engine,
 // the loopback transport and the sync service.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/background.hpp>
 #include <offsync/testing/manual_timers.hpp>

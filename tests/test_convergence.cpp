@@ -4,7 +4,7 @@
 //
 // Seeded and reproducible: the seed is printed on failure. OFFSYNC_SOAK_SEEDS=N runs N seeds
 // (default 12) and OFFSYNC_SOAK_STEPS=N steps per seed (default 300) for a long soak.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/testing/faulty_storage.hpp>
 

@@ -2,7 +2,7 @@
 // SIGKILL at random points, many times, and so is a server on a SQLite store; after restarts
 // every store converges with the server, no acknowledged write is lost and no mutation is
 // applied twice.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/server/auth.hpp>
 #include <offsync/server/http_server.hpp>

@@ -1,6 +1,6 @@
 // A user writes all three policies in their own code, without touching offsync: proof that the
 // concepts are the whole contract.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <boost/asio/post.hpp>
 

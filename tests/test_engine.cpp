@@ -1,5 +1,5 @@
 // The seed's behaviours, end to end through the engine, the loopback transport and the service.
-#include "support.hpp"
+#include "support/world.hpp"
 
 using namespace offsync_test;
 

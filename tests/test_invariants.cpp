@@ -1,6 +1,6 @@
 // One test per "nothing lost" invariant of DESIGN.md, plus cancellation and single flight.
 // Each fails if its invariant breaks.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/testing/faulty_storage.hpp>
 

@@ -2,7 +2,7 @@
 // history the page describes is written first, then each request of the page is sent and the
 // answer must equal the page's response. If the protocol changes, this fails until the page
 // is brought up to date.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/server/auth.hpp>
 #include <offsync/server/http_server.hpp>

@@ -2,7 +2,7 @@
 // leaves nothing behind in either store, the schema can grow, and every error is clear.
 // (The sync service, engine, invariant and convergence tests run on the SQLite server store
 // too, in the offsync-tests-sqlite binary.)
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/server/sqlite_store.hpp>
 #include <offsync/testing/faulty_server_store.hpp>

@@ -1,7 +1,7 @@
 // The SQLite client store: persistence across reopening, the pushable index, and every error
 // case failing clearly without touching the file. (The engine and invariant tests run against
 // it as well, in the offsync-tests-sqlite binary.)
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <offsync/server/sqlite_store.hpp>
 #include <offsync/storage/sqlite.hpp>

@@ -1,6 +1,6 @@
 // The server's protocol logic: versions, the change feed, idempotency, field-level conflicts,
 // scope, validation, and the wire entry points with their error bodies.
-#include "support.hpp"
+#include "support/world.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

@@ -1,7 +1,8 @@
-// Test fixtures: a server with the Landmarks collections and in-process clients around it.
+// Test fixtures: a server with the tests' Landmarks collections (models.hpp) and in-process
+// clients around it.
 #pragma once
 
-#include "../examples/landmarks/model.hpp"
+#include "models.hpp"
 
 #include <offsync/offsync.hpp>
 #ifdef OFFSYNC_TEST_SQLITE
@@ -10,6 +11,9 @@
 #endif
 
 #include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <concepts>
 
 #include <catch2/catch.hpp>
 
@@ -32,8 +36,6 @@ namespace offsync_test {
 namespace asio = boost::asio;
 namespace json = boost::json;
 using namespace offsync;
-using landmarks::Landmark;
-using landmarks::Reservation;
 
 /// Makes a file read-only for real while it lives: the immutable attribute (which stops root
 /// too, on file systems that have it), else permission bits (which stop everyone else).
@@ -108,37 +110,6 @@ struct manual_clock {
     }
 };
 
-inline Landmark half_dome() {
-    Landmark l;
-    l.id = 1;
-    l.name = "Half Dome";
-    l.state = "California";
-    l.city = "Yosemite";
-    l.category = "mountains";
-    l.is_featured = true;
-    l.description = "A granite dome";
-    return l;
-}
-
-inline Landmark landmark(std::int64_t id, std::string name) {
-    Landmark l;
-    l.id = id;
-    l.name = std::move(name);
-    l.state = "Somewhere";
-    return l;
-}
-
-inline Reservation reservation(std::string id, std::string status = "confirmed",
-                               std::int32_t party = 2) {
-    Reservation r;
-    r.id = std::move(id);
-    r.landmark_id = 1;
-    r.date = std::chrono::sys_days{std::chrono::year{2026} / 12 / 24};
-    r.party_size = party;
-    r.status = std::move(status);
-    return r;
-}
-
 #ifdef OFFSYNC_TEST_SQLITE
 /// Removes a test database and its WAL files once the store using it has closed.
 using temp_database_path = temp_file;
@@ -176,18 +147,41 @@ inline std::shared_ptr<server::sync_service> make_service(manual_clock& clock,
     return service;
 }
 
-/// One device: its store, replica, loopback transport and engine. `Storage` is the test's
-/// store (`test_storage`), or a decorator of it (`faulty_storage<test_storage>`).
-template <class Storage>
-struct basic_client {
-    using client_engine = basic_sync_engine<Storage, loopback_transport>;
+/// Runs `io` until `done` or the deadline; true when done.
+template <class Pred>
+bool run_until(asio::io_context& io, Pred done,
+               std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    io.restart();
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+        io.run_one_for(std::chrono::milliseconds(50));
+    return done();
+}
 
-    /// Registers both Landmarks collections with their traits' policies unless
-    /// `register_collections` is given.
+/// One device: its store, replica, transport and engine. `Storage` is the test's store
+/// (`test_storage`) or a decorator of it (`faulty_storage<test_storage>`); `Transport` is a
+/// `loopback_transport` to a service in the process, or any other (`http_client` in
+/// support/http.hpp uses an `http_transport`).
+template <class Storage, class Transport = loopback_transport>
+struct basic_client {
+    using client_engine = basic_sync_engine<Storage, Transport>;
+
+    /// A device of `user` on a loopback transport to `service`. Registers both Landmarks
+    /// collections with their traits' policies unless `register_collections` is given.
     basic_client(asio::io_context& io, server::sync_service& service, std::string user,
                  wall_clock clock, engine_config config = {},
                  std::function<void(client_engine&)> register_collections = {})
-        : replica(storage, std::move(clock)), transport(io.get_executor(), service, std::move(user)),
+        requires std::same_as<Transport, loopback_transport>
+        : basic_client(io, std::move(clock), std::move(config), std::move(register_collections),
+                       io.get_executor(), service, std::move(user)) {}
+
+    /// A device whose transport is made of `transport_args`.
+    template <class... TransportArgs>
+    basic_client(asio::io_context& io, wall_clock clock, engine_config config,
+                 std::function<void(client_engine&)> register_collections,
+                 TransportArgs&&... transport_args)
+        : replica(storage, std::move(clock)),
+          transport(std::forward<TransportArgs>(transport_args)...),
           engine(io.get_executor(), replica, transport, std::move(config)), io_(io) {
         if (register_collections) {
             register_collections(engine);
@@ -197,19 +191,24 @@ struct basic_client {
         }
     }
 
-    /// Runs one round to completion on the test's io_context.
+    /// Runs one round to completion on the test's io_context: in process, until nothing is
+    /// left to run; over a network, within a deadline.
     sync_report sync() {
         std::optional<sync_report> out;
         engine.async_sync([&](error_code, sync_report r) { out = std::move(r); });
-        io_.restart();
-        io_.run();
+        if constexpr (std::same_as<Transport, loopback_transport>) {
+            io_.restart();
+            io_.run();
+        } else {
+            REQUIRE(run_until(io_, [&] { return out.has_value(); }));
+        }
         REQUIRE(out);
         return *out;
     }
 
     Storage storage;
     basic_replica<Storage> replica;
-    loopback_transport transport;
+    Transport transport;
     client_engine engine;
 
 private:

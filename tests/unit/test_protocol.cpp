@@ -1,5 +1,9 @@
-// Wire protocol v1: message round trips, strict decoding, the pull query, error bodies, HLC.
-#include "support.hpp"
+// Wire protocol v1: message round trips, strict decoding, the pull query, error bodies.
+#include "../support/models.hpp"
+
+#include <offsync/protocol.hpp>
+
+#include <catch2/catch.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -10,7 +14,9 @@
 #include <string>
 #include <vector>
 
+using namespace offsync;
 using namespace offsync_test;
+namespace json = boost::json;
 using Catch::Contains;
 
 namespace {

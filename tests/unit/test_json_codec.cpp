@@ -1,5 +1,9 @@
 // The tolerant JSON codec of described structs, the ISO 8601 time codec, and collection schemas.
-#include "support.hpp"
+#include "../support/models.hpp"
+
+#include <offsync/json_codec.hpp>
+
+#include <catch2/catch.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -63,7 +67,9 @@ struct offsync::model_traits<codec_test::broken> {
     static constexpr std::array<std::string_view, 1> per_user_fields{"flg"};
 };
 
+using namespace offsync;
 using namespace offsync_test;
+namespace json = boost::json;
 using Catch::Contains;
 using sys_ms = std::chrono::sys_time<std::chrono::milliseconds>;
 
