@@ -4,7 +4,9 @@
 
 #include <offsync/testing/faulty_storage.hpp>
 
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
 
@@ -256,6 +258,98 @@ TEST_CASE("invariant 4: cancelling a round with batches in flight loses nothing"
     CHECK(after.conflict_count() == 0);
     CHECK(a.replica.pending<Reservation>().dirty == 0);
     CHECK(w.service.last_version() == before + 2); // batch 2 recognised, batch 3 new
+}
+
+namespace {
+
+/// A loopback transport that cancels the round at the one moment a state machine cannot see
+/// from inside: right after the answer to its first push was handed to the engine, on the
+/// engine's strand, before the round resumes to read it.
+struct cancel_after_answer_transport {
+    using executor_type = loopback_transport::executor_type;
+
+    cancel_after_answer_transport(executor_type ex, server::sync_service& service,
+                                  std::string user)
+        : inner(std::move(ex), service, std::move(user)) {}
+
+    executor_type get_executor() const noexcept { return inner.get_executor(); }
+    std::size_t max_requests_in_flight() const noexcept { return inner.max_requests_in_flight(); }
+
+    template <class Token>
+    auto async_push(const push_request& request, Token&& token) {
+        return asio::async_initiate<Token, void(error_code, push_response)>(
+            [this](auto handler, const push_request& r) {
+                inner.async_push(r, [this, handler = std::move(handler)](
+                                        error_code ec, push_response answer) mutable {
+                    // The engine's handler runs on its strand; so does the cancellation, at
+                    // once (the round's slot handler dispatches to the strand it is on).
+                    auto strand = asio::get_associated_executor(handler, inner.get_executor());
+                    asio::dispatch(strand, [this, handler = std::move(handler), ec,
+                                            answer = std::move(answer)]() mutable {
+                        std::move(handler)(ec, std::move(answer));
+                        if (++answered == 1 && round) round->emit(asio::cancellation_type::terminal);
+                    });
+                });
+            },
+            token, std::cref(request));
+    }
+
+    template <class Token>
+    auto async_pull(const pull_request& request, Token&& token) {
+        return inner.async_pull(request, std::forward<Token>(token));
+    }
+
+    loopback_transport inner;
+    asio::cancellation_signal* round = nullptr;
+    int answered = 0;
+};
+
+} // namespace
+
+TEST_CASE("invariant 4: a cancellation between an answer and the round reading it loses "
+          "nothing",
+          "[invariants][pipeline][cancel]") {
+    world w;
+    engine_config config;
+    config.push_batch_size = 2;
+    basic_client<test_storage, cancel_after_answer_transport> a(
+        w.io, w.clock.as_wall_clock(), config, {}, w.io.get_executor(), w.service, "alice");
+    std::size_t requests = 0;
+    std::uint64_t new_on_retry = 0;
+    SECTION("one in flight: batch 1's answer is applied, batch 2 is built but never sent") {
+        a.transport.inner.set_max_requests_in_flight(1);
+        requests = 1;
+        new_on_retry = 4;
+    }
+    SECTION("two in flight: batch 1's answer is applied, batch 2's waited for, batch 3 never "
+            "sent") {
+        a.transport.inner.set_max_requests_in_flight(2);
+        requests = 2;
+        new_on_retry = 2; // batch 2 is recognised, batch 3 is new
+    }
+    for (int i = 0; i < 6; ++i) a.replica.put(reservation("r-" + std::to_string(i)));
+    asio::cancellation_signal cancel;
+    a.transport.round = &cancel;
+    std::optional<std::pair<error_code, sync_report>> result;
+    a.engine.async_sync(asio::bind_cancellation_slot(
+        cancel.slot(), [&](error_code ec, sync_report r) { result.emplace(ec, std::move(r)); }));
+    w.io.run();
+    REQUIRE(result);
+    CHECK(result->first == asio::error::operation_aborted);
+    CHECK(result->second.applied == 2); // the answer in hand is worth applying
+    CHECK(a.transport.inner.requests() == requests);
+    CHECK(a.replica.pending<Reservation>().dirty == 4);
+    // Nothing is lost: the next round pushes the rest, and nothing is written twice.
+    a.transport.round = nullptr;
+    const auto before = w.service.last_version();
+    auto after = a.sync();
+    CHECK(!after.error);
+    CHECK(after.conflict_count() == 0);
+    CHECK(a.replica.pending<Reservation>().dirty == 0);
+    CHECK(w.service.last_version() == before + new_on_retry);
+    pull_response all;
+    REQUIRE(!w.service.pull("alice", {"reservations", 0, 100}, all));
+    CHECK(all.changes.size() == 6);
 }
 
 TEST_CASE("invariant 4: a lost answer with the next batch in flight: nothing applied twice",
