@@ -391,9 +391,12 @@ void park_rejected(Txn& txn, const collection_schema& schema, std::string_view k
     txn.save(schema.name, key, rec);
 }
 
-/// Applies one pulled change. Never overwrites a dirty field or a parked record (invariant 2):
-/// a dirty record takes only the fields it has not changed; a parked one only refreshes the
-/// server side of its parked record, so the user decides against the newest server version.
+/// Applies one pulled change. Never overwrites a dirty field or a conflict-parked record
+/// (invariant 2): a dirty record takes only the fields it has not changed, and nothing from a
+/// change older than its base; a record parked by a conflict only refreshes the server side of
+/// its parked record, so the user decides against the newest server version. A record parked
+/// by a rejection refreshes that side too, and takes the fields it has not changed as a dirty
+/// record does: the rejected fields stay as the user left them.
 /// `c.value` may be moved from: a page is applied once.
 ///
 /// An echo (the client's own write, still the record's latest, sent without its value) needs
@@ -458,9 +461,12 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
         adopt_server(txn, schema, key, std::move(*rec), c, now_ms);
         return true;
     }
-    // Dirty: the push will settle conflicts on the dirty fields; take the others. A tombstone
-    // or a pending local delete leaves the record for the push to settle with the policy.
-    if (c.deleted || rec->delete_pending) return true;
+    // Dirty: the push will settle conflicts on the dirty fields; take the others, unless the
+    // change is older than the version the record is based on (its other fields are newer
+    // already; taking them would leave this copy behind the server's once the push is
+    // acknowledged). A tombstone or a pending local delete leaves the record for the push to
+    // settle with the policy.
+    if (c.version < rec->base_version || c.deleted || rec->delete_pending) return true;
     rec->value = overlay(schema, c.value, rec->value, rec->dirty_mask);
     txn.save(schema.name, key, *rec);
     return true;
