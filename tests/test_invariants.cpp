@@ -279,17 +279,21 @@ struct cancel_after_answer_transport {
     auto async_push(const push_request& request, Token&& token) {
         return asio::async_initiate<Token, void(error_code, push_response)>(
             [this](auto handler, const push_request& r) {
-                inner.async_push(r, [this, handler = std::move(handler)](
-                                        error_code ec, push_response answer) mutable {
+                // The engine's cancellation of this request still reaches the loopback.
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                auto deliver = [this, handler = std::move(handler)](error_code ec,
+                                                                     push_response answer) mutable {
                     // The engine's handler runs on its strand; so does the cancellation, at
                     // once (the round's slot handler dispatches to the strand it is on).
                     auto strand = asio::get_associated_executor(handler, inner.get_executor());
                     asio::dispatch(strand, [this, handler = std::move(handler), ec,
                                             answer = std::move(answer)]() mutable {
                         std::move(handler)(ec, std::move(answer));
-                        if (++answered == 1 && round) round->emit(asio::cancellation_type::terminal);
+                        if (++answered == 1 && round)
+                            round->emit(asio::cancellation_type::terminal);
                     });
-                });
+                };
+                inner.async_push(r, asio::bind_cancellation_slot(slot, std::move(deliver)));
             },
             token, std::cref(request));
     }

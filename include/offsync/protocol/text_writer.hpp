@@ -1,7 +1,7 @@
 // offsync — wire protocol v1: the messages the transports and the service send, rendered straight
 // to JSON text. The same bytes as `boost::json::serialize(to_json(x))` (protocol/json.hpp) without
 // building a document first, which would copy every record's fields once more;
-// tests/test_protocol.cpp checks that the two agree.
+// tests/unit/test_protocol.cpp checks that the two agree.
 #pragma once
 
 #include <offsync/hlc.hpp>

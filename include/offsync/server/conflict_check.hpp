@@ -36,9 +36,10 @@ inline diagnostics check_upsert(const collection_schema& schema, std::string_vie
 
 /// Whether a valid upsert (writing the fields `written`) may be inserted without reading its
 /// key first: it says its record is new (base version 0), and the collection's rules do not
-/// need the existing record (a shared collection that clients may not write, or whose records
-/// carry per-user values). A first upload of records made offline is all such mutations. The
-/// store still refuses the insert if the key exists, and the general path then decides.
+/// need the existing record, as they do for a shared collection that clients may not write or
+/// whose records carry per-user values. A first upload of records made offline is all such
+/// mutations. The store still refuses the insert if the key exists, and the general path then
+/// decides.
 inline bool may_insert_unread(const collection_schema& schema, const mutation& m,
                               std::uint64_t written) {
     const bool shared = schema.scope == scope::shared;

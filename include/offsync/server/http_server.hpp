@@ -557,11 +557,10 @@ private:
                 if (!request_came) co_return;
             }
             request_parser parser;
-            const auto ec = co_await read_request(stream, buffer, parser);
+            const auto read = co_await read_request(stream, buffer, parser);
+            if (!read) co_return; // gone, stalled or cancelled: nobody to answer
+            const auto ec = *read;
             const auto started = std::chrono::steady_clock::now();
-            if (ec == boost::beast::http::error::end_of_stream || ec == boost::beast::error::timeout ||
-                ec == boost::asio::error::operation_aborted || ec == boost::asio::error::connection_reset)
-                co_return; // gone, stalled or cancelled: nobody to answer
             bool close = false;
             routed r = answer(parser, ec, close);
             r.response.set(boost::beast::http::field::server, "offsync");
@@ -601,15 +600,27 @@ private:
     }
 
     /// Reads one request within the limits, answering "100 Continue" when it is asked for.
-    boost::asio::awaitable<boost::beast::error_code>
+    /// Completes with the read's error (none, or one that deserves an answer: a body or
+    /// headers too large, a malformed request), or nullopt when nobody is left to answer: the
+    /// client went away, stalled past the timeout, or the read was cancelled.
+    boost::asio::awaitable<std::optional<boost::beast::error_code>>
     read_request(boost::beast::tcp_stream& stream, boost::beast::flat_buffer& buffer,
                  request_parser& parser) {
         const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        auto answerable = [](const boost::beast::error_code& ec)
+            -> std::optional<boost::beast::error_code> {
+            if (ec == boost::beast::http::error::end_of_stream ||
+                ec == boost::beast::error::timeout ||
+                ec == boost::asio::error::operation_aborted ||
+                ec == boost::asio::error::connection_reset)
+                return std::nullopt;
+            return ec;
+        };
         parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
         parser.body_limit(config_.max_body_bytes);
         stream.expires_after(config_.read_timeout);
         auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
-        if (hec || parser.is_done()) co_return hec;
+        if (hec || parser.is_done()) co_return answerable(hec);
         // curl and others wait for "100 Continue" before they send a larger body.
         const auto& fields = parser.get();
         if (auto it = fields.find(boost::beast::http::field::expect);
@@ -618,7 +629,7 @@ private:
             boost::beast::http::response<boost::beast::http::empty_body> proceed{
                 boost::beast::http::status::continue_, 11};
             auto [cec, cn] = co_await boost::beast::http::async_write(stream, proceed, tok);
-            if (cec) co_return cec;
+            if (cec) co_return std::nullopt; // the client cannot hear an answer either
         }
         // Beast reads as much as the buffer has room for: a connection's small idle buffer
         // would take a large push 4 KiB per system call. The room is given back once the
@@ -627,7 +638,7 @@ private:
             length && *length > buffer.capacity() - buffer.size())
             buffer.reserve(buffer.size() + std::min<std::uint64_t>(*length, body_read_chunk_bytes));
         auto [bec, bn] = co_await boost::beast::http::async_read(stream, buffer, parser, tok);
-        co_return bec;
+        co_return answerable(bec);
     }
 
     /// The answer to a request read with `read_error` (or none); `close` is set when the

@@ -707,8 +707,8 @@ private:
         return rec;
     }
 
-    /// Inserts the new record of an upsert that `detail::may_insert_unread` (`mask`: the
-    /// fields it writes) without reading its key first. Nullopt if the key exists (a tombstone
+    /// Inserts the new record of an upsert that `detail::may_insert_unread` allows (`mask`:
+    /// the fields it writes) without reading its key first. Nullopt if the key exists (a tombstone
     /// included): the general path then decides, with the lookup.
     std::optional<mutation_result> insert_if_new(const collection_schema& schema,
                                                  std::string_view owner, const std::string& key,

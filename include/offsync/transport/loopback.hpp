@@ -50,10 +50,11 @@ struct loopback_exchange {
     clock::duration encode{};   ///< rendering the request: `to_json_text`, or the pull's query
     clock::duration server{};   ///< the service's `handle_push` or `handle_pull`
     /// Reading the answer back: parsing and decoding the body, or the error a refusal reads as
-    /// (zero when the answer is lost by `loopback_faults::lose_push_responses` and the like).
+    /// (next to nothing when the answer is lost by `loopback_faults::lose_push_responses` and
+    /// the like).
     clock::duration decode{};
     std::size_t request_bytes = 0;  ///< the request body handed to the service
-    std::size_t response_bytes = 0; ///< the body of its answer (empty when refused)
+    std::size_t response_bytes = 0; ///< the body of its answer (an error body when refused)
 };
 
 /// Carries requests to a `server::sync_service` in-process. Requests and responses are
@@ -178,10 +179,15 @@ private:
         auto answer = push ? service_->handle_push(user_, payload)
                            : service_->handle_pull(user_, payload);
         const auto answered = times.now();
+        // A refusal travels as an HTTP server sends it: a status and an error body.
+        const unsigned status = answer.error ? http_status(answer.error.code) : 200;
+        if (answer.error)
+            answer.body = boost::json::serialize(
+                error_body(errc_of(answer.error.code), answer.error.message));
         bytes_ += payload.size() + answer.body.size();
         if (faults_.after_server) faults_.after_server(push ? "push" : "pull");
         const auto reading = faults_.after_server ? times.now() : answered;
-        const auto ec = read_answer(lose_response, answer, out);
+        const auto ec = read_answer(lose_response, status, answer.body, out);
         if (times.on && observer_)
             observer_(loopback_exchange{push, times.started, times.encoded - times.started,
                                         answered - sent, times.now() - reading, payload.size(),
@@ -189,28 +195,25 @@ private:
         return ec;
     }
 
-    /// What the client makes of the service's answer: a lost answer, a refusal read as over
-    /// HTTP, or the decoded response.
+    /// What the client makes of the service's answer (`status`, `body`): a lost answer, a
+    /// refusal read as a client over HTTP reads it (the server's own failures all read as
+    /// server_error), or the decoded response.
     template <class Response>
-    static error_code read_answer(int& lose_response, const server::wire_answer& answer,
+    static error_code read_answer(int& lose_response, unsigned status, const std::string& body,
                                   Response& out) {
         if (lose_response > 0) {
             --lose_response;
             out.failure.message = "answer lost (injected fault)";
             return make_error_code(errc::transport_failure);
         }
-        if (answer.error) {
-            // What a client over HTTP would read: the status, and the code of the error body
-            // (the server's own failures all read as server_error).
-            const auto status = http_status(answer.error.code);
-            auto d = parse_error_body(
-                boost::json::serialize(error_body(errc_of(answer.error.code), answer.error.message)),
-                status >= 500 ? errc::server_error : errc::bad_response);
+        if (status != 200) {
+            auto d = parse_error_body(body, status >= 500 ? errc::server_error
+                                                          : errc::bad_response);
             out.failure.message = "status " + std::to_string(status) + ": " + d.message;
             return d.code;
         }
         boost::system::error_code ec;
-        auto jv = boost::json::parse(answer.body, ec);
+        auto jv = boost::json::parse(body, ec);
         if (ec) {
             out.failure.message = "answer is not JSON: " + ec.message();
             return make_error_code(errc::bad_response);
