@@ -66,8 +66,8 @@ struct device {
     steady::time_point started; ///< when the last round began
 };
 
-inline offsync::engine_config make_engine_config(const options& o) {
-    offsync::engine_config c;
+/// `c` with the batch and page sizes of the command line.
+inline offsync::engine_config with_options(offsync::engine_config c, const options& o) {
     c.push_batch_size = o.batch;
     c.pull_page_size = o.page;
     return c;
@@ -83,9 +83,10 @@ struct inproc_mode {
     explicit inproc_mode(const options& o) : opts(o) {
         service = make_server_state("memory", {}).service;
     }
-    std::unique_ptr<device_type> make_device(const std::string& user) {
+    std::unique_ptr<device_type> make_device(const std::string& user,
+                                             offsync::engine_config config = {}) {
         return std::make_unique<device_type>(
-            io, std::make_unique<storage_type>(), make_engine_config(opts),
+            io, std::make_unique<storage_type>(), with_options(std::move(config), opts),
             [&](phase_times& times) {
                 transport_type t(io.get_executor(), *service, user);
                 // One request at a time, as this mode has always been measured: in one thread
@@ -114,10 +115,11 @@ struct http_mode {
 
     explicit http_mode(const options& o)
         : opts(o), server(o, (o.dir / ("server-" + offsync::make_uuid() + ".db")).string()) {}
-    std::unique_ptr<device_type> make_device(const std::string& user) {
+    std::unique_ptr<device_type> make_device(const std::string& user,
+                                             offsync::engine_config engine = {}) {
         offsync::http_transport_config config;
         config.host = "127.0.0.1";
-        config.port = server.port();
+        config.port = static_cast<std::uint16_t>(std::stoul(server.port()));
         config.token_provider = [user](bool) { return "bench-" + user; };
         const auto file = (opts.dir / ("client-" + offsync::make_uuid() + ".db")).string();
         files.push_back(file);
@@ -125,7 +127,7 @@ struct http_mode {
         sc.durability = opts.durability == "normal" ? offsync::sqlite_durability::normal
                                                     : offsync::sqlite_durability::full;
         return std::make_unique<device_type>(
-            io, std::make_unique<storage_type>(file, sc), make_engine_config(opts),
+            io, std::make_unique<storage_type>(file, sc), with_options(std::move(engine), opts),
             [&](phase_times& times) {
                 return transport_type(io.get_executor(), std::move(config), times);
             });

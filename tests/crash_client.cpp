@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
         offsync::basic_replica replica(store);
         asio::io_context io;
         offsync::http_transport_config config;
-        config.port = argv[3];
+        config.port = static_cast<std::uint16_t>(std::stoul(argv[3]));
         config.connect_timeout = std::chrono::seconds(2);
         config.request_timeout = std::chrono::seconds(5);
         config.token_provider = [token](bool) { return token; };

@@ -2,6 +2,9 @@
 // concepts are the whole contract.
 #include "support/world.hpp"
 
+#include <offsync/forwarding.hpp>
+#include <offsync/storage/sqlite.hpp>
+
 #include <boost/asio/post.hpp>
 
 #include <map>
@@ -228,4 +231,128 @@ TEST_CASE("a policy's merged value that is not a valid record is refused", "[cus
     CHECK(wrong_id.code == errc::invalid_id);
     CHECK(a->replica.pending<Reservation>().dirty == 0);
     CHECK(a->replica.get<Reservation>("r-1")->party_size == 2);
+}
+
+namespace user_code {
+
+/// How often each fast path ran through a decorator.
+struct fast_path_counts {
+    std::size_t load_metadata = 0, acknowledge = 0, pushable_records = 0, insert_new = 0,
+                commits = 0, pushes = 0;
+};
+
+/// A logging-style store decorator on the forwarding bases: it changes `commit` and counts the
+/// fast paths by overriding them, each passing on to the base's forwarding member.
+class counting_transaction : public forwarding_transaction<sqlite_storage::transaction> {
+public:
+    counting_transaction(sqlite_storage::transaction next, fast_path_counts& counts)
+        : forwarding_transaction(std::move(next)), counts_(&counts) {}
+    void commit() {
+        forwarding_transaction::commit();
+        ++counts_->commits;
+    }
+    std::optional<local_record> load_metadata(std::string_view c, std::string_view k) {
+        ++counts_->load_metadata;
+        return forwarding_transaction::load_metadata(c, k);
+    }
+    bool acknowledge(std::string_view c, std::string_view k, std::uint64_t g, std::uint64_t v,
+                     std::int64_t now) {
+        ++counts_->acknowledge;
+        return forwarding_transaction::acknowledge(c, k, g, v, now);
+    }
+    std::vector<std::pair<std::string, local_record>>
+    pushable_records(std::string_view c, std::string_view after, std::size_t n) {
+        ++counts_->pushable_records;
+        return forwarding_transaction::pushable_records(c, after, n);
+    }
+    bool insert_new(std::string_view c, std::string_view k, const local_record& r) {
+        ++counts_->insert_new;
+        return forwarding_transaction::insert_new(c, k, r);
+    }
+
+private:
+    fast_path_counts* counts_;
+};
+
+class counting_sqlite : private temp_file,
+                        public forwarding_storage<sqlite_storage, counting_transaction> {
+public:
+    counting_sqlite()
+        : forwarding_storage(temp_file::str(), sqlite_config{sqlite_durability::normal, 5000}) {}
+    counting_transaction begin() { return {next_layer().begin(), counts}; }
+    fast_path_counts counts;
+};
+
+/// A transport decorator that counts pushes; everything else, pipelining included, passes.
+class counting_transport : public forwarding_transport<loopback_transport> {
+public:
+    counting_transport(asio::any_io_executor ex, server::sync_service& s, std::string user,
+                       fast_path_counts& counts)
+        : forwarding_transport(std::move(ex), s, std::move(user)), counts_(&counts) {}
+    template <class Token>
+    auto async_push(const push_request& request, Token&& token) {
+        ++counts_->pushes;
+        return forwarding_transport::async_push(request, std::forward<Token>(token));
+    }
+
+private:
+    fast_path_counts* counts_;
+};
+
+/// A decorator that forwards only: the bare capabilities, as the wrapped policy has them.
+using plain_sqlite = forwarding_storage<sqlite_storage>;
+
+} // namespace user_code
+
+// The forwarding bases keep exactly the capabilities of what they wrap.
+static_assert(storage_policy<user_code::counting_sqlite>);
+static_assert(storage_policy<user_code::plain_sqlite>);
+static_assert(metadata_transaction<user_code::plain_sqlite::transaction>);
+static_assert(acknowledging_transaction<user_code::plain_sqlite::transaction>);
+static_assert(batch_reading_transaction<user_code::plain_sqlite::transaction>);
+static_assert(inserting_transaction<user_code::plain_sqlite::transaction>);
+static_assert(queryable_storage<user_code::plain_sqlite>);
+static_assert(!metadata_transaction<forwarding_storage<memory_storage>::transaction>);
+static_assert(!inserting_transaction<forwarding_storage<memory_storage>::transaction>);
+static_assert(!queryable_storage<forwarding_storage<memory_storage>>);
+static_assert(transport_policy<user_code::counting_transport>);
+static_assert(pipelining_transport<user_code::counting_transport>);
+static_assert(pipelining_transport<forwarding_transport<http_transport>>);
+static_assert(retry_after_hint<forwarding_transport<http_transport>>);
+static_assert(!retry_after_hint<forwarding_transport<loopback_transport>>);
+
+TEST_CASE("a decorated SQLite store and transport keep every fast path", "[custom][decorator]") {
+    world w;
+    user_code::counting_sqlite store;
+    basic_replica replica(store, w.clock.as_wall_clock());
+    user_code::counting_transport link(w.io.get_executor(), w.service, "alice", store.counts);
+    basic_sync_engine engine(w.io.get_executor(), replica, link);
+    engine.add_collection<Landmark>();
+    engine.add_collection<Reservation>();
+
+    for (int i = 0; i < 20; ++i) replica.put(reservation("r" + std::to_string(i)));
+    std::optional<sync_report> report;
+    engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
+    w.io.run();
+    REQUIRE(report);
+    REQUIRE(!report->error);
+    CHECK(report->applied == 20);
+    CHECK(report->pulled >= 2); // the two landmarks, new to the store
+
+    const auto& n = store.counts;
+    CHECK(n.pushable_records > 0); // the push batch in one read
+    CHECK(n.acknowledge == 20);    // each acknowledgement in one write
+    CHECK(n.insert_new >= 2);      // pulled records new to the store, inserted blind
+    CHECK(n.commits > 0);
+    CHECK(n.pushes >= 1);
+
+    // An edit assigns its mutation id through the metadata path on the next push.
+    replica.put(reservation("r0", "cancelled"));
+    report.reset();
+    engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
+    w.io.restart();
+    w.io.run();
+    REQUIRE(report);
+    CHECK(!report->error);
+    CHECK(n.load_metadata + n.acknowledge > 20);
 }

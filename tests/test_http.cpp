@@ -772,19 +772,21 @@ TEST_CASE("http: a round that cannot reach the server names the cause", "[http][
     memory_storage storage;
     basic_replica<memory_storage> replica(storage);
     auto token = std::make_shared<std::string>(alice_token);
-    auto config = transport_config(1, token);
-    // A port that is no service name, as `config.port = 8090` (a char) would give.
-    config.port = "\x1a";
+    auto config = transport_config(8090, token);
+    // A name that never resolves (RFC 6761 reserves .invalid). The port is a number, so the
+    // old trap, `config.port = 8090` compiling as a one-char service name, is gone.
+    static_assert(std::is_same_v<decltype(config.port), std::uint16_t>);
+    config.host = "offsync-test.invalid";
     http_transport transport(io.get_executor(), config);
     http_engine engine(io.get_executor(), replica, transport);
     engine.add_collection<Landmark>();
     std::optional<sync_report> report;
     engine.async_sync([&](error_code, sync_report r) { report = std::move(r); });
-    REQUIRE(run_until(io, [&] { return report.has_value(); }));
+    REQUIRE(run_until(io, [&] { return report.has_value(); }, 30s));
     CHECK(report->error == errc::transport_failure);
     CHECK(report->error == condition::retry_later);
     CHECK_THAT(report->error_message, Catch::StartsWith("pull from 'landmarks': cannot resolve "
-                                                        "127.0.0.1: "));
+                                                        "offsync-test.invalid: "));
 }
 
 TEST_CASE("http: a keep-alive connection the server closed is replaced transparently",
@@ -839,7 +841,7 @@ TEST_CASE("http: a server that never answers times out, and cancellation is prom
     SECTION("no server at all") {
         auto port = silent.local_endpoint().port();
         silent.close();
-        cfg.port = std::to_string(port);
+        cfg.port = port;
         http_transport transport(io.get_executor(), cfg);
         std::optional<error_code> got;
         transport.async_pull(pull_landmarks, [&](error_code ec, pull_response) { got = ec; });
@@ -1392,5 +1394,5 @@ TEST_CASE("http: a transport that may carry no request is refused", "[http][bad-
     asio::io_context io;
     http_transport_config cfg;
     cfg.max_requests_in_flight = 0;
-    CHECK_THROWS_AS(http_transport(io.get_executor(), cfg), std::invalid_argument);
+    CHECK_THROWS_AS(http_transport(io.get_executor(), cfg), sync_error);
 }

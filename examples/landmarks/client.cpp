@@ -21,17 +21,15 @@
 // With --json every command prints exactly one JSON document on stdout, errors included
 // (`{"command", "exit_code", "error": {"code", "message"}}`); people's messages go to stderr.
 //
-// How it is put together: `device` owns the SQLite store, its replica and a small table of the
-// program's own state (the last sync); `session` owns one connection to the server and a sync
-// engine over the device's replica, and runs rounds on its io_context; `status_of()` gathers
+// How it is put together: `device` owns an `offsync::device` (the SQLite store, its replica, the
+// HTTP transport and the sync engine, built from landmarks::models), the io_context its rounds
+// run on, and a small table of the program's own state (the last sync); `session` runs rounds; `status_of()` gathers
 // what a status display shows. Each command is a function in the `commands` table. `watch`
 // holds one session and drives its rounds with offsync's background sync on the session's
 // io_context, recording each round with `record_round()`.
 #include "model.hpp"
 
-#include <offsync/offsync.hpp>
-#include <offsync/storage/sqlite.hpp>
-#include <offsync/transport/http.hpp>
+#include <offsync/device.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -63,8 +61,9 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 using landmarks::Landmark;
 using landmarks::Reservation;
-using store_type = offsync::sqlite_storage;
-using replica_type = offsync::basic_replica<store_type>;
+using facade_type = offsync::device<landmarks::models>;
+using store_type = facade_type::storage_type;
+using replica_type = facade_type::replica_type;
 
 enum exit_status : int {
     exit_ok = 0,
@@ -299,7 +298,7 @@ options parse_command_line(int argc, char** argv) {
 }
 
 /// "HOST:PORT" (or "[V6-ADDRESS]:PORT") into a transport's host and port.
-std::pair<std::string, std::string> split_server(const std::string& server) {
+std::pair<std::string, std::uint16_t> split_server(const std::string& server) {
     const auto colon = server.rfind(':');
     if (colon == std::string::npos || colon == 0 || colon + 1 == server.size())
         usage_error("--server takes HOST:PORT, not '" + server + "'");
@@ -309,7 +308,7 @@ std::pair<std::string, std::string> split_server(const std::string& server) {
     auto n = parse_integer(port);
     if (!n || *n < 1 || *n > 65535)
         usage_error("--server: the port must be 1 to 65535, not '" + port + "'");
-    return {host, port};
+    return {host, static_cast<std::uint16_t>(*n)};
 }
 
 // --- the device: its store and the program's own state ------------------------------------
@@ -319,14 +318,17 @@ std::pair<std::string, std::string> split_server(const std::string& server) {
 /// tables for what offsync does not track: when the last sync ran and how it ended.
 class device {
 public:
-    explicit device(const std::string& path) : path_(path), store_(open(path)), replica_(*store_) {
+    explicit device(const options& o) : path_(o.db), facade_(open(io_, o)) {
         exec("CREATE TABLE IF NOT EXISTS landmarks_cli_state (key TEXT PRIMARY KEY, value) "
              "WITHOUT ROWID");
     }
 
     const std::string& path() const noexcept { return path_; }
-    store_type& store() noexcept { return *store_; }
-    replica_type& replica() noexcept { return replica_; }
+    store_type& store() noexcept { return facade_->storage(); }
+    replica_type& replica() noexcept { return facade_->replica(); }
+    facade_type& facade() noexcept { return *facade_; }
+    /// Where rounds run: `session` runs it until they end.
+    asio::io_context& io() noexcept { return io_; }
 
     std::optional<std::string> state(const char* key) {
         sqlite3_stmt* st = nullptr;
@@ -369,18 +371,38 @@ public:
     }
 
 private:
-    static std::unique_ptr<store_type> open(const std::string& path) {
+    static std::unique_ptr<facade_type> open(asio::io_context& io, const options& o) {
+        offsync::device_config config;
+        config.database = o.db;
+        config.server = server_url(o.server);
+        config.token = o.token;
+        config.transport.connect_timeout = o.timeout;
+        config.transport.request_timeout = o.timeout;
+        config.transport.user_agent = "landmarks-cli";
         try {
-            return std::make_unique<store_type>(path);
+            return std::make_unique<facade_type>(io.get_executor(), std::move(config));
         } catch (const boost::system::system_error& e) {
             fail(exit_storage, "storage", plain_message(e));
         } catch (const std::exception& e) {
-            fail(exit_storage, "storage", path + ": " + e.what());
+            fail(exit_storage, "storage", o.db + ": " + e.what());
+        }
+    }
+
+    /// `--server` as a URL. Only `sync` and `watch` talk to the server, and they check the
+    /// address first (a malformed one is a usage error there); every other command works
+    /// offline whatever it says, so it gets an address that parses and is never used.
+    static std::string server_url(const std::string& server) {
+        try {
+            auto [host, port] = split_server(server);
+            if (host.find(':') != std::string::npos) host = "[" + host + "]";
+            return "http://" + host + ":" + std::to_string(port);
+        } catch (const failure&) {
+            return "http://127.0.0.1:1";
         }
     }
 
     // The store's connection; used only between the store's own transactions (one thread).
-    sqlite3* db() const noexcept { return store_->native_handle(); }
+    sqlite3* db() noexcept { return store().native_handle(); }
 
     [[noreturn]] void storage_failure() {
         fail(exit_storage, "storage", path_ + ": " + sqlite3_errmsg(db()));
@@ -391,8 +413,8 @@ private:
     void rollback() noexcept { sqlite3_exec(db(), "ROLLBACK", nullptr, nullptr, nullptr); }
 
     std::string path_;
-    std::unique_ptr<store_type> store_;
-    replica_type replica_;
+    asio::io_context io_; // before the facade, whose pieces hold its executor
+    std::unique_ptr<facade_type> facade_;
 };
 
 /// Where a record stands with the server.
@@ -457,53 +479,33 @@ std::string describe(device& d, const Reservation& r) {
 
 // --- talking to the server ----------------------------------------------------------------
 
-/// One connection to the server and a sync engine over the device's replica. Rounds run on the
-/// session's own io_context; the session may run any number of them.
+/// Rounds with the server: the device's engine, run to their end on the device's io_context.
 class session {
 public:
-    session(device& d, const options& o)
-        : transport_(io_.get_executor(), transport_config(o)),
-          engine_(io_.get_executor(), d.replica(), transport_) {
-        engine_.add_collection<Landmark>();    // last-write-wins, from the model's traits
-        engine_.add_collection<Reservation>(); // ask-user, from the model's traits
-    }
+    session(device& d, const options&) : device_(d) {}
 
-    asio::io_context& io() noexcept { return io_; }
+    asio::io_context& io() noexcept { return device_.io(); }
 
     /// The engine, for code that starts rounds itself on `io()` (`round()` runs one to its end).
-    offsync::basic_sync_engine<store_type, offsync::http_transport>& engine() noexcept {
-        return engine_;
-    }
+    facade_type::engine_type& engine() noexcept { return device_.facade().engine(); }
 
     /// Runs one round to its end and returns its report.
     offsync::sync_report round() {
         std::optional<offsync::sync_report> out;
-        engine_.async_sync(
+        device_.facade().async_sync(
             [&](offsync::error_code, offsync::sync_report r) { out = std::move(r); });
-        io_.restart();
-        io_.run();
+        io().restart();
+        io().run();
         return std::move(*out);
     }
 
     /// The transport's detail for the last failed request (the report's message is shorter).
-    const offsync::diagnostics& transport_error() const noexcept {
-        return transport_.last_error();
+    const offsync::diagnostics& transport_error() noexcept {
+        return device_.facade().transport().last_error();
     }
 
 private:
-    static offsync::http_transport_config transport_config(const options& o) {
-        offsync::http_transport_config c;
-        std::tie(c.host, c.port) = split_server(o.server);
-        c.connect_timeout = o.timeout;
-        c.request_timeout = o.timeout;
-        c.user_agent = "landmarks-cli";
-        c.token_provider = [token = o.token](bool) { return token; };
-        return c;
-    }
-
-    asio::io_context io_;
-    offsync::http_transport transport_;
-    offsync::basic_sync_engine<store_type, offsync::http_transport> engine_;
+    device& device_;
 };
 
 std::int64_t now_ms() {
@@ -1127,7 +1129,7 @@ int main(int argc, char** argv) {
                 if (c.name == name) cmd = &c;
             if (!cmd)
                 usage_error("unknown command '" + name + "' (landmarks help lists the commands)");
-            device dev(opt.db);
+            device dev(opt);
             context ctx{opt, dev, out};
             status = cmd->run(ctx);
         }

@@ -34,8 +34,7 @@ struct device {
     device(const char* name, asio::io_context& io, offsync::server::sync_service& server)
         : name(name), replica(storage), transport(io.get_executor(), server, "alice"),
           engine(io.get_executor(), replica, transport), io(io) {
-        engine.add_collection<Landmark>();    // last-write-wins, from the traits
-        engine.add_collection<Reservation>(); // ask-user, from the traits
+        engine.add_collections(landmarks::models{}); // each with its traits' policy
     }
 
     offsync::sync_report sync() {
@@ -90,8 +89,7 @@ int main(int argc, char** argv) {
     text << file.rdbuf();
 
     offsync::server::sync_service server;
-    server.add_collection<Landmark>();
-    server.add_collection<Reservation>();
+    server.add_collections(landmarks::models{});
     boost::system::error_code parse_error;
     const auto catalog = boost::json::parse(text.str(), parse_error);
     if (parse_error || !catalog.is_array()) {
@@ -141,12 +139,11 @@ int main(int argc, char** argv) {
     expect(!phone.sync().error, "the phone's round succeeds");
     auto report = laptop.sync();
     expect(report.deferred == 1, "the party size conflicts and is asked of the user");
-    auto conflicts = laptop.replica.conflicts();
+    auto conflicts = laptop.replica.conflicts<Reservation>();
     expect(conflicts.size() == 1, "one conflict waits on the laptop");
-    if (!conflicts.empty() && conflicts[0].server)
-        std::printf("  [laptop] conflict: yours has party_size %s, the server's has %s\n",
-                    boost::json::serialize(conflicts[0].local_value.at("party_size")).c_str(),
-                    boost::json::serialize(conflicts[0].server->value.at("party_size")).c_str());
+    if (!conflicts.empty() && conflicts[0].mine && conflicts[0].server)
+        std::printf("  [laptop] conflict: yours has party_size %d, the server's has %d\n",
+                    int(conflicts[0].mine->party_size), int(conflicts[0].server->party_size));
 
     std::puts("\n4. The user keeps the laptop's party size; the phone's note, a field the laptop"
               "\n   did not touch, is kept too.");
@@ -168,7 +165,7 @@ int main(int argc, char** argv) {
            "both favorites on the laptop");
     expect(server.get("bob", "landmarks", "1")->value.at("is_favorite") == false,
            "favorites are alice's own: bob sees none");
-    expect(laptop.replica.conflicts().empty() && laptop.replica.pending<Reservation>().dirty == 0,
+    expect(laptop.replica.conflicts<Reservation>().empty() && laptop.replica.pending<Reservation>().dirty == 0,
            "nothing left to sync");
     std::puts(failures ? "\nThe story did not hold." : "\nEvery replica equals the server.");
     return failures ? 1 : 0;

@@ -66,3 +66,9 @@ struct offsync::model_traits<landmarks::Reservation> {
     static constexpr offsync::scope scope = offsync::scope::per_user;
     using conflict_policy = offsync::ask_user;
 };
+
+namespace landmarks {
+/// Every collection of the app, in sync order: the server serves this list and each device
+/// syncs it (offsync::collections), so the two cannot drift apart.
+using models = offsync::collections<Landmark, Reservation>;
+} // namespace landmarks

@@ -114,8 +114,7 @@ int main(int argc, char** argv) {
         if (in_memory) store = std::make_unique<offsync::server::memory_server_store>();
         else store = std::make_unique<offsync::server::sqlite_server_store>(data);
         offsync::server::sync_service service(*store);
-        service.add_collection<landmarks::Landmark>();
-        service.add_collection<landmarks::Reservation>();
+        service.add_collections(landmarks::models{}); // the list every device syncs
         std::string text;
         if (!read_file(catalog_path, text))
             return usage(("cannot read catalog " + catalog_path).c_str());

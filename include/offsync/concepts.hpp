@@ -8,6 +8,7 @@
 #include <offsync/error.hpp>
 #include <offsync/hlc.hpp>
 #include <offsync/protocol.hpp>
+#include <offsync/query.hpp>
 #include <offsync/record.hpp>
 
 #include <concepts>
@@ -64,6 +65,56 @@ concept storage_policy = requires(S& s, std::string_view collection) {
     /// Parked records of one collection, or of all when `collection` is empty.
     { s.parked(collection) } -> std::same_as<std::vector<parked_record>>;
     { s.pending(collection) } -> std::same_as<pending_counts>;
+};
+
+// --- Optional capabilities of a store transaction: fast paths the engine takes where a
+// transaction has them. A decorator keeps them by forwarding them (forwarding.hpp).
+
+/// Reads and writes a record's sync metadata without its value (sqlite_storage):
+/// `load_metadata` returns the record with an empty `value`; `save_metadata` writes every
+/// member but `value` of a record that exists. Acknowledging a push then neither parses nor
+/// re-serialises the record's JSON.
+template <class Txn>
+concept metadata_transaction = requires(Txn& t, std::string_view s, const local_record& r) {
+    { t.load_metadata(s, s) } -> std::same_as<std::optional<local_record>>;
+    t.save_metadata(s, s, r);
+};
+
+/// Acknowledges a push in one write (sqlite_storage): `acknowledge(collection, key,
+/// generation, version, now_ms)` marks the record clean at `version` if it is still at
+/// `generation` and holds no pending delete, and returns whether it did; otherwise it changes
+/// nothing and the engine takes the general path.
+template <class Txn>
+concept acknowledging_transaction =
+    requires(Txn& t, std::string_view s, std::uint64_t n, std::int64_t ms) {
+        { t.acknowledge(s, s, n, n, ms) } -> std::same_as<bool>;
+    };
+
+/// Reads a push batch in one query (sqlite_storage): `pushable_records(collection, after,
+/// limit)` gives what `pushable_keys` would, each key with its record.
+template <class Txn>
+concept batch_reading_transaction = requires(Txn& t, std::string_view s, std::size_t n) {
+    { t.pushable_records(s, s, n) } -> std::same_as<std::vector<std::pair<std::string, local_record>>>;
+};
+
+/// Inserts a record only if none is stored under its key (sqlite_storage): `insert_new(
+/// collection, key, record)` returns whether it did. A pulled record new to the store then
+/// costs one write instead of a failed lookup and a write.
+template <class Txn>
+concept inserting_transaction = requires(Txn& t, std::string_view s, const local_record& r) {
+    { t.insert_new(s, s, r) } -> std::same_as<bool>;
+};
+
+/// A store that serves typed queries and pages itself (sqlite_storage): `find(collection,
+/// spec, after, limit)` returns, in key text order, at most `limit` live records whose key text
+/// is greater than `after` and that meet every condition of `spec` (a missing or null field
+/// meets none). `basic_replica::find` and `list` use it; without it they read the collection
+/// through `list` and filter the decoded records.
+template <class S>
+concept queryable_storage = requires(S& s, std::string_view collection, const query_spec& spec,
+                                     std::size_t limit) {
+    { s.find(collection, spec, collection, limit) }
+        -> std::same_as<std::vector<std::pair<std::string, local_record>>>;
 };
 
 namespace detail {

@@ -5,6 +5,7 @@
 #include <offsync/conflict/last_write_wins.hpp>
 #include <offsync/detail/pull_fsm.hpp>
 #include <offsync/detail/push_fsm.hpp>
+#include <offsync/detail/recording_transaction.hpp>
 #include <offsync/detail/replica_logic.hpp>
 #include <offsync/replica.hpp>
 #include <offsync/report.hpp>
@@ -121,6 +122,13 @@ public:
             add_collection(schema_of<T>(), typename model_traits<T>::conflict_policy{});
         else
             add_collection(schema_of<T>(), last_write_wins{});
+    }
+
+    /// Syncs every collection of a model list (the list the server serves), each with its
+    /// traits' policy, in the list's order.
+    template <synced_model... T>
+    void add_collections(collections<T...>) {
+        (add_collection<T>(), ...);
     }
 
     /// Syncs `T`'s collection with `policy`.
@@ -291,7 +299,7 @@ private:
             for (auto& c : collections_) co_await pull_collection(c, report);
         } catch (const boost::system::system_error& e) {
             report.error = e.code();
-            report.error_message = e.what();
+            report.error_message = without_code_suffix(e);
         } catch (const std::exception& e) {
             report.error = make_error_code(errc::storage_failure);
             report.error_message = e.what();
@@ -400,6 +408,17 @@ private:
 
     /// Ends the round for a request that failed, naming the cause the transport gave and
     /// keeping the server's `Retry-After` in the report.
+    /// A system_error's message without the " : message [category:value]" that what() adds:
+    /// the report has the code beside it, and people read the message.
+    static std::string without_code_suffix(const boost::system::system_error& e) {
+        std::string what = e.what();
+        const std::string suffix = ": " + e.code().what();
+        if (what.size() > suffix.size() &&
+            what.compare(what.size() - suffix.size(), suffix.size(), suffix) == 0)
+            what.resize(what.size() - suffix.size());
+        return what;
+    }
+
     [[noreturn]] static void request_failed(error_code ec, std::string what,
                                             const request_failure& failure,
                                             sync_report& report) {
@@ -526,6 +545,7 @@ private:
         bool rebased = false; ///< a record was rebased and needs another push
         std::vector<conflict_report> conflicts;
         std::vector<rejection_report> rejections;
+        committed_changes settled; ///< values the conflicts' settlement wrote, for listeners
     };
 
     /// Applies one batch's results in one transaction; reports only after it committed.
@@ -537,6 +557,8 @@ private:
             throw boost::system::system_error(make_error_code(errc::bad_response),
                                               "push answered with the wrong number of results");
         auto outcomes = store_push_results(c, request, sent, response);
+        if (!outcomes.settled.records.empty())
+            replica_.changes().publish(std::move(outcomes.settled));
         report_push_results(c.schema.name, outcomes, report);
         return outcomes.rebased;
     }
@@ -552,6 +574,10 @@ private:
         push_outcomes out;
         bool all_held = true; // every applied write is stored at its version
         auto txn = replica_.storage().begin();
+        // Settling a conflict may change a record's value, which listeners hear of;
+        // acknowledgements and rejections do not.
+        detail::recording_transaction<typename Storage::transaction> settling(
+            txn, schema.name, replica_.changes().watching(schema.name));
         for (std::size_t i = 0; i < response.results.size(); ++i) {
             const auto& result = response.results[i];
             const auto& key = sent[i].key;
@@ -578,7 +604,7 @@ private:
                     {schema.name, key, result.error_code, result.error_message});
                 continue;
             }
-            auto entry = resolve_pushed_conflict(c, txn, key, std::move(*rec), result, now);
+            auto entry = resolve_pushed_conflict(c, settling, key, std::move(*rec), result, now);
             out.rebased |= entry.outcome == conflict_outcome::kept_local ||
                            entry.outcome == conflict_outcome::merged;
             out.conflicts.push_back(std::move(entry));
@@ -592,6 +618,7 @@ private:
                 txn.set_cursor(schema.name, own->through);
         }
         txn.commit();
+        out.settled = settling.take();
         return out;
     }
 
@@ -721,7 +748,10 @@ private:
     /// nothing, if an echo marker does not match the store (the page must come in full).
     bool apply_page(const collection_schema& schema, pull_response& page) {
         const auto now = replica_.clock()();
-        auto txn = replica_.storage().begin();
+        auto& hub = replica_.changes();
+        auto store_txn = replica_.storage().begin();
+        detail::recording_transaction<typename Storage::transaction> txn(
+            store_txn, schema.name, !page.changes.empty() && hub.watching(schema.name));
         const hlc_stamp* newest = nullptr;
         bool insert_first = true;
         for (auto& change : page.changes) {
@@ -735,6 +765,7 @@ private:
         }
         txn.set_cursor(schema.name, page.cursor);
         txn.commit();
+        if (txn.recording()) hub.publish(txn.take());
         return true;
     }
 

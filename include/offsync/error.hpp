@@ -49,6 +49,9 @@ enum class errc {
     method_not_allowed,     ///< the route has no such method (HTTP 405, `Allow` lists them)
     unsupported_media_type, ///< a body that is not `application/json` (HTTP 415)
     headers_too_large,      ///< request line and headers over the server's limit (HTTP 431)
+    // The app's side (added in December 2026).
+    invalid_configuration, ///< a setting that cannot work (a bad server URL, a malformed token file)
+    undecodable_record,    ///< a stored record does not decode as its model type (a field of the wrong type)
 };
 
 /// Groups of codes a caller acts on alike: `if (ec == offsync::condition::retry_later)`.
@@ -114,6 +117,10 @@ inline constexpr errc_row errc_table[] = {
      condition::bad_request},
     {errc::headers_too_large, "headers_too_large", "request headers too large",
      condition::bad_request},
+    {errc::invalid_configuration, "invalid_configuration", "invalid configuration",
+     condition::bad_request},
+    {errc::undecodable_record, "undecodable_record",
+     "a stored record does not decode as its model type", condition::local_storage},
 };
 
 constexpr bool errc_table_in_enum_order() {
@@ -224,11 +231,18 @@ struct diagnostics {
     explicit operator bool() const noexcept { return static_cast<bool>(code); }
 };
 
-/// Thrown by the throwing overloads; carries the code and the detail message.
+/// Thrown by the throwing overloads; carries the code and the detail message. `what()` is the
+/// detail alone ("server URL 'http://h:0': port '0' is not a number from 1 to 65535"), or the
+/// code's message when there is no detail: fit to show people as it is.
 class sync_error : public boost::system::system_error {
 public:
-    sync_error(error_code ec, const std::string& what) : system_error(ec, what) {}
-    explicit sync_error(const diagnostics& d) : system_error(d.code, d.message) {}
+    sync_error(error_code ec, const std::string& what)
+        : system_error(ec, what), detail_(what.empty() ? ec.message() : what) {}
+    explicit sync_error(const diagnostics& d) : sync_error(d.code, d.message) {}
+    const char* what() const noexcept override { return detail_.c_str(); }
+
+private:
+    std::string detail_;
 };
 
 } // namespace offsync

@@ -53,6 +53,29 @@ concept synced_model = described_struct<T> && requires {
     { model_traits<T>::scope } -> std::convertible_to<scope>;
 };
 
+/// The model types an app syncs, named once and used at both ends: the device
+/// (`offsync::device<app_models>`) and the server (`sync_service::add_collections(app_models{})`)
+/// then cannot disagree on which collections exist.
+///
+/// ```
+/// using app_models = offsync::collections<Task, Comment>;
+/// ```
+template <synced_model... T>
+struct collections {
+    static constexpr std::size_t size = sizeof...(T);
+    /// Calls `f.template operator()<T>()` for each model type, in order.
+    template <class F>
+    static void for_each(F&& f) {
+        (f.template operator()<T>(), ...);
+    }
+};
+
+/// Whether `T` is one of the types of a `collections` list.
+template <class T, class List>
+inline constexpr bool is_listed_v = false;
+template <class T, class... U>
+inline constexpr bool is_listed_v<T, collections<U...>> = (std::is_same_v<T, U> || ...);
+
 /// Whether a collection's record ids are JSON strings or JSON integers.
 enum class key_kind { string, integer };
 

@@ -128,7 +128,7 @@ inline http_transport_config transport_config(unsigned short port,
                                               std::shared_ptr<std::string> token) {
     http_transport_config c;
     c.host = "127.0.0.1";
-    c.port = std::to_string(port);
+    c.port = port;
     c.connect_timeout = 2s;
     c.request_timeout = 3s;
     c.token_provider = [token](bool) { return *token; };

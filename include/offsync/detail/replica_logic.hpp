@@ -5,6 +5,7 @@
 // conflicts. The engine and the replica only open transactions and call these.
 #pragma once
 
+#include <offsync/concepts.hpp>
 #include <offsync/conflict/resolution.hpp>
 #include <offsync/detail/validate.hpp>
 #include <offsync/model.hpp>
@@ -21,40 +22,15 @@
 
 namespace offsync::detail {
 
-/// A store that reads and writes a record's sync metadata without its value (sqlite_storage):
-/// `load_metadata` returns the record with an empty `value`, `save_metadata` writes every
-/// member but `value` of a record that exists. Acknowledging a push then neither parses nor
-/// re-serialises the record's JSON. Other stores are read and written whole.
+// The optional capabilities of concepts.hpp, under the names these rules use.
 template <class Txn>
-concept metadata_access = requires(Txn& t, std::string_view s, const local_record& r) {
-    { t.load_metadata(s, s) } -> std::same_as<std::optional<local_record>>;
-    t.save_metadata(s, s, r);
-};
-
-/// A store that acknowledges a push in one write (sqlite_storage): `acknowledge(collection,
-/// key, generation, version, now_ms)` marks the record clean at `version` if it is still at
-/// `generation` and holds no pending delete, and returns whether it did; otherwise it changes
-/// nothing and the caller takes the general path.
+concept metadata_access = metadata_transaction<Txn>;
 template <class Txn>
-concept acknowledge_access =
-    requires(Txn& t, std::string_view s, std::uint64_t n, std::int64_t ms) {
-        { t.acknowledge(s, s, n, n, ms) } -> std::same_as<bool>;
-    };
-
-/// A store that reads a push batch in one query (sqlite_storage): `pushable_records(collection,
-/// after, limit)` gives what `pushable_keys` would, each key with its record.
+concept acknowledge_access = acknowledging_transaction<Txn>;
 template <class Txn>
-concept batch_read_access = requires(Txn& t, std::string_view s, std::size_t n) {
-    { t.pushable_records(s, s, n) } -> std::same_as<std::vector<std::pair<std::string, local_record>>>;
-};
-
-/// A store that inserts a record only if none is stored under its key (sqlite_storage):
-/// `insert_new(collection, key, record)` returns whether it did. A pulled record that is new
-/// to the store then costs one write instead of a failed lookup and a write.
+concept batch_read_access = batch_reading_transaction<Txn>;
 template <class Txn>
-concept insert_access = requires(Txn& t, std::string_view s, const local_record& r) {
-    { t.insert_new(s, s, r) } -> std::same_as<bool>;
-};
+concept insert_access = inserting_transaction<Txn>;
 
 /// The record, its value included only where the store cannot leave it out.
 template <class Txn>

@@ -53,8 +53,14 @@ public:
     /// Shortest token accepted in a token file.
     static constexpr std::size_t min_token_length = 16;
 
-    /// Parses the table; throws `sync_error` (`errc::invalid_field`) naming the bad line.
+    /// Parses the table. Throws `sync_error` (`errc::invalid_configuration`) naming the source,
+    /// the line and why ("tokens.txt:3: token shorter than 16 bytes"), or saying that the
+    /// stream cannot be read (a file that did not open): a server never starts with a token
+    /// table it could not read, answering every request 401.
     static token_file_authenticator parse(std::istream& in, std::string_view source = "tokens") {
+        if (!in)
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "cannot read " + std::string(source));
         token_file_authenticator a;
         std::string line;
         std::size_t number = 0;
@@ -65,7 +71,7 @@ public:
             std::string token, user, extra;
             if (!(words >> token) || token[0] == '#') continue;
             auto bad = [&](const std::string& why) {
-                return sync_error(make_error_code(errc::invalid_field),
+                return sync_error(make_error_code(errc::invalid_configuration),
                                   std::string(source) + ":" + std::to_string(number) + ": " + why);
             };
             if (!(words >> user) || (words >> extra)) throw bad("expected `token user`");
@@ -78,14 +84,16 @@ public:
                 if (t == token) throw bad("token listed twice");
             a.entries_.emplace_back(std::move(token), std::move(user));
         }
+        if (in.bad())
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "cannot read " + std::string(source) + " to its end");
         return a;
     }
 
-    /// Reads a token file; throws `sync_error` if it cannot be read or a line is malformed.
+    /// Reads a token file; throws `sync_error` (`errc::invalid_configuration`) if it cannot be
+    /// read or a line is malformed.
     static token_file_authenticator load(const std::string& path) {
         std::ifstream in(path);
-        if (!in)
-            throw sync_error(make_error_code(errc::invalid_field), "cannot read " + path);
         return parse(in, path);
     }
 

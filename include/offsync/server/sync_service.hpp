@@ -99,6 +99,11 @@ public:
     void add_collection() {
         add_collection(schema_of<T>());
     }
+    /// Serves every collection of a model list (the list the devices use).
+    template <synced_model... T>
+    void add_collections(collections<T...>) {
+        (add_collection<T>(), ...);
+    }
     void add_collection(collection_schema schema) {
         std::lock_guard lock(mutex_);
         auto name = schema.name;

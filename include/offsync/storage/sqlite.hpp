@@ -6,6 +6,7 @@
 
 #include <offsync/detail/sqlite_connection.hpp>
 #include <offsync/error.hpp>
+#include <offsync/query.hpp>
 #include <offsync/uuid.hpp>
 #include <offsync/record.hpp>
 
@@ -16,6 +17,8 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -24,6 +27,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -419,6 +424,58 @@ public:
         return load_rows(txn, st, collection);
     }
 
+    /// At most `limit` live records of `collection` with key text greater than `after` that
+    /// meet every condition of `spec`, in key order (`queryable_storage`): one SQL statement,
+    /// which an index from `create_index` serves for its field. A field name that is not an
+    /// identifier throws `sync_error` (`errc::invalid_field`) and reads nothing.
+    std::vector<std::pair<std::string, local_record>> find(std::string_view collection,
+                                                           const query_spec& spec,
+                                                           std::string_view after,
+                                                           std::size_t limit) {
+        auto txn = begin();
+        const auto sql = query_sql(collection, spec);
+        const auto& st = cached_statement(sql);
+        transaction::bind_text(st, 1, collection);
+        transaction::bind_text(st, 2, after);
+        sqlite3_bind_int64(st.get(), 3,
+                           limit > std::size_t(INT64_MAX) ? INT64_MAX : std::int64_t(limit));
+        for (std::size_t i = 0; i < spec.conditions.size(); ++i)
+            bind_operand(st, int(i + 4), spec.conditions[i].operand);
+        return load_rows(txn, st, collection);
+    }
+
+    /// SQLite's plan for `find(collection, spec, ...)`, one line per step ("SEARCH
+    /// offsync_records USING INDEX ..."): to check that an index serves a query.
+    std::string query_plan(std::string_view collection, const query_spec& spec) {
+        auto txn = begin();
+        statement st = prepare(("EXPLAIN QUERY PLAN " + query_sql(collection, spec)).c_str());
+        std::string plan;
+        while (txn.step(st) == SQLITE_ROW) plan += column_text(st, 3) + "\n";
+        return plan;
+    }
+
+    /// Declares an index on one field of a collection's stored values, for `find` on that
+    /// field (equality and ranges). Idempotent; it lasts in the file. Costs a little on every
+    /// write of the collection and builds over the existing rows once (docs/app-api.md).
+    void create_index(std::string_view collection, std::string_view field) {
+        const auto expression = field_expression(field); // validates the field first
+        const auto name = index_name(collection, field);
+        auto txn = begin();
+        // The key last: an equality's rows come in key order, and a page starts at its key.
+        exec(("CREATE INDEX IF NOT EXISTS " + name + " ON offsync_records (collection, " +
+              expression + ", key)")
+                 .c_str());
+        txn.commit();
+        known_indexes_.reset(); // read again at the next query
+    }
+
+    /// `create_index` for a described member of a model: `create_index(&Task::due)`.
+    template <class T, class M>
+        requires synced_model<T> && queryable_member<M>
+    void create_index(M T::*member) {
+        create_index(model_traits<T>::collection, detail::described_name(member));
+    }
+
     std::vector<parked_record> parked(std::string_view collection) {
         auto txn = begin();
         auto& st = stmt_.all_parked;
@@ -454,6 +511,112 @@ private:
         for (auto& k : keys)
             if (auto r = txn.load(collection, k)) out.emplace_back(std::move(k), std::move(*r));
         return out;
+    }
+
+    /// `json_extract(value, '$.field')`, spelled the same in every query and index so that
+    /// SQLite matches them. Only identifiers: the field is spliced into SQL.
+    static std::string field_expression(std::string_view field) {
+        const bool identifier =
+            !field.empty() && !std::isdigit(static_cast<unsigned char>(field.front())) &&
+            std::all_of(field.begin(), field.end(), [](char ch) {
+                return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+            });
+        if (!identifier)
+            throw sync_error(make_error_code(errc::invalid_field),
+                             "'" + std::string(field) + "' is not a field name");
+        return "json_extract(value, '$." + std::string(field) + "')";
+    }
+
+    /// The SQL of `find`: bound as ?1 collection, ?2 after, ?3 limit, ?4... the operands.
+    std::string query_sql(std::string_view collection, const query_spec& spec) {
+        // SQLite's planner, with no statistics on an expression, keeps to the primary key (it
+        // yields key order without a sort): name the app's index for the condition it serves,
+        // an equality first (its rows come in key order too), else a range.
+        std::string use_index;
+        for (int pass = 0; pass < 2 && use_index.empty(); ++pass)
+            for (const auto& c : spec.conditions)
+                if ((pass == 0) == (c.op == compare_op::equal) && c.op != compare_op::not_equal)
+                    if (auto name = index_name(collection, c.field); has_index(name)) {
+                        use_index = std::move(name);
+                        break;
+                    }
+        std::string sql = "SELECT key FROM offsync_records" +
+                          (use_index.empty() ? std::string() : " INDEXED BY " + use_index) +
+                          " WHERE collection = ?1 AND deleted = 0 AND key > ?2";
+        for (std::size_t i = 0; i < spec.conditions.size(); ++i) {
+            const auto& c = spec.conditions[i];
+            sql += " AND " + field_expression(c.field) + sql_operator(c.op) + "?" +
+                   std::to_string(i + 4);
+        }
+        sql += " ORDER BY key LIMIT ?3";
+        return sql;
+    }
+
+    /// The name of the index `create_index` makes for a field: readable, and unique by a
+    /// hash that does not change between builds (it names something kept in the file).
+    static std::string index_name(std::string_view collection, std::string_view field) {
+        std::string name = "offsync_index_";
+        std::uint64_t hash = 14695981039346656037ull; // FNV-1a
+        auto mix = [&](std::string_view text) {
+            for (unsigned char ch : text) {
+                name += std::isalnum(ch) ? char(ch) : '_';
+                hash = (hash ^ ch) * 1099511628211ull;
+            }
+        };
+        mix(collection);
+        name += '_';
+        hash = (hash ^ 0u) * 1099511628211ull;
+        mix(field);
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+        return name + "_" + hex;
+    }
+
+    /// Whether the file has index `name`; the names are read once, under the store's lock.
+    bool has_index(const std::string& name) {
+        if (!known_indexes_) {
+            known_indexes_.emplace();
+            statement st = prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                   "name LIKE 'offsync_index_%'");
+            while (db_.step(st) == SQLITE_ROW) known_indexes_->insert(column_text(st, 0));
+        }
+        return known_indexes_->count(name) > 0;
+    }
+
+    static const char* sql_operator(compare_op op) {
+        switch (op) {
+        case compare_op::equal: return " = ";
+        case compare_op::not_equal: return " <> ";
+        case compare_op::less: return " < ";
+        case compare_op::less_equal: return " <= ";
+        case compare_op::greater: return " > ";
+        case compare_op::greater_equal: return " >= ";
+        }
+        return " = ";
+    }
+
+    /// Binds a JSON scalar as the SQL value `json_extract` gives for it: true and false as 1
+    /// and 0, numbers as numbers, strings as text.
+    static void bind_operand(const statement& st, int index, const boost::json::value& v) {
+        if (v.is_bool()) sqlite3_bind_int64(st.get(), index, v.get_bool() ? 1 : 0);
+        else if (v.is_int64()) sqlite3_bind_int64(st.get(), index, v.get_int64());
+        else if (v.is_uint64() && v.get_uint64() <= std::uint64_t(INT64_MAX))
+            sqlite3_bind_int64(st.get(), index, std::int64_t(v.get_uint64()));
+        else if (v.is_number()) sqlite3_bind_double(st.get(), index, v.to_number<double>());
+        else if (v.is_string()) transaction::bind_text(st, index, v.get_string());
+        else
+            throw sync_error(make_error_code(errc::invalid_field),
+                             "a query compares a field with " + boost::json::serialize(v) +
+                                 ": only strings, numbers and booleans");
+    }
+
+    /// A prepared statement for query text built at run time, kept for the next query of the
+    /// same shape (a few shapes per app; the cache is bounded all the same).
+    const statement& cached_statement(const std::string& sql) {
+        auto it = query_statements_.find(sql);
+        if (it != query_statements_.end()) return it->second;
+        if (query_statements_.size() >= 64) query_statements_.clear();
+        return query_statements_.emplace(sql, prepare(sql.c_str())).first->second;
     }
 
     boost::json::object parse_object(std::string_view text, const boost::json::storage_ptr& storage = {}) {
@@ -656,6 +819,8 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
     // The block of mutation ids reserved on disk and not yet issued: [next, limit).
     std::uint64_t next_mutation_ = 0, mutation_limit_ = 0;
     statements stmt_; // declared after db_: finalized before the connection closes
+    std::unordered_map<std::string, statement> query_statements_; // likewise
+    std::optional<std::unordered_set<std::string>> known_indexes_; ///< see has_index
 };
 
 } // namespace offsync

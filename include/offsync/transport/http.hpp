@@ -4,6 +4,7 @@
 #include <offsync/detail/http_pipeline.hpp>
 #include <offsync/error.hpp>
 #include <offsync/protocol.hpp>
+#include <offsync/transport/server_url.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -43,10 +44,11 @@
 
 namespace offsync {
 
-/// Where and how an `http_transport` talks to its server.
+/// Where and how an `http_transport` talks to its server. Give the server as a URL
+/// (`http_transport_config::from_url("http://127.0.0.1:8080")`), or set `host` and `port`.
 struct http_transport_config {
     std::string host = "127.0.0.1"; ///< a name or an address; also sent as `Host`
-    std::string port = "80";
+    std::uint16_t port = 80;        ///< 1 to 65535
     /// Prepended to every route: "/api" makes the push route "/api/v1/sync/push".
     std::string base_path;
     /// Bounds opening a connection (name resolution is left to the system resolver).
@@ -67,6 +69,18 @@ struct http_transport_config {
     /// the server works on the last, and the server finds it waiting. 1 sends each request
     /// after the answer to the one before, for a proxy in between that mishandles pipelining.
     std::size_t max_requests_in_flight = 2;
+
+    /// A configuration for the server at `url` (`http://host[:port][/base]`), the rest left at
+    /// its defaults. Throws `sync_error` (`errc::invalid_configuration`) naming what is wrong
+    /// with the URL (parse_server_url).
+    static http_transport_config from_url(std::string_view url) {
+        auto parsed = parse_server_url(url);
+        http_transport_config c;
+        c.host = std::move(parsed.host);
+        c.port = parsed.port;
+        c.base_path = std::move(parsed.base_path);
+        return c;
+    }
 };
 
 /// Carries push batches and pull pages to an offsync HTTP server (protocol v1): one request per
@@ -106,7 +120,8 @@ class http_transport {
 public:
     using executor_type = boost::asio::any_io_executor;
 
-    /// Throws `std::invalid_argument` if `config.max_requests_in_flight` is 0.
+    /// Throws `sync_error` (`errc::invalid_configuration`) for a configuration that cannot work:
+    /// no host, port 0, `max_requests_in_flight` 0, a base path that does not start with '/'.
     http_transport(executor_type ex, http_transport_config config)
         : ex_(std::move(ex)), strand_(boost::asio::make_strand(ex_)), config_(checked(std::move(config))) {}
 
@@ -166,9 +181,16 @@ private:
     using response_parser = boost::beast::http::response_parser<boost::beast::http::string_body>;
 
     static http_transport_config checked(http_transport_config config) {
-        if (config.max_requests_in_flight == 0)
-            throw std::invalid_argument("offsync: http_transport max_requests_in_flight must be "
-                                        "positive");
+        auto require = [](bool ok, const char* why) {
+            if (!ok)
+                throw sync_error(make_error_code(errc::invalid_configuration),
+                                 std::string("http_transport: ") + why);
+        };
+        require(!config.host.empty(), "no host");
+        require(config.port != 0, "port 0 (give the server's port, 1 to 65535)");
+        require(config.max_requests_in_flight > 0, "max_requests_in_flight must be positive");
+        require(config.base_path.empty() || config.base_path.front() == '/',
+                "base_path must be empty or start with '/'");
         return config;
     }
 
@@ -262,7 +284,7 @@ private:
         } cleanup{this, c.get()};
         c->stream.expires_after(config_.connect_timeout);
         boost::asio::ip::tcp::resolver resolver(ex_);
-        auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, config_.port, tok);
+        auto [rec, endpoints] = co_await resolver.async_resolve(config_.host, std::to_string(config_.port), tok);
         const bool cancelled_meanwhile = co_await cancelled();
         if (cancelled_meanwhile) // name resolution does not see cancellation
             co_return detail::http_event::connect_failed({}, true);
@@ -276,7 +298,7 @@ private:
                 co_return detail::http_event::connect_failed(
                     "cannot resolve " + config_.host + ": " + rec.message(), false);
             co_return detail::http_event::connect_failed(
-                "cannot connect to " + config_.host + ":" + config_.port + ": " + cec.message(),
+                "cannot connect to " + config_.host + ":" + std::to_string(config_.port) + ": " + cec.message(),
                 false);
         }
         cleanup.c = nullptr;
