@@ -10,6 +10,7 @@
 
 #include <offsync/background.hpp>
 #include <offsync/offsync.hpp>
+#include <offsync/testing/manual_timers.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/describe/class.hpp>
@@ -36,8 +37,39 @@ struct offsync::model_traits<notes::Note> {
     static constexpr offsync::scope scope = offsync::scope::per_user;
 };
 
+// [snippet: engine-type]
+// The engine's type: here one assembled in memory; an app on the facade writes
+// offsync::device<Models>::engine_type.
 using engine_type =
     offsync::basic_sync_engine<offsync::memory_storage, offsync::loopback_transport>;
+// [end snippet]
+
+// The page's first lines, compiled (the story below runs the same calls on a scheduler of its
+// own).
+void start_in_background(engine_type& engine, offsync::background_config config) {
+    // [snippet: start]
+    offsync::background_sync<engine_type> background(engine, config); // real time
+    background.start();
+    // [end snippet]
+}
+
+/// The page's test on manual time: the first round runs at exactly +15 minutes, and no real
+/// time passes. Returns the rounds run.
+std::size_t on_manual_time(asio::io_context& io, engine_type& engine) {
+    offsync::background_config config;
+    // [snippet: manual-time]
+    offsync::manual_timer_source timers;
+    offsync::basic_background_sync<engine_type, offsync::manual_timer_source> background(
+        engine, config, timers);
+    background.start();
+    timers.run_for(io, std::chrono::minutes(15)); // the first round runs, at exactly +15 min
+    // [end snippet]
+    const auto rounds = background.state().rounds;
+    bool stopped = false;
+    background.async_stop([&] { stopped = true; });
+    while (!stopped) timers.run_for(io, std::chrono::seconds(1));
+    return rounds;
+}
 
 // [snippet: lifecycle]
 // The app's sync controller: one background scheduler around the app's engine, fed by the
@@ -103,8 +135,9 @@ int main() {
     io.run();                                     // returns: nothing is left to run
     // [end snippet]
 
+    const auto manual_rounds = on_manual_time(io, engine);
     const auto state = sync.state();
-    const bool ok = stopped && !state.last_error && state.pending.dirty == 0 &&
+    const bool ok = stopped && manual_rounds == 1 && !state.last_error && state.pending.dirty == 0 &&
                     service.get("user-1", "notes", "n-1").has_value();
     if (!ok) {
         std::fprintf(stderr, "background snippet: the note did not reach the server\n");

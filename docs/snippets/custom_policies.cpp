@@ -8,6 +8,7 @@
 // meets the conflict, merges it field by field, and every replica ends equal to the server.
 // The program exits non-zero if any round fails or any value is not what the docs promise.
 
+#include <offsync/forwarding.hpp>
 #include <offsync/offsync.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -85,67 +86,32 @@ static_assert(offsync::conflict_policy<decltype(merge_tasks)>);
 // [end snippet]
 
 // [snippet: storage-policy]
-// A StoragePolicy decorator: forwards every operation to a memory_storage and counts committed
-// transactions (a metric an app might export). A store over a database implements the same
-// members; docs/concepts.md lists what each must guarantee.
-class counting_storage {
+// A StoragePolicy decorator: counts committed transactions (a metric an app might export).
+// forwarding_storage and forwarding_transaction pass every operation through to the store they
+// wrap, its optional fast paths included; the decorator writes only what it changes.
+class counting_transaction
+    : public offsync::forwarding_transaction<offsync::memory_storage::transaction> {
 public:
-    class transaction {
-    public:
-        using record = offsync::local_record;
-        using parked = offsync::parked_record;
+    counting_transaction(offsync::memory_storage::transaction next,
+                         std::atomic<std::size_t>& commits)
+        : forwarding_transaction(std::move(next)), commits_(&commits) {}
 
-        std::optional<record> load(std::string_view coll, std::string_view key) {
-            return inner_.load(coll, key);
-        }
-        void save(std::string_view coll, std::string_view key, const record& r) {
-            inner_.save(coll, key, r);
-        }
-        void remove(std::string_view coll, std::string_view key) { inner_.remove(coll, key); }
-        std::vector<std::string> pushable_keys(std::string_view coll, std::string_view after,
-                                               std::size_t limit) {
-            return inner_.pushable_keys(coll, after, limit);
-        }
-        std::uint64_t cursor(std::string_view coll) { return inner_.cursor(coll); }
-        void set_cursor(std::string_view coll, std::uint64_t v) { inner_.set_cursor(coll, v); }
-        std::optional<parked> load_parked(std::string_view coll, std::string_view key) {
-            return inner_.load_parked(coll, key);
-        }
-        void save_parked(const parked& p) { inner_.save_parked(p); }
-        void remove_parked(std::string_view coll, std::string_view key) {
-            inner_.remove_parked(coll, key);
-        }
-        std::uint64_t next_mutation_id() { return inner_.next_mutation_id(); }
-        offsync::hlc_state clock() { return inner_.clock(); }
-        void set_clock(offsync::hlc_state s) { inner_.set_clock(s); }
-        std::string client_id() { return inner_.client_id(); }
-        void commit() {
-            inner_.commit();
-            ++*commits_;
-        }
-
-    private:
-        friend class counting_storage;
-        transaction(offsync::memory_storage::transaction inner, std::atomic<std::size_t>* commits)
-            : inner_(std::move(inner)), commits_(commits) {}
-
-        offsync::memory_storage::transaction inner_;
-        std::atomic<std::size_t>* commits_;
-    };
-
-    transaction begin() { return transaction(inner_.begin(), &commits_); }
-    std::vector<std::pair<std::string, offsync::local_record>> list(std::string_view coll) {
-        return inner_.list(coll);
+    void commit() {
+        next().commit();
+        ++*commits_;
     }
-    std::vector<offsync::parked_record> parked(std::string_view coll) {
-        return inner_.parked(coll);
-    }
-    offsync::pending_counts pending(std::string_view coll) { return inner_.pending(coll); }
 
+private:
+    std::atomic<std::size_t>* commits_;
+};
+
+class counting_storage
+    : public offsync::forwarding_storage<offsync::memory_storage, counting_transaction> {
+public:
+    counting_transaction begin() { return {next_layer().begin(), commits_}; }
     std::size_t commits() const noexcept { return commits_; }
 
 private:
-    offsync::memory_storage inner_;
     std::atomic<std::size_t> commits_{0};
 };
 static_assert(offsync::storage_policy<counting_storage>);
