@@ -21,8 +21,8 @@ std::vector<std::size_t> parse_list(const std::string& s) {
 }
 
 bool known_scenarios(const std::string& list) {
-    static const char* scenarios[] = {"all",      "push",    "pull",    "incremental",
-                                      "conflict", "clients", "baseline"};
+    static const char* scenarios[] = {"all",      "push",    "pull",     "incremental",
+                                      "conflict", "clients", "baseline", "listeners"};
     std::stringstream in(list);
     std::string item;
     while (std::getline(in, item, ','))
@@ -44,7 +44,7 @@ bool options::wants(std::string_view s) const {
 
 void usage(std::ostream& out) {
     out << "usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,"
-           "clients,baseline]\n"
+           "clients,baseline,listeners]\n"
            "                     [--mode inproc|http|both] [--n LIST] [--k LIST] "
            "[--clients LIST]\n"
            "                     [--conflicts LIST] [--batch N] [--page N] "

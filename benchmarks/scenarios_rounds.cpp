@@ -6,7 +6,11 @@
 #include <offsync/conflict/ask_user.hpp>
 #include <offsync/conflict/last_write_wins.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
+
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -186,11 +190,82 @@ void run_clients(const options& o, output& out) {
     }
 }
 
+/// Change listeners: a device pulls N records while L subscriptions (0, 1, 10) on its
+/// collection hear of them on an app thread of their own. Reports the pull's rate (to set
+/// against L = 0) and the time from a page's commit to the callback that hears of it.
+template <class Mode>
+void run_listeners(const options& o, output& out) {
+    const auto now = system_wall_ms();
+    for (auto n : o.n) {
+        Mode mode(o);
+        auto writer = mode.make_device("listeners");
+        writer->engine.template add_collection<Reservation>();
+        edit_records(*writer->storage, 0, n, 1, 0, now);
+        writer->sync();
+        for (std::size_t listeners : {std::size_t{0}, std::size_t{1}, std::size_t{10}}) {
+            // The app's thread, where callbacks run.
+            boost::asio::io_context app;
+            auto work = boost::asio::make_work_guard(app);
+            std::thread app_thread([&] { app.run(); });
+
+            std::atomic<std::int64_t> last_commit_ns{0};
+            offsync::engine_config config;
+            config.on_event = [&](const sync_event& e) {
+                if (e.what == sync_event::kind::page_pulled)
+                    last_commit_ns = steady::now().time_since_epoch().count();
+            };
+            auto reader = mode.make_device("listeners", std::move(config));
+            reader->engine.template add_collection<Reservation>();
+            std::mutex mutex;
+            std::vector<double> latencies;
+            std::size_t heard = 0, deliveries = 0;
+            std::vector<offsync::subscription> subscriptions;
+            for (std::size_t i = 0; i < listeners; ++i)
+                subscriptions.push_back(reader->replica.template subscribe<Reservation>(
+                    app.get_executor(), [&](std::vector<record_change<Reservation>> changes) {
+                        const auto at = steady::now().time_since_epoch().count();
+                        std::lock_guard lock(mutex);
+                        latencies.push_back(double(at - last_commit_ns.load()) / 1e6);
+                        heard += changes.size();
+                        ++deliveries;
+                    }));
+            auto row = measure_round(mode, *reader, "listeners", n);
+            // Every listener hears every record: wait (bounded) for the last deliveries.
+            const auto deadline = steady::now() + std::chrono::seconds(30);
+            while (steady::now() < deadline) {
+                {
+                    std::lock_guard lock(mutex);
+                    if (heard >= n * listeners) break;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+            subscriptions.clear();
+            work.reset();
+            app_thread.join();
+            std::sort(latencies.begin(), latencies.end());
+            row["n"] = n;
+            row["k"] = n;
+            row["listeners"] = listeners;
+            row["heard"] = heard;
+            row["deliveries"] = deliveries;
+            if (!latencies.empty()) {
+                row["callback_ms_p50"] = latencies[latencies.size() / 2];
+                row["callback_ms_max"] = latencies.back();
+            }
+            if (heard != n * listeners)
+                throw std::runtime_error("listeners: " + std::to_string(heard) + " of " +
+                                         std::to_string(n * listeners) + " changes heard");
+            out.write(row);
+        }
+    }
+}
+
 template <class Mode>
 void run_mode(const options& o, output& out) {
     if (o.wants("push") || o.wants("pull") || o.wants("incremental")) run_sessions<Mode>(o, out);
     if (o.wants("conflict")) run_conflicts<Mode>(o, out);
     if (o.wants("clients")) run_clients<Mode>(o, out);
+    if (o.wants("listeners")) run_listeners<Mode>(o, out);
 }
 
 } // namespace
