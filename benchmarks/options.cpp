@@ -46,7 +46,7 @@ void usage(std::ostream& out) {
     out << "usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,"
            "clients,baseline,listeners]\n"
            "                     [--mode inproc|http|both] [--n LIST] [--k LIST] "
-           "[--clients LIST]\n"
+           "[--clients LIST] [--listeners LIST]\n"
            "                     [--conflicts LIST] [--batch N] [--page N] "
            "[--durability full|normal]\n"
            "                     [--server-store memory|sqlite] [--naive-max N] [--dir DIR] "
@@ -72,6 +72,7 @@ std::optional<int> parse_options(int argc, char** argv, options& o) {
         else if (a == "--k") o.k = parse_list(value()), k_set = true;
         else if (a == "--clients") o.clients = parse_list(value()), c_set = true;
         else if (a == "--conflicts") o.conflicts = parse_list(value()), conf_set = true;
+        else if (a == "--listeners") o.listeners = parse_list(value());
         else if (a == "--batch") o.batch = std::stoul(value());
         else if (a == "--page") o.page = std::uint32_t(std::stoul(value()));
         else if (a == "--durability") o.durability = value();

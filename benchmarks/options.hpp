@@ -1,7 +1,9 @@
 // offsync-bench: its command line. usage() prints it:
 //
-//   usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,baseline]
+//   usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,
+//                                   baseline,listeners]
 //                        [--mode inproc|http|both] [--n LIST] [--k LIST] [--clients LIST]
+//                        [--listeners LIST]
 //                        [--conflicts LIST] [--batch N] [--page N] [--durability full|normal]
 //                        [--server-store memory|sqlite] [--naive-max N] [--dir DIR] [--out FILE]
 //                        [--client-cpus LIST] [--server-cpus LIST] [--server-threads N]
@@ -33,6 +35,7 @@ struct options {
     std::vector<std::size_t> k{10, 1000};              ///< changes per incremental round
     std::vector<std::size_t> clients{1, 4, 16};        ///< clients syncing at once
     std::vector<std::size_t> conflicts{1000};          ///< conflicting records per round
+    std::vector<std::size_t> listeners{0, 1, 10};      ///< change listeners of a pull
     std::size_t batch = offsync::engine_config{}.push_batch_size; // the engine's defaults
     std::uint32_t page = offsync::engine_config{}.pull_page_size;
     std::size_t naive_max = 20'000;    ///< requests of the one-request-per-record baseline

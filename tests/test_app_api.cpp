@@ -57,7 +57,7 @@ template <class T>
 struct collected {
     std::vector<std::vector<record_change<T>>> deliveries;
     auto callback() {
-        return [this](std::vector<record_change<T>> c) { deliveries.push_back(std::move(c)); };
+        return [this](const std::vector<record_change<T>>& c) { deliveries.push_back(c); };
     }
     std::map<std::string, std::optional<T>> latest() const {
         std::map<std::string, std::optional<T>> out;

@@ -84,7 +84,7 @@ int main() {
         // pulled pages, settled conflicts. Each key once, at its latest value.
         int heard = 0;
         auto subscription = laptop.subscribe<todo::Task>(
-            [&](std::vector<offsync::record_change<todo::Task>> changes) {
+            [&](const std::vector<offsync::record_change<todo::Task>>& changes) {
                 for (const auto& change : changes) {
                     if (change.value)
                         std::printf("task %s: %s\n", change.key.c_str(), change.value->title.c_str());

@@ -1051,6 +1051,47 @@ int cmd_watch(context& c) {
         else std::printf("%s\n", line.c_str());
         std::fflush(stdout);
     };
+    // The records the rounds change, as they land (change listeners, on this io_context).
+    json::array changes;
+    auto show_change = [&](const std::string& line, json::object item) {
+        if (c.out.json) {
+            changes.push_back(std::move(item));
+            return;
+        }
+        if (live) std::printf("\r\033[K%s\n%s", line.c_str(), last_line.c_str());
+        else std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+    };
+    auto landmarks_heard = c.dev.facade().subscribe<Landmark>(
+        [&](const std::vector<offsync::record_change<Landmark>>& list) {
+            for (const auto& ch : list) {
+                const auto id = static_cast<long long>(ch.key);
+                json::object item{{"collection", "landmarks"}, {"id", ch.key}};
+                if (!ch.value) {
+                    item["value"] = nullptr;
+                    show_change(format("removed: landmark %lld", id), std::move(item));
+                    continue;
+                }
+                item["value"] = offsync::to_json_object(*ch.value);
+                show_change(format("changed: landmark %lld, %s%s", id, ch.value->name.c_str(),
+                                   ch.value->is_favorite ? ", a favorite" : ""),
+                            std::move(item));
+            }
+        });
+    auto reservations_heard = c.dev.facade().subscribe<Reservation>(
+        [&](const std::vector<offsync::record_change<Reservation>>& list) {
+            for (const auto& ch : list) {
+                json::object item{{"collection", "reservations"}, {"id", ch.key}};
+                if (!ch.value) {
+                    item["value"] = nullptr;
+                    show_change("removed: reservation " + ch.key, std::move(item));
+                    continue;
+                }
+                item["value"] = offsync::to_json_object(*ch.value);
+                show_change("changed: reservation " + ch.key + ", " + describe(c.dev, *ch.value),
+                            std::move(item));
+            }
+        });
     offsync::basic_background_sync scheduler(s.engine(), std::move(config));
     asio::signal_set signals(s.io(), SIGINT, SIGTERM);
     finish = [&] {
@@ -1073,6 +1114,7 @@ int cmd_watch(context& c) {
     doc["rounds"] = completed;
     doc["cut_short"] = cut_short;
     doc["interval_s"] = c.opt.interval.count();
+    doc["changes"] = std::move(changes);
     doc["waiting"] = {{"dirty", st.dirty()}, {"conflicts", st.conflicts()},
                       {"rejected", st.rejected()}};
     c.out.text(format("Stopped after %s.", plural(completed, "round", "rounds").c_str()));

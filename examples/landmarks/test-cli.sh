@@ -340,6 +340,7 @@ case_watch() {
     run 0 -- laptop reserve 2 --id r-w --party 3
     run 0 -- laptop sync
     run 0 "Stopped after 2 rounds" -- phone watch --rounds 2 --interval 1
+    expect 0 "changed: reservation r-w, " # ... and prints the record that changed as it lands
     run 0 "r-w" -- phone list reservations
     run 0 "To push      0 changes" -- phone status
     lm phone --json watch --rounds 1 --interval 1
@@ -347,6 +348,7 @@ case_watch() {
     json_valid
     json_has '"rounds":1'
     json_has '"dirty":0'
+    json_has '"changes":['
     # A refused token ends the watch with exit 4; bad values are usage errors.
     token=not-a-token-at-all-0000
     run 4 "refused the token" -- phone watch --rounds 1

@@ -113,14 +113,14 @@ int sync(asio::io_context& io, device& d) {
 // [snippet: watch]
 /// Syncs in the background for `seconds`, printing every task and comment that changes.
 int watch(asio::io_context& io, device& d, int seconds) {
-    auto tasks = d.subscribe<todo::Task>([](std::vector<offsync::record_change<todo::Task>> changes) {
+    auto tasks = d.subscribe<todo::Task>([](const std::vector<offsync::record_change<todo::Task>>& changes) {
         for (const auto& c : changes) {
             if (c.value) std::printf("changed: "), print(*c.value);
             else std::printf("removed: %s\n", c.key.c_str());
         }
         std::fflush(stdout);
     });
-    auto comments = d.subscribe<todo::Comment>([](auto changes) {
+    auto comments = d.subscribe<todo::Comment>([](const auto& changes) {
         for (const auto& c : changes)
             std::printf("comment %s: %s\n", c.key.c_str(),
                         c.value ? c.value->text.c_str() : "(removed)");

@@ -2,11 +2,13 @@
 // typed values, to update its UI without re-reading everything.
 //
 // Every commit that changes records (a local edit, an applied pull page, a conflict settled by
-// a push's results) is published to the replica's change_hub once it has committed. Each
-// subscription keeps what was published to it and delivers it on an executor of the app's
+// a push's results) is published to the replica's change_hub once it has committed. The
+// committing thread decodes each record it writes to the model type of the subscriptions, once
+// for all of them, as it writes it (no copy of the JSON, no second read, nothing when nobody
+// listens), and each subscription delivers the shared result on an executor of the app's
 // choosing: off the store's lock (a callback may read and write the store), coalesced (what
-// piled up while a delivery was queued arrives as one, each key once with its latest value),
-// decoded to the model type on the delivering thread, not on the one that committed.
+// piled up while a delivery was queued arrives as one, each key once with its latest value).
+// A UI thread that listens does no decoding.
 #pragma once
 
 #include <offsync/error.hpp>
@@ -53,6 +55,8 @@ struct stored_change {
 struct committed_changes {
     std::string collection;
     std::vector<stored_change> records;
+    /// Each key appears once (a pull page); else a key may repeat, the last one counting.
+    bool distinct_keys = false;
 };
 
 /// One record a subscription is told about.
@@ -98,19 +102,60 @@ diagnostics decode_record(std::string_view key, const boost::json::object& value
 }
 
 namespace detail {
+/// Turns the records one commit wrote into the changes of one model type, as the commit goes:
+/// each record is decoded once, on the committing thread, for every subscription of that type.
+class batch_builder {
+public:
+    explicit batch_builder(const void* model) : model_(model) {}
+    virtual ~batch_builder() = default;
+    const void* model() const noexcept { return model_; }
+    /// A record written (`value`), or deleted (null).
+    virtual void add(std::string_view key, const boost::json::object* value) = 0;
+    /// The changes, a `std::vector<record_change<T>>`.
+    virtual std::shared_ptr<const void> finish() = 0;
+
+private:
+    const void* model_;
+};
+
 /// What the hub holds of a subscription: where its changes go.
 class change_subscriber {
 public:
     explicit change_subscriber(std::string collection) : collection_(std::move(collection)) {}
     virtual ~change_subscriber() = default;
     const std::string& collection() const noexcept { return collection_; }
-    /// Takes a commit's changes; called on the committing thread, after the commit.
-    virtual void offer(const std::shared_ptr<const committed_changes>& changes) = 0;
+    /// Identifies the subscription's model type (the address of its schema).
+    virtual const void* model() const noexcept = 0;
+    /// A builder of changes of the subscription's model type.
+    virtual std::unique_ptr<batch_builder> builder() const = 0;
+    /// Takes a commit's changes, built for its model type (`distinct_keys`: no key twice);
+    /// called on the committing thread, after the commit.
+    virtual void offer(const std::shared_ptr<const void>& changes, bool distinct_keys) = 0;
     /// Delivers nothing more; waits for a delivery running on another thread to end.
     virtual void cancel() = 0;
 
 private:
     std::string collection_;
+};
+
+/// The changes of one commit in one collection, built while it runs, for each model type
+/// that a subscription watches it as. Empty when nobody watches: then noting costs nothing.
+class commit_notes {
+public:
+    commit_notes() = default;
+    commit_notes(std::string collection, std::vector<std::unique_ptr<batch_builder>> builders)
+        : collection_(std::move(collection)), builders_(std::move(builders)) {}
+
+    bool recording() const noexcept { return !builders_.empty(); }
+    const std::string& collection() const noexcept { return collection_; }
+    void note(std::string_view key, const boost::json::object* value) {
+        for (auto& b : builders_) b->add(key, value);
+    }
+    std::vector<std::unique_ptr<batch_builder>>& builders() noexcept { return builders_; }
+
+private:
+    std::string collection_;
+    std::vector<std::unique_ptr<batch_builder>> builders_;
 };
 } // namespace detail
 
@@ -127,17 +172,45 @@ public:
         return false;
     }
 
-    /// Hands one commit's changes to every subscription of its collection.
-    void publish(committed_changes changes) {
-        if (changes.records.empty() || watched_.load(std::memory_order_acquire) == 0) return;
-        auto shared = std::make_shared<const committed_changes>(std::move(changes));
+    /// Starts noting one commit's changes of `collection`: one builder for each model type
+    /// it is watched as (none if nobody watches it).
+    detail::commit_notes begin(std::string_view collection) const {
+        if (watched_.load(std::memory_order_acquire) == 0) return {};
+        std::vector<std::unique_ptr<detail::batch_builder>> builders;
+        std::lock_guard lock(mutex_);
+        for (const auto& s : subscribers_) {
+            if (s->collection() != collection) continue;
+            bool have = false;
+            for (const auto& b : builders) have = have || b->model() == s->model();
+            if (!have) builders.push_back(s->builder());
+        }
+        if (builders.empty()) return {};
+        return {std::string(collection), std::move(builders)};
+    }
+
+    /// Hands a committed commit's changes to every subscription of its collection and type.
+    /// `distinct_keys`: no key was noted twice (a pull page), so deliveries need not merge.
+    void publish(detail::commit_notes notes, bool distinct_keys = false) {
+        if (!notes.recording()) return;
+        std::vector<std::pair<const void*, std::shared_ptr<const void>>> built;
+        for (auto& b : notes.builders()) built.emplace_back(b->model(), b->finish());
         std::vector<std::shared_ptr<detail::change_subscriber>> targets;
         {
             std::lock_guard lock(mutex_);
             for (const auto& s : subscribers_)
-                if (s->collection() == shared->collection) targets.push_back(s);
+                if (s->collection() == notes.collection()) targets.push_back(s);
         }
-        for (const auto& t : targets) t->offer(shared);
+        for (const auto& t : targets)
+            for (const auto& [model, changes] : built)
+                if (model == t->model()) t->offer(changes, distinct_keys);
+    }
+
+    /// Publishes changes given at the JSON level, as a commit of the app's own would be: for
+    /// a store written behind the replica's back, or a test.
+    void publish(const committed_changes& changes) {
+        auto notes = begin(changes.collection);
+        for (const auto& r : changes.records) notes.note(r.key, r.value ? &*r.value : nullptr);
+        publish(std::move(notes), changes.distinct_keys);
     }
 
     void add(std::shared_ptr<detail::change_subscriber> s) {
@@ -206,17 +279,23 @@ template <synced_model T>
 class typed_subscriber final : public change_subscriber,
                                public std::enable_shared_from_this<typed_subscriber<T>> {
 public:
-    using deliver_fn = std::function<void(std::vector<record_change<T>>)>;
+    using deliver_fn = std::function<void(const std::vector<record_change<T>>&)>;
 
     typed_subscriber(boost::asio::any_io_executor ex, std::optional<query<T>> filter,
                      deliver_fn deliver)
         : change_subscriber(std::string(model_traits<T>::collection)), ex_(std::move(ex)),
           filter_(std::move(filter)), deliver_(std::move(deliver)) {}
 
-    void offer(const std::shared_ptr<const committed_changes>& changes) override {
+    const void* model() const noexcept override { return &schema_of<T>(); }
+
+    std::unique_ptr<batch_builder> builder() const override {
+        return std::make_unique<typed_builder>(model());
+    }
+
+    void offer(const std::shared_ptr<const void>& changes, bool distinct_keys) override {
         std::lock_guard lock(mutex_);
         if (!active_) return;
-        pending_.push_back(changes);
+        pending_.push_back({std::static_pointer_cast<const decoded_batch>(changes), distinct_keys});
         if (scheduled_) return;
         scheduled_ = true;
         boost::asio::post(ex_, [self = this->shared_from_this()] { self->run(); });
@@ -232,7 +311,7 @@ public:
 
 private:
     void run() {
-        std::vector<std::shared_ptr<const committed_changes>> batches;
+        std::vector<pending_batch> batches;
         {
             std::lock_guard lock(mutex_);
             scheduled_ = false;
@@ -250,60 +329,96 @@ private:
                 self->idle_.notify_all();
             }
         } guard{this};
-        auto changes = decode(coalesce(batches));
-        if (!changes.empty()) deliver_(std::move(changes));
+        const auto latest = coalesce(batches);
+        // The common case, one page heard by a subscription without a query: the decoded
+        // batch itself, shared with the other subscriptions, not a copy.
+        if (!filter_ && latest.batches.size() == 1 && latest.latest.size() == latest.batches[0]->size()) {
+            if (!latest.batches[0]->empty()) deliver_(*latest.batches[0]);
+            return;
+        }
+        const auto changes = filter(latest);
+        if (!changes.empty()) deliver_(changes);
     }
 
-    /// Each key once, at its latest value, in the order keys first changed.
-    static std::vector<const stored_change*>
-    coalesce(const std::vector<std::shared_ptr<const committed_changes>>& batches) {
-        std::vector<const stored_change*> out;
-        if (batches.size() == 1) {
-            // One commit writes a key once but for a resolution; keep the last all the same.
-            std::unordered_map<std::string_view, std::size_t> at;
-            for (const auto& r : batches.front()->records) {
-                auto [it, fresh] = at.try_emplace(r.key, out.size());
-                if (fresh) out.push_back(&r);
-                else out[it->second] = &r;
+    using decoded_batch = std::vector<record_change<T>>;
+    struct pending_batch {
+        std::shared_ptr<const decoded_batch> changes;
+        bool distinct_keys = false;
+    };
+
+    /// Decodes each record as the commit writes it.
+    class typed_builder final : public batch_builder {
+    public:
+        using batch_builder::batch_builder;
+        void add(std::string_view key, const boost::json::object* value) override {
+            record_change<T> c;
+            try {
+                c.key = key_from_text<T>(key);
+            } catch (const sync_error&) {
+                return; // not a key of T: the store holds something T never wrote
             }
+            if (value) {
+                T decoded;
+                c.error = decode_record<T>(key, *value, decoded);
+                if (!c.error) c.value = std::move(decoded);
+            }
+            changes_->push_back(std::move(c));
+        }
+        std::shared_ptr<const void> finish() override { return std::move(changes_); }
+
+    private:
+        std::shared_ptr<decoded_batch> changes_ = std::make_shared<decoded_batch>();
+    };
+
+    /// The latest change of each key, in the order keys first changed; `latest` points into
+    /// `batches`, which it keeps alive.
+    struct coalesced {
+        std::vector<std::shared_ptr<const decoded_batch>> batches;
+        std::vector<const record_change<T>*> latest;
+    };
+
+    static coalesced coalesce(const std::vector<pending_batch>& batches) {
+        coalesced out;
+        std::size_t total = 0;
+        for (const auto& b : batches) {
+            out.batches.push_back(b.changes);
+            total += b.changes->size();
+        }
+        out.latest.reserve(total);
+        if (batches.size() == 1 && batches.front().distinct_keys) {
+            for (const auto& c : *out.batches.front()) out.latest.push_back(&c);
             return out;
         }
-        std::unordered_map<std::string_view, std::size_t> at;
-        for (const auto& b : batches)
-            for (const auto& r : b->records) {
-                auto [it, fresh] = at.try_emplace(r.key, out.size());
-                if (fresh) out.push_back(&r);
-                else out[it->second] = &r;
+        std::unordered_map<std::string, std::size_t> at;
+        for (const auto& batch : out.batches)
+            for (const auto& c : *batch) {
+                auto [it, fresh] = at.try_emplace(key_text(c.key), out.latest.size());
+                if (fresh) out.latest.push_back(&c);
+                else out.latest[it->second] = &c;
             }
         return out;
     }
 
-    std::vector<record_change<T>> decode(const std::vector<const stored_change*>& records) {
+    /// The changes this subscription reports, as values of its own. For a query, only keys
+    /// that match now or that it reported as matching before (and that now leave the results).
+    std::vector<record_change<T>> filter(const coalesced& changes) {
         std::vector<record_change<T>> out;
-        out.reserve(records.size());
-        for (const auto* r : records) {
-            record_change<T> c;
-            try {
-                c.key = key_from_text<T>(r->key);
-            } catch (const sync_error&) {
-                continue; // not a key of T: the store holds something T never wrote
+        out.reserve(changes.latest.size());
+        for (const auto* r : changes.latest) {
+            if (!filter_) {
+                out.push_back(*r);
+                continue;
             }
-            if (r->value) {
-                T value;
-                c.error = decode_record<T>(r->key, *r->value, value);
-                if (!c.error) c.value = std::move(value);
+            const bool matches = r->value && filter_->matches(*r->value);
+            auto text = key_text(r->key);
+            if (matches) {
+                in_results_.insert(std::move(text));
+                out.push_back(*r);
+            } else if (r->error || in_results_.erase(text) > 0) {
+                // Not matching now: news only if it was in the results before (or unreadable).
+                record_change<T> c{r->key, std::nullopt, r->error};
+                out.push_back(std::move(c));
             }
-            if (filter_) {
-                const bool matches = c.value && filter_->matches(*c.value);
-                if (matches) {
-                    in_results_.insert(r->key);
-                } else {
-                    // Not matching now: news only if it was in the results before.
-                    if (!c.error && in_results_.erase(r->key) == 0) continue;
-                    c.value.reset();
-                }
-            }
-            out.push_back(std::move(c));
         }
         return out;
     }
@@ -313,7 +428,7 @@ private:
     deliver_fn deliver_;
     std::mutex mutex_;
     std::condition_variable idle_;
-    std::vector<std::shared_ptr<const committed_changes>> pending_;
+    std::vector<pending_batch> pending_;
     bool scheduled_ = false;
     bool active_ = true;
     std::thread::id delivering_;
@@ -348,8 +463,8 @@ public:
         : state_(std::make_shared<state>(ex)) {
         auto subscriber = std::make_shared<detail::typed_subscriber<T>>(
             std::move(ex), std::move(filter),
-            [weak = std::weak_ptr<state>(state_)](std::vector<record_change<T>> changes) {
-                if (auto s = weak.lock()) s->feed(std::move(changes));
+            [weak = std::weak_ptr<state>(state_)](const std::vector<record_change<T>>& changes) {
+                if (auto s = weak.lock()) s->feed(changes);
             });
         hub->add(subscriber);
         subscription_ = subscription(hub, std::move(subscriber));
@@ -458,14 +573,13 @@ private:
             complete(std::move(w), boost::asio::error::operation_aborted, {});
         }
 
-        void feed(std::vector<record_change<T>> changes) {
+        void feed(const std::vector<record_change<T>>& changes) {
             std::unique_lock lock(mutex);
             if (closed) return;
-            for (auto& c : changes) {
-                auto text = key_text(c.key);
-                auto [it, fresh] = ready_at.try_emplace(std::move(text), ready.size());
-                if (fresh) ready.push_back(std::move(c));
-                else ready[it->second] = std::move(c);
+            for (const auto& c : changes) {
+                auto [it, fresh] = ready_at.try_emplace(key_text(c.key), ready.size());
+                if (fresh) ready.push_back(c);
+                else ready[it->second] = c;
             }
             if (!waiter || ready.empty()) return;
             auto w = std::move(*waiter);

@@ -545,7 +545,7 @@ private:
         bool rebased = false; ///< a record was rebased and needs another push
         std::vector<conflict_report> conflicts;
         std::vector<rejection_report> rejections;
-        committed_changes settled; ///< values the conflicts' settlement wrote, for listeners
+        detail::commit_notes settled; ///< what the conflicts' settlement wrote, for listeners
     };
 
     /// Applies one batch's results in one transaction; reports only after it committed.
@@ -557,8 +557,7 @@ private:
             throw boost::system::system_error(make_error_code(errc::bad_response),
                                               "push answered with the wrong number of results");
         auto outcomes = store_push_results(c, request, sent, response);
-        if (!outcomes.settled.records.empty())
-            replica_.changes().publish(std::move(outcomes.settled));
+        replica_.changes().publish(std::move(outcomes.settled));
         report_push_results(c.schema.name, outcomes, report);
         return outcomes.rebased;
     }
@@ -577,7 +576,7 @@ private:
         // Settling a conflict may change a record's value, which listeners hear of;
         // acknowledgements and rejections do not.
         detail::recording_transaction<typename Storage::transaction> settling(
-            txn, schema.name, replica_.changes().watching(schema.name));
+            txn, replica_.changes().begin(schema.name));
         for (std::size_t i = 0; i < response.results.size(); ++i) {
             const auto& result = response.results[i];
             const auto& key = sent[i].key;
@@ -751,7 +750,7 @@ private:
         auto& hub = replica_.changes();
         auto store_txn = replica_.storage().begin();
         detail::recording_transaction<typename Storage::transaction> txn(
-            store_txn, schema.name, !page.changes.empty() && hub.watching(schema.name));
+            store_txn, page.changes.empty() ? detail::commit_notes{} : hub.begin(schema.name));
         const hlc_stamp* newest = nullptr;
         bool insert_first = true;
         for (auto& change : page.changes) {
@@ -765,7 +764,7 @@ private:
         }
         txn.set_cursor(schema.name, page.cursor);
         txn.commit();
-        if (txn.recording()) hub.publish(txn.take());
+        hub.publish(txn.take(), /*distinct_keys=*/true); // a page holds each record once
         return true;
     }
 

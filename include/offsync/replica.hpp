@@ -218,11 +218,12 @@ public:
         return out;
     }
 
-    /// Calls `callback(std::vector<record_change<T>>)` on `ex` after commits that change `T`'s
-    /// records, until the returned subscription ends. See changes.hpp for what is delivered
-    /// and when.
+    /// Calls `callback(const std::vector<record_change<T>>&)` on `ex` after commits that change
+    /// `T`'s records, until the returned subscription ends. The vector may be shared with other
+    /// subscriptions: take it by reference (a parameter by value copies it). See changes.hpp
+    /// for what is delivered and when.
     template <synced_model T, class Callback>
-        requires std::invocable<Callback&, std::vector<record_change<T>>>
+        requires std::invocable<Callback&, const std::vector<record_change<T>>&>
     [[nodiscard]] subscription subscribe(boost::asio::any_io_executor ex, Callback callback) {
         return subscribe_impl<T>(std::move(ex), std::nullopt, std::move(callback));
     }
@@ -230,7 +231,7 @@ public:
     /// Calls `callback` for changes to `q`'s results: records that match after a commit, and
     /// records that matched before and no longer do (delivered without a value).
     template <synced_model T, class Callback>
-        requires std::invocable<Callback&, std::vector<record_change<T>>>
+        requires std::invocable<Callback&, const std::vector<record_change<T>>&>
     [[nodiscard]] subscription subscribe(boost::asio::any_io_executor ex, query<T> q,
                                          Callback callback) {
         return subscribe_impl<T>(std::move(ex), std::move(q), std::move(callback));
@@ -330,10 +331,10 @@ private:
         try {
             auto txn = storage_.begin();
             detail::recording_transaction<typename Storage::transaction> noting(
-                txn, collection, hub_->watching(collection));
+                txn, hub_->begin(collection));
             f(noting);
             txn.commit();
-            if (noting.recording()) hub_->publish(noting.take());
+            hub_->publish(noting.take());
             return {};
         } catch (const sync_error& e) {
             return {e.code(), e.what()};
@@ -404,7 +405,7 @@ private:
                                 Callback callback) {
         auto s = std::make_shared<detail::typed_subscriber<T>>(
             std::move(ex), std::move(q),
-            [cb = std::move(callback)](std::vector<record_change<T>> c) mutable { cb(std::move(c)); });
+            [cb = std::move(callback)](const std::vector<record_change<T>>& c) mutable { cb(c); });
         hub_->add(s);
         return subscription(hub_, std::move(s));
     }

@@ -4,30 +4,28 @@
 #include <offsync/changes.hpp>
 #include <offsync/forwarding.hpp>
 
-#include <optional>
-#include <string>
 #include <string_view>
 #include <utility>
 
 namespace offsync::detail {
 
-/// Wraps a store transaction it does not own and, when `recording`, notes the value of every
-/// record written through it: what the commit will have changed, for the change listeners,
-/// with no read of its own. Writes of metadata alone (`save_metadata`, `acknowledge`) change
-/// no value and are not noted. The optional capabilities are forwarded (forwarding.hpp), so
-/// the rules take the same paths as on the bare transaction. A record saved as `deleted` is
-/// noted as gone: a local delete hides it from the app at once.
+/// Wraps a store transaction it does not own and hands every record written through it to
+/// the change listeners' builders (`commit_notes`, from `change_hub::begin`), which decode it
+/// for the subscriptions as it is written: no read and no copy of its own. Nothing is noted
+/// when nobody watches the collection. Writes of metadata alone (`save_metadata`,
+/// `acknowledge`) change no value and are not noted. The optional capabilities are forwarded
+/// (forwarding.hpp), so the rules take the same paths as on the bare transaction. A record
+/// saved as `deleted` is noted as gone: a local delete hides it from the app at once.
 template <class Txn>
 class recording_transaction : public forwarding_transaction<Txn&> {
 public:
-    recording_transaction(Txn& next, std::string collection, bool recording)
-        : forwarding_transaction<Txn&>(next), recording_(recording) {
-        noted_.collection = std::move(collection);
-    }
+    recording_transaction(Txn& next, commit_notes notes)
+        : forwarding_transaction<Txn&>(next), notes_(std::move(notes)) {}
 
-    /// What was written, to publish once the wrapped transaction has committed.
-    committed_changes take() { return std::exchange(noted_, {noted_.collection, {}}); }
-    bool recording() const noexcept { return recording_; }
+    /// What was written, to publish (`change_hub::publish`) once the wrapped transaction has
+    /// committed.
+    commit_notes take() { return std::exchange(notes_, {}); }
+    bool recording() const noexcept { return notes_.recording(); }
 
     void save(std::string_view c, std::string_view k, const local_record& r) {
         this->next().save(c, k, r);
@@ -35,7 +33,7 @@ public:
     }
     void remove(std::string_view c, std::string_view k) {
         this->next().remove(c, k);
-        if (recording_) noted_.records.push_back({std::string(k), std::nullopt});
+        if (notes_.recording()) notes_.note(k, nullptr);
     }
     bool insert_new(std::string_view c, std::string_view k, const local_record& r)
         requires inserting_transaction<Txn>
@@ -47,13 +45,10 @@ public:
 
 private:
     void note(std::string_view k, const local_record& r) {
-        if (!recording_) return;
-        if (r.deleted) noted_.records.push_back({std::string(k), std::nullopt});
-        else noted_.records.push_back({std::string(k), r.value});
+        if (notes_.recording()) notes_.note(k, r.deleted ? nullptr : &r.value);
     }
 
-    bool recording_;
-    committed_changes noted_;
+    commit_notes notes_;
 };
 
 } // namespace offsync::detail
