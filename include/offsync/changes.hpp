@@ -3,12 +3,11 @@
 //
 // Every commit that changes records (a local edit, an applied pull page, a conflict settled by
 // a push's results) is published to the replica's change_hub once it has committed. The
-// committing thread decodes each record it writes to the model type of the subscriptions, once
-// for all of them, as it writes it (no copy of the JSON, no second read, nothing when nobody
-// listens), and each subscription delivers the shared result on an executor of the app's
-// choosing: off the store's lock (a callback may read and write the store), coalesced (what
-// piled up while a delivery was queued arrives as one, each key once with its latest value).
-// A UI thread that listens does no decoding.
+// committing thread copies each record it writes into one arena per commit (no second read,
+// nothing at all when nobody listens); each subscription delivers on an executor of the app's
+// choosing, off the store's lock (a callback may read and write the store), decoded to the
+// model type once for all subscriptions of that type, and coalesced (what piled up while a
+// delivery was queued arrives as one, each key once with its latest value).
 #pragma once
 
 #include <offsync/error.hpp>
@@ -25,11 +24,14 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/storage_ptr.hpp>
 
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -92,8 +94,17 @@ key_type_t<T> key_from_text(std::string_view text) {
 /// Decodes a stored value of `T`. The error (`errc::undecodable_record`) names the collection,
 /// the key and the field; the store is not touched.
 template <synced_model T>
+diagnostics decode_fresh_record(std::string_view key, const boost::json::object& value, T& out);
+
+template <synced_model T>
 diagnostics decode_record(std::string_view key, const boost::json::object& value, T& out) {
     out = T{};
+    return decode_fresh_record(key, value, out);
+}
+
+/// `decode_record` into a `T` that is default-constructed already.
+template <synced_model T>
+diagnostics decode_fresh_record(std::string_view key, const boost::json::object& value, T& out) {
     if (auto d = from_json_object(value, out))
         return {make_error_code(errc::undecodable_record),
                 std::string(model_traits<T>::collection) + "/" + std::string(key) + ": " +
@@ -102,20 +113,29 @@ diagnostics decode_record(std::string_view key, const boost::json::object& value
 }
 
 namespace detail {
-/// Turns the records one commit wrote into the changes of one model type, as the commit goes:
-/// each record is decoded once, on the committing thread, for every subscription of that type.
-class batch_builder {
+/// A commit's changes as the hub hands them out, with their decoding to each model type that
+/// subscriptions watch them as: done once, by the first subscription of the type to deliver
+/// them, on its executor, and shared by the others.
+class published_changes {
 public:
-    explicit batch_builder(const void* model) : model_(model) {}
-    virtual ~batch_builder() = default;
-    const void* model() const noexcept { return model_; }
-    /// A record written (`value`), or deleted (null).
-    virtual void add(std::string_view key, const boost::json::object* value) = 0;
-    /// The changes, a `std::vector<record_change<T>>`.
-    virtual std::shared_ptr<const void> finish() = 0;
+    explicit published_changes(committed_changes c) : changes_(std::move(c)) {}
+    const committed_changes& changes() const noexcept { return changes_; }
+
+    /// The changes decoded by `decode` for model `model`, decoded now if no one has yet.
+    template <class Decode>
+    std::shared_ptr<const void> decoded(const void* model, Decode&& decode) {
+        std::lock_guard lock(mutex_);
+        for (const auto& [m, d] : decoded_)
+            if (m == model) return d;
+        auto d = decode(changes_);
+        decoded_.emplace_back(model, d);
+        return d;
+    }
 
 private:
-    const void* model_;
+    committed_changes changes_;
+    std::mutex mutex_;
+    std::vector<std::pair<const void*, std::shared_ptr<const void>>> decoded_;
 };
 
 /// What the hub holds of a subscription: where its changes go.
@@ -124,13 +144,8 @@ public:
     explicit change_subscriber(std::string collection) : collection_(std::move(collection)) {}
     virtual ~change_subscriber() = default;
     const std::string& collection() const noexcept { return collection_; }
-    /// Identifies the subscription's model type (the address of its schema).
-    virtual const void* model() const noexcept = 0;
-    /// A builder of changes of the subscription's model type.
-    virtual std::unique_ptr<batch_builder> builder() const = 0;
-    /// Takes a commit's changes, built for its model type (`distinct_keys`: no key twice);
-    /// called on the committing thread, after the commit.
-    virtual void offer(const std::shared_ptr<const void>& changes, bool distinct_keys) = 0;
+    /// Takes a commit's changes; called on the committing thread, after the commit.
+    virtual void offer(const std::shared_ptr<published_changes>& changes) = 0;
     /// Delivers nothing more; waits for a delivery running on another thread to end.
     virtual void cancel() = 0;
 
@@ -138,24 +153,38 @@ private:
     std::string collection_;
 };
 
-/// The changes of one commit in one collection, built while it runs, for each model type
-/// that a subscription watches it as. Empty when nobody watches: then noting costs nothing.
+/// The records one commit writes in one collection, noted as it writes them when somebody
+/// watches the collection (else noting does nothing). The values are copied into one arena
+/// per commit: no allocation per node, and they go together once delivered. Decoding waits for
+/// the subscriptions' executors, off the committing thread and the store's lock.
 class commit_notes {
 public:
     commit_notes() = default;
-    commit_notes(std::string collection, std::vector<std::unique_ptr<batch_builder>> builders)
-        : collection_(std::move(collection)), builders_(std::move(builders)) {}
-
-    bool recording() const noexcept { return !builders_.empty(); }
-    const std::string& collection() const noexcept { return collection_; }
-    void note(std::string_view key, const boost::json::object* value) {
-        for (auto& b : builders_) b->add(key, value);
+    explicit commit_notes(std::string collection) : recording_(true) {
+        changes_.collection = std::move(collection);
     }
-    std::vector<std::unique_ptr<batch_builder>>& builders() noexcept { return builders_; }
+
+    bool recording() const noexcept { return recording_; }
+    void note(std::string_view key, const boost::json::object* value) {
+        if (!recording_) return;
+        if (!value) {
+            changes_.records.push_back({std::string(key), std::nullopt});
+            return;
+        }
+        if (!arena_)
+            arena_ = boost::json::make_shared_resource<boost::json::monotonic_resource>();
+        changes_.records.push_back({std::string(key), boost::json::object(*value, *arena_)});
+    }
+    /// About `n` records will come (a pull page's size).
+    void reserve(std::size_t n) {
+        if (recording_) changes_.records.reserve(n);
+    }
+    committed_changes take() && { return std::move(changes_); }
 
 private:
-    std::string collection_;
-    std::vector<std::unique_ptr<batch_builder>> builders_;
+    bool recording_ = false;
+    committed_changes changes_;
+    std::optional<boost::json::storage_ptr> arena_;
 };
 } // namespace detail
 
@@ -172,45 +201,34 @@ public:
         return false;
     }
 
-    /// Starts noting one commit's changes of `collection`: one builder for each model type
-    /// it is watched as (none if nobody watches it).
+    /// Starts noting one commit's changes of `collection` (nothing if nobody watches it).
     detail::commit_notes begin(std::string_view collection) const {
-        if (watched_.load(std::memory_order_acquire) == 0) return {};
-        std::vector<std::unique_ptr<detail::batch_builder>> builders;
-        std::lock_guard lock(mutex_);
-        for (const auto& s : subscribers_) {
-            if (s->collection() != collection) continue;
-            bool have = false;
-            for (const auto& b : builders) have = have || b->model() == s->model();
-            if (!have) builders.push_back(s->builder());
-        }
-        if (builders.empty()) return {};
-        return {std::string(collection), std::move(builders)};
+        if (!watching(collection)) return {};
+        return detail::commit_notes(std::string(collection));
     }
 
-    /// Hands a committed commit's changes to every subscription of its collection and type.
+    /// Hands a committed commit's changes to every subscription of its collection.
     /// `distinct_keys`: no key was noted twice (a pull page), so deliveries need not merge.
     void publish(detail::commit_notes notes, bool distinct_keys = false) {
         if (!notes.recording()) return;
-        std::vector<std::pair<const void*, std::shared_ptr<const void>>> built;
-        for (auto& b : notes.builders()) built.emplace_back(b->model(), b->finish());
+        auto changes = std::move(notes).take();
+        changes.distinct_keys = distinct_keys;
+        publish(std::move(changes));
+    }
+
+    /// Hands changes given at the JSON level to every subscription of their collection: what
+    /// `publish(commit_notes)` does, and a way to announce writes made behind the replica's
+    /// back (or a test's).
+    void publish(committed_changes changes) {
+        if (changes.records.empty() || watched_.load(std::memory_order_acquire) == 0) return;
+        auto shared = std::make_shared<detail::published_changes>(std::move(changes));
         std::vector<std::shared_ptr<detail::change_subscriber>> targets;
         {
             std::lock_guard lock(mutex_);
             for (const auto& s : subscribers_)
-                if (s->collection() == notes.collection()) targets.push_back(s);
+                if (s->collection() == shared->changes().collection) targets.push_back(s);
         }
-        for (const auto& t : targets)
-            for (const auto& [model, changes] : built)
-                if (model == t->model()) t->offer(changes, distinct_keys);
-    }
-
-    /// Publishes changes given at the JSON level, as a commit of the app's own would be: for
-    /// a store written behind the replica's back, or a test.
-    void publish(const committed_changes& changes) {
-        auto notes = begin(changes.collection);
-        for (const auto& r : changes.records) notes.note(r.key, r.value ? &*r.value : nullptr);
-        publish(std::move(notes), changes.distinct_keys);
+        for (const auto& t : targets) t->offer(shared);
     }
 
     void add(std::shared_ptr<detail::change_subscriber> s) {
@@ -286,16 +304,10 @@ public:
         : change_subscriber(std::string(model_traits<T>::collection)), ex_(std::move(ex)),
           filter_(std::move(filter)), deliver_(std::move(deliver)) {}
 
-    const void* model() const noexcept override { return &schema_of<T>(); }
-
-    std::unique_ptr<batch_builder> builder() const override {
-        return std::make_unique<typed_builder>(model());
-    }
-
-    void offer(const std::shared_ptr<const void>& changes, bool distinct_keys) override {
+    void offer(const std::shared_ptr<published_changes>& changes) override {
         std::lock_guard lock(mutex_);
         if (!active_) return;
-        pending_.push_back({std::static_pointer_cast<const decoded_batch>(changes), distinct_keys});
+        pending_.push_back(changes);
         if (scheduled_) return;
         scheduled_ = true;
         boost::asio::post(ex_, [self = this->shared_from_this()] { self->run(); });
@@ -311,7 +323,7 @@ public:
 
 private:
     void run() {
-        std::vector<pending_batch> batches;
+        std::vector<std::shared_ptr<published_changes>> batches;
         {
             std::lock_guard lock(mutex_);
             scheduled_ = false;
@@ -341,34 +353,28 @@ private:
     }
 
     using decoded_batch = std::vector<record_change<T>>;
-    struct pending_batch {
-        std::shared_ptr<const decoded_batch> changes;
-        bool distinct_keys = false;
-    };
-
-    /// Decodes each record as the commit writes it.
-    class typed_builder final : public batch_builder {
-    public:
-        using batch_builder::batch_builder;
-        void add(std::string_view key, const boost::json::object* value) override {
-            record_change<T> c;
-            try {
-                c.key = key_from_text<T>(key);
-            } catch (const sync_error&) {
-                return; // not a key of T: the store holds something T never wrote
-            }
-            if (value) {
-                T decoded;
-                c.error = decode_record<T>(key, *value, decoded);
-                if (!c.error) c.value = std::move(decoded);
-            }
-            changes_->push_back(std::move(c));
-        }
-        std::shared_ptr<const void> finish() override { return std::move(changes_); }
-
-    private:
-        std::shared_ptr<decoded_batch> changes_ = std::make_shared<decoded_batch>();
-    };
+    /// `batch` decoded to `T`, once for every subscription of `T`.
+    static std::shared_ptr<const decoded_batch> decoded(published_changes& batch) {
+        return std::static_pointer_cast<const decoded_batch>(
+            batch.decoded(&schema_of<T>(), [](const committed_changes& changes) {
+                auto out = std::make_shared<decoded_batch>();
+                out->reserve(changes.records.size());
+                for (const auto& r : changes.records) {
+                    record_change<T> c;
+                    try {
+                        c.key = key_from_text<T>(r.key);
+                    } catch (const sync_error&) {
+                        continue; // not a key of T: the store holds something T never wrote
+                    }
+                    if (r.value) {
+                        c.error = decode_fresh_record<T>(r.key, *r.value, c.value.emplace());
+                        if (c.error) c.value.reset();
+                    }
+                    out->push_back(std::move(c));
+                }
+                return std::shared_ptr<const void>(std::move(out));
+            }));
+    }
 
     /// The latest change of each key, in the order keys first changed; `latest` points into
     /// `batches`, which it keeps alive.
@@ -377,25 +383,37 @@ private:
         std::vector<const record_change<T>*> latest;
     };
 
-    static coalesced coalesce(const std::vector<pending_batch>& batches) {
+    static coalesced coalesce(const std::vector<std::shared_ptr<published_changes>>& batches) {
         coalesced out;
         std::size_t total = 0;
         for (const auto& b : batches) {
-            out.batches.push_back(b.changes);
-            total += b.changes->size();
+            out.batches.push_back(decoded(*b));
+            total += out.batches.back()->size();
         }
         out.latest.reserve(total);
-        if (batches.size() == 1 && batches.front().distinct_keys) {
+        if (batches.size() == 1 && batches.front()->changes().distinct_keys) {
             for (const auto& c : *out.batches.front()) out.latest.push_back(&c);
             return out;
         }
-        std::unordered_map<std::string, std::size_t> at;
-        for (const auto& batch : out.batches)
-            for (const auto& c : *batch) {
-                auto [it, fresh] = at.try_emplace(key_text(c.key), out.latest.size());
+        // Keyed by the commits' own key texts (alive in `batches` meanwhile): no allocation
+        // per key. A batch some of whose keys were not keys of T has no such alignment.
+        std::unordered_map<std::string_view, std::size_t> at;
+        at.reserve(total);
+        std::deque<std::string> texts; // the keys of unaligned batches (a deque: they stay put)
+        for (std::size_t b = 0; b < batches.size(); ++b) {
+            const auto& records = batches[b]->changes().records;
+            const auto& decoded_records = *out.batches[b];
+            const bool aligned = records.size() == decoded_records.size();
+            for (std::size_t i = 0; i < decoded_records.size(); ++i) {
+                const auto& c = decoded_records[i];
+                std::string_view key;
+                if (aligned) key = records[i].key;
+                else key = texts.emplace_back(key_text(c.key));
+                auto [it, fresh] = at.try_emplace(key, out.latest.size());
                 if (fresh) out.latest.push_back(&c);
                 else out.latest[it->second] = &c;
             }
+        }
         return out;
     }
 
@@ -428,7 +446,7 @@ private:
     deliver_fn deliver_;
     std::mutex mutex_;
     std::condition_variable idle_;
-    std::vector<pending_batch> pending_;
+    std::vector<std::shared_ptr<published_changes>> pending_;
     bool scheduled_ = false;
     bool active_ = true;
     std::thread::id delivering_;

@@ -751,6 +751,7 @@ private:
         auto store_txn = replica_.storage().begin();
         detail::recording_transaction<typename Storage::transaction> txn(
             store_txn, page.changes.empty() ? detail::commit_notes{} : hub.begin(schema.name));
+        txn.reserve_notes(page.changes.size());
         const hlc_stamp* newest = nullptr;
         bool insert_first = true;
         for (auto& change : page.changes) {

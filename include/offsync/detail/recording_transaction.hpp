@@ -26,6 +26,8 @@ public:
     /// committed.
     commit_notes take() { return std::exchange(notes_, {}); }
     bool recording() const noexcept { return notes_.recording(); }
+    /// About `n` records will be written (a pull page's size).
+    void reserve_notes(std::size_t n) { notes_.reserve(n); }
 
     void save(std::string_view c, std::string_view k, const local_record& r) {
         this->next().save(c, k, r);
