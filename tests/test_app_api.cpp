@@ -117,6 +117,7 @@ TEST_CASE("app api: a device refuses a configuration that cannot work, naming wh
     auto bad_port = make(file.str(), "http://127.0.0.1:80800");
     CHECK(bad_port.code == errc::invalid_configuration);
     CHECK_THAT(bad_port.message, Contains("80800") && Contains("1 to 65535"));
+    CHECK_FALSE(std::filesystem::exists(file.path)); // refused before the store was opened
     CHECK(make(file.str(), "127.0.0.1:8080").code == errc::invalid_configuration);
     auto https = make(file.str(), "https://sync.example.com");
     CHECK_THAT(https.message, Contains("TLS"));
@@ -587,4 +588,47 @@ TEST_CASE("app api: token file errors say which line and why", "[app-api][bad-in
     auto unread = error_of([&] { server::token_file_authenticator::parse(missing, "/nonexistent/tokens.txt"); });
     CHECK(unread.code == errc::invalid_configuration);
     CHECK_THAT(unread.message, Contains("cannot read /nonexistent/tokens.txt"));
+}
+
+TEST_CASE("app api: one subscription's deliveries never overlap on an executor of two threads",
+          "[app-api][listeners]") {
+    memory_storage store;
+    basic_replica replica(store);
+    asio::io_context app;
+    auto work = asio::make_work_guard(app);
+    std::atomic<int> inside{0}, overlaps{0};
+    std::atomic<std::size_t> heard{0};
+    std::mutex mutex;
+    std::map<std::string, int> latest; // party size by key, as the callback last heard it
+    auto sub = replica.subscribe<Reservation>(app.get_executor(), [&](const auto& changes) {
+        if (inside.fetch_add(1) != 0) ++overlaps;
+        for (const auto& c : changes) {
+            std::lock_guard lock(mutex);
+            latest[c.key] = c.value ? c.value->party_size : -1;
+        }
+        heard += changes.size();
+        std::this_thread::yield();
+        inside.fetch_sub(1);
+    });
+    std::thread first([&] { app.run(); }), second([&] { app.run(); });
+    for (int i = 0; i < 600; ++i)
+        replica.put(reservation("r" + std::to_string(i % 50), "confirmed", 1 + i % 7));
+    // The last write of each key is heard last: deliveries keep the order of commits.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    auto settled = [&] {
+        std::lock_guard lock(mutex);
+        if (latest.size() != 50) return false;
+        for (int k = 0; k < 50; ++k)
+            if (latest["r" + std::to_string(k)] != 1 + (550 + k) % 7) return false;
+        return true;
+    };
+    while (!settled() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(1ms);
+    sub.unsubscribe();
+    work.reset();
+    first.join();
+    second.join();
+    CHECK(overlaps == 0);
+    CHECK(settled());
+    CHECK(heard >= 50u);
 }

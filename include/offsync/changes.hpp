@@ -322,12 +322,17 @@ public:
     }
 
 private:
+    /// One delivery. `scheduled_` stays set until it ends, so that one subscription's
+    /// deliveries never overlap, even on an executor of several threads: what is offered
+    /// meanwhile waits, and the delivery posts the next one when it ends.
     void run() {
         std::vector<std::shared_ptr<published_changes>> batches;
         {
             std::lock_guard lock(mutex_);
-            scheduled_ = false;
-            if (!active_) return;
+            if (!active_) {
+                scheduled_ = false;
+                return;
+            }
             batches.swap(pending_);
             delivering_ = std::this_thread::get_id();
         }
@@ -337,6 +342,11 @@ private:
                 {
                     std::lock_guard lock(self->mutex_);
                     self->delivering_ = std::thread::id{};
+                    if (self->active_ && !self->pending_.empty())
+                        boost::asio::post(self->ex_,
+                                          [s = self->shared_from_this()] { s->run(); });
+                    else
+                        self->scheduled_ = false;
                 }
                 self->idle_.notify_all();
             }
@@ -450,8 +460,8 @@ private:
     bool scheduled_ = false;
     bool active_ = true;
     std::thread::id delivering_;
-    /// Keys a query subscription has reported as matching (touched by deliveries only, and
-    /// deliveries never overlap: one is scheduled at a time).
+    /// Keys a query subscription has reported as matching (touched by deliveries only, which
+    /// never overlap: see run()).
     std::unordered_set<std::string> in_results_;
 };
 

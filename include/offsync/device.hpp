@@ -257,10 +257,13 @@ private:
                       "offsync::device: this model type is not in the device's collections<...>");
     }
 
+    /// Refuses a configuration that cannot work before anything is opened: a bad server URL
+    /// leaves no database file behind.
     static const device_config& checked(const device_config& c) {
         if (c.database.empty())
             throw sync_error(make_error_code(errc::invalid_configuration),
                              "device: no database file given");
+        (void)parse_server_url(c.server);
         return c;
     }
 
