@@ -751,6 +751,9 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
         sql_exec(db, detail.c_str());
         sql_exec(db, "DROP TABLE offsync_server_results");
         sql_exec(db, "ALTER TABLE v1_results RENAME TO offsync_server_results");
+        sql_exec(db, "DROP TABLE offsync_server_groups");
+        sql_exec(db, "DROP TABLE offsync_server_members");
+        sql_exec(db, "DROP TABLE offsync_server_channels");
         sql_exec(db, "UPDATE offsync_server_meta SET value = 1 WHERE key = 'schema_version'");
         sql_exec(db, "COMMIT");
         CHECK(sql_int(db, "SELECT count(*) FROM offsync_server_results") == 3);
@@ -769,7 +772,7 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
     make_version_1(false);
     server::sqlite_server_store store(file.str());
     CHECK(sql_int(store.native_handle(),
-                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 2);
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 3);
     auto remembered = store.find_result("alice\nphone", 7);
     REQUIRE(remembered);
     CHECK(remembered->status == mutation_status::rejected);
@@ -791,6 +794,53 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
     CHECK(sql_int(store.native_handle(), "SELECT run FROM offsync_server_results "
                                          "WHERE mutation_id = 9") == 2);
     CHECK(service.last_version() == last + 2);
+}
+
+TEST_CASE("a server file of schema version 2 gains the tables of sharing on open, records kept",
+          "[server-store][sharing]") {
+    temp_file file;
+    {
+        server::sqlite_server_store store(file.str());
+        manual_clock clock;
+        server::sync_service service(store, config_at(clock));
+        add_landmarks(service);
+        push(service, "alice", "phone",
+             {upsert(1, "r-1", 0, to_json_object(reservation("r-1")), "phone")});
+    }
+    // Version 2 had no sharing tables; `keep_groups_table` leaves one behind, so that the
+    // migration's CREATE fails.
+    auto make_version_2 = [&](bool keep_groups_table) {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(file.str().c_str(), &db) == SQLITE_OK);
+        sql_exec(db, "BEGIN");
+        if (!keep_groups_table) sql_exec(db, "DROP TABLE offsync_server_groups");
+        sql_exec(db, "DROP TABLE offsync_server_members");
+        sql_exec(db, "DROP TABLE offsync_server_channels");
+        sql_exec(db, "UPDATE offsync_server_meta SET value = 2 WHERE key = 'schema_version'");
+        sql_exec(db, "COMMIT");
+        sqlite3_close(db);
+    };
+    SECTION("a migration that fails leaves the file as it was") {
+        make_version_2(true);
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("offsync_server_groups") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+        return;
+    }
+    make_version_2(false);
+    server::sqlite_server_store store(file.str());
+    CHECK(sql_int(store.native_handle(),
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 3);
+    manual_clock clock;
+    server::sync_service service(store, config_at(clock));
+    add_landmarks(service);
+    CHECK(service.get("alice", "reservations", "r-1"));
+    REQUIRE_FALSE(service.create_group("family"));
+    service.add_user("bob");
+    REQUIRE_FALSE(service.grant("family", "bob"));
+    CHECK(service.members("family") == std::vector<std::string>{"bob"});
 }
 
 TEST_CASE("retries are answered whatever order a push's ids came in, around runs already kept",

@@ -467,49 +467,13 @@ TEST_CASE("a mutation id repeated within one push is applied once", "[service]")
     CHECK(owned->get("alice", "reservations", "r-1")->value.at("party_size") == 2);
 }
 
-namespace {
-/// A server store that cannot tell a client's newest remembered result (the interface's
-/// default), so the service looks every mutation up.
-struct store_without_newest final : server::server_store {
-    server::memory_server_store inner;
-    void begin() override { inner.begin(); }
-    void commit() override { inner.commit(); }
-    void rollback() noexcept override { inner.rollback(); }
-    server::server_counters counters() override { return inner.counters(); }
-    void set_counters(const server::server_counters& c) override { inner.set_counters(c); }
-    std::optional<server::server_record> find(const collection_schema& s, std::string_view owner,
-                                              std::string_view key) override {
-        return inner.find(s, owner, key);
-    }
-    void put(const collection_schema& s, std::string_view owner,
-             const server::server_record& r) override {
-        inner.put(s, owner, r);
-    }
-    void feed(const collection_schema& s, std::string_view owner, std::uint64_t since,
-              std::size_t limit, std::vector<server::server_record>& out) override {
-        inner.feed(s, owner, since, limit, out);
-    }
-    std::optional<mutation_result> find_result(std::string_view client,
-                                               std::uint64_t id) override {
-        ++lookups;
-        return inner.find_result(client, id);
-    }
-    void remember_result(std::string_view client, const mutation_result& r) override {
-        inner.remember_result(client, r);
-    }
-    void keep_newest_results(std::string_view client, std::size_t count) override {
-        inner.keep_newest_results(client, count);
-    }
-    int lookups = 0;
-};
-} // namespace
 
 TEST_CASE("retries are recognised whether or not the store knows its newest result",
           "[service]") {
     manual_clock clock;
     server::service_config config;
     config.clock = clock.as_wall_clock();
-    store_without_newest plain;
+    minimal_server_store plain;
     server::sync_service without(plain, config);
     server::memory_server_store knowing;
     server::sync_service with(knowing, config);

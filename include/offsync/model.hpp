@@ -23,6 +23,10 @@ namespace offsync {
 enum class scope {
     shared,   ///< one record for everybody (a catalog); read-only to clients unless declared
     per_user, ///< every user has records of their own, invisible to other users
+    /// Each record belongs to one or more groups, named by a field of the model
+    /// (`model_traits<T>::group`), and is seen and written by the groups' members
+    /// (docs/sharing.md).
+    grouped,
 };
 
 /// Specialise for each synced type. Required members:
@@ -40,6 +44,13 @@ enum class scope {
 /// write every field; `static constexpr std::array<std::string_view, N> per_user_fields` names
 /// fields every user holds a value of their own for (a favorite flag on a shared catalog).
 /// Clients may write those even when the collection is otherwise read-only.
+///
+/// For grouped collections: `static constexpr auto group = &Task::list_id;` names the member
+/// that holds a record's group (a `std::string`) or groups (a `std::vector<std::string>`).
+/// A collection whose records grant access declares `static constexpr auto members =
+/// &TaskList::members;` (a `std::vector<std::string>` of user names) with `group` its key: each
+/// record then is its group's membership, and writing it grants and revokes access
+/// (docs/sharing.md).
 ///
 /// The type itself must be described with `BOOST_DESCRIBE_STRUCT` (at most 64 members); its
 /// members convert through `field_codec`, so no per-field JSON code is written by hand.
@@ -93,6 +104,13 @@ struct collection_schema {
     offsync::scope scope = scope::per_user;
     bool client_writable = true;
     std::uint64_t per_user_mask = 0;
+    /// Grouped collections: the field naming a record's group, and whether it holds a list of
+    /// groups rather than one.
+    std::string group_field;
+    bool group_is_list = false;
+    /// Grouped collections whose records are their group's membership: the field listing the
+    /// members (user names). Empty otherwise.
+    std::string members_field;
     boost::json::object defaults; ///< a default-constructed record: what a missing field reads as
     /// Checks one field's JSON against the member's type; empty diagnostics when it converts.
     std::function<diagnostics(std::size_t field_index, const boost::json::value&)> check_field;
@@ -107,7 +125,7 @@ struct collection_schema {
     }
     /// Whether a client may write `field` of this collection.
     bool client_may_write(std::size_t field_index) const {
-        if (scope == scope::per_user || client_writable) return true;
+        if (scope != scope::shared || client_writable) return true;
         return (per_user_mask >> field_index) & 1;
     }
 };
@@ -117,6 +135,24 @@ template <class T>
 constexpr bool has_per_user_fields = requires { model_traits<T>::per_user_fields; };
 template <class T>
 constexpr bool has_client_writable = requires { model_traits<T>::client_writable; };
+template <class T>
+constexpr bool has_group = requires { model_traits<T>::group; };
+template <class T>
+constexpr bool has_members = requires { model_traits<T>::members; };
+template <class T, auto Member>
+using member_type_t = std::remove_cvref_t<decltype(std::declval<T&>().*Member)>;
+
+/// The name of the described member `pointer` points to.
+template <class T, class Pointer>
+std::string member_name(Pointer pointer) {
+    using members = boost::describe::describe_members<T, boost::describe::mod_public>;
+    std::string name;
+    boost::mp11::mp_for_each<members>([&](auto m) {
+        if constexpr (std::is_same_v<std::remove_cv_t<decltype(m.pointer)>, Pointer>)
+            if (m.pointer == pointer) name = m.name;
+    });
+    return name;
+}
 } // namespace detail
 
 /// Builds the schema of a model type from its traits and its Boost.Describe members.
@@ -137,7 +173,33 @@ collection_schema make_schema() {
     if constexpr (detail::has_client_writable<T>)
         s.client_writable = traits::client_writable;
     else
-        s.client_writable = traits::scope == scope::per_user;
+        s.client_writable = traits::scope != scope::shared;
+    static_assert(!detail::has_members<T> || detail::has_group<T>,
+                  "a model with `members` is grouped: declare `group` (its key member) too");
+    if constexpr (detail::has_group<T>) {
+        using group_type = detail::member_type_t<T, traits::group>;
+        static_assert(std::is_same_v<group_type, std::string> ||
+                          std::is_same_v<group_type, std::vector<std::string>>,
+                      "`group` must name a std::string or std::vector<std::string> member");
+        static_assert(traits::scope == scope::grouped,
+                      "a model that declares `group` must have scope::grouped");
+        s.group_field = detail::member_name<T>(traits::group);
+        s.group_is_list = !std::is_same_v<group_type, std::string>;
+        if constexpr (detail::has_members<T>) {
+            static_assert(std::is_same_v<detail::member_type_t<T, traits::members>,
+                                         std::vector<std::string>>,
+                          "`members` must name a std::vector<std::string> member");
+            static_assert(std::is_same_v<decltype(traits::group), decltype(traits::key)>,
+                          "a membership model's `group` must be its key member");
+            if constexpr (std::is_same_v<decltype(traits::group), decltype(traits::key)>)
+                static_assert(traits::group == traits::key,
+                              "a membership model's `group` must be its key member");
+            s.members_field = detail::member_name<T>(traits::members);
+        }
+    } else {
+        static_assert(traits::scope != scope::grouped,
+                      "a grouped collection must declare `group` (the member naming its group)");
+    }
     boost::mp11::mp_for_each<members>([&](auto m) {
         s.fields.emplace_back(m.name);
         if constexpr (std::is_same_v<decltype(m.pointer), decltype(traits::key)>)

@@ -147,6 +147,42 @@ inline std::shared_ptr<server::sync_service> make_service(manual_clock& clock,
     return service;
 }
 
+/// A server store of the interface's required members only, over a memory store: it keeps no
+/// groups and cannot tell a client's newest remembered result (the interface's defaults), as a
+/// store written against the first interface. Counts the results it looks up.
+struct minimal_server_store final : server::server_store {
+    server::memory_server_store inner;
+    void begin() override { inner.begin(); }
+    void commit() override { inner.commit(); }
+    void rollback() noexcept override { inner.rollback(); }
+    server::server_counters counters() override { return inner.counters(); }
+    void set_counters(const server::server_counters& c) override { inner.set_counters(c); }
+    std::optional<server::server_record> find(const collection_schema& s, std::string_view owner,
+                                              std::string_view key) override {
+        return inner.find(s, owner, key);
+    }
+    void put(const collection_schema& s, std::string_view owner,
+             const server::server_record& r) override {
+        inner.put(s, owner, r);
+    }
+    void feed(const collection_schema& s, std::string_view owner, std::uint64_t since,
+              std::size_t limit, std::vector<server::server_record>& out) override {
+        inner.feed(s, owner, since, limit, out);
+    }
+    std::optional<mutation_result> find_result(std::string_view client,
+                                               std::uint64_t id) override {
+        ++lookups;
+        return inner.find_result(client, id);
+    }
+    void remember_result(std::string_view client, const mutation_result& r) override {
+        inner.remember_result(client, r);
+    }
+    void keep_newest_results(std::string_view client, std::size_t count) override {
+        inner.keep_newest_results(client, count);
+    }
+    int lookups = 0;
+};
+
 /// Runs `io` until `done` or the deadline; true when done.
 template <class Pred>
 bool run_until(asio::io_context& io, Pred done,

@@ -43,7 +43,9 @@ inline diagnostics check_upsert(const collection_schema& schema, std::string_vie
 inline bool may_insert_unread(const collection_schema& schema, const mutation& m,
                               std::uint64_t written) {
     const bool shared = schema.scope == scope::shared;
+    // A grouped record's access is checked against the record that holds the key, if any.
     return m.op == mutation_op::upsert && m.base_version == 0 && written != 0 &&
+           schema.scope != scope::grouped &&
            !(shared && (schema.per_user_mask || !schema.client_writable));
 }
 

@@ -53,7 +53,8 @@ struct sqlite_server_config {
 class sqlite_server_store final : public server_store {
 public:
     /// 2: a row of remembered results may stand for a run of plain successes (`run`).
-    static constexpr int schema_version = 2;
+    /// 3: groups, memberships and channels (grouped collections).
+    static constexpr int schema_version = 3;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
         : db_(path, checked(config).busy_timeout_ms) {
@@ -300,6 +301,84 @@ public:
         db_.run(shorten);
     }
 
+    bool supports_groups() const override { return true; }
+    bool group_exists(std::string_view group) override {
+        auto& st = stmt_.group_exists;
+        db_.bind_text(st, 1, group);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        return db_.step(st) == SQLITE_ROW;
+    }
+    void add_group(std::string_view group) override {
+        db_.bind_text(stmt_.add_group, 1, group);
+        db_.run(stmt_.add_group);
+    }
+    void remove_group(std::string_view group) override {
+        db_.bind_text(stmt_.remove_members, 1, group);
+        db_.run(stmt_.remove_members);
+        db_.bind_text(stmt_.remove_group, 1, group);
+        db_.run(stmt_.remove_group);
+    }
+    std::vector<std::string> members_of(std::string_view group) override {
+        auto& st = stmt_.members_of;
+        db_.bind_text(st, 1, group);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        std::vector<std::string> out;
+        while (db_.step(st) == SQLITE_ROW) out.push_back(db_.column_text(st, 0));
+        return out;
+    }
+    std::vector<membership> groups_of(std::string_view user) override {
+        auto& st = stmt_.groups_of;
+        db_.bind_text(st, 1, user);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        std::vector<membership> out;
+        while (db_.step(st) == SQLITE_ROW)
+            out.push_back({db_.column_text(st, 0), std::uint64_t(sqlite3_column_int64(st.get(), 1))});
+        return out;
+    }
+    void add_member(std::string_view group, std::string_view user, std::uint64_t since) override {
+        if (!group_exists(group))
+            db_.fail_message("no group '" + std::string(group) + "'");
+        auto& st = stmt_.add_member;
+        db_.bind_text(st, 1, group);
+        db_.bind_text(st, 2, user);
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(since));
+        db_.run(st);
+    }
+    void remove_member(std::string_view group, std::string_view user) override {
+        auto& st = stmt_.remove_member;
+        db_.bind_text(st, 1, group);
+        db_.bind_text(st, 2, user);
+        db_.run(st);
+    }
+    void touch_channel(const collection_schema& schema, std::string_view channel,
+                       std::string_view key, std::uint64_t version) override {
+        auto& st = stmt_.touch;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, channel);
+        db_.bind_text(st, 3, key);
+        sqlite3_bind_int64(st.get(), 4, std::int64_t(version));
+        db_.run(st);
+    }
+    void channel_page(const collection_schema& schema, std::string_view channel,
+                      std::uint64_t after, std::uint64_t through, std::size_t limit,
+                      std::vector<channel_entry>& out) override {
+        auto& st = stmt_.channel_page;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, channel);
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(after));
+        // SQLite's integers are signed: "no bound" is the largest of them.
+        sqlite3_bind_int64(st.get(), 4, std::int64_t(std::min<std::uint64_t>(through, INT64_MAX)));
+        sqlite3_bind_int64(st.get(), 5, std::int64_t(std::min<std::size_t>(limit, INT64_MAX)));
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        while (db_.step(st) == SQLITE_ROW)
+            out.push_back({db_.column_text(st, 0), std::uint64_t(sqlite3_column_int64(st.get(), 1))});
+    }
+    void channel_entries(const collection_schema& schema, std::string_view channel,
+                         std::vector<channel_entry>& out) override {
+        out.clear();
+        channel_page(schema, channel, 0, ~std::uint64_t{0}, ~std::size_t{0}, out);
+    }
+
 private:
     /// `length` results of consecutive mutation ids and versions, ending at the last ones.
     struct result_run {
@@ -471,6 +550,12 @@ private:
                          "run INTEGER NOT NULL DEFAULT 1");
                 db_.exec("UPDATE offsync_server_meta SET value = 2 WHERE key = 'schema_version'");
             });
+        // 2 -> 3: the tables of sharing, empty.
+        if (version < 3)
+            in_schema_transaction([&] {
+                db_.exec(sharing_tables);
+                db_.exec("UPDATE offsync_server_meta SET value = 3 WHERE key = 'schema_version'");
+            });
     }
 
     template <class Body>
@@ -485,8 +570,23 @@ private:
         }
     }
 
+    /// Groups, their members (with the version each membership starts at), and channels: each
+    /// key once per channel, at its latest touch, read by version.
+    static constexpr const char* sharing_tables = R"(
+CREATE TABLE offsync_server_groups (grp TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE offsync_server_members (
+    grp TEXT NOT NULL, member TEXT NOT NULL, since INTEGER NOT NULL,
+    PRIMARY KEY (grp, member)) WITHOUT ROWID;
+CREATE INDEX offsync_server_members_by_user ON offsync_server_members (member, grp, since);
+CREATE TABLE offsync_server_channels (
+    collection TEXT NOT NULL, channel TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (collection, channel, key)) WITHOUT ROWID;
+CREATE INDEX offsync_server_channel_feed ON offsync_server_channels (collection, channel, version);
+)";
+
     void create_schema() {
         in_schema_transaction([&] {
+            db_.exec(sharing_tables);
             db_.exec(R"(
 CREATE TABLE offsync_server_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE offsync_server_records (
@@ -500,7 +600,7 @@ CREATE TABLE offsync_server_results (
     client TEXT NOT NULL, mutation_id INTEGER NOT NULL, version INTEGER NOT NULL, detail TEXT,
     run INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (client, mutation_id)) WITHOUT ROWID;
-INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
+INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
 )");
         });
     }
@@ -544,6 +644,25 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
             "DELETE FROM offsync_server_results WHERE client = ?1 AND mutation_id <= ?2");
         stmt_.shorten_run = db_.prepare("UPDATE offsync_server_results SET run = ?3 "
                                         "WHERE client = ?1 AND mutation_id = ?2");
+        stmt_.group_exists = db_.prepare("SELECT 1 FROM offsync_server_groups WHERE grp = ?1");
+        stmt_.add_group =
+            db_.prepare("INSERT INTO offsync_server_groups VALUES (?1) ON CONFLICT DO NOTHING");
+        stmt_.remove_group = db_.prepare("DELETE FROM offsync_server_groups WHERE grp = ?1");
+        stmt_.remove_members = db_.prepare("DELETE FROM offsync_server_members WHERE grp = ?1");
+        stmt_.members_of =
+            db_.prepare("SELECT member FROM offsync_server_members WHERE grp = ?1 ORDER BY member");
+        stmt_.groups_of = db_.prepare(
+            "SELECT grp, since FROM offsync_server_members WHERE member = ?1 ORDER BY grp");
+        stmt_.add_member = db_.prepare(
+            "INSERT INTO offsync_server_members VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING");
+        stmt_.remove_member =
+            db_.prepare("DELETE FROM offsync_server_members WHERE grp = ?1 AND member = ?2");
+        stmt_.touch = db_.prepare(
+            "INSERT INTO offsync_server_channels VALUES (?1, ?2, ?3, ?4) "
+            "ON CONFLICT (collection, channel, key) DO UPDATE SET version = excluded.version");
+        stmt_.channel_page = db_.prepare(
+            "SELECT key, version FROM offsync_server_channels WHERE collection = ?1 AND "
+            "channel = ?2 AND version > ?3 AND version <= ?4 ORDER BY version LIMIT ?5");
         stmt_.get_meta = db_.prepare("SELECT value FROM offsync_server_meta WHERE key = ?1");
         stmt_.set_meta = db_.prepare("INSERT OR REPLACE INTO offsync_server_meta VALUES (?1, ?2)");
     }
@@ -551,7 +670,8 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 2);
     struct statements {
         offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
             newest_result, remember, oldest_run, runs_newest_first, forget, shorten_run,
-            get_meta, set_meta;
+            get_meta, set_meta, group_exists, add_group, remove_group, remove_members,
+            members_of, groups_of, add_member, remove_member, touch, channel_page;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -7,6 +7,7 @@
 #include <offsync/model.hpp>
 #include <offsync/protocol.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -47,6 +48,27 @@ struct server_counters {
     std::uint64_t last_version = 0;
     std::uint64_t rest_writes = 0;
     hlc_state clock;
+};
+
+/// One entry of a channel (see `server_store::touch_channel`): a key, and the version at which
+/// it was last touched in that channel.
+struct channel_entry {
+    std::string key;
+    std::uint64_t version = 0;
+    friend bool operator==(const channel_entry&, const channel_entry&) = default;
+};
+
+/// A user's membership of a group, from version `since` on.
+struct membership {
+    std::string group;
+    std::uint64_t since = 0;
+    friend bool operator==(const membership&, const membership&) = default;
+};
+
+/// Where a pull starts reading one channel: above `after` (and above the pull's cursor).
+struct channel_start {
+    std::string channel;
+    std::uint64_t after = 0;
 };
 
 /// The storage the sync service runs on. The service serialises every call (one mutex), so an
@@ -139,6 +161,89 @@ public:
     /// client store skips to a new block of ids), and a window of ids would shrink with them.
     /// A store may keep more between trims, to spread their cost, but never fewer.
     virtual void keep_newest_results(std::string_view client, std::size_t count) = 0;
+
+    // --- Sharing: groups, their members, and channels (scope::grouped; docs/sharing.md). A
+    // store that keeps them answers `supports_groups()` true and overrides every member below;
+    // the defaults refuse, and a service refuses a grouped collection on such a store. Writes
+    // happen between `begin()` and `commit()`, like every other write.
+
+    virtual bool supports_groups() const { return false; }
+    /// Whether the group was added and not removed since.
+    virtual bool group_exists(std::string_view group) { return (void)group, unsupported(), false; }
+    /// Adds a group without members; adding an existing group changes nothing.
+    virtual void add_group(std::string_view group) { (void)group, unsupported(); }
+    /// Removes a group and every membership in it.
+    virtual void remove_group(std::string_view group) { (void)group, unsupported(); }
+    /// The group's members, sorted.
+    virtual std::vector<std::string> members_of(std::string_view group) {
+        return (void)group, unsupported(), std::vector<std::string>{};
+    }
+    /// The groups the user is a member of, sorted by group.
+    virtual std::vector<membership> groups_of(std::string_view user) {
+        return (void)user, unsupported(), std::vector<membership>{};
+    }
+    /// Makes the user a member of an existing group from version `since` on (a member already:
+    /// nothing changes).
+    virtual void add_member(std::string_view group, std::string_view user, std::uint64_t since) {
+        (void)group, (void)user, (void)since, unsupported();
+    }
+    /// Ends the user's membership of the group (none: nothing changes).
+    virtual void remove_member(std::string_view group, std::string_view user) {
+        (void)group, (void)user, unsupported();
+    }
+    /// A channel is a feed of keys of one collection: the service touches a key in the
+    /// channel of each group a write concerns (the groups the record leaves and those it
+    /// joins), and in a user's own channel when the user gains or loses access to it. Touching
+    /// sets the key's version in the channel, replacing the one before: a channel holds each
+    /// key once, at its latest touch.
+    virtual void touch_channel(const collection_schema& schema, std::string_view channel,
+                               std::string_view key, std::uint64_t version) {
+        (void)schema, (void)channel, (void)key, (void)version, unsupported();
+    }
+    /// The entries of one channel with a version in (`after`, `through`], ascending by
+    /// version, at most `limit`, appended to `out`. Cost must grow with the entries read, not
+    /// with the channel or the collection. `channel_feed` merges several.
+    virtual void channel_page(const collection_schema& schema, std::string_view channel,
+                              std::uint64_t after, std::uint64_t through, std::size_t limit,
+                              std::vector<channel_entry>& out) {
+        (void)schema, (void)channel, (void)after, (void)through, (void)limit, (void)out,
+            unsupported();
+    }
+    /// Every entry of one channel, in any order.
+    virtual void channel_entries(const collection_schema& schema, std::string_view channel,
+                                 std::vector<channel_entry>& out) {
+        (void)schema, (void)channel, (void)out, unsupported();
+    }
+
+    /// The entries of several channels with a version above `since` (and above each channel's
+    /// own start), ascending by version, at most `limit`; a key in several channels appears
+    /// once per channel. One `channel_page` per channel, each bounded by the page gathered so
+    /// far: a page costs one probe per channel plus the entries it keeps, whatever the backlog.
+    void channel_feed(const collection_schema& schema, const std::vector<channel_start>& channels,
+                      std::uint64_t since, std::size_t limit, std::vector<channel_entry>& out) {
+        out.clear();
+        auto by_version = [](const channel_entry& a, const channel_entry& b) {
+            return a.version < b.version;
+        };
+        std::uint64_t through = ~std::uint64_t{0};
+        for (const auto& ch : channels) {
+            channel_page(schema, ch.channel, std::max(since, ch.after), through, limit, out);
+            if (out.size() > limit) {
+                std::sort(out.begin(), out.end(), by_version);
+                out.resize(limit);
+            }
+            // A full page bounds the rest: nothing above its last version can be in it.
+            if (out.size() == limit) through = std::max_element(out.begin(), out.end(),
+                                                                by_version)->version;
+        }
+        std::sort(out.begin(), out.end(), by_version);
+    }
+
+protected:
+    [[noreturn]] static void unsupported() {
+        throw sync_error(make_error_code(errc::storage_failure),
+                         "this server store keeps no groups (scope::grouped)");
+    }
 };
 
 /// The server store in memory: fast, and gone when the process ends. Keeps an undo log while a
@@ -260,12 +365,120 @@ public:
         results.erase(results.begin(), end);
     }
 
+    bool supports_groups() const override { return true; }
+    bool group_exists(std::string_view group) override {
+        return groups_.find(group) != groups_.end();
+    }
+    void add_group(std::string_view group) override {
+        if (groups_.try_emplace(std::string(group)).second)
+            on_rollback([this, g = std::string(group)] { groups_.erase(g); });
+    }
+    void remove_group(std::string_view group) override {
+        auto it = groups_.find(group);
+        if (it == groups_.end()) return;
+        const auto members = it->second;
+        for (const auto& [user, since] : members) remove_member(group, user);
+        groups_.erase(std::string(group));
+        on_rollback([this, g = std::string(group)] { groups_[g]; });
+    }
+    std::vector<std::string> members_of(std::string_view group) override {
+        std::vector<std::string> out;
+        if (auto it = groups_.find(group); it != groups_.end())
+            for (const auto& [user, since] : it->second) out.push_back(user);
+        return out;
+    }
+    std::vector<membership> groups_of(std::string_view user) override {
+        std::vector<membership> out;
+        if (auto it = memberships_.find(user); it != memberships_.end())
+            for (const auto& [group, since] : it->second) out.push_back({group, since});
+        return out;
+    }
+    void add_member(std::string_view group, std::string_view user, std::uint64_t since) override {
+        auto it = groups_.find(group);
+        if (it == groups_.end())
+            throw sync_error(make_error_code(errc::storage_failure),
+                             "no group '" + std::string(group) + "'");
+        if (!it->second.try_emplace(std::string(user), since).second) return;
+        memberships_[std::string(user)].try_emplace(std::string(group), since);
+        on_rollback([this, g = std::string(group), u = std::string(user)] {
+            groups_[g].erase(u);
+            memberships_[u].erase(g);
+        });
+    }
+    void remove_member(std::string_view group, std::string_view user) override {
+        auto it = groups_.find(group);
+        if (it == groups_.end()) return;
+        auto m = it->second.find(user);
+        if (m == it->second.end()) return;
+        const auto since = m->second;
+        it->second.erase(m);
+        memberships_[std::string(user)].erase(std::string(group));
+        on_rollback([this, g = std::string(group), u = std::string(user), since] {
+            groups_[g][u] = since;
+            memberships_[u][g] = since;
+        });
+    }
+    void touch_channel(const collection_schema& schema, std::string_view channel,
+                       std::string_view key, std::uint64_t version) override {
+        auto& ch = collections_[schema.name].channels[std::string(channel)];
+        std::optional<std::uint64_t> previous;
+        auto [it, inserted] = ch.versions.try_emplace(std::string(key), version);
+        if (!inserted) {
+            previous = it->second;
+            ch.keys.erase(it->second);
+            it->second = version;
+        }
+        ch.keys[version] = std::string(key);
+        on_rollback([this, name = schema.name, c = std::string(channel), k = std::string(key),
+                     version, previous] {
+            auto& chan = collections_[name].channels[c];
+            chan.keys.erase(version);
+            if (previous) {
+                chan.versions[k] = *previous;
+                chan.keys[*previous] = k;
+            } else {
+                chan.versions.erase(k);
+            }
+        });
+    }
+    void channel_page(const collection_schema& schema, std::string_view channel,
+                      std::uint64_t after, std::uint64_t through, std::size_t limit,
+                      std::vector<channel_entry>& out) override {
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return;
+        auto ch = c->second.channels.find(channel);
+        if (ch == c->second.channels.end()) return;
+        std::size_t taken = 0;
+        for (auto it = ch->second.keys.upper_bound(after);
+             it != ch->second.keys.end() && it->first <= through && taken < limit; ++it, ++taken)
+            out.push_back({it->second, it->first});
+    }
+    void channel_entries(const collection_schema& schema, std::string_view channel,
+                         std::vector<channel_entry>& out) override {
+        out.clear();
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return;
+        auto ch = c->second.channels.find(channel);
+        if (ch == c->second.channels.end()) return;
+        for (const auto& [key, version] : ch->second.versions) out.push_back({key, version});
+    }
+
 private:
+    void on_rollback(std::function<void()> undo) {
+        if (in_transaction_) undo_.push_back(std::move(undo));
+    }
+
+    /// One channel: each key once, at its latest touch, and the same entries by version.
+    struct channel_state {
+        std::unordered_map<std::string, std::uint64_t> versions;
+        std::map<std::uint64_t, std::string> keys;
+    };
     struct collection_state {
         /// Keyed by record_id(owner, key).
         std::unordered_map<std::string, server_record> records;
         /// Per owner: version -> key, the latest version of each record only.
         std::map<std::string, std::map<std::uint64_t, std::string>, std::less<>> feeds;
+        std::map<std::string, channel_state, std::less<>> channels;
     };
 
     static std::string record_id(std::string_view owner, std::string_view key) {
@@ -278,6 +491,10 @@ private:
 
     std::map<std::string, collection_state, std::less<>> collections_;
     std::unordered_map<std::string, std::map<std::uint64_t, mutation_result>> results_;
+    /// Group -> its members, and user -> the user's groups, each with the membership's start.
+    using member_map = std::map<std::string, std::uint64_t, std::less<>>;
+    std::map<std::string, member_map, std::less<>> groups_;
+    std::map<std::string, member_map, std::less<>> memberships_;
     server_counters counters_, saved_counters_;
     std::vector<std::function<void()>> undo_;
     bool in_transaction_ = false;

@@ -14,6 +14,7 @@
 #include <offsync/protocol/http.hpp>
 #include <offsync/protocol/messages.hpp>
 #include <offsync/protocol/text_writer.hpp>
+#include <offsync/server/access.hpp>
 #include <offsync/server/change_feed.hpp>
 #include <offsync/server/conflict_check.hpp>
 #include <offsync/server/idempotency.hpp>
@@ -31,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -52,6 +54,10 @@ struct service_config {
     /// sent meanwhile, `engine_config::max_push_requests_in_flight`), and their answers must
     /// still be remembered.
     std::size_t idempotency_window = 20000;
+    /// Grouped collections: most groups one record may name, and most members one membership
+    /// record may list. A write over either is refused (`invalid_field`).
+    std::size_t max_groups_per_record = 100;
+    std::size_t max_members_per_group = 1000;
     wall_clock clock = system_wall_ms;
 };
 
@@ -75,7 +81,9 @@ struct wire_answer {
 ///
 /// Scope: records of a per-user collection belong to the user who wrote them and are invisible
 /// to everybody else. A shared collection has one record for everybody, read-only to clients
-/// unless its model declares `client_writable`; its `per_user_fields` are kept per user.
+/// unless its model declares `client_writable`; its `per_user_fields` are kept per user. A
+/// grouped collection's records are seen and written by the members of their groups; groups and
+/// members are changed by membership records and by `grant` and `revoke` (docs/sharing.md).
 ///
 /// Thread safety: every member function may be called from any thread.
 class sync_service {
@@ -104,10 +112,64 @@ public:
     void add_collections(collections<T...>) {
         (add_collection<T>(), ...);
     }
+    /// Throws std::invalid_argument for a grouped collection on a store that keeps no groups.
     void add_collection(collection_schema schema) {
         std::lock_guard lock(mutex_);
+        if (schema.scope == scope::grouped && !store_.supports_groups())
+            throw std::invalid_argument(schema.name +
+                                        ": a grouped collection needs a store that keeps groups");
         auto name = schema.name;
         schemas_[name] = std::move(schema);
+    }
+
+    // --- Sharing (grouped collections; docs/sharing.md).
+
+    /// Makes a user known: membership names only known users. A server registers the users its
+    /// authenticator accepts.
+    void add_user(std::string_view user) {
+        std::lock_guard lock(mutex_);
+        users_.emplace(user);
+    }
+    bool knows_user(std::string_view user) const {
+        std::lock_guard lock(mutex_);
+        return users_.find(user) != users_.end();
+    }
+
+    /// Adds a group without members, administered by `grant` and `revoke` (a group founded
+    /// by a membership record is administered by that record). Adding one that exists changes
+    /// nothing.
+    diagnostics create_group(std::string_view group) {
+        if (auto d = check_name("group", group)) return d;
+        std::lock_guard lock(mutex_);
+        return in_transaction([&] {
+            store_.add_group(group);
+            return diagnostics{};
+        });
+    }
+
+    /// Makes a known user a member of an existing group: on their next pull their devices
+    /// receive the group's records. A group founded by a membership record is changed through
+    /// that record, rewritten by the server, so that the record and the membership agree.
+    diagnostics grant(std::string_view group, std::string_view user) {
+        return change_membership(group, user, true);
+    }
+    /// Ends a user's membership: on their next pull their devices drop the group's records
+    /// (those they see through no other group), and their unpushed edits to them are refused
+    /// as `forbidden`.
+    diagnostics revoke(std::string_view group, std::string_view user) {
+        return change_membership(group, user, false);
+    }
+
+    /// The members of a group, sorted (none for an unknown group). Throws `sync_error` if the
+    /// store fails.
+    std::vector<std::string> members(std::string_view group) {
+        std::lock_guard lock(mutex_);
+        return store_.supports_groups() ? store_.members_of(group) : std::vector<std::string>{};
+    }
+    /// The groups a user is a member of, sorted. Throws `sync_error` if the store fails.
+    std::vector<std::string> groups_of(std::string_view user) {
+        std::lock_guard lock(mutex_);
+        return group_names(user);
     }
 
     const service_config& config() const noexcept { return config_; }
@@ -173,6 +235,7 @@ public:
             detail::remembered_results remembered(store_,
                                                   std::string(user) + '\n' + request.client_id);
             own_writes_tracker written;
+            access_cache access;
             // Versions above it are this push's writes. An `applied` answer without a write (a
             // delete of a record never had, an upsert that changes nothing) tells an older
             // version, perhaps another client's: not a write of this push.
@@ -185,7 +248,7 @@ public:
                     continue;
                 }
                 hlc_observe(counters_.clock, m.stamp, now);
-                auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m);
+                auto result = apply_one(user, request.client_id, *schemas[i], keys[i], m, access);
                 result.mutation_id = m.mutation_id;
                 if (result.status == mutation_status::applied && result.version > written_above)
                     written.add(*schemas[i], result.version);
@@ -237,14 +300,36 @@ public:
             if (!id) return {make_error_code(errc::invalid_id), "value has no key field"};
             if (auto d = key_from_json(*schema, *id, key)) return d;
             if (auto d = offsync::detail::validate_value(*schema, key, value)) return d;
-            const auto base_owner =
-                schema->scope == scope::per_user ? std::string(owner) : std::string();
+            const auto base_owner = owner_of(*schema, owner);
+            std::vector<std::string> members_after;
+            if (!schema->members_field.empty())
+                if (const auto* v = value.if_contains(schema->members_field))
+                    if (auto d = detail::names_in(*v, schema->members_field,
+                                                  config_.max_members_per_group, members_after))
+                        return d;
+            for (const auto& user : members_after)
+                if (!users_.contains(user))
+                    return {make_error_code(errc::invalid_field),
+                            "field '" + schema->members_field + "': '" + user +
+                                "' is not a known user"};
             return in_transaction([&] {
                 auto stamp = hlc_tick(counters_.clock, config_.clock(), "server");
                 const auto existing = store_.find(*schema, base_owner, key);
-                version = write(*schema, base_owner, key, existing ? &*existing : nullptr, value,
-                                ~std::uint64_t{0} & ~schema->per_user_mask, stamp, "server")
-                              .version;
+                const auto* before = existing ? &*existing : nullptr;
+                std::vector<std::string> groups_before;
+                if (schema->scope == scope::grouped) {
+                    groups_before = detail::stored_groups(*schema, before);
+                    std::vector<std::string> groups_after;
+                    if (auto d = detail::groups_in(*schema, value, config_.max_groups_per_record,
+                                                   groups_after))
+                        return d;
+                }
+                const auto record = write(*schema, base_owner, key, before, value,
+                                          ~std::uint64_t{0} & ~schema->per_user_mask, stamp,
+                                          "server");
+                version = record.version;
+                if (schema->scope == scope::grouped)
+                    grouped_written(*schema, key, groups_before, &record, version, nullptr);
                 return diagnostics{};
             });
         }();
@@ -262,15 +347,19 @@ public:
         std::lock_guard lock(mutex_);
         const auto* schema = find(collection);
         if (!schema) return 0;
-        const auto base_owner =
-            schema->scope == scope::per_user ? std::string(owner) : std::string();
+        const auto base_owner = owner_of(*schema, owner);
         std::uint64_t version = 0;
         const auto failed = in_transaction([&] {
             const auto rec = store_.find(*schema, base_owner, key);
-            if (rec && !rec->deleted)
+            if (rec && !rec->deleted) {
                 version = tombstone(*schema, base_owner, *rec,
                                     hlc_tick(counters_.clock, config_.clock(), "server"),
                                     "server");
+                if (schema->scope == scope::grouped)
+                    grouped_written(*schema, std::string(key),
+                                    detail::stored_groups(*schema, &*rec), nullptr, version,
+                                    nullptr);
+            }
             return diagnostics{};
         });
         return failed ? 0 : version;
@@ -302,6 +391,10 @@ public:
         return for_collection(user, collection, [&](const collection_schema& schema) {
             return guarded([&] {
                 out.clear();
+                if (schema.scope == scope::grouped) {
+                    list_grouped(user, schema, out);
+                    return diagnostics{};
+                }
                 const bool shared = schema.scope == scope::shared;
                 std::vector<server_record> page;
                 std::uint64_t since = 0;
@@ -360,6 +453,12 @@ public:
     }
 
 private:
+    /// The groups of the user whose request runs, read once per request and again after a
+    /// membership changes.
+    struct access_cache {
+        std::optional<std::vector<std::string>> groups;
+    };
+
     static service_config checked(service_config config) {
         if (config.idempotency_window / 3 < config.max_mutations_per_push)
             throw std::invalid_argument(
@@ -472,7 +571,8 @@ private:
                 const auto writer =
                     "rest:" + std::string(user) + ":" + std::to_string(++counters_.rest_writes);
                 m.stamp = hlc_tick(counters_.clock, config_.clock(), "rest:" + std::string(user));
-                auto result = apply_one(user, writer, schema, key, m);
+                access_cache access;
+                auto result = apply_one(user, writer, schema, key, m, access);
                 switch (result.status) {
                 case mutation_status::applied: out = *lookup(schema, user, key); return {};
                 case mutation_status::conflict:
@@ -501,11 +601,15 @@ private:
     }
 
     /// The record as `user` sees it (`detail::view_of`), read from the store.
+    /// A grouped record the user may not see is not there for them.
     std::optional<change> lookup(const collection_schema& schema, std::string_view user,
                                  std::string_view key) {
         const bool shared = schema.scope == scope::shared;
-        const auto base = store_.find(schema, shared ? std::string_view() : user, key);
+        const auto base = store_.find(schema, owner_of(schema, user), key);
         if (!base) return std::nullopt;
+        if (schema.scope == scope::grouped && !base->deleted &&
+            !detail::may_see(detail::stored_groups(schema, &*base), group_names(user)))
+            return std::nullopt;
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
         return detail::view_of(schema, &*base, own ? &*own : nullptr);
@@ -524,9 +628,10 @@ private:
     /// `detail::check_mutation` what to do, and does it.
     mutation_result apply_one(std::string_view user, const std::string& client,
                               const collection_schema& schema, const std::string& key,
-                              const mutation& m) {
+                              const mutation& m, access_cache& access) {
         const bool shared = schema.scope == scope::shared;
-        const std::string base_owner = shared ? std::string() : std::string(user);
+        const bool grouped = schema.scope == scope::grouped;
+        const std::string base_owner = owner_of(schema, user);
         // An upsert is checked before any lookup, so that a new record can go straight in.
         diagnostics invalid;
         std::uint64_t written = 0;
@@ -542,6 +647,30 @@ private:
         const auto* base_record = base ? &*base : nullptr;
         const auto* own_record = own ? &*own : nullptr;
         auto current = [&] { return detail::view_of(schema, base_record, own_record); };
+
+        // A grouped record: the writer must see it, and may put it only in groups of theirs;
+        // a membership record must keep a valid member list. Checked before anything that
+        // would show the record.
+        detail::group_write groups;
+        std::vector<std::string> members_after;
+        if (grouped) {
+            const bool membership = !schema.members_field.empty();
+            const bool exists = base && !base->deleted;
+            std::string founding;
+            if (membership && m.op == mutation_op::upsert && !exists && !store_.group_exists(key))
+                founding = key;
+            if (auto d = detail::check_group_write(schema, key, m, base_record,
+                                                   user_groups(access, user), founding,
+                                                   config_.max_groups_per_record, groups))
+                return rejected(d, errc_of(d.code) == errc::forbidden ? std::nullopt : current());
+            if (membership && !invalid)
+                if (auto d = detail::check_members(
+                        schema, m, user, [&](std::string_view u) { return users_.contains(u); },
+                        config_.max_members_per_group,
+                        founding.empty() ? store_.members_of(key) : std::vector<std::string>{},
+                        exists, members_after))
+                    return rejected(d, current());
+        }
 
         const auto check =
             detail::check_mutation(schema, key, m, written, invalid, base_record, own_record, client);
@@ -564,6 +693,8 @@ private:
             r.version = !base ? counters_.last_version
                         : base->deleted ? base->version
                                         : tombstone(schema, base_owner, *base, m.stamp, client);
+            if (grouped && base && !base->deleted)
+                grouped_written(schema, key, groups.before, nullptr, r.version, &access);
             return r;
         case detail::mutation_verdict::write: break;
         }
@@ -573,6 +704,8 @@ private:
             const auto record = write(schema, base_owner, key, base_record, m.fields,
                                       shared_mask, m.stamp, client);
             r.version = record.version;
+            if (grouped)
+                grouped_written(schema, key, groups.before, &record, record.version, &access);
             if (!overlay)
                 r.server = detail::unseen_writes(schema, record, m.base_version, client);
         }
@@ -586,6 +719,7 @@ private:
     pull_response feed_page(std::string_view user, const collection_schema& schema,
                             const pull_request& request) {
         const std::size_t limit = std::clamp<std::size_t>(request.limit, 1, max_pull_limit);
+        if (schema.scope == scope::grouped) return grouped_feed_page(user, schema, request, limit);
         // A shared collection's feed merges the shared records with this user's own values.
         const bool shared = schema.scope == scope::shared;
         const bool overlay = shared && schema.per_user_mask;
@@ -653,6 +787,8 @@ private:
         const auto& schema = *written.schema;
         const bool shared = schema.scope == scope::shared;
         if (shared && schema.per_user_mask) return std::nullopt;
+        // A grouped feed merges channels: the push's versions need not be alone in it.
+        if (schema.scope == scope::grouped) return std::nullopt;
         const auto below =
             store_.feed_version_below(schema, shared ? std::string_view() : user, written.lowest);
         if (!below) return std::nullopt;
@@ -742,11 +878,232 @@ private:
         return rec.version;
     }
 
+    // --- Sharing.
+
+    /// The store owner of a collection's records for `user`: the user for a per-user
+    /// collection, nobody (one record for all) otherwise.
+    static std::string owner_of(const collection_schema& schema, std::string_view user) {
+        return schema.scope == scope::per_user ? std::string(user) : std::string();
+    }
+
+    static diagnostics check_name(std::string_view what, std::string_view name) {
+        if (name.empty() || name.size() > max_id_length)
+            return {make_error_code(errc::invalid_field),
+                    std::string(what) + " names are 1 to " + std::to_string(max_id_length) +
+                        " bytes"};
+        return {};
+    }
+
+    const std::vector<std::string>& user_groups(access_cache& access, std::string_view user) {
+        if (!access.groups) access.groups = group_names(user);
+        return *access.groups;
+    }
+    std::vector<std::string> group_names(std::string_view user) {
+        std::vector<std::string> out;
+        if (!store_.supports_groups()) return out;
+        for (auto& m : store_.groups_of(user)) out.push_back(std::move(m.group));
+        return out;
+    }
+
+    /// The collections whose records belong to groups.
+    std::vector<const collection_schema*> grouped_schemas() const {
+        std::vector<const collection_schema*> out;
+        for (const auto& [name, schema] : schemas_)
+            if (schema.scope == scope::grouped) out.push_back(&schema);
+        return out;
+    }
+
+    /// What a write to a grouped record does besides the record (`written`, null once deleted,
+    /// at `version`): it touches the channels of the groups the record was in (`before`) and is
+    /// in now, so their members' pulls see it; a membership record sets its group's members.
+    void grouped_written(const collection_schema& schema, const std::string& key,
+                         const std::vector<std::string>& before, const server_record* written,
+                         std::uint64_t version, access_cache* access) {
+        auto groups = detail::stored_groups(schema, written);
+        groups.insert(groups.end(), before.begin(), before.end());
+        std::sort(groups.begin(), groups.end());
+        groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+        for (const auto& g : groups)
+            store_.touch_channel(schema, detail::group_channel(g), key, version);
+        if (schema.members_field.empty()) return;
+        std::vector<std::string> members;
+        if (written && !written->deleted)
+            if (const auto* v = written->value.if_contains(schema.members_field))
+                if (detail::names_in(*v, schema.members_field, ~std::size_t{0}, members))
+                    members.clear();
+        set_members(key, members, written == nullptr);
+        if (access) access->groups.reset();
+    }
+
+    /// Makes `after` the members of `group` (founding it if need be), or removes the group
+    /// with every membership when `remove`.
+    void set_members(const std::string& group, const std::vector<std::string>& after, bool remove) {
+        const bool exists = store_.group_exists(group);
+        if (!exists && remove) return;
+        if (!exists) store_.add_group(group);
+        const auto diff = detail::diff_members(store_.members_of(group),
+                                               remove ? std::vector<std::string>{} : after);
+        for (const auto& user : diff.left) leave(group, user);
+        for (const auto& user : diff.joined) join(group, user);
+        if (remove) store_.remove_group(group);
+    }
+
+    /// A user joins a group: their own channel gets every live record of the group, above
+    /// their devices' cursors, and the group's channel serves them from here on.
+    void join(const std::string& group, const std::string& user) {
+        store_.add_member(group, user, counters_.last_version);
+        tell_user(group, user, ~std::uint64_t{0});
+    }
+
+    /// A user leaves a group: their own channel gets every record they saw through it (live in
+    /// the group now, or touched in it since they joined), so that a pull tells their devices
+    /// which to drop and which they still see through another group.
+    void leave(const std::string& group, const std::string& user) {
+        std::uint64_t since = 0;
+        for (const auto& m : store_.groups_of(user))
+            if (m.group == group) since = m.since;
+        store_.remove_member(group, user);
+        tell_user(group, user, since);
+    }
+
+    /// Touches in the user's own channel, in the group's order, each record of the group's
+    /// channel that is live in the group or was touched there after `touched_after`.
+    void tell_user(const std::string& group, const std::string& user,
+                   std::uint64_t touched_after) {
+        std::vector<channel_entry> entries;
+        for (const auto* schema : grouped_schemas()) {
+            store_.channel_entries(*schema, detail::group_channel(group), entries);
+            std::sort(entries.begin(), entries.end(),
+                      [](const auto& a, const auto& b) { return a.version < b.version; });
+            for (const auto& e : entries) {
+                if (e.version <= touched_after) {
+                    const auto rec = store_.find(*schema, {}, e.key);
+                    if (!detail::holds(detail::stored_groups(*schema, rec ? &*rec : nullptr),
+                                       group))
+                        continue;
+                }
+                store_.touch_channel(*schema, detail::user_channel(user), e.key,
+                                     ++counters_.last_version);
+            }
+        }
+    }
+
+    /// `grant` and `revoke`.
+    diagnostics change_membership(std::string_view group, std::string_view user, bool member) {
+        if (auto d = check_name("group", group)) return d;
+        if (auto d = check_name("user", user)) return d;
+        std::lock_guard lock(mutex_);
+        if (!store_.supports_groups())
+            return {make_error_code(errc::invalid_configuration),
+                    "the server store keeps no groups"};
+        if (member && !users_.contains(user))
+            return {make_error_code(errc::invalid_field),
+                    "'" + std::string(user) + "' is not a known user"};
+        return in_transaction([&]() -> diagnostics {
+            if (!store_.group_exists(group))
+                return {make_error_code(errc::not_found),
+                        "no group '" + std::string(group) + "'"};
+            auto members = store_.members_of(group);
+            const bool is_member = detail::holds(members, user);
+            if (is_member == member) return {};
+            if (member) members.insert(std::upper_bound(members.begin(), members.end(), user),
+                                       std::string(user));
+            else members.erase(std::lower_bound(members.begin(), members.end(), user));
+            // A group founded by a membership record changes through it.
+            for (const auto* schema : grouped_schemas()) {
+                if (schema->members_field.empty()) continue;
+                const auto rec = store_.find(*schema, {}, group);
+                if (!rec || rec->deleted) continue;
+                boost::json::object value;
+                boost::json::array list;
+                for (const auto& m : members) list.emplace_back(m);
+                value[schema->members_field] = std::move(list);
+                const auto key = std::string(group);
+                const auto written =
+                    write(*schema, {}, key, &*rec, value,
+                          std::uint64_t{1} << *schema->field_index(schema->members_field),
+                          hlc_tick(counters_.clock, config_.clock(), "server"), "server");
+                grouped_written(*schema, key, detail::stored_groups(*schema, &*rec), &written,
+                                written.version, nullptr);
+                return {};
+            }
+            if (member) join(std::string(group), std::string(user));
+            else leave(std::string(group), std::string(user));
+            return {};
+        });
+    }
+
+    /// One page of a grouped collection's feed as `user` sees it: the channels of the user's
+    /// groups (each from the start of the membership) and the user's own channel, merged by
+    /// version. Each key is answered as the user may see it now: the record, an echo, a
+    /// tombstone, or (a record the user no longer sees) a removal: a tombstone for that user.
+    pull_response grouped_feed_page(std::string_view user, const collection_schema& schema,
+                                    const pull_request& request, std::size_t limit) {
+        std::vector<channel_start> channels;
+        std::vector<std::string> groups;
+        channels.push_back({detail::user_channel(user), 0});
+        for (auto& m : store_.groups_of(user)) {
+            channels.push_back({detail::group_channel(m.group), m.since});
+            groups.push_back(std::move(m.group));
+        }
+        std::vector<channel_entry> entries;
+        store_.channel_feed(schema, channels, request.since, limit + 1, entries);
+        pull_response out;
+        out.cursor = request.since;
+        out.has_more = entries.size() > limit;
+        if (out.has_more) entries.resize(limit);
+        std::unordered_set<std::string_view> page_keys;
+        for (const auto& e : entries) {
+            out.cursor = e.version;
+            if (!page_keys.insert(e.key).second) continue;
+            auto rec = store_.find(schema, {}, e.key);
+            if (!rec) continue;
+            if (!rec->deleted && !detail::may_see(detail::stored_groups(schema, &*rec), groups)) {
+                change gone;
+                gone.id = key_to_json(schema, rec->key);
+                gone.version = rec->version;
+                gone.deleted = true;
+                gone.stamp = rec->stamp;
+                out.changes.push_back(std::move(gone));
+            } else if (!rec->deleted && !request.client_id.empty() &&
+                       rec->last_writer == request.client_id) {
+                out.changes.push_back(detail::echo_of(schema, *rec));
+            } else {
+                out.changes.push_back(detail::view_of(schema, std::move(*rec)));
+            }
+        }
+        return out;
+    }
+
+    /// Every live record of a grouped collection the user sees (`list`).
+    void list_grouped(std::string_view user, const collection_schema& schema,
+                      std::vector<change>& out) {
+        std::map<std::string, change> latest;
+        pull_request request;
+        request.collection = schema.name;
+        do {
+            auto page = grouped_feed_page(user, schema, request, 1000);
+            for (auto& c : page.changes) {
+                std::string key;
+                if (!key_from_json(schema, c.id, key)) latest[key] = std::move(c);
+            }
+            request.since = page.cursor;
+            if (!page.has_more) break;
+        } while (true);
+        std::vector<change> live;
+        for (auto& [key, c] : latest)
+            if (!c.deleted) live.push_back(std::move(c));
+        std::sort(live.begin(), live.end(),
+                  [](const change& a, const change& b) { return a.version < b.version; });
+        out = std::move(live);
+    }
+
     std::unique_ptr<server_store> owned_store_; ///< the default in-memory store, if no other
     server_store& store_;
     service_config config_;
     mutable std::mutex mutex_;
     std::map<std::string, collection_schema, std::less<>> schemas_;
+    std::set<std::string, std::less<>> users_; ///< known users: membership names only these
     server_counters counters_;
 };
 

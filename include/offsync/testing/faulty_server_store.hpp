@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -105,6 +106,52 @@ public:
     void keep_newest_results(std::string_view client, std::size_t count) override {
         check("keep_newest_results");
         next_.keep_newest_results(client, count);
+    }
+
+    bool supports_groups() const override { return next_.supports_groups(); }
+    bool group_exists(std::string_view group) override {
+        check("group_exists");
+        return next_.group_exists(group);
+    }
+    void add_group(std::string_view group) override {
+        check("add_group");
+        next_.add_group(group);
+    }
+    void remove_group(std::string_view group) override {
+        check("remove_group");
+        next_.remove_group(group);
+    }
+    std::vector<std::string> members_of(std::string_view group) override {
+        check("members_of");
+        return next_.members_of(group);
+    }
+    std::vector<membership> groups_of(std::string_view user) override {
+        check("groups_of");
+        return next_.groups_of(user);
+    }
+    void add_member(std::string_view group, std::string_view user, std::uint64_t since) override {
+        check("add_member");
+        next_.add_member(group, user, since);
+    }
+    void remove_member(std::string_view group, std::string_view user) override {
+        check("remove_member");
+        next_.remove_member(group, user);
+    }
+    void touch_channel(const collection_schema& schema, std::string_view channel,
+                       std::string_view key, std::uint64_t version) override {
+        check("touch_channel");
+        next_.touch_channel(schema, channel, key, version);
+    }
+    void channel_page(const collection_schema& schema, std::string_view channel,
+                      std::uint64_t after, std::uint64_t through, std::size_t limit,
+                      std::vector<channel_entry>& out) override {
+        check("channel_page");
+        next_.channel_page(schema, channel, after, through, limit, out);
+    }
+    void channel_entries(const collection_schema& schema, std::string_view channel,
+                         std::vector<channel_entry>& out) override {
+        check("channel_entries");
+        next_.channel_entries(schema, channel, out);
     }
 
 private:

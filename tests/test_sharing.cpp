@@ -1,0 +1,494 @@
+// Sharing: grouped collections, membership records and the service's membership API, on the
+// server store this binary tests (memory, or SQLite in offsync-tests-sqlite) and devices on
+// loopback transports. docs/sharing.md describes what these tests hold the service to.
+#include "support/world.hpp"
+
+#include <offsync/conflict/last_write_wins.hpp>
+#include <offsync/testing/faulty_server_store.hpp>
+
+#include <boost/describe/class.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace sharing_test {
+
+/// A to-do list: its id is its group, and its members are who may see it and its tasks.
+struct TaskList {
+    std::string id;
+    std::string name;
+    std::vector<std::string> members;
+};
+BOOST_DESCRIBE_STRUCT(TaskList, (), (id, name, members))
+
+/// A task of one list.
+struct Task {
+    std::string id;
+    std::string list_id;
+    std::string title;
+    bool done = false;
+};
+BOOST_DESCRIBE_STRUCT(Task, (), (id, list_id, title, done))
+
+/// A note in any number of groups.
+struct Note {
+    std::string id;
+    std::vector<std::string> groups;
+    std::string text;
+};
+BOOST_DESCRIBE_STRUCT(Note, (), (id, groups, text))
+
+} // namespace sharing_test
+
+template <>
+struct offsync::model_traits<sharing_test::TaskList> {
+    static constexpr std::string_view collection = "lists";
+    static constexpr auto key = &sharing_test::TaskList::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &sharing_test::TaskList::id;
+    static constexpr auto members = &sharing_test::TaskList::members;
+    using conflict_policy = offsync::last_write_wins;
+};
+template <>
+struct offsync::model_traits<sharing_test::Task> {
+    static constexpr std::string_view collection = "tasks";
+    static constexpr auto key = &sharing_test::Task::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &sharing_test::Task::list_id;
+    using conflict_policy = offsync::last_write_wins;
+};
+template <>
+struct offsync::model_traits<sharing_test::Note> {
+    static constexpr std::string_view collection = "notes";
+    static constexpr auto key = &sharing_test::Note::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &sharing_test::Note::groups;
+    using conflict_policy = offsync::last_write_wins;
+};
+
+using namespace offsync_test;
+using sharing_test::Note;
+using sharing_test::Task;
+using sharing_test::TaskList;
+
+namespace {
+
+using sharing_models = collections<TaskList, Task, Note>;
+
+/// A service with the sharing models and four known users, and devices that sync them.
+struct sharing_world : world {
+    sharing_world() {
+        service.add_collections(sharing_models{});
+        for (const char* user : {"alice", "bob", "carol", "dave"}) service.add_user(user);
+    }
+    std::unique_ptr<client> member_device(std::string user) {
+        return device(std::move(user), 0, [](engine_type& e) { e.add_collections(sharing_models{}); });
+    }
+};
+
+TaskList list(std::string id, std::vector<std::string> members) {
+    return {std::move(id), "groceries", std::move(members)};
+}
+Task task(std::string id, std::string list_id, std::string title = "milk") {
+    return {std::move(id), std::move(list_id), std::move(title), false};
+}
+
+/// One mutation of `value` (a new record unless `base_version` says otherwise).
+template <class T>
+mutation upsert(std::uint64_t id, const T& value, std::uint64_t base_version = 0) {
+    mutation m;
+    m.mutation_id = id;
+    m.collection = std::string(model_traits<T>::collection);
+    m.id = boost::json::string(key_of(value));
+    m.base_version = base_version;
+    m.fields = to_json_object(value);
+    return m;
+}
+
+/// Pushes one mutation as `user` and returns its result (the request itself must succeed).
+mutation_result push_one(server::sync_service& service, std::string_view user, mutation m,
+                         std::string client = "c1") {
+    push_request request;
+    request.client_id = std::move(client);
+    request.mutations.push_back(std::move(m));
+    push_response response;
+    const auto d = service.push(user, request, response);
+    INFO(d.message);
+    REQUIRE_FALSE(d);
+    REQUIRE(response.results.size() == 1);
+    return response.results[0];
+}
+
+/// Every change of `collection` that `user` pulls from 0, page by page.
+std::vector<change> pull_all(server::sync_service& service, std::string_view user,
+                             std::string collection, std::uint64_t since = 0) {
+    std::vector<change> out;
+    pull_request request;
+    request.collection = std::move(collection);
+    request.since = since;
+    request.limit = 2;
+    for (int pages = 0; pages < 1000; ++pages) {
+        pull_response response;
+        const auto d = service.pull(user, request, response);
+        REQUIRE_FALSE(d);
+        for (auto& c : response.changes) out.push_back(std::move(c));
+        request.since = response.cursor;
+        if (!response.has_more) break;
+    }
+    return out;
+}
+
+std::vector<std::string> live_ids(const std::vector<change>& changes) {
+    std::map<std::string, bool> latest;
+    for (const auto& c : changes) latest[std::string(c.id.as_string())] = !c.deleted;
+    std::vector<std::string> out;
+    for (const auto& [id, live] : latest)
+        if (live) out.push_back(id);
+    return out;
+}
+
+std::vector<std::string> ids_of(const std::vector<Task>& tasks) {
+    std::vector<std::string> out;
+    for (const auto& t : tasks) out.push_back(t.id);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+using strings = std::vector<std::string>;
+
+} // namespace
+
+TEST_CASE("sharing: a list's members see it and its tasks, and nobody else does on any route",
+          "[sharing][access]") {
+    sharing_world w;
+    auto& s = w.service;
+    CHECK(push_one(s, "alice", upsert(1, list("l-1", {"alice", "bob"}))).status ==
+          mutation_status::applied);
+    CHECK(push_one(s, "alice", upsert(2, task("t-1", "l-1"))).status == mutation_status::applied);
+    CHECK(s.members("l-1") == strings{"alice", "bob"});
+    CHECK(s.groups_of("bob") == strings{"l-1"});
+
+    // Members, by pull, list and get.
+    for (const char* user : {"alice", "bob"}) {
+        CHECK(live_ids(pull_all(s, user, "tasks")) == strings{"t-1"});
+        CHECK(live_ids(pull_all(s, user, "lists")) == strings{"l-1"});
+        std::vector<change> listed;
+        REQUIRE_FALSE(s.list(user, "tasks", listed));
+        CHECK(listed.size() == 1);
+        change one;
+        CHECK_FALSE(s.get_record(user, "tasks", "t-1", one));
+    }
+
+    // Never a member: nothing in a pull, a list or a get, and no write gets through.
+    CHECK(pull_all(s, "carol", "tasks").empty());
+    CHECK(pull_all(s, "carol", "lists").empty());
+    std::vector<change> listed;
+    REQUIRE_FALSE(s.list("carol", "tasks", listed));
+    CHECK(listed.empty());
+    change out;
+    CHECK(s.get_record("carol", "tasks", "t-1", out).code == errc::not_found);
+    CHECK_FALSE(s.get("carol", "tasks", "t-1"));
+
+    auto edit = task("t-1", "l-1", "stolen");
+    auto r = push_one(s, "carol", upsert(1, edit, 2), "carol-phone");
+    CHECK(r.status == mutation_status::rejected);
+    CHECK(r.error_code == "forbidden");
+    CHECK_FALSE(r.server); // the record is not shown to who may not see it
+    CHECK(r.error_message.find("l-1") == std::string::npos);
+
+    mutation removal;
+    removal.mutation_id = 2;
+    removal.collection = "tasks";
+    removal.id = "t-1";
+    removal.op = mutation_op::remove;
+    removal.base_version = 2;
+    r = push_one(s, "carol", removal, "carol-phone");
+    CHECK(r.status == mutation_status::rejected);
+    CHECK(r.error_code == "forbidden");
+
+    // A task put in a list carol is not in, and the list itself, are refused too.
+    r = push_one(s, "carol", upsert(3, task("t-9", "l-1")), "carol-phone");
+    CHECK(r.error_code == "forbidden");
+    r = push_one(s, "carol", upsert(4, list("l-1", {"carol"}), 1), "carol-phone");
+    CHECK(r.error_code == "forbidden");
+
+    // REST: the same refusals.
+    boost::json::object patch{{"title", "stolen"}};
+    CHECK(s.put_record("carol", "tasks", "t-1", patch, std::nullopt, out).code == errc::forbidden);
+    CHECK(s.delete_record("carol", "tasks", "t-1", std::nullopt, out).code == errc::not_found);
+
+    // Nothing changed.
+    const auto seen = s.get("alice", "tasks", "t-1");
+    REQUIRE(seen);
+    CHECK(seen->value.at("title") == "milk");
+    CHECK(s.members("l-1") == strings{"alice", "bob"});
+}
+
+TEST_CASE("sharing: bob joins, edits, and leaves; his devices follow, and nothing is lost",
+          "[sharing][membership][engine]") {
+    sharing_world w;
+    auto alice = w.member_device("alice");
+    auto bob = w.member_device("bob");
+    alice->replica.put(list("l-1", {"alice"}));
+    alice->replica.put(task("t-1", "l-1", "milk"));
+    alice->replica.put(task("t-2", "l-1", "bread"));
+    REQUIRE(alice->sync().error == error_code{});
+    REQUIRE(bob->sync().error == error_code{});
+    CHECK(bob->replica.list<Task>().empty());
+
+    // Alice shares the list: bob's next round brings the list and both tasks.
+    alice->replica.put(list("l-1", {"alice", "bob"}));
+    REQUIRE(alice->sync().error == error_code{});
+    REQUIRE(bob->sync().error == error_code{});
+    CHECK(ids_of(bob->replica.list<Task>()) == strings{"t-1", "t-2"});
+    REQUIRE(bob->replica.get<TaskList>("l-1"));
+
+    // Bob edits a task; alice sees it.
+    auto t1 = *bob->replica.get<Task>("t-1");
+    t1.done = true;
+    bob->replica.put(t1);
+    REQUIRE(bob->sync().error == error_code{});
+    const auto alice_round = alice->sync();
+    REQUIRE_FALSE(alice_round.error);
+    CHECK(alice->replica.get<Task>("t-1")->done);
+
+    // Bob edits offline while alice revokes him.
+    auto t2 = *bob->replica.get<Task>("t-2");
+    t2.title = "rye bread";
+    bob->replica.put(t2);
+    alice->replica.put(list("l-1", {"alice"}));
+    REQUIRE(alice->sync().error == error_code{});
+    CHECK(w.service.members("l-1") == strings{"alice"});
+
+    // Bob's round: his edit is refused and parked as forbidden, never dropped silently; the
+    // records he no longer sees leave his device.
+    const auto report = bob->sync();
+    CHECK(report.rejected == 1);
+    CHECK_FALSE(bob->replica.get<Task>("t-1"));
+    CHECK_FALSE(bob->replica.get<TaskList>("l-1"));
+    const auto parked = bob->replica.rejected<Task>();
+    REQUIRE(parked.size() == 1);
+    CHECK(parked[0].key == "t-2");
+    CHECK(parked[0].code == "forbidden");
+    REQUIRE(parked[0].mine);
+    CHECK(parked[0].mine->title == "rye bread");
+    CHECK_FALSE(parked[0].server);
+    bob->replica.drop_rejected<Task>("t-2");
+    CHECK(bob->replica.list<Task>().empty());
+
+    // Alice's data is untouched by it all.
+    CHECK(ids_of(alice->replica.list<Task>()) == strings{"t-1", "t-2"});
+    CHECK(alice->replica.get<Task>("t-2")->title == "bread");
+}
+
+TEST_CASE("sharing: a member who joins gets the group's records and nobody re-downloads",
+          "[sharing][membership]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
+    for (int i = 0; i < 5; ++i)
+        push_one(s, "alice", upsert(2 + i, task("t-" + std::to_string(i), "l-1")));
+    const auto alice_cursor = s.last_version();
+    CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+
+    // An admin grant: bob's pull from where he was brings the five tasks; alice's pull from
+    // her cursor brings only the list record the grant rewrote.
+    REQUIRE_FALSE(s.grant("l-1", "bob"));
+    CHECK(s.members("l-1") == strings{"alice", "bob"});
+    CHECK(live_ids(pull_all(s, "bob", "tasks")).size() == 5);
+    CHECK(pull_all(s, "alice", "tasks", alice_cursor).empty());
+    const auto lists = pull_all(s, "alice", "lists", alice_cursor);
+    REQUIRE(lists.size() == 1);
+    CHECK(lists[0].value.at("members").as_array().size() == 2);
+
+    // A record deleted while bob is away is gone when he returns.
+    const auto bob_cursor = s.last_version();
+    mutation removal;
+    removal.mutation_id = 10;
+    removal.collection = "tasks";
+    removal.id = "t-0";
+    removal.op = mutation_op::remove;
+    removal.base_version = s.get("alice", "tasks", "t-0")->version;
+    CHECK(push_one(s, "alice", removal).status == mutation_status::applied);
+    const auto back = pull_all(s, "bob", "tasks", bob_cursor);
+    REQUIRE(back.size() == 1);
+    CHECK(back[0].deleted);
+
+    // A revoke tells bob's devices to drop every task they hold, and their deletes.
+    const auto before_revoke = s.last_version();
+    REQUIRE_FALSE(s.revoke("l-1", "bob"));
+    const auto gone = pull_all(s, "bob", "tasks", before_revoke);
+    CHECK(gone.size() == 5);
+    CHECK(std::all_of(gone.begin(), gone.end(), [](const change& c) {
+        return c.deleted && c.value.empty();
+    }));
+    // A fresh device of bob's sees nothing of the list.
+    CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+    CHECK(live_ids(pull_all(s, "bob", "lists")).empty());
+}
+
+TEST_CASE("sharing: a leaver's device that was offline drops what was deleted meanwhile",
+          "[sharing][membership][engine]") {
+    sharing_world w;
+    auto alice = w.member_device("alice");
+    auto bob = w.member_device("bob");
+    alice->replica.put(list("l-1", {"alice", "bob"}));
+    alice->replica.put(task("t-1", "l-1"));
+    alice->replica.put(task("t-2", "l-1"));
+    REQUIRE(alice->sync().error == error_code{});
+    REQUIRE(bob->sync().error == error_code{});
+    REQUIRE(bob->replica.list<Task>().size() == 2);
+
+    // While bob is offline, alice deletes one task and then removes bob.
+    alice->replica.erase<Task>("t-1");
+    REQUIRE(alice->sync().error == error_code{});
+    alice->replica.put(list("l-1", {"alice"}));
+    REQUIRE(alice->sync().error == error_code{});
+
+    REQUIRE(bob->sync().error == error_code{});
+    CHECK(bob->replica.list<Task>().empty());
+    CHECK(bob->replica.list<TaskList>().empty());
+}
+
+TEST_CASE("sharing: a record that moves between groups follows its members",
+          "[sharing][membership]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    push_one(s, "alice", upsert(2, list("work", {"alice", "carol"})));
+    push_one(s, "alice", upsert(3, task("t-1", "home")));
+    const auto cursor = s.last_version();
+    CHECK(live_ids(pull_all(s, "bob", "tasks")) == strings{"t-1"});
+    CHECK(live_ids(pull_all(s, "carol", "tasks")).empty());
+
+    auto moved = task("t-1", "work");
+    CHECK(push_one(s, "alice", upsert(4, moved, s.get("alice", "tasks", "t-1")->version))
+              .status == mutation_status::applied);
+    const auto for_bob = pull_all(s, "bob", "tasks", cursor);
+    REQUIRE(for_bob.size() == 1);
+    CHECK(for_bob[0].deleted); // bob no longer sees it
+    CHECK(live_ids(pull_all(s, "carol", "tasks", cursor)) == strings{"t-1"});
+
+    // Bob may not move a record into a group of his either.
+    push_one(s, "bob", upsert(1, list("bobs", {"bob"})), "bob-phone");
+    auto r = push_one(s, "bob", upsert(2, task("t-1", "bobs"), 9), "bob-phone");
+    CHECK(r.error_code == "forbidden");
+}
+
+TEST_CASE("sharing: a record in several groups is seen through any of them",
+          "[sharing][membership]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    push_one(s, "alice", upsert(2, list("work", {"alice", "bob", "carol"})));
+    CHECK(push_one(s, "alice", upsert(3, Note{"n-1", {"home", "work"}, "hi"})).status ==
+          mutation_status::applied);
+    CHECK(live_ids(pull_all(s, "bob", "notes")) == strings{"n-1"});
+    CHECK(live_ids(pull_all(s, "carol", "notes")) == strings{"n-1"});
+
+    // Leaving one group keeps what the other still shows.
+    const auto cursor = s.last_version();
+    REQUIRE_FALSE(s.revoke("home", "bob"));
+    const auto after = pull_all(s, "bob", "notes", cursor);
+    CHECK(live_ids(after) == strings{"n-1"});
+
+    // Writing a note into a group the writer is not in is refused; an empty list too.
+    auto r = push_one(s, "carol", upsert(1, Note{"n-2", {"work", "home"}, "x"}), "carol-phone");
+    CHECK(r.error_code == "forbidden");
+    r = push_one(s, "carol", upsert(2, Note{"n-3", {}, "x"}), "carol-phone");
+    CHECK(r.error_code == "invalid_field");
+    // A member of one of its groups may edit it without being in the others.
+    r = push_one(s, "carol",
+                 upsert(3, Note{"n-1", {"home", "work"}, "edited"},
+                        s.get("carol", "notes", "n-1")->version),
+                 "carol-phone");
+    CHECK(r.status == mutation_status::applied);
+}
+
+TEST_CASE("sharing: bad membership input is refused and changes nothing",
+          "[sharing][membership][bad-input]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
+    const auto version = s.last_version();
+
+    SECTION("a membership record that drops its own writer") {
+        auto r = push_one(s, "alice", upsert(2, list("l-1", {"bob"}), version));
+        CHECK(r.error_code == "forbidden");
+        CHECK(r.error_message.find("writer") != std::string::npos);
+        r = push_one(s, "alice", upsert(3, list("l-2", {"bob"})));
+        CHECK(r.error_code == "forbidden");
+    }
+    SECTION("an unknown user") {
+        auto r = push_one(s, "alice", upsert(2, list("l-1", {"alice", "zed"}), version));
+        CHECK(r.error_code == "invalid_field");
+        CHECK(r.error_message.find("zed") != std::string::npos);
+        CHECK(s.grant("l-1", "zed").code == errc::invalid_field);
+    }
+    SECTION("an unknown group") {
+        CHECK(s.grant("nope", "bob").code == errc::not_found);
+        CHECK(s.revoke("nope", "bob").code == errc::not_found);
+        CHECK(s.grant("", "bob").code == errc::invalid_field);
+        CHECK(s.members("nope").empty());
+    }
+    SECTION("an oversized member list") {
+        std::vector<std::string> many{"alice"};
+        for (int i = 0; i < 1001; ++i) many.push_back("user-" + std::to_string(i));
+        auto r = push_one(s, "alice", upsert(2, list("l-1", many), version));
+        CHECK(r.error_code == "invalid_field");
+        CHECK(r.error_message.find("at most 1000") != std::string::npos);
+    }
+    SECTION("members that are not a list of names") {
+        auto m = upsert(2, list("l-1", {"alice"}), version);
+        m.fields["members"] = boost::json::array{"alice", 7};
+        auto r = push_one(s, "alice", m);
+        CHECK(r.status == mutation_status::rejected);
+        m.fields["members"] = boost::json::array{"alice", ""};
+        r = push_one(s, "alice", m);
+        CHECK(r.status == mutation_status::rejected);
+    }
+    SECTION("a task without a list") {
+        auto r = push_one(s, "alice", upsert(2, task("t-1", "")));
+        CHECK(r.error_code == "invalid_field");
+        CHECK(r.error_message.find("list_id") != std::string::npos);
+    }
+    CHECK(s.members("l-1") == strings{"alice"});
+    CHECK(s.groups_of("bob").empty());
+    CHECK(s.last_version() == version);
+    CHECK(live_ids(pull_all(s, "bob", "lists")).empty());
+}
+
+TEST_CASE("sharing: a grouped collection needs a store that keeps groups", "[sharing][store]") {
+    minimal_server_store store;
+    CHECK_THROWS_AS(store.groups_of("bob"), sync_error);
+    server::sync_service service(store);
+    CHECK_THROWS_AS(service.add_collection<Task>(), std::invalid_argument);
+    service.add_collection<Reservation>(); // other scopes are fine
+    CHECK(service.grant("l-1", "bob").code == errc::invalid_configuration);
+}
+
+TEST_CASE("sharing: a membership change the store fails leaves nothing behind",
+          "[sharing][membership][failure]") {
+    server::memory_server_store memory;
+    server::faulty_server_store store(memory);
+    server::sync_service s(store);
+    s.add_collections(sharing_models{});
+    for (const char* user : {"alice", "bob"}) s.add_user(user);
+    push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
+    push_one(s, "alice", upsert(2, task("t-1", "l-1")));
+    const auto version = s.last_version();
+
+    for (const char* operation : {"add_member", "touch_channel", "commit"}) {
+        INFO(operation);
+        store.set_fault_hook([op = std::string(operation)](std::string_view at) { return at == op; });
+        const auto d = s.grant("l-1", "bob");
+        CHECK(d.code == errc::server_error);
+        store.set_fault_hook({});
+        CHECK(s.members("l-1") == strings{"alice"});
+        CHECK(s.last_version() == version);
+        CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+    }
+    REQUIRE_FALSE(s.grant("l-1", "bob"));
+    CHECK(live_ids(pull_all(s, "bob", "tasks")) == strings{"t-1"});
+}
