@@ -14,6 +14,7 @@
 #include <boost/json/parse.hpp>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -50,6 +51,48 @@ json::object reservation_value(const char* id, const char* date, int party, cons
                         {"party_size", party}, {"status", status}, {"notes", ""}};
 }
 
+/// The real HTTP server on 127.0.0.1, on a thread of its own, and one client connection to it.
+struct replay_server {
+    replay_server(server::sync_service& service, const std::string& token_lines) {
+        std::istringstream tokens(token_lines);
+        srv.emplace(io.get_executor(), service, server::token_file_authenticator::parse(tokens));
+        srv->listen({asio::ip::make_address("127.0.0.1"), 0});
+        srv->start();
+        thread = std::thread([this] { io.run_for(std::chrono::seconds(30)); });
+        socket.connect(srv->local_endpoint());
+    }
+    ~replay_server() {
+        socket.close();
+        srv->async_shutdown([this](error_code) { work.reset(); });
+        thread.join();
+    }
+    /// Sends one request with `bearer`'s token; the answer must be 200 and JSON.
+    json::value exchange(http::verb verb, const std::string& target, const std::string& body,
+                         const std::string& bearer) {
+        http::request<http::string_body> req{verb, target, 11};
+        req.set(http::field::host, "127.0.0.1");
+        req.set(http::field::authorization, "Bearer " + bearer);
+        if (!body.empty()) {
+            req.set(http::field::content_type, "application/json");
+            req.body() = body;
+            req.prepare_payload();
+        }
+        http::write(socket, req);
+        http::response<http::string_body> res;
+        http::read(socket, buffer, res);
+        CHECK(res.result_int() == 200);
+        return json::parse(res.body());
+    }
+
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+    std::optional<server::http_server> srv;
+    std::thread thread;
+    asio::io_context client_io;
+    asio::ip::tcp::socket socket{client_io};
+    boost::beast::flat_buffer buffer;
+};
+
 } // namespace
 
 TEST_CASE("docs/protocol.md's examples replay against the real server", "[http][docs]") {
@@ -85,33 +128,9 @@ TEST_CASE("docs/protocol.md's examples replay against the real server", "[http][
     REQUIRE(!service->push("alice", laptop_edit, ignored));
     REQUIRE(service->last_version() == 5);
 
-    asio::io_context io;
-    std::istringstream tokens(token + " alice\n");
-    server::http_server srv(io.get_executor(), *service,
-                            server::token_file_authenticator::parse(tokens));
-    srv.listen({asio::ip::make_address("127.0.0.1"), 0});
-    srv.start();
-    auto work = asio::make_work_guard(io);
-    std::thread server_thread([&] { io.run_for(std::chrono::seconds(30)); });
-
-    asio::io_context client_io;
-    asio::ip::tcp::socket socket(client_io);
-    socket.connect(srv.local_endpoint());
-    boost::beast::flat_buffer buffer;
+    replay_server srv(*service, token + " alice\n");
     auto exchange = [&](http::verb verb, const std::string& target, const std::string& body) {
-        http::request<http::string_body> req{verb, target, 11};
-        req.set(http::field::host, "127.0.0.1");
-        req.set(http::field::authorization, "Bearer " + token);
-        if (!body.empty()) {
-            req.set(http::field::content_type, "application/json");
-            req.body() = body;
-            req.prepare_payload();
-        }
-        http::write(socket, req);
-        http::response<http::string_body> res;
-        http::read(socket, buffer, res);
-        CHECK(res.result_int() == 200);
-        return json::parse(res.body());
+        return srv.exchange(verb, target, body, token);
     };
 
     const auto blocks = fenced_blocks(OFFSYNC_DOCS_DIR "/protocol.md");
@@ -131,7 +150,54 @@ TEST_CASE("docs/protocol.md's examples replay against the real server", "[http][
     CHECK(exchange(http::verb::get, pull_targets[0], {}) == examples[3]);
     CHECK(exchange(http::verb::get, pull_targets[1], {}) == examples[4]);
 
-    socket.close();
-    srv.async_shutdown([&](error_code) { work.reset(); });
-    server_thread.join();
+}
+
+TEST_CASE("docs/protocol.md's grouped pull replays against the real server", "[http][docs]") {
+    // The history the page describes: Alice's phone shares a list of two items with Bob, Bob
+    // pulls them, and Alice takes him off the list.
+    manual_clock clock;
+    clock.now_ms = 1764000000000;
+    server::service_config config;
+    config.clock = clock.as_wall_clock();
+    server::sync_service service(config);
+    service.add_collection<List>();
+    service.add_collection<Item>();
+    service.add_user("alice");
+    service.add_user("bob");
+    auto write = [&](std::uint64_t id, const char* collection, const char* key,
+                     std::uint64_t base, json::object fields) {
+        push_request request{phone,
+                             {{id, collection, json::value(key), mutation_op::upsert, base,
+                               hlc_stamp{1764000000000, std::uint32_t(id), phone},
+                               std::move(fields)}}};
+        push_response response;
+        REQUIRE_FALSE(service.push("alice", request, response));
+        REQUIRE(response.results[0].status == mutation_status::applied);
+    };
+    write(1, "lists", "weekend", 0,
+          {{"id", "weekend"}, {"title", "Weekend shop"}, {"members", json::array{"alice", "bob"}}});
+    write(2, "items", "i1", 0, {{"id", "i1"}, {"list_id", "weekend"}, {"name", "bread"}});
+    write(3, "items", "i2", 0, {{"id", "i2"}, {"list_id", "weekend"}, {"name", "apples"}});
+    pull_response before;
+    REQUIRE_FALSE(service.pull("bob", {"items", 0, 100}, before));
+    REQUIRE(before.changes.size() == 2);
+    write(4, "lists", "weekend", 1, {{"members", json::array{"alice"}}});
+
+    const std::string bob_token = "bob-replay-token-0123";
+    replay_server srv(service, bob_token + " bob\n");
+    const auto blocks = fenced_blocks(OFFSYNC_DOCS_DIR "/protocol.md");
+    std::string target;
+    std::optional<json::value> expected;
+    for (std::size_t i = 0; i + 1 < blocks.size(); ++i)
+        if (blocks[i].second.rfind("GET /v1/sync/pull?collection=items", 0) == 0) {
+            target = blocks[i].second.substr(4, blocks[i].second.find('\n') - 4);
+            REQUIRE(blocks[i + 1].first == "json");
+            expected = json::parse(blocks[i + 1].second);
+        }
+    REQUIRE(expected);
+    CHECK(target == "/v1/sync/pull?collection=items&since=" + std::to_string(before.cursor) +
+                        "&limit=100");
+    const auto answer = srv.exchange(http::verb::get, target, {}, bob_token);
+    INFO(json::serialize(answer));
+    CHECK(answer == *expected);
 }

@@ -12,69 +12,11 @@
 #include <string>
 #include <vector>
 
-namespace sharing_test {
-
-/// A to-do list: its id is its group, and its members are who may see it and its tasks.
-struct TaskList {
-    std::string id;
-    std::string name;
-    std::vector<std::string> members;
-};
-BOOST_DESCRIBE_STRUCT(TaskList, (), (id, name, members))
-
-/// A task of one list.
-struct Task {
-    std::string id;
-    std::string list_id;
-    std::string title;
-    bool done = false;
-};
-BOOST_DESCRIBE_STRUCT(Task, (), (id, list_id, title, done))
-
-/// A note in any number of groups.
-struct Note {
-    std::string id;
-    std::vector<std::string> groups;
-    std::string text;
-};
-BOOST_DESCRIBE_STRUCT(Note, (), (id, groups, text))
-
-} // namespace sharing_test
-
-template <>
-struct offsync::model_traits<sharing_test::TaskList> {
-    static constexpr std::string_view collection = "lists";
-    static constexpr auto key = &sharing_test::TaskList::id;
-    static constexpr offsync::scope scope = offsync::scope::grouped;
-    static constexpr auto group = &sharing_test::TaskList::id;
-    static constexpr auto members = &sharing_test::TaskList::members;
-    using conflict_policy = offsync::last_write_wins;
-};
-template <>
-struct offsync::model_traits<sharing_test::Task> {
-    static constexpr std::string_view collection = "tasks";
-    static constexpr auto key = &sharing_test::Task::id;
-    static constexpr offsync::scope scope = offsync::scope::grouped;
-    static constexpr auto group = &sharing_test::Task::list_id;
-    using conflict_policy = offsync::last_write_wins;
-};
-template <>
-struct offsync::model_traits<sharing_test::Note> {
-    static constexpr std::string_view collection = "notes";
-    static constexpr auto key = &sharing_test::Note::id;
-    static constexpr offsync::scope scope = offsync::scope::grouped;
-    static constexpr auto group = &sharing_test::Note::groups;
-    using conflict_policy = offsync::last_write_wins;
-};
-
 using namespace offsync_test;
-using sharing_test::Note;
-using sharing_test::Task;
-using sharing_test::TaskList;
 
 namespace {
 
-using sharing_models = collections<TaskList, Task, Note>;
+using sharing_models = collections<List, Item, Note>;
 
 /// A service with the sharing models and four known users, and devices that sync them.
 struct sharing_world : world {
@@ -87,11 +29,11 @@ struct sharing_world : world {
     }
 };
 
-TaskList list(std::string id, std::vector<std::string> members) {
+List list(std::string id, std::vector<std::string> members) {
     return {std::move(id), "groceries", std::move(members)};
 }
-Task task(std::string id, std::string list_id, std::string title = "milk") {
-    return {std::move(id), std::move(list_id), std::move(title), false};
+Item item(std::string id, std::string list_id, std::string name = "milk") {
+    return {std::move(id), std::move(list_id), std::move(name), false};
 }
 
 /// One mutation of `value` (a new record unless `base_version` says otherwise).
@@ -148,9 +90,9 @@ std::vector<std::string> live_ids(const std::vector<change>& changes) {
     return out;
 }
 
-std::vector<std::string> ids_of(const std::vector<Task>& tasks) {
+std::vector<std::string> ids_of(const std::vector<Item>& items) {
     std::vector<std::string> out;
-    for (const auto& t : tasks) out.push_back(t.id);
+    for (const auto& i : items) out.push_back(i.id);
     std::sort(out.begin(), out.end());
     return out;
 }
@@ -159,38 +101,38 @@ using strings = std::vector<std::string>;
 
 } // namespace
 
-TEST_CASE("sharing: a list's members see it and its tasks, and nobody else does on any route",
+TEST_CASE("sharing: a list's members see it and its items, and nobody else does on any route",
           "[sharing][access]") {
     sharing_world w;
     auto& s = w.service;
     CHECK(push_one(s, "alice", upsert(1, list("l-1", {"alice", "bob"}))).status ==
           mutation_status::applied);
-    CHECK(push_one(s, "alice", upsert(2, task("t-1", "l-1"))).status == mutation_status::applied);
+    CHECK(push_one(s, "alice", upsert(2, item("t-1", "l-1"))).status == mutation_status::applied);
     CHECK(s.members("l-1") == strings{"alice", "bob"});
     CHECK(s.groups_of("bob") == strings{"l-1"});
 
     // Members, by pull, list and get.
     for (const char* user : {"alice", "bob"}) {
-        CHECK(live_ids(pull_all(s, user, "tasks")) == strings{"t-1"});
+        CHECK(live_ids(pull_all(s, user, "items")) == strings{"t-1"});
         CHECK(live_ids(pull_all(s, user, "lists")) == strings{"l-1"});
         std::vector<change> listed;
-        REQUIRE_FALSE(s.list(user, "tasks", listed));
+        REQUIRE_FALSE(s.list(user, "items", listed));
         CHECK(listed.size() == 1);
         change one;
-        CHECK_FALSE(s.get_record(user, "tasks", "t-1", one));
+        CHECK_FALSE(s.get_record(user, "items", "t-1", one));
     }
 
     // Never a member: nothing in a pull, a list or a get, and no write gets through.
-    CHECK(pull_all(s, "carol", "tasks").empty());
+    CHECK(pull_all(s, "carol", "items").empty());
     CHECK(pull_all(s, "carol", "lists").empty());
     std::vector<change> listed;
-    REQUIRE_FALSE(s.list("carol", "tasks", listed));
+    REQUIRE_FALSE(s.list("carol", "items", listed));
     CHECK(listed.empty());
     change out;
-    CHECK(s.get_record("carol", "tasks", "t-1", out).code == errc::not_found);
-    CHECK_FALSE(s.get("carol", "tasks", "t-1"));
+    CHECK(s.get_record("carol", "items", "t-1", out).code == errc::not_found);
+    CHECK_FALSE(s.get("carol", "items", "t-1"));
 
-    auto edit = task("t-1", "l-1", "stolen");
+    auto edit = item("t-1", "l-1", "stolen");
     auto r = push_one(s, "carol", upsert(1, edit, 2), "carol-phone");
     CHECK(r.status == mutation_status::rejected);
     CHECK(r.error_code == "forbidden");
@@ -199,7 +141,7 @@ TEST_CASE("sharing: a list's members see it and its tasks, and nobody else does 
 
     mutation removal;
     removal.mutation_id = 2;
-    removal.collection = "tasks";
+    removal.collection = "items";
     removal.id = "t-1";
     removal.op = mutation_op::remove;
     removal.base_version = 2;
@@ -207,21 +149,21 @@ TEST_CASE("sharing: a list's members see it and its tasks, and nobody else does 
     CHECK(r.status == mutation_status::rejected);
     CHECK(r.error_code == "forbidden");
 
-    // A task put in a list carol is not in, and the list itself, are refused too.
-    r = push_one(s, "carol", upsert(3, task("t-9", "l-1")), "carol-phone");
+    // An item put in a list carol is not in, and the list itself, are refused too.
+    r = push_one(s, "carol", upsert(3, item("t-9", "l-1")), "carol-phone");
     CHECK(r.error_code == "forbidden");
     r = push_one(s, "carol", upsert(4, list("l-1", {"carol"}), 1), "carol-phone");
     CHECK(r.error_code == "forbidden");
 
     // REST: the same refusals.
-    boost::json::object patch{{"title", "stolen"}};
-    CHECK(s.put_record("carol", "tasks", "t-1", patch, std::nullopt, out).code == errc::forbidden);
-    CHECK(s.delete_record("carol", "tasks", "t-1", std::nullopt, out).code == errc::not_found);
+    boost::json::object patch{{"name", "stolen"}};
+    CHECK(s.put_record("carol", "items", "t-1", patch, std::nullopt, out).code == errc::forbidden);
+    CHECK(s.delete_record("carol", "items", "t-1", std::nullopt, out).code == errc::not_found);
 
     // Nothing changed.
-    const auto seen = s.get("alice", "tasks", "t-1");
+    const auto seen = s.get("alice", "items", "t-1");
     REQUIRE(seen);
-    CHECK(seen->value.at("title") == "milk");
+    CHECK(seen->value.at("name") == "milk");
     CHECK(s.members("l-1") == strings{"alice", "bob"});
 }
 
@@ -231,31 +173,31 @@ TEST_CASE("sharing: bob joins, edits, and leaves; his devices follow, and nothin
     auto alice = w.member_device("alice");
     auto bob = w.member_device("bob");
     alice->replica.put(list("l-1", {"alice"}));
-    alice->replica.put(task("t-1", "l-1", "milk"));
-    alice->replica.put(task("t-2", "l-1", "bread"));
+    alice->replica.put(item("t-1", "l-1", "milk"));
+    alice->replica.put(item("t-2", "l-1", "bread"));
     REQUIRE(alice->sync().error == error_code{});
     REQUIRE(bob->sync().error == error_code{});
-    CHECK(bob->replica.list<Task>().empty());
+    CHECK(bob->replica.list<Item>().empty());
 
-    // Alice shares the list: bob's next round brings the list and both tasks.
+    // Alice shares the list: bob's next round brings the list and both items.
     alice->replica.put(list("l-1", {"alice", "bob"}));
     REQUIRE(alice->sync().error == error_code{});
     REQUIRE(bob->sync().error == error_code{});
-    CHECK(ids_of(bob->replica.list<Task>()) == strings{"t-1", "t-2"});
-    REQUIRE(bob->replica.get<TaskList>("l-1"));
+    CHECK(ids_of(bob->replica.list<Item>()) == strings{"t-1", "t-2"});
+    REQUIRE(bob->replica.get<List>("l-1"));
 
-    // Bob edits a task; alice sees it.
-    auto t1 = *bob->replica.get<Task>("t-1");
-    t1.done = true;
+    // Bob edits an item; alice sees it.
+    auto t1 = *bob->replica.get<Item>("t-1");
+    t1.bought = true;
     bob->replica.put(t1);
     REQUIRE(bob->sync().error == error_code{});
     const auto alice_round = alice->sync();
     REQUIRE_FALSE(alice_round.error);
-    CHECK(alice->replica.get<Task>("t-1")->done);
+    CHECK(alice->replica.get<Item>("t-1")->bought);
 
     // Bob edits offline while alice revokes him.
-    auto t2 = *bob->replica.get<Task>("t-2");
-    t2.title = "rye bread";
+    auto t2 = *bob->replica.get<Item>("t-2");
+    t2.name = "rye bread";
     bob->replica.put(t2);
     alice->replica.put(list("l-1", {"alice"}));
     REQUIRE(alice->sync().error == error_code{});
@@ -265,21 +207,21 @@ TEST_CASE("sharing: bob joins, edits, and leaves; his devices follow, and nothin
     // records he no longer sees leave his device.
     const auto report = bob->sync();
     CHECK(report.rejected == 1);
-    CHECK_FALSE(bob->replica.get<Task>("t-1"));
-    CHECK_FALSE(bob->replica.get<TaskList>("l-1"));
-    const auto parked = bob->replica.rejected<Task>();
+    CHECK_FALSE(bob->replica.get<Item>("t-1"));
+    CHECK_FALSE(bob->replica.get<List>("l-1"));
+    const auto parked = bob->replica.rejected<Item>();
     REQUIRE(parked.size() == 1);
     CHECK(parked[0].key == "t-2");
     CHECK(parked[0].code == "forbidden");
     REQUIRE(parked[0].mine);
-    CHECK(parked[0].mine->title == "rye bread");
+    CHECK(parked[0].mine->name == "rye bread");
     CHECK_FALSE(parked[0].server);
-    bob->replica.drop_rejected<Task>("t-2");
-    CHECK(bob->replica.list<Task>().empty());
+    bob->replica.drop_rejected<Item>("t-2");
+    CHECK(bob->replica.list<Item>().empty());
 
     // Alice's data is untouched by it all.
-    CHECK(ids_of(alice->replica.list<Task>()) == strings{"t-1", "t-2"});
-    CHECK(alice->replica.get<Task>("t-2")->title == "bread");
+    CHECK(ids_of(alice->replica.list<Item>()) == strings{"t-1", "t-2"});
+    CHECK(alice->replica.get<Item>("t-2")->name == "bread");
 }
 
 TEST_CASE("sharing: a member who joins gets the group's records and nobody re-downloads",
@@ -288,16 +230,16 @@ TEST_CASE("sharing: a member who joins gets the group's records and nobody re-do
     auto& s = w.service;
     push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
     for (int i = 0; i < 5; ++i)
-        push_one(s, "alice", upsert(2 + i, task("t-" + std::to_string(i), "l-1")));
+        push_one(s, "alice", upsert(2 + i, item("t-" + std::to_string(i), "l-1")));
     const auto alice_cursor = s.last_version();
-    CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+    CHECK(live_ids(pull_all(s, "bob", "items")).empty());
 
-    // An admin grant: bob's pull from where he was brings the five tasks; alice's pull from
+    // An admin grant: bob's pull from where he was brings the five items; alice's pull from
     // her cursor brings only the list record the grant rewrote.
     REQUIRE_FALSE(s.grant("l-1", "bob"));
     CHECK(s.members("l-1") == strings{"alice", "bob"});
-    CHECK(live_ids(pull_all(s, "bob", "tasks")).size() == 5);
-    CHECK(pull_all(s, "alice", "tasks", alice_cursor).empty());
+    CHECK(live_ids(pull_all(s, "bob", "items")).size() == 5);
+    CHECK(pull_all(s, "alice", "items", alice_cursor).empty());
     const auto lists = pull_all(s, "alice", "lists", alice_cursor);
     REQUIRE(lists.size() == 1);
     CHECK(lists[0].value.at("members").as_array().size() == 2);
@@ -306,25 +248,25 @@ TEST_CASE("sharing: a member who joins gets the group's records and nobody re-do
     const auto bob_cursor = s.last_version();
     mutation removal;
     removal.mutation_id = 10;
-    removal.collection = "tasks";
+    removal.collection = "items";
     removal.id = "t-0";
     removal.op = mutation_op::remove;
-    removal.base_version = s.get("alice", "tasks", "t-0")->version;
+    removal.base_version = s.get("alice", "items", "t-0")->version;
     CHECK(push_one(s, "alice", removal).status == mutation_status::applied);
-    const auto back = pull_all(s, "bob", "tasks", bob_cursor);
+    const auto back = pull_all(s, "bob", "items", bob_cursor);
     REQUIRE(back.size() == 1);
     CHECK(back[0].deleted);
 
-    // A revoke tells bob's devices to drop every task they hold, and their deletes.
+    // A revoke tells bob's devices to drop every item they hold, and their deletes.
     const auto before_revoke = s.last_version();
     REQUIRE_FALSE(s.revoke("l-1", "bob"));
-    const auto gone = pull_all(s, "bob", "tasks", before_revoke);
+    const auto gone = pull_all(s, "bob", "items", before_revoke);
     CHECK(gone.size() == 5);
     CHECK(std::all_of(gone.begin(), gone.end(), [](const change& c) {
         return c.deleted && c.value.empty();
     }));
     // A fresh device of bob's sees nothing of the list.
-    CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+    CHECK(live_ids(pull_all(s, "bob", "items")).empty());
     CHECK(live_ids(pull_all(s, "bob", "lists")).empty());
 }
 
@@ -334,21 +276,21 @@ TEST_CASE("sharing: a leaver's device that was offline drops what was deleted me
     auto alice = w.member_device("alice");
     auto bob = w.member_device("bob");
     alice->replica.put(list("l-1", {"alice", "bob"}));
-    alice->replica.put(task("t-1", "l-1"));
-    alice->replica.put(task("t-2", "l-1"));
+    alice->replica.put(item("t-1", "l-1"));
+    alice->replica.put(item("t-2", "l-1"));
     REQUIRE(alice->sync().error == error_code{});
     REQUIRE(bob->sync().error == error_code{});
-    REQUIRE(bob->replica.list<Task>().size() == 2);
+    REQUIRE(bob->replica.list<Item>().size() == 2);
 
-    // While bob is offline, alice deletes one task and then removes bob.
-    alice->replica.erase<Task>("t-1");
+    // While bob is offline, alice deletes one item and then removes bob.
+    alice->replica.erase<Item>("t-1");
     REQUIRE(alice->sync().error == error_code{});
     alice->replica.put(list("l-1", {"alice"}));
     REQUIRE(alice->sync().error == error_code{});
 
     REQUIRE(bob->sync().error == error_code{});
-    CHECK(bob->replica.list<Task>().empty());
-    CHECK(bob->replica.list<TaskList>().empty());
+    CHECK(bob->replica.list<Item>().empty());
+    CHECK(bob->replica.list<List>().empty());
 }
 
 TEST_CASE("sharing: a record that moves between groups follows its members",
@@ -357,22 +299,22 @@ TEST_CASE("sharing: a record that moves between groups follows its members",
     auto& s = w.service;
     push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
     push_one(s, "alice", upsert(2, list("work", {"alice", "carol"})));
-    push_one(s, "alice", upsert(3, task("t-1", "home")));
+    push_one(s, "alice", upsert(3, item("t-1", "home")));
     const auto cursor = s.last_version();
-    CHECK(live_ids(pull_all(s, "bob", "tasks")) == strings{"t-1"});
-    CHECK(live_ids(pull_all(s, "carol", "tasks")).empty());
+    CHECK(live_ids(pull_all(s, "bob", "items")) == strings{"t-1"});
+    CHECK(live_ids(pull_all(s, "carol", "items")).empty());
 
-    auto moved = task("t-1", "work");
-    CHECK(push_one(s, "alice", upsert(4, moved, s.get("alice", "tasks", "t-1")->version))
+    auto moved = item("t-1", "work");
+    CHECK(push_one(s, "alice", upsert(4, moved, s.get("alice", "items", "t-1")->version))
               .status == mutation_status::applied);
-    const auto for_bob = pull_all(s, "bob", "tasks", cursor);
+    const auto for_bob = pull_all(s, "bob", "items", cursor);
     REQUIRE(for_bob.size() == 1);
     CHECK(for_bob[0].deleted); // bob no longer sees it
-    CHECK(live_ids(pull_all(s, "carol", "tasks", cursor)) == strings{"t-1"});
+    CHECK(live_ids(pull_all(s, "carol", "items", cursor)) == strings{"t-1"});
 
     // Bob may not move a record into a group of his either.
     push_one(s, "bob", upsert(1, list("bobs", {"bob"})), "bob-phone");
-    auto r = push_one(s, "bob", upsert(2, task("t-1", "bobs"), 9), "bob-phone");
+    auto r = push_one(s, "bob", upsert(2, item("t-1", "bobs"), 9), "bob-phone");
     CHECK(r.error_code == "forbidden");
 }
 
@@ -448,8 +390,8 @@ TEST_CASE("sharing: bad membership input is refused and changes nothing",
         r = push_one(s, "alice", m);
         CHECK(r.status == mutation_status::rejected);
     }
-    SECTION("a task without a list") {
-        auto r = push_one(s, "alice", upsert(2, task("t-1", "")));
+    SECTION("an item without a list") {
+        auto r = push_one(s, "alice", upsert(2, item("t-1", "")));
         CHECK(r.error_code == "invalid_field");
         CHECK(r.error_message.find("list_id") != std::string::npos);
     }
@@ -463,7 +405,7 @@ TEST_CASE("sharing: a grouped collection needs a store that keeps groups", "[sha
     minimal_server_store store;
     CHECK_THROWS_AS(store.groups_of("bob"), sync_error);
     server::sync_service service(store);
-    CHECK_THROWS_AS(service.add_collection<Task>(), std::invalid_argument);
+    CHECK_THROWS_AS(service.add_collection<Item>(), std::invalid_argument);
     service.add_collection<Reservation>(); // other scopes are fine
     CHECK(service.grant("l-1", "bob").code == errc::invalid_configuration);
 }
@@ -476,7 +418,7 @@ TEST_CASE("sharing: a membership change the store fails leaves nothing behind",
     s.add_collections(sharing_models{});
     for (const char* user : {"alice", "bob"}) s.add_user(user);
     push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
-    push_one(s, "alice", upsert(2, task("t-1", "l-1")));
+    push_one(s, "alice", upsert(2, item("t-1", "l-1")));
     const auto version = s.last_version();
 
     for (const char* operation : {"add_member", "touch_channel", "commit"}) {
@@ -487,8 +429,8 @@ TEST_CASE("sharing: a membership change the store fails leaves nothing behind",
         store.set_fault_hook({});
         CHECK(s.members("l-1") == strings{"alice"});
         CHECK(s.last_version() == version);
-        CHECK(live_ids(pull_all(s, "bob", "tasks")).empty());
+        CHECK(live_ids(pull_all(s, "bob", "items")).empty());
     }
     REQUIRE_FALSE(s.grant("l-1", "bob"));
-    CHECK(live_ids(pull_all(s, "bob", "tasks")) == strings{"t-1"});
+    CHECK(live_ids(pull_all(s, "bob", "items")) == strings{"t-1"});
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace offsync_test {
 
@@ -101,4 +102,63 @@ struct offsync::model_traits<offsync_test::Reservation> {
     static constexpr auto key = &offsync_test::Reservation::id;
     static constexpr offsync::scope scope = offsync::scope::per_user;
     using conflict_policy = offsync::ask_user;
+};
+
+// Grouped collections (sharing): lists whose members see them and their items, and notes in
+// any number of groups.
+namespace offsync_test {
+
+/// A list: its id is its group, and its members are who may see it and its items.
+struct List {
+    std::string id;
+    std::string title;
+    std::vector<std::string> members;
+};
+BOOST_DESCRIBE_STRUCT(List, (), (id, title, members))
+
+/// An item of one list.
+struct Item {
+    std::string id;
+    std::string list_id;
+    std::string name;
+    bool bought = false;
+};
+BOOST_DESCRIBE_STRUCT(Item, (), (id, list_id, name, bought))
+
+/// A note in any number of groups.
+struct Note {
+    std::string id;
+    std::vector<std::string> groups;
+    std::string text;
+};
+BOOST_DESCRIBE_STRUCT(Note, (), (id, groups, text))
+
+} // namespace offsync_test
+
+template <>
+struct offsync::model_traits<offsync_test::List> {
+    static constexpr std::string_view collection = "lists";
+    static constexpr auto key = &offsync_test::List::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_test::List::id;
+    static constexpr auto members = &offsync_test::List::members;
+    using conflict_policy = offsync::last_write_wins;
+};
+
+template <>
+struct offsync::model_traits<offsync_test::Item> {
+    static constexpr std::string_view collection = "items";
+    static constexpr auto key = &offsync_test::Item::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_test::Item::list_id;
+    using conflict_policy = offsync::last_write_wins;
+};
+
+template <>
+struct offsync::model_traits<offsync_test::Note> {
+    static constexpr std::string_view collection = "notes";
+    static constexpr auto key = &offsync_test::Note::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_test::Note::groups;
+    using conflict_policy = offsync::last_write_wins;
 };
