@@ -45,6 +45,7 @@ int bench_main(int argc, char** argv) {
               << o.durability << "\n";
     if (o.wants("baseline")) run_baselines(o, out);
     run_rounds(o, out);
+    if (o.wants("sharing")) run_sharing(o, out);
     out.write(machine_row());
     if (own_dir) {
         std::error_code ec;

@@ -22,7 +22,8 @@ std::vector<std::size_t> parse_list(const std::string& s) {
 
 bool known_scenarios(const std::string& list) {
     static const char* scenarios[] = {"all",      "push",    "pull",     "incremental",
-                                      "conflict", "clients", "baseline", "listeners"};
+                                      "conflict", "clients", "baseline", "listeners",
+                                      "sharing"};
     std::stringstream in(list);
     std::string item;
     while (std::getline(in, item, ','))
@@ -44,7 +45,7 @@ bool options::wants(std::string_view s) const {
 
 void usage(std::ostream& out) {
     out << "usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,"
-           "clients,baseline,listeners]\n"
+           "clients,baseline,listeners,sharing]\n"
            "                     [--mode inproc|http|both] [--n LIST] [--k LIST] "
            "[--clients LIST] [--listeners LIST]\n"
            "                     [--conflicts LIST] [--batch N] [--page N] "

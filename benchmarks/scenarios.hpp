@@ -16,4 +16,9 @@ void run_rounds(const options& o, output& out);
 /// (scenarios_baselines.cpp).
 void run_baselines(const options& o, output& out);
 
+/// Sharing on the sync service alone: a pull in 1 of n / 1,000 groups, a join's backfill and a
+/// leave's eviction, and the push rate of a grouped collection, each next to the same work on
+/// a per-user collection (scenarios_sharing.cpp).
+void run_sharing(const options& o, output& out);
+
 } // namespace offsync_bench

@@ -5,7 +5,7 @@
 // stats). `server_process` is the parent's handle on it.
 #pragma once
 
-#include "../examples/landmarks/model.hpp"
+#include "workload.hpp"
 #include "options.hpp"
 
 #include <offsync/server/sqlite_store.hpp>
@@ -46,7 +46,7 @@ inline server_state make_server_state(const std::string& store, const std::strin
     } else {
         s.service = std::make_unique<offsync::server::sync_service>();
     }
-    s.service->add_collection<landmarks::Reservation>();
+    s.service->add_collection<Reservation>();
     return s;
 }
 

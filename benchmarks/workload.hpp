@@ -2,11 +2,12 @@
 // 170 bytes of JSON each), and the app edits that make them dirty.
 #pragma once
 
-#include "../examples/landmarks/model.hpp"
-
+#include <offsync/conflict/ask_user.hpp>
 #include <offsync/detail/replica_logic.hpp>
 #include <offsync/json_codec.hpp>
+#include <offsync/model.hpp>
 
+#include <boost/describe/class.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
@@ -15,10 +16,34 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 namespace offsync_bench {
 
-using landmarks::Reservation;
+/// The benchmark's own record type: the first Landmarks reservation, per user. The example's
+/// model may change (its reservations became shareable); this one stays, so that figures
+/// compare across commits.
+struct Reservation {
+    std::string id;
+    std::int64_t landmark_id = 0;
+    std::chrono::system_clock::time_point date;
+    std::int32_t party_size = 1;
+    std::string status = "confirmed";
+    std::string notes;
+};
+BOOST_DESCRIBE_STRUCT(Reservation, (), (id, landmark_id, date, party_size, status, notes))
+
+} // namespace offsync_bench
+
+template <>
+struct offsync::model_traits<offsync_bench::Reservation> {
+    static constexpr std::string_view collection = "reservations";
+    static constexpr auto key = &offsync_bench::Reservation::id;
+    static constexpr offsync::scope scope = offsync::scope::per_user;
+    using conflict_policy = offsync::ask_user;
+};
+
+namespace offsync_bench {
 
 /// Record `i` of a workload; `variant` > 0 is the same record after `variant` edits.
 inline Reservation make_reservation(std::size_t i, int variant = 0) {

@@ -1,0 +1,266 @@
+// offsync-bench: sharing (grouped collections, docs/sharing.md), measured on the sync service
+// alone in this process, on the server store of `--server-store`: what a pull, a join, a leave
+// and a push cost the server when records belong to groups, each next to the same work on a
+// per-user collection. No HTTP and no client: the server's share of a round.
+#include "metrics.hpp"
+#include "scenarios.hpp"
+#include "server_process.hpp"
+#include "workload.hpp"
+
+#include <offsync/json_codec.hpp>
+#include <offsync/protocol.hpp>
+#include <offsync/uuid.hpp>
+
+#include <boost/describe/class.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace offsync_bench {
+
+/// A reservation that belongs to a group: the workload's record with the group it is in.
+struct GroupedReservation {
+    std::string id;
+    std::string group;
+    std::int64_t landmark_id = 0;
+    std::chrono::system_clock::time_point date;
+    std::int32_t party_size = 1;
+    std::string status = "confirmed";
+    std::string notes;
+};
+BOOST_DESCRIBE_STRUCT(GroupedReservation, (),
+                      (id, group, landmark_id, date, party_size, status, notes))
+
+} // namespace offsync_bench
+
+template <>
+struct offsync::model_traits<offsync_bench::GroupedReservation> {
+    static constexpr std::string_view collection = "group_reservations";
+    static constexpr auto key = &offsync_bench::GroupedReservation::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_bench::GroupedReservation::group;
+};
+
+namespace offsync_bench {
+
+namespace {
+
+namespace json = boost::json;
+using namespace offsync;
+
+/// Records per group: the "1 of 1,000 groups of a 1,000,000-record collection".
+constexpr std::size_t group_size = 1000;
+
+std::string group_name(std::size_t i) { return "g-" + std::to_string(i / group_size); }
+
+/// A service on its own store, with both collections and the users of the scenarios.
+struct sharing_server {
+    std::string file;
+    server_state state;
+    std::uint64_t next_mutation = 1;
+    std::string client = make_uuid();
+
+    explicit sharing_server(const options& o)
+        : file((o.dir / ("sharing-" + make_uuid() + ".db")).string()),
+          state(make_server_state(o.server_store, file)) {
+        state.service->add_collection<GroupedReservation>();
+        for (const char* user : {"writer", "reader", "owner"}) state.service->add_user(user);
+    }
+    ~sharing_server() {
+        state.service.reset();
+        state.store.reset();
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"})
+            std::filesystem::remove(file + suffix, ec);
+    }
+    server::sync_service& service() { return *state.service; }
+
+    /// Pushes records `first`..`first + count` of the workload as `user`, in batches; grouped
+    /// ones go to their group (`group_name`). `variant` > 0 edits records pushed before.
+    void push(std::string_view user, bool grouped, std::size_t first, std::size_t count,
+              std::size_t batch, int variant = 0) {
+        for (std::size_t at = first; at < first + count; at += batch) {
+            push_request request{client, {}};
+            for (std::size_t i = at; i < std::min(first + count, at + batch); ++i)
+                request.mutations.push_back(mutation_of(grouped, i, variant));
+            push_response response;
+            if (auto d = service().push(user, request, response))
+                throw std::runtime_error("sharing bench: push failed: " + d.message);
+            for (const auto& r : response.results)
+                if (r.status != mutation_status::applied)
+                    throw std::runtime_error("sharing bench: a write was refused: " +
+                                             r.error_message);
+        }
+    }
+    mutation mutation_of(bool grouped, std::size_t i, int variant) {
+        const auto r = make_reservation(i, variant);
+        mutation m;
+        m.mutation_id = next_mutation++;
+        m.collection = grouped ? "group_reservations" : "reservations";
+        m.id = json::value(r.id);
+        // An edit is based on the version it edits: the latest, since only this client writes.
+        m.base_version = variant ? service().last_version() : 0;
+        m.stamp = hlc_stamp{1'764'000'000'000 + std::int64_t(i), std::uint32_t(variant), client};
+        m.fields = to_json_object(r);
+        if (grouped) m.fields["group"] = group_name(i);
+        return m;
+    }
+
+    /// Pulls the collection as `user` from `since` to its end; returns the changes and moves
+    /// `since` to the last cursor.
+    std::size_t pull(std::string_view user, bool grouped, std::uint64_t& since,
+                     std::uint32_t page) {
+        std::size_t changes = 0;
+        pull_request request{grouped ? "group_reservations" : "reservations", since, page};
+        for (;;) {
+            pull_response response;
+            if (auto d = service().pull(user, request, response))
+                throw std::runtime_error("sharing bench: pull failed: " + d.message);
+            changes += response.changes.size();
+            request.since = response.cursor;
+            if (!response.has_more) break;
+        }
+        since = request.since;
+        return changes;
+    }
+};
+
+/// The median of `runs` timings (ms) of `measured`, each after an unmeasured `before`.
+template <class Before, class Measured>
+double median_ms(int runs, Before&& before, Measured&& measured) {
+    std::vector<double> t;
+    for (int i = 0; i < runs; ++i) {
+        before();
+        const auto start = steady::now();
+        measured();
+        t.push_back(seconds_since(start) * 1000);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+/// A pull round of a user in 1 group of n / 1,000 (1,000 records each), next to the same round
+/// on 1,000 records of the user's own: the first sync, then an incremental round of 10 changes
+/// in the user's group while 10 change elsewhere.
+json::object sharing_pull(const options& o, std::size_t n) {
+    sharing_server s(o);
+    const std::size_t groups = std::max<std::size_t>(1, n / group_size);
+    for (std::size_t g = 0; g < groups; ++g) {
+        s.service().create_group(group_name(g * group_size));
+        s.service().grant(group_name(g * group_size), "writer");
+    }
+    s.push("writer", true, 0, groups * group_size, o.batch);
+    s.service().grant(group_name(0), "reader");
+    s.push("owner", false, 0, group_size, o.batch);
+
+    std::uint64_t grouped_cursor = 0, own_cursor = 0;
+    auto start = steady::now();
+    const auto grouped_changes = s.pull("reader", true, grouped_cursor, o.page);
+    const double grouped_first = seconds_since(start) * 1000;
+    start = steady::now();
+    const auto own_changes = s.pull("owner", false, own_cursor, o.page);
+    const double own_first = seconds_since(start) * 1000;
+
+    int variant = 1;
+    const double grouped_round = median_ms(
+        9,
+        [&] {
+            s.push("writer", true, 0, 10, o.batch, variant); // in the reader's group
+            s.push("writer", true, groups * group_size - 10, 10, o.batch, variant); // elsewhere
+            ++variant;
+        },
+        [&] { s.pull("reader", true, grouped_cursor, o.page); });
+    const double own_round = median_ms(
+        9, [&] { s.push("owner", false, 0, 10, o.batch, variant++); },
+        [&] { s.pull("owner", false, own_cursor, o.page); });
+    return {{"scenario", "sharing_pull"}, {"mode", "service"}, {"server_store", o.server_store},
+            {"n", n}, {"groups", groups}, {"group_size", group_size},
+            {"grouped_changes", grouped_changes}, {"own_changes", own_changes},
+            {"first_pull_ms", json::object{{"grouped", grouped_first}, {"own", own_first},
+                                           {"ratio", grouped_first / own_first}}},
+            {"round_ms", json::object{{"grouped", grouped_round}, {"own", own_round},
+                                      {"ratio", grouped_round / own_round}}}};
+}
+
+/// A user joins a group of min(n, 10,000) records and pulls it (the backfill), then leaves it
+/// and pulls the removals (the eviction); next to pulling as many records of the user's own.
+json::object sharing_membership(const options& o, std::size_t n) {
+    sharing_server s(o);
+    const std::size_t count = std::min<std::size_t>(n, 10 * group_size);
+    // One group holding every record: the writer's.
+    const std::string group = "big";
+    s.service().create_group(group);
+    s.service().grant(group, "writer");
+    for (std::size_t at = 0; at < count; at += o.batch) {
+        push_request request{s.client, {}};
+        for (std::size_t i = at; i < std::min(count, at + o.batch); ++i) {
+            auto m = s.mutation_of(true, i, 0);
+            m.fields["group"] = group;
+            request.mutations.push_back(std::move(m));
+        }
+        push_response response;
+        s.service().push("writer", request, response);
+    }
+    s.push("owner", false, 0, count, o.batch);
+
+    std::uint64_t cursor = 0;
+    auto start = steady::now();
+    s.service().grant(group, "reader");
+    const double grant_ms = seconds_since(start) * 1000;
+    const auto backfilled = s.pull("reader", true, cursor, o.page);
+    const double backfill_ms = seconds_since(start) * 1000;
+    start = steady::now();
+    s.service().revoke(group, "reader");
+    const double revoke_ms = seconds_since(start) * 1000;
+    const auto evicted = s.pull("reader", true, cursor, o.page);
+    const double evict_ms = seconds_since(start) * 1000;
+    std::uint64_t own_cursor = 0;
+    start = steady::now();
+    const auto own = s.pull("owner", false, own_cursor, o.page);
+    const double own_ms = seconds_since(start) * 1000;
+    return {{"scenario", "sharing_membership"}, {"mode", "service"},
+            {"server_store", o.server_store}, {"n", n}, {"records", count},
+            {"backfill", json::object{{"changes", backfilled}, {"grant_ms", grant_ms},
+                                      {"total_ms", backfill_ms},
+                                      {"records_per_s", double(backfilled) / backfill_ms * 1000}}},
+            {"evict", json::object{{"changes", evicted}, {"revoke_ms", revoke_ms},
+                                   {"total_ms", evict_ms}}},
+            {"own_pull", json::object{{"changes", own}, {"ms", own_ms},
+                                      {"records_per_s", double(own) / own_ms * 1000}}}};
+}
+
+/// Pushes of n new records to a grouped collection (groups of 1,000, the writer in all) and
+/// to a per-user one.
+json::object sharing_push(const options& o, std::size_t n) {
+    sharing_server s(o);
+    for (std::size_t g = 0; g * group_size < n; ++g) {
+        s.service().create_group(group_name(g * group_size));
+        s.service().grant(group_name(g * group_size), "writer");
+    }
+    auto start = steady::now();
+    s.push("writer", true, 0, n, o.batch);
+    const double grouped_s = seconds_since(start);
+    start = steady::now();
+    s.push("owner", false, 0, n, o.batch);
+    const double own_s = seconds_since(start);
+    return {{"scenario", "sharing_push"}, {"mode", "service"}, {"server_store", o.server_store},
+            {"n", n}, {"batch", o.batch},
+            {"records_per_s", json::object{{"grouped", double(n) / grouped_s},
+                                           {"own", double(n) / own_s},
+                                           {"ratio", own_s / grouped_s}}}};
+}
+
+} // namespace
+
+void run_sharing(const options& o, output& out) {
+    for (auto n : o.n) {
+        out.write(sharing_pull(o, n));
+        out.write(sharing_membership(o, n));
+        out.write(sharing_push(o, n));
+    }
+}
+
+} // namespace offsync_bench
