@@ -640,6 +640,22 @@ private:
             if (!invalid && detail::may_insert_unread(schema, m, written))
                 if (auto inserted = insert_if_new(schema, base_owner, key, m, written, client))
                     return *inserted;
+            // A new grouped record (not a membership record, whose write reads its group) in
+            // groups of the writer's goes straight in too; if the key exists, the general path
+            // decides against the record that holds it.
+            if (!invalid && grouped && schema.members_field.empty() && m.base_version == 0 &&
+                written != 0) {
+                detail::group_write fresh;
+                if (!detail::check_group_write(schema, key, m, nullptr, user_groups(access, user),
+                                               {}, config_.max_groups_per_record, fresh))
+                    if (auto inserted =
+                            insert_if_new(schema, base_owner, key, m, written, client)) {
+                        for (const auto& g : fresh.after)
+                            store_.touch_channel(schema, detail::group_channel(g), key,
+                                                 inserted->version);
+                        return *inserted;
+                    }
+            }
         }
         const auto base = store_.find(schema, base_owner, key);
         std::optional<server_record> own;
