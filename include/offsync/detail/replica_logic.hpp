@@ -412,8 +412,11 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
     }
     auto rec = txn.load(schema.name, key);
     if (rec && rec->parked != park_state::none) {
+        // A change at the version the parked side holds replaces it too: later in the feed is
+        // newer news of the same version (a grouped record removed for this user, then given
+        // back by a join, comes twice at its one version).
         if (auto p = txn.load_parked(schema.name, key);
-            p && (!p->server || p->server->version < c.version)) {
+            p && (!p->server || p->server->version <= c.version)) {
             p->server = c;
             txn.save_parked(*p);
         }

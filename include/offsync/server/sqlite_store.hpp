@@ -373,6 +373,17 @@ public:
         while (db_.step(st) == SQLITE_ROW)
             out.push_back({db_.column_text(st, 0), std::uint64_t(sqlite3_column_int64(st.get(), 1))});
     }
+    std::optional<std::uint64_t> channel_version(const collection_schema& schema,
+                                                 std::string_view channel,
+                                                 std::string_view key) override {
+        auto& st = stmt_.channel_version;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, channel);
+        db_.bind_text(st, 3, key);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        if (db_.step(st) != SQLITE_ROW) return std::nullopt;
+        return std::uint64_t(sqlite3_column_int64(st.get(), 0));
+    }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         out.clear();
@@ -663,6 +674,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
         stmt_.channel_page = db_.prepare(
             "SELECT key, version FROM offsync_server_channels WHERE collection = ?1 AND "
             "channel = ?2 AND version > ?3 AND version <= ?4 ORDER BY version LIMIT ?5");
+        stmt_.channel_version = db_.prepare(
+            "SELECT version FROM offsync_server_channels WHERE collection = ?1 AND "
+            "channel = ?2 AND key = ?3");
         stmt_.get_meta = db_.prepare("SELECT value FROM offsync_server_meta WHERE key = ?1");
         stmt_.set_meta = db_.prepare("INSERT OR REPLACE INTO offsync_server_meta VALUES (?1, ?2)");
     }
@@ -671,7 +685,7 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
         offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
             newest_result, remember, oldest_run, runs_newest_first, forget, shorten_run,
             get_meta, set_meta, group_exists, add_group, remove_group, remove_members,
-            members_of, groups_of, add_member, remove_member, touch, channel_page;
+            members_of, groups_of, add_member, remove_member, touch, channel_page, channel_version;
     };
 
     offsync::detail::sqlite_connection db_;

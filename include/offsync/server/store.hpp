@@ -209,6 +209,12 @@ public:
         (void)schema, (void)channel, (void)after, (void)through, (void)limit, (void)out,
             unsupported();
     }
+    /// The version at which `key` was last touched in `channel`, if it ever was.
+    virtual std::optional<std::uint64_t> channel_version(const collection_schema& schema,
+                                                         std::string_view channel,
+                                                         std::string_view key) {
+        return (void)schema, (void)channel, (void)key, unsupported(), std::nullopt;
+    }
     /// Every entry of one channel, in any order.
     virtual void channel_entries(const collection_schema& schema, std::string_view channel,
                                  std::vector<channel_entry>& out) {
@@ -452,6 +458,17 @@ public:
         for (auto it = ch->second.keys.upper_bound(after);
              it != ch->second.keys.end() && it->first <= through && taken < limit; ++it, ++taken)
             out.push_back({it->second, it->first});
+    }
+    std::optional<std::uint64_t> channel_version(const collection_schema& schema,
+                                                 std::string_view channel,
+                                                 std::string_view key) override {
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return std::nullopt;
+        auto ch = c->second.channels.find(channel);
+        if (ch == c->second.channels.end()) return std::nullopt;
+        auto it = ch->second.versions.find(std::string(key));
+        if (it == ch->second.versions.end()) return std::nullopt;
+        return it->second;
     }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {

@@ -672,13 +672,36 @@ private:
         if (grouped) {
             const bool membership = !schema.members_field.empty();
             const bool exists = base && !base->deleted;
+            // A tombstone the user never saw is no record to them: a delete of it changes
+            // nothing, and a write over it is a new record, never a conflict that shows it.
+            if (base && base->deleted && !tombstone_seen(schema, user, key)) {
+                if (m.op == mutation_op::remove) {
+                    mutation_result r;
+                    r.version = counters_.last_version;
+                    return r;
+                }
+                base_record = nullptr;
+            } else if (base && base->deleted && m.op == mutation_op::upsert &&
+                       !m.fields.contains(schema.group_field) && m.base_version < base->version) {
+                // An edit of fields of a record deleted since its base: the collection's policy
+                // settles it, as for any other scope.
+                mutation_result r;
+                r.status = mutation_status::conflict;
+                r.server = current();
+                return r;
+            }
             std::string founding;
             if (membership && m.op == mutation_op::upsert && !exists && !store_.group_exists(key))
                 founding = key;
             if (auto d = detail::check_group_write(schema, key, m, base_record,
                                                    user_groups(access, user), founding,
                                                    config_.max_groups_per_record, groups))
-                return rejected(d, errc_of(d.code) == errc::forbidden ? std::nullopt : current());
+                // The record goes with the refusal when the user sees it (a move to a group
+                // of someone else's), so that the device can drop its change and keep the
+                // record; never to a user who does not.
+                return rejected(d, detail::may_see(groups.before, user_groups(access, user))
+                                       ? current()
+                                       : std::nullopt);
             if (membership && !invalid)
                 if (auto d = detail::check_members(
                         schema, m, user, [&](std::string_view u) { return users_.contains(u); },
@@ -919,6 +942,18 @@ private:
         if (!store_.supports_groups()) return out;
         for (auto& m : store_.groups_of(user)) out.push_back(std::move(m.group));
         return out;
+    }
+
+    /// Whether `user` was told of the deletion of grouped record `key`: it was touched in the
+    /// user's own channel, or in one of the user's groups since the membership began.
+    bool tombstone_seen(const collection_schema& schema, std::string_view user,
+                        const std::string& key) {
+        if (store_.channel_version(schema, detail::user_channel(user), key)) return true;
+        for (const auto& m : store_.groups_of(user))
+            if (auto v = store_.channel_version(schema, detail::group_channel(m.group), key);
+                v && *v > m.since)
+                return true;
+        return false;
     }
 
     /// The collections whose records belong to groups.

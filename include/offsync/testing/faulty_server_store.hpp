@@ -148,6 +148,12 @@ public:
         check("channel_page");
         next_.channel_page(schema, channel, after, through, limit, out);
     }
+    std::optional<std::uint64_t> channel_version(const collection_schema& schema,
+                                                 std::string_view channel,
+                                                 std::string_view key) override {
+        check("channel_version");
+        return next_.channel_version(schema, channel, key);
+    }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         check("channel_entries");
