@@ -601,3 +601,47 @@ TEST_CASE("sharing: a refused edit of a record taken away and given back is kept
     REQUIRE(bob->replica.get<Item>("i-1"));
     CHECK(bob->replica.get<Item>("i-1")->name == "milk");
 }
+
+TEST_CASE("sharing: a deleted list's name cannot be founded again to see its items",
+          "[sharing][membership][regression]") {
+    // Found in review: deleting a membership record removed its group, and anybody could found
+    // the name again and be backfilled with the items still in it.
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
+    push_one(s, "alice", upsert(2, item("t-1", "l-1")));
+    mutation removal;
+    removal.mutation_id = 3;
+    removal.collection = "lists";
+    removal.id = "l-1";
+    removal.op = mutation_op::remove;
+    removal.base_version = s.get("alice", "lists", "l-1")->version;
+    REQUIRE(push_one(s, "alice", removal).status == mutation_status::applied);
+    CHECK(s.members("l-1").empty());
+    CHECK(live_ids(pull_all(s, "alice", "items")).empty()); // nobody sees the orphan item
+
+    auto r = push_one(s, "carol", upsert(1, list("l-1", {"carol"})), "carol-phone");
+    CHECK(r.error_code == "forbidden");
+    CHECK(live_ids(pull_all(s, "carol", "items")).empty());
+    CHECK(s.members("l-1").empty());
+    // The server may give it to someone.
+    REQUIRE_FALSE(s.grant("l-1", "alice"));
+    CHECK(live_ids(pull_all(s, "alice", "items")) == strings{"t-1"});
+}
+
+TEST_CASE("sharing: a REST write that moves a record out of the writer's groups answers it gone",
+          "[sharing][rest][regression]") {
+    // Found in review: the answer dereferenced a record the writer could no longer see.
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    push_one(s, "alice", upsert(2, list("work", {"alice"})));
+    push_one(s, "alice", upsert(3, Note{"n-1", {"home", "work"}, "hi"}));
+    change out;
+    boost::json::object patch{{"groups", boost::json::array{"work"}}};
+    REQUIRE_FALSE(s.put_record("bob", "notes", "n-1", patch, std::nullopt, out));
+    CHECK(out.deleted);
+    CHECK(out.value.empty());
+    CHECK(live_ids(pull_all(s, "bob", "notes")).empty());
+    CHECK(live_ids(pull_all(s, "alice", "notes")) == strings{"n-1"});
+}

@@ -574,7 +574,18 @@ private:
                 access_cache access;
                 auto result = apply_one(user, writer, schema, key, m, access);
                 switch (result.status) {
-                case mutation_status::applied: out = *lookup(schema, user, key); return {};
+                case mutation_status::applied:
+                    if (auto now = lookup(schema, user, key)) {
+                        out = std::move(*now);
+                    } else {
+                        // Moved out of the writer's sight (a grouped record put in groups the
+                        // writer is not in): gone for them, as a pull would say.
+                        out = change{};
+                        out.id = key_to_json(schema, key);
+                        out.version = result.version;
+                        out.deleted = true;
+                    }
+                    return {};
                 case mutation_status::conflict:
                     out = std::move(*result.server);
                     return detail::conflict_of(schema, key, m.base_version, out.version);
@@ -986,8 +997,10 @@ private:
         if (access) access->groups.reset();
     }
 
-    /// Makes `after` the members of `group` (founding it if need be), or removes the group
-    /// with every membership when `remove`.
+    /// Makes `after` the members of `group` (founding it if need be), or ends every membership
+    /// when `remove`. A group is never removed: its records outlive its membership record, and
+    /// whoever founded the name again would see them; the name stays taken, its records seen by
+    /// nobody until the server grants someone.
     void set_members(const std::string& group, const std::vector<std::string>& after, bool remove) {
         const bool exists = store_.group_exists(group);
         if (!exists && remove) return;
@@ -996,7 +1009,6 @@ private:
                                                remove ? std::vector<std::string>{} : after);
         for (const auto& user : diff.left) leave(group, user);
         for (const auto& user : diff.joined) join(group, user);
-        if (remove) store_.remove_group(group);
     }
 
     /// A user joins a group: their own channel gets every live record of the group, above
