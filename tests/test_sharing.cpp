@@ -51,6 +51,18 @@ mutation upsert(std::uint64_t id, const T& value, std::uint64_t base_version = 0
     return m;
 }
 
+/// One delete of `key` in `collection`, based on `base_version`.
+mutation erase_of(std::uint64_t id, std::string collection, std::string key,
+                  std::uint64_t base_version) {
+    mutation m;
+    m.mutation_id = id;
+    m.collection = std::move(collection);
+    m.id = boost::json::string(key);
+    m.op = mutation_op::remove;
+    m.base_version = base_version;
+    return m;
+}
+
 /// Pushes one mutation as `user` and returns its result (the request itself must succeed).
 mutation_result push_one(server::sync_service& service, std::string_view user, mutation m,
                          std::string client = "c1") {
@@ -142,12 +154,7 @@ TEST_CASE("sharing: a list's members see it and its items, and nobody else does 
     CHECK_FALSE(r.server); // the record is not shown to who may not see it
     CHECK(r.error_message.find("l-1") == std::string::npos);
 
-    mutation removal;
-    removal.mutation_id = 2;
-    removal.collection = "items";
-    removal.id = "t-1";
-    removal.op = mutation_op::remove;
-    removal.base_version = 2;
+    const auto removal = erase_of(2, "items", "t-1", 2);
     r = push_one(s, "carol", removal, "carol-phone");
     CHECK(r.status == mutation_status::rejected);
     CHECK(r.error_code == "forbidden");
@@ -249,12 +256,7 @@ TEST_CASE("sharing: a member who joins gets the group's records and nobody re-do
 
     // A record deleted while bob is away is gone when he returns.
     const auto bob_cursor = s.last_version();
-    mutation removal;
-    removal.mutation_id = 10;
-    removal.collection = "items";
-    removal.id = "t-0";
-    removal.op = mutation_op::remove;
-    removal.base_version = s.get("alice", "items", "t-0")->version;
+    const auto removal = erase_of(10, "items", "t-0", s.get("alice", "items", "t-0")->version);
     CHECK(push_one(s, "alice", removal).status == mutation_status::applied);
     const auto back = pull_all(s, "bob", "items", bob_cursor);
     REQUIRE(back.size() == 1);
@@ -610,12 +612,7 @@ TEST_CASE("sharing: a deleted list's name cannot be founded again to see its ite
     auto& s = w.service;
     push_one(s, "alice", upsert(1, list("l-1", {"alice"})));
     push_one(s, "alice", upsert(2, item("t-1", "l-1")));
-    mutation removal;
-    removal.mutation_id = 3;
-    removal.collection = "lists";
-    removal.id = "l-1";
-    removal.op = mutation_op::remove;
-    removal.base_version = s.get("alice", "lists", "l-1")->version;
+    const auto removal = erase_of(3, "lists", "l-1", s.get("alice", "lists", "l-1")->version);
     REQUIRE(push_one(s, "alice", removal).status == mutation_status::applied);
     CHECK(s.members("l-1").empty());
     CHECK(live_ids(pull_all(s, "alice", "items")).empty()); // nobody sees the orphan item
