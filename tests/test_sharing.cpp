@@ -642,3 +642,150 @@ TEST_CASE("sharing: a REST write that moves a record out of the writer's groups 
     CHECK(live_ids(pull_all(s, "bob", "notes")).empty());
     CHECK(live_ids(pull_all(s, "alice", "notes")) == strings{"n-1"});
 }
+
+TEST_CASE("sharing: a removal names no writer and no time, and a former member is not told of "
+          "later deletions",
+          "[sharing][access][regression]") {
+    // Found in review: a removal carried the record's stamp (whose node can name a REST writer
+    // of another group), and a former member learned of deletions made after they left: from a
+    // pull, from `get`, and from the conflict a write over the tombstone met.
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    push_one(s, "alice", upsert(2, item("i-1", "home")));
+    push_one(s, "alice", upsert(3, item("i-2", "home")));
+    const auto seen = pull_all(s, "bob", "items");
+    REQUIRE(live_ids(seen) == strings{"i-1", "i-2"});
+    const auto bob_cursor = s.last_version();
+    const auto i1_version = s.get("bob", "items", "i-1")->version;
+    REQUIRE_FALSE(s.revoke("home", "bob"));
+    // A REST write by carol, a member now, then deletes.
+    REQUIRE_FALSE(s.grant("home", "carol"));
+    change out;
+    REQUIRE_FALSE(
+        s.put_record("carol", "items", "i-2", {{"name", "pears"}}, std::nullopt, out));
+    auto erase = erase_of(4, "items", "i-1", i1_version);
+    erase.stamp = hlc_stamp{1764000000000, 1, "alice-phone"};
+    REQUIRE(push_one(s, "alice", erase).status == mutation_status::applied);
+
+    const auto after = pull_all(s, "bob", "items", bob_cursor);
+    REQUIRE(after.size() == 2);
+    for (const auto& c : after) {
+        INFO(c.id);
+        CHECK(c.deleted);
+        CHECK(c.value.empty());
+        CHECK(c.stamp == hlc_stamp{});
+    }
+    // Nothing tells bob that i-1 was deleted rather than taken from him.
+    CHECK_FALSE(s.get("bob", "items", "i-1"));
+    CHECK_FALSE(s.get("bob", "items", "i-2"));
+    // His writes meet no record: refused as a new record would be, without the tombstone.
+    auto r = push_one(s, "bob", upsert(5, item("i-1", "home", "rye"), i1_version), "bob-phone");
+    CHECK(r.error_code == "forbidden");
+    CHECK_FALSE(r.server);
+    auto edit = upsert(6, item("i-1", "home", "rye"), i1_version);
+    edit.fields.erase("list_id");
+    r = push_one(s, "bob", edit, "bob-phone");
+    CHECK(r.error_code == "forbidden");
+    CHECK(r.error_message == "items/i-1: not a member of its group"); // as for a live record
+    CHECK_FALSE(r.server);
+    auto gone = push_one(s, "bob", erase_of(7, "items", "i-1", i1_version), "bob-phone");
+    CHECK(gone.status == mutation_status::applied); // nothing there for him: nothing to do
+    // Alice, a member throughout, saw the deletion itself.
+    const auto alice_i1 = s.get("alice", "items", "i-1");
+    REQUIRE(alice_i1);
+    CHECK(alice_i1->deleted);
+    CHECK(alice_i1->stamp == erase.stamp);
+    // A deletion made while bob was a member is his to know, even after he left.
+    REQUIRE_FALSE(s.grant("home", "bob"));
+    const auto i2 = s.get("alice", "items", "i-2");
+    REQUIRE(push_one(s, "alice", erase_of(7, "items", "i-2", i2->version)).status ==
+            mutation_status::applied);
+    REQUIRE_FALSE(s.revoke("home", "bob"));
+    const auto bob_i2 = s.get("bob", "items", "i-2");
+    REQUIRE(bob_i2);
+    CHECK(bob_i2->deleted);
+}
+
+TEST_CASE("sharing: a user who never saw a record gets no tombstone of it from get",
+          "[sharing][access][regression]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice"})));
+    push_one(s, "alice", upsert(2, item("i-1", "home")));
+    const auto v = s.get("alice", "items", "i-1")->version;
+    REQUIRE(push_one(s, "alice", erase_of(3, "items", "i-1", v)).status ==
+            mutation_status::applied);
+    CHECK(s.get("alice", "items", "i-1"));
+    CHECK_FALSE(s.get("dave", "items", "i-1"));
+    CHECK_FALSE(s.get("dave", "lists", "i-1"));
+}
+
+TEST_CASE("sharing: admin_put of some fields of a grouped record keeps its groups",
+          "[sharing][admin][regression]") {
+    // Found in review: a value without the group field was refused as naming no group.
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice"})));
+    push_one(s, "alice", upsert(2, item("i-1", "home")));
+    diagnostics error;
+    CHECK(s.admin_put("items", {{"id", "i-1"}, {"name", "oats"}}, {}, &error) != 0);
+    CHECK_FALSE(error);
+    const auto now = s.get("alice", "items", "i-1");
+    REQUIRE(now);
+    CHECK(now->value.at("name") == "oats");
+    CHECK(now->value.at("list_id") == "home");
+    // A new record must still name its group, and nothing is written when it does not.
+    const auto last = s.last_version();
+    CHECK(s.admin_put("items", {{"id", "i-2"}, {"name", "oats"}}, {}, &error) == 0);
+    CHECK(error.code == make_error_code(errc::invalid_field));
+    CHECK(s.last_version() == last);
+}
+
+namespace offsync_test {
+/// A second membership collection: its records govern groups by the same names as lists'.
+struct Team {
+    std::string id;
+    std::vector<std::string> members;
+};
+BOOST_DESCRIBE_STRUCT(Team, (), (id, members))
+} // namespace offsync_test
+
+template <>
+struct offsync::model_traits<offsync_test::Team> {
+    static constexpr std::string_view collection = "teams";
+    static constexpr auto key = &offsync_test::Team::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_test::Team::id;
+    static constexpr auto members = &offsync_test::Team::members;
+    using conflict_policy = offsync::last_write_wins;
+};
+
+TEST_CASE("sharing: one group is governed by one membership record, whatever its collection",
+          "[sharing][membership][regression]") {
+    // Found in review: group names are one namespace, and a member could write a second
+    // membership record for a group in another collection, whose member list then fought the
+    // first one's.
+    sharing_world w;
+    auto& s = w.service;
+    s.add_collection<Team>();
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    const auto last = s.last_version();
+    auto r = push_one(s, "bob", upsert(1, Team{"home", {"bob"}}), "bob-phone");
+    CHECK(r.error_code == "forbidden");
+    CHECK_FALSE(r.server);
+    CHECK(s.members("home") == strings{"alice", "bob"});
+    CHECK(s.last_version() == last);
+    // A non-member is told only that it is not theirs.
+    r = push_one(s, "carol", upsert(1, Team{"home", {"carol"}}), "carol-phone");
+    CHECK(r.error_code == "forbidden");
+    CHECK(r.error_message.find("lists") == std::string::npos);
+    diagnostics error;
+    CHECK(s.admin_put("teams", {{"id", "home"}, {"members", boost::json::array{"carol"}}}, {},
+                      &error) == 0);
+    CHECK(error.code == make_error_code(errc::forbidden));
+    CHECK(s.members("home") == strings{"alice", "bob"});
+    // Another name is founded as before.
+    CHECK(push_one(s, "bob", upsert(2, Team{"crew", {"bob"}}), "bob-phone").status ==
+          mutation_status::applied);
+}

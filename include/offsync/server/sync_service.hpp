@@ -319,10 +319,15 @@ public:
                 std::vector<std::string> groups_before;
                 if (schema->scope == scope::grouped) {
                     groups_before = detail::stored_groups(*schema, before);
+                    // A value without the group field keeps the record's groups; a new record
+                    // (or one deleted) must name them.
                     std::vector<std::string> groups_after;
-                    if (auto d = detail::groups_in(*schema, value, config_.max_groups_per_record,
-                                                   groups_after))
-                        return d;
+                    if (value.contains(schema->group_field) || groups_before.empty())
+                        if (auto d = detail::groups_in(*schema, value,
+                                                       config_.max_groups_per_record,
+                                                       groups_after))
+                            return d;
+                    if (auto d = governed_elsewhere(*schema, key)) return d;
                 }
                 const auto record = write(*schema, base_owner, key, before, value,
                                           ~std::uint64_t{0} & ~schema->per_user_mask, stamp,
@@ -618,8 +623,10 @@ private:
         const bool shared = schema.scope == scope::shared;
         const auto base = store_.find(schema, owner_of(schema, user), key);
         if (!base) return std::nullopt;
-        if (schema.scope == scope::grouped && !base->deleted &&
-            !detail::may_see(detail::stored_groups(schema, &*base), group_names(user)))
+        if (schema.scope == scope::grouped &&
+            (base->deleted ? !tombstone_seen(schema, user, key, base->version)
+                           : !detail::may_see(detail::stored_groups(schema, &*base),
+                                              group_names(user))))
             return std::nullopt;
         std::optional<server_record> own;
         if (shared && schema.per_user_mask) own = store_.find(schema, user, key);
@@ -685,12 +692,18 @@ private:
             const bool exists = base && !base->deleted;
             // A tombstone the user never saw is no record to them: a delete of it changes
             // nothing, and a write over it is a new record, never a conflict that shows it.
-            if (base && base->deleted && !tombstone_seen(schema, user, key)) {
+            if (base && base->deleted && !tombstone_seen(schema, user, key, base->version)) {
                 if (m.op == mutation_op::remove) {
                     mutation_result r;
                     r.version = counters_.last_version;
                     return r;
                 }
+                // An edit of a record the user saw once, before it was taken from them: refused
+                // as an edit of a live record out of their sight is.
+                if (m.base_version != 0 && !m.fields.contains(schema.group_field))
+                    return rejected({make_error_code(errc::forbidden),
+                                     schema.name + "/" + key + ": not a member of its group"},
+                                    std::nullopt);
                 base_record = nullptr;
             } else if (base && base->deleted && m.op == mutation_op::upsert &&
                        !m.fields.contains(schema.group_field) && m.base_version < base->version) {
@@ -713,6 +726,9 @@ private:
                 return rejected(d, detail::may_see(groups.before, user_groups(access, user))
                                        ? current()
                                        : std::nullopt);
+            // Told only to a member of the group, who may know what governs it.
+            if (membership && m.op == mutation_op::upsert && !exists && founding.empty())
+                if (auto d = governed_elsewhere(schema, key)) return rejected(d, std::nullopt);
             if (membership && !invalid)
                 if (auto d = detail::check_members(
                         schema, m, user, [&](std::string_view u) { return users_.contains(u); },
@@ -955,16 +971,36 @@ private:
         return out;
     }
 
-    /// Whether `user` was told of the deletion of grouped record `key`: it was touched in the
-    /// user's own channel, or in one of the user's groups since the membership began.
+    /// Whether `user` was told of the deletion (at `deleted_at`) of grouped record `key`: it
+    /// was touched in the user's own channel after the deletion (a leave tells the records
+    /// deleted while the user was a member), or in one of the user's groups since the
+    /// membership began. A user channel entry from before the deletion (a join, an eviction)
+    /// does not count: a former member never learns what happened after they left.
     bool tombstone_seen(const collection_schema& schema, std::string_view user,
-                        const std::string& key) {
-        if (store_.channel_version(schema, detail::user_channel(user), key)) return true;
+                        std::string_view key, std::uint64_t deleted_at) {
+        if (auto v = store_.channel_version(schema, detail::user_channel(user), key);
+            v && *v >= deleted_at)
+            return true;
         for (const auto& m : store_.groups_of(user))
             if (auto v = store_.channel_version(schema, detail::group_channel(m.group), key);
                 v && *v > m.since)
                 return true;
         return false;
+    }
+
+    /// Refuses a new membership record for a group that a live record of another membership
+    /// collection governs: group names are one namespace, and two records must never disagree
+    /// about one group's members.
+    diagnostics governed_elsewhere(const collection_schema& schema, std::string_view key) {
+        if (schema.members_field.empty()) return {};
+        for (const auto* other : grouped_schemas()) {
+            if (other == &schema || other->members_field.empty()) continue;
+            if (const auto rec = store_.find(*other, {}, key); rec && !rec->deleted)
+                return {make_error_code(errc::forbidden),
+                        schema.name + "/" + std::string(key) +
+                            ": the group is governed by a record of " + other->name};
+        }
+        return {};
     }
 
     /// The collections whose records belong to groups.
@@ -1121,12 +1157,22 @@ private:
             if (!page_keys.insert(e.key).second) continue;
             auto rec = store_.find(schema, {}, e.key);
             if (!rec) continue;
-            if (!rec->deleted && !detail::may_see(detail::stored_groups(schema, &*rec), groups)) {
+            // A group channel holds a deletion at the tombstone's own version, and a user's
+            // channel holds fresh versions no record has: an entry below the tombstone is one
+            // from before the deletion (a join, or the eviction of a former member), whose
+            // user is not told the record was deleted, only that it is gone for them.
+            const bool unseen = rec->deleted
+                                    ? e.version < rec->version
+                                    : !detail::may_see(detail::stored_groups(schema, &*rec),
+                                                       groups);
+            if (unseen) {
+                // A removal: at the record's version (a record given back later comes at that
+                // version or above, and must replace it), with a blank stamp, which names no
+                // writer and no time.
                 change gone;
                 gone.id = key_to_json(schema, rec->key);
                 gone.version = rec->version;
                 gone.deleted = true;
-                gone.stamp = rec->stamp;
                 out.changes.push_back(std::move(gone));
             } else if (!rec->deleted && !request.client_id.empty() &&
                        rec->last_writer == request.client_id) {
