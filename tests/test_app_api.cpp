@@ -590,6 +590,16 @@ TEST_CASE("app api: token file errors say which line and why", "[app-api][bad-in
     CHECK_THAT(unread.message, Contains("cannot read /nonexistent/tokens.txt"));
 }
 
+TEST_CASE("app api: a token file names its users once each, for sharing", "[app-api][sharing]") {
+    std::istringstream in("# tokens\n0123456789abcdef bob\nfedcba9876543210 alice\n"
+                          "0123456789abcdeg bob\n");
+    const auto auth = server::token_file_authenticator::parse(in, "tokens.txt");
+    CHECK(auth.size() == 3);
+    CHECK(auth.users() == std::vector<std::string>{"alice", "bob"});
+    std::istringstream none("# no users yet\n");
+    CHECK(server::token_file_authenticator::parse(none).users().empty());
+}
+
 TEST_CASE("app api: one subscription's deliveries never overlap on an executor of two threads",
           "[app-api][listeners]") {
     memory_storage store;

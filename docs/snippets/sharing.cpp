@@ -98,7 +98,7 @@ int main() {
     // Membership names users: the server tells the service who they are.
     std::istringstream tokens("alice-token-0123456789 alice\nbob-token-0123456789ab bob\n");
     auto auth = offsync::server::token_file_authenticator::parse(tokens, "tokens");
-    for (const char* user : {"alice", "bob"}) service.add_user(user);
+    for (const auto& user : auth.users()) service.add_user(user);
     offsync::server::http_server server(io.get_executor(), service, std::move(auth));
     // [end snippet]
     server.listen({asio::ip::make_address("127.0.0.1"), 0});

@@ -1,12 +1,13 @@
 // landmarks: one Landmarks device on the command line. Its data lives in one SQLite file; every
 // command but `sync` and `watch` works offline; they reconcile the file with a landmarks-server.
 //
-//   landmarks [--db FILE] [--server HOST:PORT] [--token TOKEN] [--timeout SECONDS] [--json]
-//             COMMAND [ARGS]
+//   landmarks [--db FILE] [--server HOST:PORT] [--token TOKEN] [--user NAME]
+//             [--timeout SECONDS] [--json] COMMAND [ARGS]
 //
 //   list [landmarks|favorites|reservations]  favorite ID  unfavorite ID
 //   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
-//   cancel RID  sync  status  conflicts  resolve RID keep-mine|use-server
+//   cancel RID  share RID USER...  unshare RID USER...  members RID
+//   sync  status  conflicts  resolve RID keep-mine|use-server
 //   watch [--interval SECONDS] [--rounds N]  help
 //
 // Exit status, for scripts (also printed by `landmarks help`):
@@ -88,14 +89,18 @@ commands:
   unfavorite ID                unmark it
   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
                                book a visit (a new reservation: party of 1, today,
-                               unless given), or with --id RID create or change
-                               reservation RID
+                               unless given; needs --user), or with --id RID create
+                               or change reservation RID
   cancel RID                   cancel reservation RID
+  share RID USER...            share reservation RID with users: they see and edit it
+  unshare RID USER...          stop sharing it with them: their devices drop it
+  members RID                  who shares reservation RID
   sync                         push local changes, then pull the server's
   status                       changes waiting to sync, conflicts, rejections, last sync
   conflicts                    conflicts waiting for you: your fields and the server's
   resolve RID keep-mine|use-server
-                               settle a conflict (keep-mine keeps the fields you changed)
+                               settle a conflict (keep-mine keeps the fields you changed),
+                               or drop a change the server rejected (use-server)
   watch [--interval SECONDS] [--rounds N]
                                sync in the background every SECONDS (default 30), at once
                                on start, with backoff while the server is unreachable;
@@ -106,6 +111,8 @@ options:
   --db FILE           the device's SQLite file (env LANDMARKS_DB; default landmarks.db)
   --server HOST:PORT  the sync server (env LANDMARKS_SERVER; default 127.0.0.1:8080)
   --token TOKEN       bearer token for sync (env LANDMARKS_TOKEN)
+  --user NAME         the user the token signs in as (env LANDMARKS_USER): a new
+                      reservation's first member; share and unshare keep you in
   --timeout SECONDS   bound on connecting and on each request (default 10)
   --json              print one JSON document per command instead of text
 
@@ -157,12 +164,20 @@ std::string format(const char* fmt, ...) {
     return out;
 }
 
+/// Names as a person reads them: "alice, bob".
+std::string joined(const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+    return out;
+}
+
 // --- command line -------------------------------------------------------------------------
 
 struct options {
     std::string db;
     std::string server;
     std::string token;
+    std::string user; ///< who the token signs in as; empty if not given
     bool json = false;
     std::chrono::milliseconds timeout{10'000};
     // reserve's own options
@@ -211,11 +226,19 @@ std::string format_day(std::chrono::system_clock::time_point tp) {
     return format("%04d-%02u-%02u", int(ymd.year()), unsigned(ymd.month()), unsigned(ymd.day()));
 }
 
+/// A user name as a token file has them: 1 to 256 printable ASCII bytes, no spaces.
+bool valid_user_name(std::string_view name) {
+    if (name.empty() || name.size() > offsync::max_id_length) return false;
+    return std::all_of(name.begin(), name.end(),
+                       [](unsigned char ch) { return ch >= 0x21 && ch <= 0x7e; });
+}
+
 options parse_command_line(int argc, char** argv) {
     options o;
     o.db = env_or("LANDMARKS_DB", "landmarks.db");
     o.server = env_or("LANDMARKS_SERVER", "127.0.0.1:8080");
     o.token = env_or("LANDMARKS_TOKEN", "");
+    o.user = env_or("LANDMARKS_USER", "");
     bool interval_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
@@ -250,6 +273,12 @@ options parse_command_line(int argc, char** argv) {
         if (name == "--db") o.db = take();
         else if (name == "--server") o.server = take();
         else if (name == "--token") o.token = take();
+        else if (name == "--user") {
+            o.user = take();
+            if (!valid_user_name(o.user))
+                usage_error("--user takes a user name of 1 to 256 printable bytes, not '" +
+                            o.user + "'");
+        }
         else if (name == "--timeout") {
             auto v = take();
             auto n = parse_integer(v);
@@ -636,8 +665,8 @@ int list_reservations(context& c) {
     auto all = entries<Reservation>(c.dev);
     json::array items;
     if (!all.empty())
-        c.out.text(format("%-12s %-26s %-10s %5s  %-9s  %s", "ID", "LANDMARK", "DATE", "PARTY",
-                          "STATUS", "NOTES"));
+        c.out.text(format("%-14s %-26s %-10s %5s  %-9s  %-16s %s", "ID", "LANDMARK", "DATE",
+                          "PARTY", "STATUS", "MEMBERS", "NOTES"));
     for (const auto& [r, state] : all) {
         auto item = offsync::to_json_object(r);
         const auto name = landmark_name(c.dev, r.landmark_id);
@@ -646,8 +675,9 @@ int list_reservations(context& c) {
         item["sync"] = state;
         items.push_back(std::move(item));
         const std::string note = std::string_view(state) == "synced" ? "" : format("  (%s)", state);
-        c.out.text(format("%-12s %-26s %-10s %5d  %-9s  %s%s", r.id.c_str(), name.c_str(),
+        c.out.text(format("%-14s %-26s %-10s %5d  %-9s  %-16s %s%s", r.id.c_str(), name.c_str(),
                           format_day(r.date).c_str(), int(r.party_size), r.status.c_str(),
+                          joined(r.members).c_str(),
                           r.notes.empty() ? "" : ("\"" + r.notes + "\"").c_str(), note.c_str()));
     }
     c.out.doc["reservations"] = std::move(items);
@@ -687,13 +717,23 @@ int set_favorite(context& c, bool on) {
 int cmd_favorite(context& c) { return set_favorite(c, true); }
 int cmd_unfavorite(context& c) { return set_favorite(c, false); }
 
+/// A fresh reservation id: 48 random bits, since ids are global (every reservation is a group
+/// of its own, and a booking whose id another user's holds would be refused).
 std::string new_reservation_id(device& d) {
     std::random_device seed;
-    std::mt19937 rng(seed());
+    std::mt19937_64 rng((std::uint64_t(seed()) << 32) ^ seed());
     for (;;) {
-        auto id = format("r-%06x", unsigned(rng() & 0xffffff));
+        auto id = format("r-%012llx", static_cast<unsigned long long>(rng() & 0xffffffffffffULL));
         if (!d.replica().get<Reservation>(id)) return id;
     }
+}
+
+/// The --user a command needs, or a usage error saying why it needs one.
+const std::string& user_of(context& c, const char* why) {
+    if (c.opt.user.empty())
+        usage_error(std::string(why) +
+                    " needs --user NAME (or LANDMARKS_USER): the user your token signs in as");
+    return c.opt.user;
 }
 
 int cmd_reserve(context& c) {
@@ -706,6 +746,7 @@ int cmd_reserve(context& c) {
     if (existing) {
         r = *existing;
     } else {
+        r.members = {user_of(c, "a new reservation")}; // its first member: who booked it
         r.id = c.opt.reservation_id ? *c.opt.reservation_id : new_reservation_id(c.dev);
         r.date = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
     }
@@ -740,6 +781,63 @@ int cmd_cancel(context& c) {
     c.out.doc["changed"] = changed;
     c.out.text((changed ? "Cancelled " : "Already cancelled: ") + r.id + " (" +
                describe(c.dev, r) + ")" + (changed ? "; waits for the next sync." : "."));
+    return exit_ok;
+}
+
+/// `share` and `unshare`: adds or removes users from a reservation's members, locally; the
+/// next sync tells the server, which grants or revokes their access. The server refuses a
+/// member list that drops its writer or names an unknown user (the sync then reports the
+/// change rejected, and `resolve RID use-server` drops it).
+int change_members(context& c, bool share) {
+    const char* usage = share ? "share RESERVATION-ID USER..." : "unshare RESERVATION-ID USER...";
+    if (c.opt.args.size() < 3) usage_error(std::string("usage: landmarks ") + usage);
+    std::vector<std::string> users(c.opt.args.begin() + 2, c.opt.args.end());
+    for (const auto& u : users)
+        if (!valid_user_name(u))
+            usage_error("a user name is 1 to 256 printable bytes, not '" + u + "'");
+    if (!share) {
+        const auto& me = user_of(c, "unshare");
+        if (std::find(users.begin(), users.end(), me) != users.end())
+            usage_error("you cannot unshare a reservation with yourself ('" + me +
+                        "'): every reservation keeps its writer as a member; cancel it instead");
+    }
+    auto r = find_reservation(c.dev, c.opt.args[1]);
+    std::vector<std::string> changed_for;
+    for (const auto& u : users) {
+        auto at = std::find(r.members.begin(), r.members.end(), u);
+        if (share && at == r.members.end()) r.members.push_back(u);
+        else if (!share && at != r.members.end()) r.members.erase(at);
+        else continue;
+        if (std::find(changed_for.begin(), changed_for.end(), u) == changed_for.end())
+            changed_for.push_back(u);
+    }
+    if (!changed_for.empty()) c.dev.replica().put(r);
+    json::array members;
+    for (const auto& m : r.members) members.emplace_back(m);
+    c.out.doc["id"] = r.id;
+    c.out.doc["members"] = std::move(members);
+    c.out.doc["changed"] = !changed_for.empty();
+    if (changed_for.empty())
+        c.out.text(r.id + " is " + (share ? "already" : "not") + " shared with " + joined(users) +
+                   "; its members: " + joined(r.members) + ".");
+    else
+        c.out.text((share ? "Shared " : "Unshared ") + r.id + " with " +
+                   joined(changed_for) + "; its members: " + joined(r.members) +
+                   " (waits for the next sync).");
+    return exit_ok;
+}
+
+int cmd_share(context& c) { return change_members(c, true); }
+int cmd_unshare(context& c) { return change_members(c, false); }
+
+int cmd_members(context& c) {
+    expect_operands(c, 1, "members RESERVATION-ID");
+    const auto r = find_reservation(c.dev, c.opt.args[1]);
+    json::array members;
+    for (const auto& m : r.members) members.emplace_back(m);
+    c.out.doc["id"] = r.id;
+    c.out.doc["members"] = std::move(members);
+    c.out.text(r.id + " (" + describe(c.dev, r) + ") is shared by: " + joined(r.members) + ".");
     return exit_ok;
 }
 
@@ -956,9 +1054,38 @@ int cmd_resolve(context& c) {
     std::optional<offsync::parked_record> found;
     for (auto& p : c.dev.replica().conflicts())
         if (p.key == key) found = std::move(p);
+    if (!found) {
+        // A change the server refused (a reservation no longer shared with this user, a
+        // member list it would not take): it cannot be kept, only dropped for the server's.
+        for (auto& p : c.dev.replica().rejected())
+            if (p.key == key) found = std::move(p);
+        if (found && choice == offsync::resolve_choice::keep_mine)
+            fail(exit_usage, "rejected",
+                 "the server rejected the change to '" + key + "' (" + found->error_code +
+                     ": " + found->error_message + "): it cannot be kept; `landmarks resolve " +
+                     key + " use-server` drops it");
+        if (found) {
+            const auto& schema = found->collection == "landmarks"
+                                     ? offsync::schema_of<Landmark>()
+                                     : offsync::schema_of<Reservation>();
+            if (auto d = c.dev.replica().drop_rejected(schema, key))
+                fail(exit_storage, "storage", d.message);
+            c.out.doc["collection"] = found->collection;
+            c.out.doc["id"] = key;
+            c.out.doc["choice"] = how;
+            const bool still_here = found->collection == "reservations"
+                                        ? c.dev.replica().get<Reservation>(key).has_value()
+                                        : true;
+            c.out.text("Dropped the rejected change to " + key +
+                       (still_here ? "; the server's version stays."
+                                   : "; the server no longer shares it with you."));
+            return exit_ok;
+        }
+    }
     if (!found)
         fail(exit_not_found, "no_such_conflict",
-             "no conflict waits on '" + key + "' (`landmarks conflicts` lists them)");
+             "no conflict or rejected change waits on '" + key +
+                 "' (`landmarks conflicts` and `landmarks status` list them)");
     const auto& schema = found->collection == "landmarks" ? offsync::schema_of<Landmark>()
                                                           : offsync::schema_of<Reservation>();
     if (auto d = c.dev.replica().resolve(schema, key, choice)) {
@@ -1143,7 +1270,8 @@ struct command {
 
 const command commands[] = {
     {"list", cmd_list},         {"favorite", cmd_favorite}, {"unfavorite", cmd_unfavorite},
-    {"reserve", cmd_reserve},   {"cancel", cmd_cancel},     {"sync", cmd_sync},
+    {"reserve", cmd_reserve},   {"cancel", cmd_cancel},     {"share", cmd_share},
+    {"unshare", cmd_unshare},   {"members", cmd_members},   {"sync", cmd_sync},
     {"status", cmd_status},     {"conflicts", cmd_conflicts}, {"resolve", cmd_resolve},
     {"watch", cmd_watch},
 };

@@ -3,7 +3,9 @@
 # 127.0.0.1 and three `landmarks` devices, each on its own SQLite file. Alice's phone and laptop
 # go offline, favorite different landmarks and both change one reservation; back online they
 # sync, the reservation conflicts, Alice settles it on the laptop, and both devices end equal.
-# Bob's device shows that Alice's favorites and reservations are hers alone.
+# Bob's device shows that Alice's favorites and reservations are hers alone, until she shares
+# the reservation with him: he sees it and edits its notes, she sees his edit, and when she
+# takes him off it his device drops it.
 #
 #   examples/landmarks/demo-story.sh BUILD_DIR
 #
@@ -12,7 +14,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
+unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN LANDMARKS_USER # only what the script passes counts
 build=${1:?usage: demo-story.sh BUILD_DIR}
 # BUILD_DIR is the project's build directory, or the directory holding the programs themselves.
 bin=$build/examples/landmarks
@@ -37,6 +39,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 token_of() { awk -v user="$1" '$2 == user { print $1 }' "$here/tokens.txt"; }
+user_of() { awk -v token="$1" '$1 == token { print $2 }' "$here/tokens.txt"; }
 alice=$(token_of alice)
 bob=$(token_of bob)
 
@@ -71,8 +74,8 @@ device() {
     local name=$1 token=$2 server=$3 want=$4 rc=0
     shift 4
     printf '  [%s] $ landmarks %s\n' "$name" "$(typed "$@")"
-    timeout 60 "$bin/landmarks" --db "$work/$name.db" --token "$token" --server "$server" \
-        --timeout 20 "$@" >"$work/out" 2>&1 || rc=$?
+    timeout 60 "$bin/landmarks" --db "$work/$name.db" --token "$token" \
+        --user "$(user_of "$token")" --server "$server" --timeout 20 "$@" >"$work/out" 2>&1 || rc=$?
     sed 's/^/      /' "$work/out"
     expect "landmarks $* on $name exits $want (it exited $rc)" test "$rc" -eq "$want"
 }
@@ -171,9 +174,35 @@ expect "bob sees the whole catalog ($catalog_size landmarks)" \
 expect "bob has no favorites" has "$(json bob "$bob" list favorites)" '"landmarks":[]'
 expect "bob has no reservations" has "$(json bob "$bob" list reservations)" '"reservations":[]'
 
+section "8. Alice shares r-1 with Bob, who joins the party and edits its notes"
+device phone "$alice" "$online" 0 share r-1 bob
+device phone "$alice" "$online" 0 sync
+device bob "$bob" "$online" 0 sync
+device bob "$bob" "$online" 0 list reservations
+expect "bob sees r-1" has "$(json bob "$bob" list reservations)" '"id":"r-1"'
+device bob "$bob" "$online" 0 reserve 1 --id r-1 --notes "bob brings the snacks"
+device bob "$bob" "$online" 0 sync
+device laptop "$alice" "$online" 0 sync
+device laptop "$alice" "$online" 0 members r-1
+doc=$(json laptop "$alice" list reservations)
+expect "alice's laptop sees bob's note" has "$doc" '"notes":"bob brings the snacks"'
+expect "r-1 is alice's and bob's" has "$doc" '"members":["alice","bob"]'
+
+section "9. Alice takes Bob off r-1: his device drops it, hers keep it"
+device laptop "$alice" "$online" 0 unshare r-1 bob
+device laptop "$alice" "$online" 0 sync
+device bob "$bob" "$online" 0 sync
+device bob "$bob" "$online" 0 list reservations
+expect "bob no longer has r-1" has "$(json bob "$bob" list reservations)" '"reservations":[]'
+device phone "$alice" "$online" 0 sync
+doc=$(json phone "$alice" list reservations)
+expect "alice's phone keeps r-1 with bob's note" has "$doc" '"notes":"bob brings the snacks"'
+expect "r-1 is alice's alone again" has "$doc" '"members":["alice"]'
+
 if [ "$failures" -ne 0 ]; then
     printf '\nThe story did not hold: %d check(s) failed. The server said:\n' "$failures"
     tail -n 20 "$work/server.err" "$work/server.log" | sed 's/^/  /'
     exit 1
 fi
-printf '\nEvery device equals the server: offline edits kept, the conflict settled by Alice.\n'
+printf '\nEvery device equals the server: offline edits kept, the conflict settled by Alice,\n'
+printf 'r-1 shared with Bob and taken back.\n'

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
 
     offsync::server::sync_service server;
     server.add_collections(landmarks::models{});
+    server.add_user("alice"); // reservations are shared by name: the service knows its users
     boost::system::error_code parse_error;
     const auto catalog = boost::json::parse(text.str(), parse_error);
     if (parse_error || !catalog.is_array()) {
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
 
     std::puts("1. Both devices sync the catalog; the phone books a visit to Half Dome.");
     Reservation booking{"r-1", 1, std::chrono::sys_days{std::chrono::year{2026} / 12 / 24}, 2,
-                        "confirmed", ""};
+                        "confirmed", "", {"alice"}};
     phone.replica.put(booking);
     phone.sync();
     laptop.sync();

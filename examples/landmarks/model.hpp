@@ -1,6 +1,6 @@
 // The Landmarks example's model types: a shared catalog of landmarks with a per-user favorite
-// flag, and per-user reservations. The library knows nothing about them; these traits are all
-// it takes to sync them.
+// flag, and reservations shared with the party that goes. The library knows nothing about
+// them; these traits are all it takes to sync them.
 #pragma once
 
 #include <offsync/conflict/ask_user.hpp>
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace landmarks {
 
@@ -36,8 +37,10 @@ BOOST_DESCRIBE_STRUCT(Landmark, (),
                       (id, name, state, city, category, is_featured, is_favorite, image_name,
                        latitude, longitude, description))
 
-/// A user's reservation to visit a landmark. Private to its user; a conflict between two of
-/// the user's devices is theirs to decide.
+/// A reservation to visit a landmark, seen and edited by its members: whoever booked it, and
+/// those they share it with (docs/sharing.md). Each reservation is its own group, so its id is
+/// global: random ids keep two users' bookings apart. A conflict between two writers is for a
+/// person to decide.
 struct Reservation {
     std::string id;
     std::int64_t landmark_id = 0;
@@ -45,8 +48,10 @@ struct Reservation {
     std::int32_t party_size = 1;
     std::string status = "confirmed"; ///< "confirmed" or "cancelled"
     std::string notes;
+    std::vector<std::string> members; ///< the users who see it; its writer is always one
 };
-BOOST_DESCRIBE_STRUCT(Reservation, (), (id, landmark_id, date, party_size, status, notes))
+BOOST_DESCRIBE_STRUCT(Reservation, (),
+                      (id, landmark_id, date, party_size, status, notes, members))
 
 } // namespace landmarks
 
@@ -63,7 +68,9 @@ template <>
 struct offsync::model_traits<landmarks::Reservation> {
     static constexpr std::string_view collection = "reservations";
     static constexpr auto key = &landmarks::Reservation::id;
-    static constexpr offsync::scope scope = offsync::scope::per_user;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &landmarks::Reservation::id;     // its own group...
+    static constexpr auto members = &landmarks::Reservation::members; // ...whose members these are
     using conflict_policy = offsync::ask_user;
 };
 

@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
         else store = std::make_unique<offsync::server::sqlite_server_store>(data);
         offsync::server::sync_service service(*store);
         service.add_collections(landmarks::models{}); // the list every device syncs
+        // Reservations are shared by user name: every user of the token file may be a member.
+        for (const auto& user : auth.users()) service.add_user(user);
         std::string text;
         if (!read_file(catalog_path, text))
             return usage(("cannot read catalog " + catalog_path).c_str());

@@ -4,12 +4,12 @@
 #
 #   examples/landmarks/test-cli.sh BUILD_DIR CASE
 #
-# CASE: happy-path, server-down, bad-token, unknown-ids, usage, json, watch. Every command runs under
+# CASE: happy-path, server-down, bad-token, unknown-ids, usage, json, watch, sharing. Every command runs under
 # `timeout`; the server and the temporary files are removed however the test ends.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN # only what the script passes counts
+unset LANDMARKS_DB LANDMARKS_SERVER LANDMARKS_TOKEN LANDMARKS_USER # only what the script passes counts
 build=${1:?usage: test-cli.sh BUILD_DIR CASE}
 case_name=${2:?usage: test-cli.sh BUILD_DIR CASE}
 # BUILD_DIR is the project's build directory, or the directory holding the programs themselves.
@@ -36,6 +36,7 @@ trap 'exit 130' INT TERM
 token_of() { awk -v user="$1" '$2 == user { print $1 }' "$here/tokens.txt"; }
 alice=$(token_of alice)
 bob=$(token_of bob)
+carol=$(token_of carol)
 
 failures=0
 failed() {
@@ -69,8 +70,11 @@ start_server() {
 server=127.0.0.1:1 # until a server starts: an address nothing listens on
 token=$alice
 
-# lm DEVICE ARGS...: runs `landmarks` on DEVICE's file with $server and $token; sets $rc and
-# leaves stdout and stderr in $work/stdout and $work/stderr.
+# The user a token signs in as (tokens.txt), passed as --user: a new reservation's first member.
+user_of_token() { awk -v token="$1" '$1 == token { print $2 }' "$here/tokens.txt"; }
+
+# lm DEVICE ARGS...: runs `landmarks` on DEVICE's file with $server and $token (and the token's
+# user); sets $rc and leaves stdout and stderr in $work/stdout and $work/stderr.
 lm() {
     local db=$1
     shift
@@ -78,6 +82,9 @@ lm() {
     last_args="$* (on $db)"
     local auth=()
     [ -z "$token" ] || auth=(--token "$token")
+    local user
+    user=$(user_of_token "$token")
+    [ -z "$user" ] || auth+=(--user "$user")
     timeout 60 "$cli" --db "$work/$db.db" --server "$server" "${auth[@]}" --timeout 20 "$@" \
         >"$work/stdout" 2>"$work/stderr" || rc=$?
 }
@@ -166,7 +173,7 @@ case_happy_path() {
     json_has '"conflicts":1'
     # This time the server's version wins.
     run 0 "Took the server's version of r-1" -- laptop resolve r-1 use-server
-    run 5 "no conflict waits on 'r-1'" -- laptop resolve r-1 use-server
+    run 5 "no conflict or rejected change waits on 'r-1'" -- laptop resolve r-1 use-server
     run 0 "Everything is in sync" -- laptop sync
     run 0 -- phone sync
     for device in phone laptop; do
@@ -253,7 +260,7 @@ case_unknown_ids() {
     run 5 "no landmark 999" -- phone unfavorite 999
     run 5 "no landmark 999" -- phone reserve 999
     run 5 "no reservation 'r-nope'" -- phone cancel r-nope
-    run 5 "no conflict waits on 'r-nope'" -- phone resolve r-nope keep-mine
+    run 5 "no conflict or rejected change waits on 'r-nope'" -- phone resolve r-nope keep-mine
     lm phone --json cancel r-nope
     json_valid
     json_has '"exit_code":5'
@@ -277,7 +284,7 @@ case_usage() {
     run 2 "--server takes HOST:PORT" -- phone --server nohost sync
     run 2 "--timeout takes seconds" -- phone --timeout 0 sync
     run 0 "exit status:" -- phone help
-    for command in list favorite unfavorite reserve cancel sync status conflicts resolve watch; do
+    for command in list favorite unfavorite reserve cancel sync status conflicts resolve watch share unshare members; do
         grep -q "^  $command" "$work/stdout" || failed "help does not mention $command"
     done
     run 0 "usage: landmarks" -- phone --help
@@ -387,6 +394,92 @@ interrupt_watch() {
     wait "$watch_pid" || rc=$?
 }
 
+case_sharing() {
+    start_server
+    # Alice books, shares the booking with Bob; he sees it, edits its notes, she sees his edit.
+    run 0 -- phone sync
+    run 0 "Reserved r-1" -- phone reserve 1 --id r-1 --date 2026-12-24 --party 2
+    run 0 "Shared r-1 with bob; its members: alice, bob" -- phone share r-1 bob
+    run 0 "already shared with bob" -- phone share r-1 bob
+    run 0 -- phone sync
+    token=$bob
+    run 0 -- bob sync
+    run 0 "is shared by: alice, bob" -- bob members r-1
+    run 0 "Changed r-1" -- bob reserve 1 --id r-1 --notes "bob brings snacks"
+    run 0 "Everything is in sync" -- bob sync
+    token=$alice
+    run 0 -- phone sync
+    lm phone --json list reservations
+    json_has '"notes":"bob brings snacks","members":["alice","bob"]'
+    # Carol never sees it, and her booking of the same id is refused, never merged into it.
+    token=$carol
+    run 0 -- carol sync
+    lm carol --json list reservations
+    json_has '"reservations":[]'
+    run 0 -- carol reserve 2 --id r-1
+    run 1 "rejected" -- carol sync
+    run 0 "forbidden" -- carol status
+    run 2 "cannot be kept" -- carol resolve r-1 keep-mine
+    run 0 "no longer shares it with you" -- carol resolve r-1 use-server
+    lm carol --json list reservations
+    json_has '"reservations":[]'
+    # Bob edits offline while Alice takes him off: his device drops the booking, and his edit
+    # waits as rejected until he drops it; Alice's copy never sees it.
+    token=$bob
+    server_saved=$server
+    server=127.0.0.1:1
+    run 0 -- bob reserve 1 --id r-1 --party 9
+    server=$server_saved
+    token=$alice
+    run 0 "Unshared r-1 with bob; its members: alice" -- phone unshare r-1 bob
+    run 0 "not shared with bob" -- phone unshare r-1 bob
+    run 0 -- phone sync
+    token=$bob
+    run 1 "rejected" -- bob sync
+    run 0 "forbidden" -- bob status
+    run 0 "no longer shares it with you" -- bob resolve r-1 use-server
+    lm bob --json list reservations
+    json_has '"reservations":[]'
+    run 0 "Everything is in sync" -- bob sync
+    token=$alice
+    run 0 -- phone sync
+    lm phone --json list reservations
+    json_has '"party_size":2,"status":"confirmed","notes":"bob brings snacks","members":["alice"]'
+    # Bad input: each refused, nothing changed.
+    run 2 "cannot unshare a reservation with yourself" -- phone unshare r-1 alice
+    run 2 "usage: landmarks share" -- phone share r-1
+    run 2 "a user name is 1 to 256 printable bytes" -- phone share r-1 "bad name"
+    run 5 "no reservation 'r-nope'" -- phone share r-nope bob
+    run 5 "no reservation 'r-nope'" -- phone members r-nope
+    lm phone --json members r-1
+    json_has '"members":["alice"]'
+    # A name the server does not know: the sync reports the change rejected, it is dropped,
+    # and the booking stays as the server has it.
+    run 0 -- phone share r-1 zed
+    run 1 "rejected" -- phone sync
+    run 0 "is not a known user" -- phone status
+    run 0 "the server's version stays" -- phone resolve r-1 use-server
+    lm phone --json members r-1
+    json_has '"members":["alice"]'
+    # A new booking needs to know who books it.
+    rc=0
+    timeout 60 "$cli" --db "$work/phone.db" --server "$server" --token "$alice" reserve 1 \
+        >"$work/stdout" 2>"$work/stderr" || rc=$?
+    last_args="reserve 1 without --user"
+    expect 2 "needs --user NAME"
+    rc=0
+    timeout 60 "$cli" --db "$work/phone.db" --server "$server" --token "$alice" unshare r-1 bob \
+        >"$work/stdout" 2>"$work/stderr" || rc=$?
+    last_args="unshare without --user"
+    expect 2 "needs --user NAME"
+    rc=0
+    LANDMARKS_USER=alice timeout 60 "$cli" --db "$work/phone.db" --server "$server" \
+        --token "$alice" reserve 1 >"$work/stdout" 2>"$work/stderr" || rc=$?
+    last_args="reserve 1 with LANDMARKS_USER"
+    expect 0 "Reserved r-"
+    run 2 "--user takes a user name" -- phone --user "" list
+}
+
 case "$case_name" in
 happy-path) case_happy_path ;;
 server-down) case_server_down ;;
@@ -395,6 +488,7 @@ unknown-ids) case_unknown_ids ;;
 usage) case_usage ;;
 json) case_json ;;
 watch) case_watch ;;
+sharing) case_sharing ;;
 *)
     echo "test-cli.sh: unknown case '$case_name'" >&2
     exit 2

@@ -3,6 +3,7 @@
 
 #include <offsync/error.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <functional>
@@ -107,6 +108,16 @@ public:
     }
 
     std::size_t size() const noexcept { return entries_.size(); }
+
+    /// Every user the table names, sorted, each once (a user may have several tokens): what
+    /// a server passes to `sync_service::add_user` so that records can be shared with them.
+    std::vector<std::string> users() const {
+        std::vector<std::string> out;
+        for (const auto& entry : entries_) out.push_back(entry.second);
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+        return out;
+    }
 
 private:
     std::vector<std::pair<std::string, std::string>> entries_;
