@@ -139,10 +139,13 @@ void run_clients(const options& o, output& out) {
         auto before = mode.server_stats();
         std::size_t done = 0, failed = 0;
         std::vector<double> latencies;
+        // Two threads run the io_context, so two rounds can complete at once.
+        std::mutex results_mutex;
         const double cpu_before = cpu_seconds();
         const auto start = steady::now();
         for (auto& d : devices)
             d->engine.async_sync([&, t0 = steady::now()](error_code ec, sync_report) {
+                std::lock_guard lock(results_mutex);
                 ++done;
                 failed += ec ? 1 : 0;
                 latencies.push_back(seconds_since(t0) * 1000);
