@@ -18,6 +18,7 @@
 #include <boost/asio/write.hpp>
 
 #include <atomic>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <sstream>
@@ -399,6 +400,189 @@ TEST_CASE("http: a client writing a read-only landmark field is refused", "[http
 
 // ---------------------------------------------------------------------------------------------
 // REST
+
+TEST_CASE("http: a grouped record leaks to nobody outside its group, on any route",
+          "[http][security][sharing]") {
+    // The access matrix over the real server: every route, as a member (alice), a former member
+    // (bob), a user who never was one (carol) and another group's member (dave). Whatever the
+    // route answers the three outsiders names no group of alice's, no writer of hers and no
+    // record they may not see; nothing they send changes anything.
+    manual_clock clock;
+    server::service_config config;
+    config.clock = clock.as_wall_clock();
+    server::sync_service service(config);
+    service.add_collections(collections<List, Item>{});
+    const std::map<std::string, std::string> token_of{{"alice", "alice-matrix-token-0001"},
+                                                      {"bob", "bob-matrix-token-00002"},
+                                                      {"carol", "carol-matrix-token-003"},
+                                                      {"dave", "dave-matrix-token-0004"}};
+    std::string lines;
+    for (const auto& [user, token] : token_of) {
+        service.add_user(user);
+        lines += token + " " + user + "\n";
+    }
+    auto write = [&](const char* user, const char* client, mutation m) {
+        push_request request{client, {std::move(m)}};
+        push_response response;
+        REQUIRE_FALSE(service.push(user, request, response));
+        REQUIRE(response.results[0].status == mutation_status::applied);
+        return response.results[0].version;
+    };
+    write("alice", "alice-phone",
+          upsert(1, "lists", "home", 0, {{"id", "home"}, {"title", "Home"},
+                                          {"members", json::array{"alice", "bob"}}}));
+    const auto h1 = write("alice", "alice-phone",
+                          upsert(2, "items", "h-1", 0,
+                                 {{"id", "h-1"}, {"list_id", "home"}, {"name", "secret bread"}}));
+    const auto h2 = write("alice", "alice-phone",
+                          upsert(3, "items", "h-2", 0,
+                                 {{"id", "h-2"}, {"list_id", "home"}, {"name", "secret jam"}}));
+    write("dave", "dave-phone",
+          upsert(1, "lists", "work", 0, {{"id", "work"}, {"title", "Work"},
+                                          {"members", json::array{"dave"}}}));
+    write("dave", "dave-phone",
+          upsert(2, "items", "w-1", 0, {{"id", "w-1"}, {"list_id", "work"}, {"name", "pens"}}));
+    REQUIRE_FALSE(service.revoke("home", "bob"));
+    auto gone = upsert(4, "items", "h-2", h2, {});
+    gone.op = mutation_op::remove;
+    write("alice", "alice-phone", gone); // deleted after bob left
+
+    asio::io_context io;
+    std::istringstream tokens(lines);
+    server::http_server srv(io.get_executor(), service, server::token_file_authenticator::parse(tokens),
+                            test_server_config());
+    srv.listen({asio::ip::make_address("127.0.0.1"), 0});
+    srv.start();
+    const auto port = srv.local_endpoint().port();
+    std::thread thread([&] { io.run_for(std::chrono::seconds(60)); });
+    struct stop_on_exit { // a failed REQUIRE must not leave the thread joinable
+        server::http_server& srv;
+        std::thread& thread;
+        ~stop_on_exit() {
+            srv.async_shutdown([](error_code) {});
+            thread.join();
+        }
+    } stopper{srv, thread};
+
+    auto state = [&] {
+        std::string out = std::to_string(service.last_version());
+        for (const char* coll : {"lists", "items"}) {
+            std::vector<change> all;
+            REQUIRE_FALSE(service.list("alice", coll, all));
+            for (const auto& c : all) out += '\n' + json::serialize(to_json(c));
+        }
+        return out + "\n" + json::serialize(json::value_from(service.members("home")));
+    };
+    const auto before = state();
+    // Nothing an outsider is answered may name these.
+    const std::vector<std::string> secrets{"\"home\"", "secret", "alice", "Home"};
+    using strings_of = std::vector<std::string>;
+
+    for (const std::string user : {"bob", "carol", "dave"}) {
+        INFO(user);
+        const auto& token = token_of.at(user);
+        std::deque<raw_answer> answers; // a deque: ask() hands out references that must stay valid
+        auto ask = [&](std::string wire) -> const raw_answer& {
+            answers.push_back(raw(port, std::move(wire)));
+            REQUIRE_FALSE(answers.back().ec);
+            return answers.back();
+        };
+        // Pull: only what the user may see; bob is told h-1 and h-2 are gone, nothing more.
+        const auto& items = ask(request("GET", "/v1/sync/pull?collection=items&since=0&limit=100", token));
+        CHECK(items.status() == 200);
+        std::vector<std::string> ids;
+        const auto items_body = items.body(); // body() parses a copy: keep it alive
+        for (const auto& c : items_body.at("changes").as_array()) {
+            ids.push_back(std::string(c.at("id").as_string()));
+            if (user == "bob") {
+                CHECK(c.at("deleted") == true);
+                CHECK(c.at("value").as_object().empty());
+                CHECK(c.at("stamp").at("node") == "");
+            }
+        }
+        std::sort(ids.begin(), ids.end());
+        CHECK(ids == (user == "bob"    ? strings_of{"h-1", "h-2"}
+                      : user == "dave" ? strings_of{"w-1"}
+                                       : strings_of{}));
+        const auto lists = raw(port, request("GET", "/v1/sync/pull?collection=lists&since=0&limit=100", token));
+        CHECK(lists.status() == 200);
+        const auto lists_body = lists.body();
+        const auto& list_changes = lists_body.at("changes").as_array();
+        if (user == "bob") { // the list he was taken off, as a removal
+            REQUIRE(list_changes.size() == 1);
+            CHECK(list_changes[0].at("id") == "home");
+            CHECK(list_changes[0].at("deleted") == true);
+            CHECK(list_changes[0].at("value").as_object().empty());
+            CHECK(list_changes[0].at("stamp").at("node") == "");
+        } else {
+            CHECK(list_changes.size() == (user == "dave" ? 1u : 0u));
+            answers.push_back(lists);
+        }
+        // REST reads.
+        const auto& listed = ask(request("GET", "/v1/items", token));
+        CHECK(listed.status() == 200);
+        CHECK(listed.body().at("records").as_array().size() == (user == "dave" ? 1u : 0u));
+        for (const char* id : {"h-1", "h-2"}) {
+            const auto& one = ask(request("GET", std::string("/v1/items/") + id, token));
+            CHECK(one.status() == 404);
+            CHECK(one.code() == "not_found");
+        }
+        CHECK(ask(request("GET", "/v1/lists/home", token)).status() == 404);
+        // REST writes: a patch, a whole record naming the group, a delete.
+        const auto& patch = ask(request("PUT", "/v1/items/h-1", token, R"({"name": "mine now"})"));
+        CHECK(patch.status() == 403);
+        CHECK(patch.code() == "forbidden");
+        CHECK_FALSE(patch.body().as_object().contains("server"));
+        const auto& whole = ask(request("PUT", "/v1/items/h-1", token,
+                                        R"({"id": "h-1", "list_id": "home", "name": "x"})"));
+        CHECK(whole.status() == 403);
+        // A record deleted out of their sight answers as an id that never existed.
+        const auto& patch_gone = ask(request("PUT", "/v1/items/h-2", token, R"({"name": "back"})"));
+        const auto& patch_never = ask(request("PUT", "/v1/items/n-0", token, R"({"name": "back"})"));
+        CHECK(patch_gone.status() == patch_never.status());
+        CHECK(patch_gone.code() == patch_never.code());
+        CHECK(ask(request("DELETE", "/v1/items/h-1", token)).status() == 404);
+        CHECK(ask(request("DELETE", "/v1/items/h-2", token)).status() == 404);
+        CHECK(ask(request("PUT", "/v1/lists/home", token,
+                          R"({"members": ["alice", "bob", "carol", "dave"]})"))
+                  .status() == 403);
+        // Push: edits, deletes, a new item in the group, the membership record.
+        auto edit = upsert(1, "items", "h-1", h1, {{"name", "mine now"}});
+        auto erase = upsert(2, "items", "h-1", h1, {});
+        erase.op = mutation_op::remove;
+        auto planted = upsert(3, "items", "p-1", 0, {{"id", "p-1"}, {"list_id", "home"}});
+        auto join = upsert(4, "lists", "home", 1, {{"members", json::array{"alice", user}}});
+        auto erase_gone = upsert(5, "items", "h-2", h2, {});
+        erase_gone.op = mutation_op::remove;
+        const auto& pushed = ask(request("POST", "/v1/sync/push", token,
+                                         push_body(user + "-raw", {edit, erase, planted, join,
+                                                                   erase_gone})));
+        REQUIRE(pushed.status() == 200);
+        const auto pushed_body = pushed.body();
+        const auto& results = pushed_body.at("results").as_array();
+        REQUIRE(results.size() == 5);
+        for (std::size_t i = 0; i < 4; ++i) {
+            INFO(i);
+            CHECK(results[i].at("status") == "rejected");
+            CHECK(results[i].at("error").at("code") == "forbidden");
+            CHECK_FALSE(results[i].as_object().contains("server"));
+        }
+        CHECK(results[4].at("status") == "applied"); // nothing there for them: nothing to do
+        for (const auto& a : answers)
+            for (const auto& secret : secrets) {
+                INFO(a.res.body());
+                CHECK(a.res.body().find(secret) == std::string::npos);
+            }
+        CHECK(state() == before);
+    }
+    // The member sees it all, on the same routes.
+    const auto& alice = token_of.at("alice");
+    CHECK(raw(port, request("GET", "/v1/items/h-1", alice)).status() == 200);
+    CHECK(raw(port, request("GET", "/v1/items/h-2", alice)).status() == 404); // deleted
+    CHECK(raw(port, request("GET", "/v1/items", alice)).body().at("records").as_array().size() == 1);
+    const auto pulled = raw(port, request("GET", "/v1/sync/pull?collection=items&since=0&limit=100", alice));
+    CHECK(pulled.body().at("changes").as_array().size() == 2);
+}
 
 TEST_CASE("http: REST reads and conditional writes", "[http][rest]") {
     http_world w;
