@@ -152,27 +152,43 @@ TEST_CASE("docs/protocol.md's examples replay against the real server", "[http][
 
 }
 
-TEST_CASE("docs/protocol.md's grouped pull replays against the real server", "[http][docs]") {
-    // The history the page describes: Alice's phone shares a list of two items with Bob, Bob
-    // pulls them, and Alice takes him off the list.
+/// The service of the grouped examples (lists and items) on the page's clock, and the writes
+/// of Alice's phone that make their history.
+struct grouped_history {
     manual_clock clock;
-    clock.now_ms = 1764000000000;
-    server::service_config config;
-    config.clock = clock.as_wall_clock();
-    server::sync_service service(config);
-    service.add_collection<List>();
-    service.add_collection<Item>();
-    service.add_user("alice");
-    service.add_user("bob");
-    auto write = [&](std::uint64_t id, const char* collection, const char* key,
-                     std::uint64_t base, json::object fields) {
+    std::optional<server::sync_service> service;
+
+    explicit grouped_history(std::initializer_list<const char*> users) {
+        clock.now_ms = 1764000000000;
+        server::service_config config;
+        config.clock = clock.as_wall_clock();
+        service.emplace(config);
+        service->add_collection<List>();
+        service->add_collection<Item>();
+        for (const char* user : users) service->add_user(user);
+    }
+    /// Alice's phone writes `fields` to `key` of `collection`, based on `base`, stamped with
+    /// the page's time and `id` as its logical count.
+    void write(std::uint64_t id, const char* collection, json::value key, std::uint64_t base,
+               json::object fields) {
         push_request request{phone,
-                             {{id, collection, json::value(key), mutation_op::upsert, base,
+                             {{id, collection, std::move(key), mutation_op::upsert, base,
                                hlc_stamp{1764000000000, std::uint32_t(id), phone},
                                std::move(fields)}}};
         push_response response;
-        REQUIRE_FALSE(service.push("alice", request, response));
+        REQUIRE_FALSE(service->push("alice", request, response));
         REQUIRE(response.results[0].status == mutation_status::applied);
+    }
+};
+
+TEST_CASE("docs/protocol.md's grouped pull replays against the real server", "[http][docs]") {
+    // The history the page describes: Alice's phone shares a list of two items with Bob, Bob
+    // pulls them, and Alice takes him off the list.
+    grouped_history history({"alice", "bob"});
+    auto& service = *history.service;
+    auto write = [&](std::uint64_t id, const char* collection, const char* key,
+                     std::uint64_t base, json::object fields) {
+        history.write(id, collection, json::value(key), base, std::move(fields));
     };
     write(1, "lists", "weekend", 0,
           {{"id", "weekend"}, {"title", "Weekend shop"}, {"members", json::array{"alice", "bob"}}});
@@ -189,7 +205,8 @@ TEST_CASE("docs/protocol.md's grouped pull replays against the real server", "[h
     std::string target;
     std::optional<json::value> expected;
     for (std::size_t i = 0; i + 1 < blocks.size(); ++i)
-        if (blocks[i].second.rfind("GET /v1/sync/pull?collection=items", 0) == 0) {
+        if (blocks[i].second.rfind("GET /v1/sync/pull?collection=items", 0) == 0 &&
+            blocks[i].second.find("subset=") == std::string::npos) {
             target = blocks[i].second.substr(4, blocks[i].second.find('\n') - 4);
             REQUIRE(blocks[i + 1].first == "json");
             expected = json::parse(blocks[i + 1].second);
@@ -200,4 +217,39 @@ TEST_CASE("docs/protocol.md's grouped pull replays against the real server", "[h
     const auto answer = srv.exchange(http::verb::get, target, {}, bob_token);
     INFO(json::serialize(answer));
     CHECK(answer == *expected);
+}
+
+TEST_CASE("docs/protocol.md's subset pulls replay against the real server", "[http][docs][partial]") {
+    // The history the page describes: Alice's lists `weekend` and `office`, two items in the
+    // first and one in the second, written by her phone.
+    grouped_history history({"alice"});
+    auto& service = *history.service;
+    auto write = [&](std::uint64_t id, const char* collection, json::object fields) {
+        const auto key = fields.at("id");
+        history.write(id, collection, key, 0, std::move(fields));
+    };
+    write(1, "lists", {{"id", "weekend"}, {"title", "Weekend shop"}, {"members", json::array{"alice"}}});
+    write(2, "lists", {{"id", "office"}, {"title", "Office"}, {"members", json::array{"alice"}}});
+    write(3, "items", {{"id", "i1"}, {"list_id", "weekend"}, {"name", "bread"}});
+    write(4, "items", {{"id", "o1"}, {"list_id", "office"}, {"name", "paper"}});
+    write(5, "items", {{"id", "i2"}, {"list_id", "weekend"}, {"name", "apples"}});
+
+    const std::string alice_token = "alice-replay-token-012";
+    replay_server srv(service, alice_token + " alice\n");
+    const auto blocks = fenced_blocks(OFFSYNC_DOCS_DIR "/protocol.md");
+    int replayed = 0;
+    for (std::size_t i = 0; i + 1 < blocks.size(); ++i) {
+        const auto& text = blocks[i].second;
+        if (text.rfind("GET /v1/sync/pull?collection=items", 0) != 0 ||
+            text.find("subset=") == std::string::npos)
+            continue;
+        const auto target = text.substr(4, text.find('\n') - 4);
+        REQUIRE(blocks[i + 1].first == "json");
+        const auto answer = srv.exchange(http::verb::get, target, {}, alice_token);
+        INFO(target);
+        INFO(json::serialize(answer));
+        CHECK(answer == json::parse(blocks[i + 1].second));
+        ++replayed;
+    }
+    CHECK(replayed == 2);
 }

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace offsync_test;
@@ -788,4 +790,313 @@ TEST_CASE("sharing: one group is governed by one membership record, whatever its
     // Another name is founded as before.
     CHECK(push_one(s, "bob", upsert(2, Team{"crew", {"bob"}}), "bob-phone").status ==
           mutation_status::applied);
+}
+
+TEST_CASE("sharing: membership changes while members write from other threads; no acknowledged "
+          "write is lost and everyone ends seeing exactly their groups",
+          "[sharing][membership][threads]") {
+    // Three members write items of one list from threads of their own while a fourth thread
+    // takes two of them off the list and puts them back, through the admin API and through the
+    // list record. The service serialises it all: every write is applied or refused whole.
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob", "carol"})), "alice-phone");
+    constexpr int writes_per_member = 60;
+    struct outcome {
+        std::string key, name;
+        mutation_result result;
+    };
+    std::vector<std::vector<outcome>> outcomes(3);
+    const std::vector<std::string> writers{"alice", "bob", "carol"};
+    std::vector<std::thread> threads;
+    for (std::size_t w_i = 0; w_i < writers.size(); ++w_i)
+        threads.emplace_back([&, w_i] {
+            const auto& user = writers[w_i];
+            for (int i = 0; i < writes_per_member; ++i) {
+                // Each member writes its own items and the items everybody shares.
+                const auto key = (i % 3 == 0 ? std::string("common-") : user + "-") +
+                                 std::to_string(i % 5);
+                const auto name = user + " " + std::to_string(i);
+                const auto base = s.get(user, "items", key);
+                mutation m = upsert(std::uint64_t(i + 10), item(key, "home", name),
+                                    base && !base->deleted ? base->version : 0);
+                push_request request{user + "-phone", {std::move(m)}};
+                push_response response;
+                if (s.push(user, request, response) || response.results.size() != 1) {
+                    outcomes[w_i].push_back({key, name, {}}); // marks a failed request
+                    continue;
+                }
+                outcomes[w_i].push_back({key, name, response.results[0]});
+            }
+        });
+    threads.emplace_back([&] {
+        for (int i = 0; i < 40; ++i) {
+            const char* who = i % 2 ? "carol" : "bob";
+            if (i % 4 < 2) {
+                (void)s.revoke("home", who);
+            } else if (i % 8 < 4) {
+                (void)s.grant("home", who);
+            } else { // through the list record, as a client would
+                auto current = s.get("alice", "lists", "home");
+                if (!current) continue;
+                auto members = s.members("home");
+                if (std::find(members.begin(), members.end(), who) == members.end())
+                    members.push_back(who);
+                // No Catch2 assertion off the main thread: they are not thread-safe.
+                push_request request{"alice-laptop",
+                                     {upsert(std::uint64_t(1000 + i), list("home", members),
+                                             current->version)}};
+                push_response response;
+                (void)s.push("alice", request, response);
+            }
+        }
+    });
+    for (auto& t : threads) t.join();
+
+    // Every request was answered; every refusal is one the rules allow: a write while its
+    // writer was off the list (forbidden), or a stale base (a conflict).
+    std::map<std::string, std::pair<std::uint64_t, std::string>> latest; // key: version, name
+    std::set<std::uint64_t> versions;
+    std::size_t applied = 0;
+    for (std::size_t w_i = 0; w_i < writers.size(); ++w_i) {
+        REQUIRE(outcomes[w_i].size() == std::size_t(writes_per_member));
+        for (const auto& o : outcomes[w_i]) {
+            REQUIRE(o.result.mutation_id != 0); // the request itself succeeded
+            if (o.result.status == mutation_status::rejected) {
+                CHECK(o.result.error_code == "forbidden");
+                CHECK(writers[w_i] != "alice"); // alice never left
+                continue;
+            }
+            if (o.result.status == mutation_status::conflict) continue;
+            ++applied;
+            CHECK(versions.insert(o.result.version).second); // each write its own version
+            auto& l = latest[o.key];
+            if (o.result.version > l.first) l = {o.result.version, o.name};
+        }
+    }
+    CHECK(applied >= std::size_t(writes_per_member)); // alice's own writes at least
+    // No acknowledged write is lost: each key holds its last acknowledged write, or a later
+    // one the server made of it (none here: no server writes to items).
+    for (const auto& [key, last] : latest) {
+        INFO(key);
+        const auto stored = s.get("alice", "items", key);
+        REQUIRE(stored);
+        CHECK(stored->version == last.first);
+        CHECK(stored->value.at("name").as_string() == last.second);
+    }
+
+    // Everyone back on the list: all three see the same items, exactly those stored.
+    REQUIRE_FALSE(s.grant("home", "bob"));
+    REQUIRE_FALSE(s.grant("home", "carol"));
+    std::vector<std::string> stored_keys;
+    for (const auto& [key, last] : latest) stored_keys.push_back(key);
+    for (const auto& user : writers) {
+        INFO(user);
+        CHECK(live_ids(pull_all(s, user, "items")) == stored_keys);
+    }
+    // Carol off it for good: from her cursor, a removal of each; from 0, nothing.
+    std::uint64_t carol_cursor = 0;
+    {
+        pull_request r{"items", 0, 5000, ""};
+        pull_response page;
+        REQUIRE_FALSE(s.pull("carol", r, page));
+        carol_cursor = page.cursor;
+    }
+    REQUIRE_FALSE(s.revoke("home", "carol"));
+    const auto gone = pull_all(s, "carol", "items", carol_cursor);
+    CHECK(live_ids(gone).empty());
+    CHECK(gone.size() == stored_keys.size());
+    CHECK(live_ids(pull_all(s, "carol", "items")).empty());
+    CHECK(live_ids(pull_all(s, "bob", "items")) == stored_keys);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partial sync: pulls that carry a subset (docs/sharing.md "Partial sync").
+
+namespace {
+/// Pages `request` to its end as `user`; the changes, and the last cursor in `cursor`.
+std::vector<change> pull_pages(server::sync_service& service, std::string_view user,
+                               pull_request request, std::uint64_t* cursor = nullptr) {
+    std::vector<change> out;
+    request.limit = 2;
+    for (int pages = 0; pages < 1000; ++pages) {
+        pull_response response;
+        const auto d = service.pull(user, request, response);
+        INFO(d.message);
+        REQUIRE_FALSE(d);
+        for (auto& c : response.changes) out.push_back(std::move(c));
+        request.since = response.cursor;
+        if (!response.has_more) break;
+    }
+    if (cursor) *cursor = request.since;
+    return out;
+}
+sync_subset groups_subset(std::vector<std::string> groups) {
+    sync_subset s;
+    s.groups = std::move(groups);
+    return s;
+}
+std::vector<std::string> removed_ids(const std::vector<change>& changes) {
+    std::vector<std::string> out;
+    for (const auto& c : changes)
+        if (c.deleted) {
+            CHECK(c.stamp.node.empty()); // a removal names no writer
+            CHECK(c.value.empty());
+            out.push_back(std::string(c.id.as_string()));
+        }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+} // namespace
+
+TEST_CASE("partial sync: a device that subscribes to some groups gets only their records, and "
+          "widening it backfills only what it lacked",
+          "[sharing][partial]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice"})));
+    push_one(s, "alice", upsert(2, list("work", {"alice", "bob"})));
+    push_one(s, "alice", upsert(3, list("trip", {"alice"})));
+    push_one(s, "bob", upsert(1, list("bobs", {"bob"})), "bob-phone");
+    push_one(s, "alice", upsert(4, item("h-1", "home")));
+    push_one(s, "alice", upsert(5, item("h-2", "home")));
+    push_one(s, "alice", upsert(6, item("w-1", "work")));
+    push_one(s, "alice", upsert(7, item("t-1", "trip")));
+    push_one(s, "bob", upsert(2, item("b-1", "bobs")), "bob-phone");
+
+    pull_request home{"items", 0, 2, "alice-phone"};
+    home.subset = groups_subset({"home", "bobs"}); // bobs: not hers, so nothing of it
+    std::uint64_t cursor = 0;
+    auto first = pull_pages(s, "alice", home, &cursor);
+    CHECK(live_ids(first) == strings{"h-1", "h-2"});
+    CHECK(cursor > 0);
+
+    // Changes elsewhere reach the device not at all; a record leaving its groups comes as a
+    // removal; a record entering them comes whole.
+    push_one(s, "alice", upsert(8, item("w-2", "work")));
+    push_one(s, "alice", upsert(9, item("h-1", "trip"), s.get("alice", "items", "h-1")->version));
+    push_one(s, "alice", upsert(10, item("t-1", "home"), s.get("alice", "items", "t-1")->version));
+    home.since = cursor;
+    auto next = pull_pages(s, "alice", home, &cursor);
+    CHECK(removed_ids(next) == strings{"h-1"});
+    CHECK(live_ids(next) == strings{"t-1"});
+    for (const auto& c : next) CHECK(c.id != "w-2");
+
+    // Widen to work too: the backfill answers work's records up to the cursor, none of home's.
+    pull_request widen{"items", 0, 2, "alice-phone"};
+    widen.subset = groups_subset({"home", "work"});
+    widen.backfill = subset_backfill{home.subset, cursor};
+    std::uint64_t backfill_end = 0;
+    auto backfill = pull_pages(s, "alice", widen, &backfill_end);
+    CHECK(backfill_end == cursor); // where the device's own cursor takes over
+    std::vector<std::string> got;
+    for (const auto& c : backfill) {
+        CHECK_FALSE(c.deleted); // a backfill sends no removals: the device held none of these
+        got.push_back(std::string(c.id.as_string()));
+    }
+    std::sort(got.begin(), got.end());
+    CHECK(got == strings{"w-1", "w-2"});
+    // Then the pull goes on from the cursor with the wider subset; a change after the backfill
+    // began is not lost between the two.
+    push_one(s, "alice", upsert(11, item("w-3", "work")));
+    pull_request wide{"items", cursor, 2, "alice-phone"};
+    wide.subset = widen.subset;
+    CHECK(live_ids(pull_pages(s, "alice", wide)) == strings{"w-3"});
+
+    // Every group of the user's, as before: the same as no subset at all.
+    pull_request all{"items", 0, 2, ""};
+    all.subset = groups_subset({"home", "trip", "work"});
+    CHECK(live_ids(pull_pages(s, "alice", all)) == live_ids(pull_all(s, "alice", "items")));
+    // No group: nothing.
+    pull_request none{"items", 0, 2, ""};
+    none.subset = groups_subset({});
+    CHECK(live_ids(pull_pages(s, "alice", none)).empty());
+    // Bob's subset cannot reach into alice's groups.
+    pull_request probe{"items", 0, 2, ""};
+    probe.subset = groups_subset({"home", "trip"});
+    CHECK(pull_pages(s, "bob", probe).empty());
+}
+
+TEST_CASE("partial sync: a query subset sends what matches and removes what stops matching",
+          "[sharing][partial]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice", "bob"})));
+    push_one(s, "alice", upsert(2, item("h-1", "home", "milk")));
+    push_one(s, "alice", upsert(3, item("h-2", "home", "jam")));
+    auto bought = item("h-3", "home", "eggs");
+    bought.bought = true;
+    push_one(s, "alice", upsert(4, bought));
+
+    pull_request open{"items", 0, 2, "bob-phone"};
+    open.subset.where = query<Item>(field(&Item::bought) == false).spec();
+    std::uint64_t cursor = 0;
+    CHECK(live_ids(pull_pages(s, "bob", open, &cursor)) == strings{"h-1", "h-2"});
+
+    // Bob buys the milk from his own device: the echo of his own write, out of his subset,
+    // comes as a removal too.
+    auto milk = item("h-1", "home", "milk");
+    milk.bought = true;
+    push_one(s, "bob", upsert(1, milk, s.get("bob", "items", "h-1")->version), "bob-phone");
+    open.since = cursor;
+    auto next = pull_pages(s, "bob", open, &cursor);
+    CHECK(removed_ids(next) == strings{"h-1"});
+    CHECK(live_ids(next).empty());
+
+    // A query and groups together; a query on another collection's field is refused.
+    pull_request both{"items", 0, 2, ""};
+    both.subset = groups_subset({"home"});
+    both.subset.where = query<Item>(field(&Item::name) >= std::string("k")).spec();
+    CHECK(live_ids(pull_pages(s, "alice", both)) == strings{"h-1"}); // milk; not eggs, not jam
+
+    // Shared and per-user collections take queries too.
+    push_one(s, "alice", upsert(5, reservation("r-1", "confirmed", 4)));
+    push_one(s, "alice", upsert(6, reservation("r-2", "confirmed", 1)));
+    pull_request big{"reservations", 0, 2, ""};
+    big.subset.where = query<Reservation>(field(&Reservation::party_size) >= 2).spec();
+    const auto parties = pull_pages(s, "alice", big);
+    CHECK(live_ids(parties) == strings{"r-1"});
+    CHECK(removed_ids(parties) == strings{"r-2"}); // a change out of the subset: a removal
+}
+
+TEST_CASE("partial sync: bad subsets are refused and change nothing", "[sharing][partial][bad-input]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice"})));
+    push_one(s, "alice", upsert(2, item("h-1", "home")));
+    const auto last = s.last_version();
+    auto refused = [&](pull_request r) {
+        pull_response response;
+        auto d = s.pull("alice", r, response);
+        CHECK(response.changes.empty());
+        CHECK(s.last_version() == last);
+        return d;
+    };
+    pull_request r{"reservations", 0, 10, ""};
+    r.subset = groups_subset({"home"});
+    auto d = refused(r);
+    CHECK(errc_of(d.code) == errc::invalid_field);
+    CHECK(d.message == "subset: 'groups' applies to grouped collections; reservations is not one");
+
+    r = {"items", 0, 10, ""};
+    r.subset.where.conditions.push_back({"colour", compare_op::equal, "red"});
+    d = refused(r);
+    CHECK(errc_of(d.code) == errc::unknown_field);
+    CHECK(d.message == "subset: items has no field 'colour'");
+
+    r = {"items", 0, 10, ""};
+    r.subset.where.conditions.push_back({"bought", compare_op::equal, "yes"});
+    CHECK(errc_of(refused(r).code) == errc::invalid_field);
+
+    r = {"items", 0, 10, ""};
+    r.backfill = subset_backfill{groups_subset({"home"}), last + 1};
+    d = refused(r);
+    CHECK(errc_of(d.code) == errc::cursor_ahead);
+    r.backfill->until = 1;
+    r.since = 2;
+    CHECK(errc_of(refused(r).code) == errc::invalid_field);
+    r = {"items", 0, 10, ""};
+    r.backfill = subset_backfill{};
+    r.backfill->held.where.conditions.push_back({"nope", compare_op::less, 1});
+    CHECK(errc_of(refused(r).code) == errc::unknown_field);
 }

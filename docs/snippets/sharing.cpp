@@ -175,6 +175,26 @@ int main() {
         bob.drop_rejected<shop::Item>("i2");
         expect(bob.list<shop::Item>().empty(), "dropping the refused edit drops the item");
         expect(alice.get<shop::Item>("i2")->name == "apples", "alice's item is untouched");
+
+        alice.put(shop::List{"office", "Office", {"alice"}});
+        alice.put(shop::Item{"o1", "office", "paper", false});
+        co_await sync(alice);
+        // [snippet: subset]
+        // The part of the items a device syncs: the weekend list's, not yet bought.
+        offsync::sync_subset part;
+        part.groups = std::vector<std::string>{"weekend"};
+        part.where = offsync::query<shop::Item>(offsync::field(&shop::Item::bought) == false).spec();
+        // What a pull that carries it answers: the apples alone (the bread is bought, the paper
+        // is on another list).
+        offsync::pull_request request{"items", 0, 100};
+        request.subset = part;
+        offsync::pull_response page;
+        service.pull("alice", request, page);
+        // [end snippet]
+        std::vector<std::string> live;
+        for (const auto& c : page.changes)
+            if (!c.deleted) live.push_back(std::string(c.id.as_string()));
+        expect(live == std::vector<std::string>{"i2"}, "the subset's pull holds the apples alone");
         co_await server.async_shutdown(asio::as_tuple(asio::use_awaitable));
     }, [&](std::exception_ptr e) {
         if (e) {

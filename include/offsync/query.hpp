@@ -11,6 +11,7 @@
 
 #include <offsync/json_codec.hpp>
 #include <offsync/model.hpp>
+#include <offsync/query_spec.hpp>
 
 #include <boost/describe/members.hpp>
 #include <boost/json/value.hpp>
@@ -26,22 +27,6 @@
 #include <vector>
 
 namespace offsync {
-
-/// How a field is compared with a constant.
-enum class compare_op { equal, not_equal, less, less_equal, greater, greater_equal };
-
-/// One comparison as data: `field op operand`, the operand in its JSON form. A record whose
-/// field is missing or null never matches (SQL's rule, which every store follows).
-struct field_condition {
-    std::string field;
-    compare_op op = compare_op::equal;
-    boost::json::value operand;
-};
-
-/// A query as data, for stores that serve queries themselves: every condition must hold.
-struct query_spec {
-    std::vector<field_condition> conditions;
-};
 
 /// Which member types a query may compare: those whose JSON form is a scalar that compares the
 /// same way in JSON (SQLite's `json_extract`) and in C++. Strings compare byte by byte.

@@ -6,6 +6,9 @@
 #include <offsync/error.hpp>
 #include <offsync/protocol/messages.hpp>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <cctype>
 #include <charconv>
 #include <cstdint>
@@ -37,7 +40,8 @@ inline bool percent_decode(std::string_view in, std::string& out, bool plus_is_s
 
 } // namespace detail
 
-/// The request target of a pull: "/v1/sync/pull?collection=C&since=N&limit=N".
+/// The request target of a pull: "/v1/sync/pull?collection=C&since=N&limit=N", then the
+/// optional `client_id`, `subset` and `backfill`.
 inline std::string pull_target(const pull_request& r) {
     std::string t = "/v1/sync/pull?collection=";
     static constexpr char hex[] = "0123456789ABCDEF";
@@ -57,6 +61,16 @@ inline std::string pull_target(const pull_request& r) {
     if (!r.client_id.empty()) {
         t += "&client_id=";
         encode(r.client_id);
+    }
+    // Parameters that older servers ignore appear only when set: a pull of everything reads
+    // as it always did.
+    if (!r.subset.everything()) {
+        t += "&subset=";
+        encode(boost::json::serialize(to_json(r.subset)));
+    }
+    if (r.backfill) {
+        t += "&backfill=";
+        encode(boost::json::serialize(to_json(*r.backfill)));
     }
     return t;
 }
@@ -96,6 +110,19 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
                 return {make_error_code(errc::invalid_field),
                         "'limit' must be an integer from 1 to " + std::to_string(max_pull_limit)};
             r.limit = std::uint32_t(limit);
+        } else if (key == "subset" || key == "backfill") {
+            std::string text;
+            boost::json::error_code jec;
+            boost::json::value jv;
+            const bool decoded = decode(val, text);
+            if (decoded) jv = boost::json::parse(text, jec);
+            if (!decoded || jec)
+                return {make_error_code(errc::malformed_json),
+                        "'" + std::string(key) + "' must be a JSON object"};
+            auto d = key == "subset" ? subset_from_json(jv, r.subset)
+                                           : subset_backfill_from_json(
+                                                 jv, r.backfill.emplace());
+            if (d) return d;
         }
     }
     if (!have_collection)

@@ -6,6 +6,7 @@
 
 #include <offsync/error.hpp>
 #include <offsync/hlc.hpp>
+#include <offsync/subset.hpp>
 
 #include <boost/json/object.hpp>
 
@@ -118,6 +119,10 @@ struct pull_request {
     /// (`change::echo`); empty for every change in full. (Initialised so that the older
     /// three-member form `{collection, since, limit}` stays warning-free.)
     std::string client_id = {};
+    /// The part of the collection the device syncs (partial sync); everything by default.
+    sync_subset subset = {};
+    /// Set while the device fills in what a new subscription adds (see `subset_backfill`).
+    std::optional<subset_backfill> backfill = {};
 };
 
 struct pull_response {

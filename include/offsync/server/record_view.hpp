@@ -76,4 +76,35 @@ inline std::optional<change> unseen_writes(const collection_schema& schema,
     return std::nullopt;
 }
 
+/// A record gone for the pulling device though not deleted (the user no longer sees it, or it
+/// left the device's subscription): a tombstone at `version` with a blank stamp, which names no
+/// writer and no time.
+inline change removal_of(boost::json::value id, std::uint64_t version) {
+    change gone;
+    gone.id = std::move(id);
+    gone.version = version;
+    gone.deleted = true;
+    return gone;
+}
+
+/// What the pull's subscription makes of a change `c` the user may see (`value`: the record's
+/// value, which an echo does not carry). Without a backfill every change is kept, and a live
+/// record outside the subscription becomes a removal, so a device that held it drops it. In a
+/// backfill only the live records the device did not hold are kept: in the subscription and
+/// not in the one it held.
+inline bool keep_for_subset(const collection_schema& schema, const pull_request& request,
+                                  change& c, const boost::json::object& value) {
+    if (c.deleted) return !request.backfill;
+    const bool in_part = request.subset.everything() ||
+                         subset_matches(schema, value, request.subset);
+    if (request.backfill) return in_part && !subset_matches(schema, value, request.backfill->held);
+    if (!in_part) c = removal_of(std::move(c.id), c.version);
+    return true;
+}
+
+/// A backfill's last page ends at its `until`, where the device's own cursor takes over.
+inline void end_backfill_page(const pull_request& request, pull_response& page) {
+    if (request.backfill && !page.has_more) page.cursor = request.backfill->until;
+}
+
 } // namespace offsync::server::detail

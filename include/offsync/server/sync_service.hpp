@@ -276,6 +276,19 @@ public:
                                        " is ahead of the server's last version " +
                                        std::to_string(counters_.last_version) +
                                        "; re-sync from 0"};
+            if (auto d = check_subset(schema, request.subset)) return d;
+            if (request.backfill) {
+                if (auto d = check_subset(schema, request.backfill->held)) return d;
+                if (request.backfill->until > counters_.last_version)
+                    return diagnostics{make_error_code(errc::cursor_ahead),
+                                       "backfill until " + std::to_string(request.backfill->until) +
+                                           " is ahead of the server's last version " +
+                                           std::to_string(counters_.last_version)};
+                if (request.backfill->until < request.since)
+                    return diagnostics{make_error_code(errc::invalid_field),
+                                       "backfill until " + std::to_string(request.backfill->until) +
+                                           " is below its cursor " + std::to_string(request.since)};
+            }
             return guarded([&] {
                 response = feed_page(user, schema, request);
                 return diagnostics{};
@@ -802,8 +815,13 @@ private:
         pull_response out;
         out.cursor = request.since;
         std::unordered_set<std::string_view> page_keys;
+        bool past_backfill = false;
         while (auto step = merge.next()) {
             auto& rec = step->record;
+            if (request.backfill && rec.version > request.backfill->until) {
+                past_backfill = true;
+                break;
+            }
             out.cursor = rec.version;
             // The shared record and this user's own values of it are one change.
             if (!page_keys.insert(rec.key).second) continue;
@@ -821,9 +839,13 @@ private:
                 const auto base = store_.find(schema, {}, rec.key);
                 c = detail::view_of(schema, base ? &*base : nullptr, &rec);
             }
-            if (c) out.changes.push_back(std::move(*c));
+            // An echo carries no value: the record's own (intact on that path) is matched.
+            if (c && detail::keep_for_subset(schema, request, *c,
+                                                   c->echo ? rec.value : c->value))
+                out.changes.push_back(std::move(*c));
         }
-        out.has_more = merge.has_more();
+        out.has_more = merge.has_more() && !past_backfill;
+        detail::end_backfill_page(request, out);
         return out;
     }
 
@@ -1141,8 +1163,15 @@ private:
         std::vector<channel_start> channels;
         std::vector<std::string> groups;
         channels.push_back({detail::user_channel(user), 0});
+        // A record of a one-group collection is in one group's channel: a device that
+        // subscribes to some groups needs no other group's channel (a record that leaves a
+        // subscribed group is touched in its channel as it goes).
+        const auto& part = request.subset;
+        const bool some_channels = part.groups && !schema.group_is_list;
         for (auto& m : store_.groups_of(user)) {
-            channels.push_back({detail::group_channel(m.group), m.since});
+            if (!some_channels ||
+                std::find(part.groups->begin(), part.groups->end(), m.group) != part.groups->end())
+                channels.push_back({detail::group_channel(m.group), m.since});
             groups.push_back(std::move(m.group));
         }
         std::vector<channel_entry> entries;
@@ -1153,6 +1182,10 @@ private:
         if (out.has_more) entries.resize(limit);
         std::unordered_set<std::string_view> page_keys;
         for (const auto& e : entries) {
+            if (request.backfill && e.version > request.backfill->until) {
+                out.has_more = false;
+                break;
+            }
             out.cursor = e.version;
             if (!page_keys.insert(e.key).second) continue;
             auto rec = store_.find(schema, {}, e.key);
@@ -1165,22 +1198,22 @@ private:
                                     ? e.version < rec->version
                                     : !detail::may_see(detail::stored_groups(schema, &*rec),
                                                        groups);
+            change c;
             if (unseen) {
                 // A removal: at the record's version (a record given back later comes at that
                 // version or above, and must replace it), with a blank stamp, which names no
                 // writer and no time.
-                change gone;
-                gone.id = key_to_json(schema, rec->key);
-                gone.version = rec->version;
-                gone.deleted = true;
-                out.changes.push_back(std::move(gone));
+                c = detail::removal_of(key_to_json(schema, rec->key), rec->version);
             } else if (!rec->deleted && !request.client_id.empty() &&
                        rec->last_writer == request.client_id) {
-                out.changes.push_back(detail::echo_of(schema, *rec));
+                c = detail::echo_of(schema, *rec);
             } else {
-                out.changes.push_back(detail::view_of(schema, std::move(*rec)));
+                c = detail::view_of(schema, std::move(*rec));
             }
+            if (detail::keep_for_subset(schema, request, c, c.echo ? rec->value : c.value))
+                out.changes.push_back(std::move(c));
         }
+        detail::end_backfill_page(request, out);
         return out;
     }
 
