@@ -582,6 +582,24 @@ TEST_CASE("http: a grouped record leaks to nobody outside its group, on any rout
     CHECK(raw(port, request("GET", "/v1/items", alice)).body().at("records").as_array().size() == 1);
     const auto pulled = raw(port, request("GET", "/v1/sync/pull?collection=items&since=0&limit=100", alice));
     CHECK(pulled.body().at("changes").as_array().size() == 2);
+
+    // A subset over the wire: bad ones are 400 and name the fault; a good one narrows the pull.
+    const std::string items_pull = "/v1/sync/pull?collection=items&since=0&limit=100&subset=";
+    const auto unknown = raw(port, request("GET", items_pull + "%7B%22list%22%3A%5B%5D%7D", alice));
+    CHECK(unknown.status() == 400);
+    CHECK(unknown.code() == "unknown_field");
+    const auto broken = raw(port, request("GET", items_pull + "%7B%22groups%22", alice));
+    CHECK(broken.status() == 400);
+    CHECK(broken.code() == "malformed_json");
+    const auto wrong_type = raw(port, request("GET", items_pull +
+        "%7B%22where%22%3A%5B%7B%22field%22%3A%22bought%22%2C%22op%22%3A%22%3D%3D%22%2C%22value%22%3A1%7D%5D%7D",
+        alice));
+    CHECK(wrong_type.status() == 400);
+    CHECK(wrong_type.code() == "invalid_field");
+    const auto other_group = raw(port, request("GET", items_pull + "%7B%22groups%22%3A%5B%22work%22%5D%7D", alice));
+    CHECK(other_group.status() == 200);
+    CHECK(other_group.body().at("changes").as_array().empty());
+    CHECK(state() == before);
 }
 
 TEST_CASE("http: REST reads and conditional writes", "[http][rest]") {

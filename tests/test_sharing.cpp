@@ -445,7 +445,8 @@ TEST_CASE("sharing: a membership change the store fails leaves nothing behind",
 namespace {
 
 /// One seed of the churn test: devices of three users edit items of three lists while members
-/// come and go, in random order; at the end every device holds exactly what its user sees.
+/// come and go and rounds meet faults, in random order; at the end every device holds exactly
+/// what its user sees.
 void run_churn(std::uint64_t seed, int steps) {
     INFO("seed " << seed << " (OFFSYNC_SEED=" << seed << " OFFSYNC_SHARING_SEEDS=1 replays it)");
     std::mt19937_64 rng(seed);
@@ -467,7 +468,7 @@ void run_churn(std::uint64_t seed, int steps) {
     for (int step = 0; step < steps; ++step) {
         auto& d = devices[pick(devices.size())];
         auto& replica = d.device->replica;
-        switch (pick(6)) {
+        switch (pick(7)) {
         case 0: { // a new item in a list the device holds
             const auto held = replica.list<List>();
             if (held.empty()) break;
@@ -505,12 +506,25 @@ void run_churn(std::uint64_t seed, int steps) {
                 replica.drop_rejected<Item>(r.key);
             }
             break;
+        case 5: { // a round that meets a fault: a request or an answer lost, a busy server
+            auto& faults = d.device->transport.faults();
+            switch (pick(5)) {
+            case 0: faults.lose_push_requests = 1; break;
+            case 1: faults.lose_push_responses = 1; break; // applied: the retry must replay
+            case 2: faults.lose_pull_requests = 1; break;
+            case 3: faults.lose_pull_responses = 1; break;
+            default: faults.busy = 1; break;
+            }
+            d.device->sync();
+            break;
+        }
         default: d.device->sync(); break;
         }
     }
 
     // Settle: drop refusals and sync until nothing is refused, then every device equals the
     // server's view of its user.
+    for (auto& d : devices) d.device->transport.faults() = loopback_faults{};
     for (int round = 0; round < 4; ++round) {
         bool refused = false;
         for (auto& d : devices) {
@@ -547,8 +561,8 @@ void run_churn(std::uint64_t seed, int steps) {
 
 } // namespace
 
-TEST_CASE("sharing: members edit while membership churns; every device ends with exactly what "
-          "its user sees",
+TEST_CASE("sharing: members edit while membership churns and rounds fail; every device ends with "
+          "exactly what its user sees",
           "[sharing][convergence]") {
     const char* seeds_env = std::getenv("OFFSYNC_SHARING_SEEDS");
     const int seeds = seeds_env ? std::atoi(seeds_env) : 4;
