@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -109,12 +110,15 @@ struct sharing_server {
         return m;
     }
 
-    /// Pulls the collection as `user` from `since` to its end; returns the changes and moves
-    /// `since` to the last cursor.
+    /// Pulls the collection as `user` from `since` to its end (of `subset`, or of a backfill);
+    /// returns the changes and moves `since` to the last cursor.
     std::size_t pull(std::string_view user, bool grouped, std::uint64_t& since,
-                     std::uint32_t page) {
+                     std::uint32_t page, sync_subset subset = {},
+                     std::optional<subset_backfill> backfill = {}) {
         std::size_t changes = 0;
         pull_request request{grouped ? "group_reservations" : "reservations", since, page};
+        request.subset = std::move(subset);
+        request.backfill = std::move(backfill);
         for (;;) {
             pull_response response;
             if (auto d = service().pull(user, request, response))
@@ -183,6 +187,68 @@ json::object sharing_pull(const options& o, std::size_t n) {
                                            {"ratio", grouped_first / own_first}}},
             {"round_ms", json::object{{"grouped", grouped_round}, {"own", own_round},
                                       {"ratio", grouped_round / own_round}}}};
+}
+
+/// Partial sync: a reader in every group of n / 1,000 (1,000 records each) whose device
+/// subscribes to one of them, next to a device of the same reader that syncs them all: the
+/// first pull, then an incremental round of 10 changes in the subscribed group while 10 change
+/// in another; then widening the subset by a second group (the backfill of its 1,000 records).
+json::object sharing_subset(const options& o, std::size_t n) {
+    sharing_server s(o);
+    const std::size_t groups = std::max<std::size_t>(2, n / group_size);
+    for (std::size_t g = 0; g < groups; ++g) {
+        s.service().create_group(group_name(g * group_size));
+        s.service().grant(group_name(g * group_size), "writer");
+        s.service().grant(group_name(g * group_size), "reader");
+    }
+    s.push("writer", true, 0, groups * group_size, o.batch);
+    sync_subset one;
+    one.groups = std::vector<std::string>{group_name(0)};
+
+    std::uint64_t subset_cursor = 0, all_cursor = 0;
+    auto start = steady::now();
+    const auto subset_changes = s.pull("reader", true, subset_cursor, o.page, one);
+    const double subset_first = seconds_since(start) * 1000;
+    start = steady::now();
+    const auto all_changes = s.pull("reader", true, all_cursor, o.page);
+    const double all_first = seconds_since(start) * 1000;
+
+    int variant = 1;
+    auto changes = [&] {
+        s.push("writer", true, 0, 10, o.batch, variant);                        // subscribed
+        s.push("writer", true, groups * group_size - 10, 10, o.batch, variant); // another group
+        ++variant;
+    };
+    const double subset_round =
+        median_ms(9, changes, [&] { s.pull("reader", true, subset_cursor, o.page, one); });
+    const double all_round =
+        median_ms(9, changes, [&] { s.pull("reader", true, all_cursor, o.page); });
+
+    // Widening: the backfill brings the second group's records up to the device's cursor, its
+    // ordinary pull with the new subset those above it (the cursor moved with the first group's
+    // feed alone, so some of the second's may be above it).
+    s.pull("reader", true, subset_cursor, o.page, one);
+    sync_subset two = one;
+    two.groups->push_back(group_name(group_size));
+    std::uint64_t backfill_cursor = 0;
+    start = steady::now();
+    auto backfilled = s.pull("reader", true, backfill_cursor, o.page, two,
+                             subset_backfill{one, subset_cursor});
+    backfilled += s.pull("reader", true, subset_cursor, o.page, two);
+    const double widen_ms = seconds_since(start) * 1000;
+    if (backfilled != group_size)
+        throw std::runtime_error("sharing bench: widening brought " + std::to_string(backfilled) +
+                                 " records of a group of " + std::to_string(group_size));
+    return {{"scenario", "sharing_subset"}, {"mode", "service"}, {"server_store", o.server_store},
+            {"n", n}, {"groups", groups}, {"group_size", group_size},
+            {"first_pull", json::object{{"subset_changes", subset_changes},
+                                        {"subset_ms", subset_first},
+                                        {"all_changes", all_changes},
+                                        {"all_ms", all_first}}},
+            {"round_ms", json::object{{"subset", subset_round}, {"all", all_round},
+                                      {"ratio", subset_round / all_round}}},
+            {"widen", json::object{{"changes", backfilled}, {"ms", widen_ms},
+                                   {"records_per_s", double(backfilled) / widen_ms * 1000}}}};
 }
 
 /// A user joins a group of min(n, 10,000) records and pulls it (the backfill), then leaves it
@@ -260,6 +326,7 @@ void run_sharing(const options& o, output& out) {
         out.write(sharing_pull(o, n));
         out.write(sharing_membership(o, n));
         out.write(sharing_push(o, n));
+        out.write(sharing_subset(o, n));
     }
 }
 
