@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -78,6 +79,14 @@ struct sharing_server {
             std::filesystem::remove(file + suffix, ec);
     }
     server::sync_service& service() { return *state.service; }
+
+    /// Creates the groups of the first `count` * 1,000 records, with `members` in each.
+    void make_groups(std::size_t count, std::initializer_list<const char*> members) {
+        for (std::size_t g = 0; g < count; ++g) {
+            service().create_group(group_name(g * group_size));
+            for (const char* user : members) service().grant(group_name(g * group_size), user);
+        }
+    }
 
     /// Pushes records `first`..`first + count` of the workload as `user`, in batches; grouped
     /// ones go to their group (`group_name`). `variant` > 0 edits records pushed before.
@@ -152,10 +161,7 @@ double median_ms(int runs, Before&& before, Measured&& measured) {
 json::object sharing_pull(const options& o, std::size_t n) {
     sharing_server s(o);
     const std::size_t groups = std::max<std::size_t>(1, n / group_size);
-    for (std::size_t g = 0; g < groups; ++g) {
-        s.service().create_group(group_name(g * group_size));
-        s.service().grant(group_name(g * group_size), "writer");
-    }
+    s.make_groups(groups, {"writer"});
     s.push("writer", true, 0, groups * group_size, o.batch);
     s.service().grant(group_name(0), "reader");
     s.push("owner", false, 0, group_size, o.batch);
@@ -196,11 +202,7 @@ json::object sharing_pull(const options& o, std::size_t n) {
 json::object sharing_subset(const options& o, std::size_t n) {
     sharing_server s(o);
     const std::size_t groups = std::max<std::size_t>(2, n / group_size);
-    for (std::size_t g = 0; g < groups; ++g) {
-        s.service().create_group(group_name(g * group_size));
-        s.service().grant(group_name(g * group_size), "writer");
-        s.service().grant(group_name(g * group_size), "reader");
-    }
+    s.make_groups(groups, {"writer", "reader"});
     s.push("writer", true, 0, groups * group_size, o.batch);
     sync_subset one;
     one.groups = std::vector<std::string>{group_name(0)};
@@ -302,10 +304,7 @@ json::object sharing_membership(const options& o, std::size_t n) {
 /// to a per-user one.
 json::object sharing_push(const options& o, std::size_t n) {
     sharing_server s(o);
-    for (std::size_t g = 0; g * group_size < n; ++g) {
-        s.service().create_group(group_name(g * group_size));
-        s.service().grant(group_name(g * group_size), "writer");
-    }
+    s.make_groups((n + group_size - 1) / group_size, {"writer"});
     auto start = steady::now();
     s.push("writer", true, 0, n, o.batch);
     const double grouped_s = seconds_since(start);
