@@ -4,6 +4,7 @@
 
 #include <offsync/forwarding.hpp>
 #include <offsync/storage/sqlite.hpp>
+#include <offsync/testing/faulty_storage.hpp>
 
 #include <boost/asio/post.hpp>
 
@@ -312,6 +313,10 @@ static_assert(acknowledging_transaction<user_code::plain_sqlite::transaction>);
 static_assert(batch_reading_transaction<user_code::plain_sqlite::transaction>);
 static_assert(inserting_transaction<user_code::plain_sqlite::transaction>);
 static_assert(queryable_storage<user_code::plain_sqlite>);
+static_assert(subset_keeping_transaction<user_code::plain_sqlite::transaction>);
+static_assert(subset_keeping_transaction<forwarding_storage<memory_storage>::transaction>);
+static_assert(subset_keeping_transaction<faulty_storage<memory_storage>::transaction>);
+static_assert(!subset_keeping_transaction<user_code::snapshot_storage::transaction>);
 static_assert(!metadata_transaction<forwarding_storage<memory_storage>::transaction>);
 static_assert(!inserting_transaction<forwarding_storage<memory_storage>::transaction>);
 static_assert(!queryable_storage<forwarding_storage<memory_storage>>);

@@ -1114,3 +1114,145 @@ TEST_CASE("partial sync: bad subsets are refused and change nothing", "[sharing]
     r.backfill->held.where.conditions.push_back({"nope", compare_op::less, 1});
     CHECK(errc_of(refused(r).code) == errc::unknown_field);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Partial sync on the device: the engine's set_subset.
+
+namespace {
+/// Alice's lists `home` and `work` (hers alone), two items in each, written by her phone.
+std::unique_ptr<client> alice_with_two_lists(sharing_world& w) {
+    auto phone = w.member_device("alice");
+    phone->replica.put(list("home", {"alice"}));
+    phone->replica.put(list("work", {"alice"}));
+    for (const char* id : {"h-1", "h-2"}) phone->replica.put(item(id, "home"));
+    for (const char* id : {"w-1", "w-2"}) phone->replica.put(item(id, "work"));
+    REQUIRE_FALSE(phone->sync().error);
+    return phone;
+}
+strings held_items(client& d) { return ids_of(d.replica.list<Item>()); }
+} // namespace
+
+TEST_CASE("partial sync: a device narrows and widens its subset; it holds exactly the subset, "
+          "and a change downloads only what it adds",
+          "[sharing][partial][engine]") {
+    sharing_world w;
+    auto phone = alice_with_two_lists(w);
+    auto laptop = w.member_device("alice");
+    laptop->engine.set_subset<Item>(groups_subset({"home"}));
+    auto report = laptop->sync();
+    REQUIRE_FALSE(report.error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2"});
+    CHECK(laptop->replica.list<List>().size() == 2); // lists are not subset
+
+    // Wider: the backfill brings work's two items and nothing it holds.
+    laptop->engine.set_subset<Item>(groups_subset({"home", "work"}));
+    report = laptop->sync();
+    REQUIRE_FALSE(report.error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2", "w-1", "w-2"});
+    CHECK(report.pulled == 2);
+
+    // Narrower: home's items leave the device; nothing is downloaded.
+    laptop->engine.set_subset<Item>(groups_subset({"work"}));
+    report = laptop->sync();
+    REQUIRE_FALSE(report.error);
+    CHECK(held_items(*laptop) == strings{"w-1", "w-2"});
+    CHECK(report.pulled == 0);
+    CHECK(phone->replica.list<Item>().size() == 4); // eviction is the device's alone
+
+    // Changes on the server follow the subset: a new work item comes, a home item does not,
+    // an item moved out of work leaves.
+    phone->replica.put(item("w-3", "work"));
+    phone->replica.put(item("h-3", "home"));
+    phone->replica.put(item("w-2", "home", "moved"));
+    REQUIRE_FALSE(phone->sync().error);
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"w-1", "w-3"});
+
+    // An unpushed edit of a record the new subset drops is pushed, not lost, and then leaves.
+    auto w1 = *laptop->replica.get<Item>("w-1");
+    w1.name = "edited on the laptop";
+    laptop->replica.put(w1);
+    laptop->engine.set_subset<Item>(groups_subset({"home"}));
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2", "h-3", "w-2"});
+    REQUIRE_FALSE(phone->sync().error);
+    CHECK(phone->replica.get<Item>("w-1")->name == "edited on the laptop");
+
+    // The laptop's own new record outside its subset is pushed, and leaves it.
+    laptop->replica.put(item("w-4", "work", "from the laptop"));
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK_FALSE(laptop->replica.get<Item>("w-4"));
+    REQUIRE_FALSE(phone->sync().error);
+    CHECK(phone->replica.get<Item>("w-4"));
+
+    // Back to everything: what it lacks comes back.
+    laptop->engine.set_subset<Item>(sync_subset{});
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == held_items(*phone));
+}
+
+TEST_CASE("partial sync: a query subset, a backfill that fails midway, and a restart",
+          "[sharing][partial][engine]") {
+    sharing_world w;
+    auto phone = alice_with_two_lists(w);
+    auto laptop = w.member_device("alice");
+    laptop->engine.set_subset<Item>(sync_subset{std::nullopt,
+                                                query<Item>(field(&Item::bought) == false).spec()});
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2", "w-1", "w-2"});
+    // Bought on the phone: gone from the laptop.
+    auto h1 = *phone->replica.get<Item>("h-1");
+    h1.bought = true;
+    phone->replica.put(h1);
+    REQUIRE_FALSE(phone->sync().error);
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"h-2", "w-1", "w-2"});
+
+    // Widen to everything while the server's answers get lost: the round fails, the next one
+    // finishes the backfill, and nothing is missing or doubled.
+    laptop->engine.set_subset<Item>(sync_subset{});
+    laptop->transport.faults().lose_pull_responses = 1;
+    CHECK(laptop->sync().error);
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2", "w-1", "w-2"});
+    CHECK(laptop->replica.get<Item>("h-1")->bought);
+
+    // A restart: a new engine over the same store keeps the subset it held, and a device that
+    // sets the same subset again downloads nothing.
+    laptop->engine.set_subset<Item>(groups_subset({"work"}));
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"w-1", "w-2"});
+    engine_type restarted(w.io.get_executor(), laptop->replica, laptop->transport);
+    restarted.add_collections(sharing_models{});
+    restarted.set_subset<Item>(groups_subset({"work"}));
+    std::optional<sync_report> round;
+    restarted.async_sync([&](error_code, sync_report r) { round = std::move(r); });
+    w.io.restart();
+    w.io.run();
+    REQUIRE(round);
+    REQUIRE_FALSE(round->error);
+    CHECK(round->pulled == 0);
+    CHECK(held_items(*laptop) == strings{"w-1", "w-2"});
+}
+
+TEST_CASE("partial sync: a subset that does not fit is refused and changes nothing",
+          "[sharing][partial][engine][bad-input]") {
+    sharing_world w;
+    auto phone = alice_with_two_lists(w);
+    auto laptop = w.member_device("alice");
+    sync_subset bad;
+    bad.where.conditions.push_back({"colour", compare_op::equal, "red"});
+    try {
+        laptop->engine.set_subset<Item>(bad);
+        FAIL("an unknown field was taken");
+    } catch (const sync_error& e) {
+        CHECK(e.code() == errc::unknown_field);
+        CHECK(std::string(e.what()) == "subset: items has no field 'colour'");
+    }
+    bad.where.conditions = {{"bought", compare_op::equal, "no"}};
+    CHECK_THROWS_AS(laptop->engine.set_subset<Item>(bad), sync_error);
+    CHECK_THROWS_AS(laptop->engine.set_subset("nope", sync_subset{}), std::invalid_argument);
+    CHECK(laptop->engine.subset("items").everything());
+    REQUIRE_FALSE(laptop->sync().error);
+    CHECK(held_items(*laptop) == strings{"h-1", "h-2", "w-1", "w-2"});
+}

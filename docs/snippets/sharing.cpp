@@ -104,7 +104,8 @@ int main() {
     server.listen({asio::ip::make_address("127.0.0.1"), 0});
     server.start();
     const auto url = "http://127.0.0.1:" + std::to_string(server.local_endpoint().port());
-    const auto alice_db = temp_path("alice.db"), bob_db = temp_path("bob.db");
+    const auto alice_db = temp_path("alice.db"), bob_db = temp_path("bob.db"),
+               laptop_db = temp_path("laptop.db");
 
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
         auto ex = co_await asio::this_coro::executor;
@@ -195,6 +196,23 @@ int main() {
         for (const auto& c : page.changes)
             if (!c.deleted) live.push_back(std::string(c.id.as_string()));
         expect(live == std::vector<std::string>{"i2"}, "the subset's pull holds the apples alone");
+
+        // A third device of Alice's, on a file of its own, that syncs one list.
+        auto laptop_config = config;
+        laptop_config.database = laptop_db;
+        laptop_config.token = "alice-token-0123456789";
+        offsync::device<shop::models> laptop(ex, laptop_config);
+        // [snippet: device-subset]
+        // The laptop syncs the weekend list's items only.
+        offsync::sync_subset weekend;
+        weekend.groups = std::vector<std::string>{"weekend"};
+        laptop.set_subset<shop::Item>(weekend);
+        // [end snippet]
+        co_await sync(laptop);
+        std::vector<std::string> on_laptop;
+        for (const auto& i : laptop.list<shop::Item>()) on_laptop.push_back(i.id);
+        expect(on_laptop == std::vector<std::string>{"i1", "i2"},
+               "the laptop holds the weekend list's items alone");
         co_await server.async_shutdown(asio::as_tuple(asio::use_awaitable));
     }, [&](std::exception_ptr e) {
         if (e) {
@@ -208,7 +226,7 @@ int main() {
         }
     });
     io.run();
-    for (const auto& path : {alice_db, bob_db})
+    for (const auto& path : {alice_db, bob_db, laptop_db})
         for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
     return failures == 0 ? 0 : 1;
 }

@@ -105,6 +105,16 @@ concept inserting_transaction = requires(Txn& t, std::string_view s, const local
     { t.insert_new(s, s, r) } -> std::same_as<bool>;
 };
 
+/// Keeps, per collection, the partial-sync state the engine writes (an opaque text: the subset
+/// the device holds and a backfill under way; empty when there is none), in the transaction
+/// with the records and the cursor it belongs with. `set_subset_state(collection, "")` erases
+/// it. A store needs it for `set_subset` (memory_storage and sqlite_storage have it).
+template <class Txn>
+concept subset_keeping_transaction = requires(Txn& t, std::string_view s) {
+    { t.subset_state(s) } -> std::same_as<std::string>;
+    t.set_subset_state(s, s);
+};
+
 /// A store that serves typed queries and pages itself (sqlite_storage): `find(collection,
 /// spec, after, limit)` returns, in key text order, at most `limit` live records whose key text
 /// is greater than `after` and that meet every condition of `spec` (a missing or null field

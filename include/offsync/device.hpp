@@ -191,6 +191,15 @@ public:
     /// What waits to be synced, over every collection.
     pending_counts pending() { return engine_.pending(); }
 
+    /// Partial sync: this device syncs only `part` of `M`'s collection from the next round
+    /// on (basic_sync_engine::set_subset; docs/sharing.md "Partial sync"). Set it at every
+    /// start. Throws `sync_error` for a subset that does not fit the collection.
+    template <synced_model M>
+    void set_subset(sync_subset part) {
+        listed<M>();
+        engine_.template set_subset<M>(std::move(part));
+    }
+
     // --- Change listeners. Callbacks run on the device's executor unless given another.
 
     template <synced_model M, class Callback>

@@ -7,6 +7,7 @@
 #include <offsync/detail/push_fsm.hpp>
 #include <offsync/detail/recording_transaction.hpp>
 #include <offsync/detail/replica_logic.hpp>
+#include <offsync/detail/subset_state.hpp>
 #include <offsync/replica.hpp>
 #include <offsync/report.hpp>
 
@@ -33,7 +34,9 @@
 #include <deque>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -150,6 +153,43 @@ public:
              }});
     }
 
+    /// Partial sync: this device syncs only `part` of `T`'s collection (docs/sharing.md
+    /// "Partial sync"). It takes effect at the next round's pull: the records the new subset
+    /// drops leave the device (one with unpushed edits stays until they are pushed), and the
+    /// records it adds arrive as a backfill, without pulling again what the device holds. The
+    /// subset is kept in the store with the cursor; set it at every start, after adding the
+    /// collections (a device that stops setting one syncs the whole collection again).
+    ///
+    /// Throws `sync_error` (`unknown_field`, `invalid_field`) for a subset that does not fit
+    /// the collection, and `std::invalid_argument` for a collection not added; either way
+    /// nothing changes. May be called from any thread.
+    template <synced_model T>
+    void set_subset(sync_subset part)
+        requires subset_keeping_transaction<typename Storage::transaction>
+    {
+        set_subset(model_traits<T>::collection, std::move(part));
+    }
+    void set_subset(std::string_view collection, sync_subset part)
+        requires subset_keeping_transaction<typename Storage::transaction>
+    {
+        const auto* entry = find_collection(collection);
+        if (!entry)
+            throw std::invalid_argument("offsync: set_subset of a collection not added: " +
+                                        std::string(collection));
+        if (auto d = check_subset(entry->schema, part))
+            throw sync_error(d.code, std::move(d.message));
+        std::lock_guard lock(subsets_mutex_);
+        wanted_subsets_[std::string(collection)] = std::move(part);
+    }
+
+    /// The subset this device asks for of `collection` (the whole collection unless
+    /// `set_subset` said otherwise).
+    sync_subset subset(std::string_view collection) const {
+        std::lock_guard lock(subsets_mutex_);
+        const auto it = wanted_subsets_.find(collection);
+        return it == wanted_subsets_.end() ? sync_subset{} : it->second;
+    }
+
     /// Runs a sync round (or joins the one that will start after the running one).
     /// Completes with `(error_code, sync_report)`: the code is the round's error (a transport
     /// failure, a store failure, `operation_aborted`), the report what got done either way.
@@ -214,6 +254,12 @@ private:
         collection_schema schema;
         std::function<resolution(const conflict&)> policy;
     };
+
+    const collection_entry* find_collection(std::string_view name) const {
+        for (const auto& c : collections_)
+            if (c.schema.name == name) return &c;
+        return nullptr;
+    }
 
     void enqueue(waiter w) {
         (running_ ? next_ : current_).push_back(std::move(w));
@@ -608,6 +654,14 @@ private:
                            entry.outcome == conflict_outcome::merged;
             out.conflicts.push_back(std::move(entry));
         }
+        // A write outside the device's subset leaves it once the server has it. (The pull
+        // may never answer it: the server reads the subscribed groups' feeds only.)
+        if constexpr (subset_keeping_transaction<typename Storage::transaction>) {
+            if (const auto part = subset(schema.name); !part.everything())
+                for (std::size_t i = 0; i < response.results.size(); ++i)
+                    if (response.results[i].status == mutation_status::applied)
+                        evict_if_outside(settling, schema, sent[i].key, part, now);
+        }
         // The feed between the cursor and this push's writes holds only them, and the store
         // holds each at its version: the pull would bring back nothing but their echoes.
         if (const auto& own = response.own_writes;
@@ -671,81 +725,164 @@ private:
 
     /// Pulls `c`'s change feed: detail::pull_fsm decides (pages, the page ahead, echo
     /// markers and their fallback, the `cursor_ahead` restart, cancellation); this performs
-    /// what it asks for.
+    /// what it asks for. With a subset that changed, a backfill comes first (`settle_subset`):
+    /// the same loop, with the pages advancing the backfill instead of the cursor.
     boost::asio::awaitable<void> pull_collection(collection_entry& c, sync_report& report) {
+        std::optional<detail::device_subset_state> subset_state;
+        if constexpr (subset_keeping_transaction<typename Storage::transaction>)
+            subset_state = settle_subset(c);
+        detail::device_subset_state* state = subset_state ? &*subset_state : nullptr;
+        // One coroutine for both phases: a nested one per phase trips GCC 12's
+        // -Wmismatched-new-delete on Asio's frame allocator in the app's builds.
         using act = detail::pull_action::kind;
         using ev = detail::pull_event;
         const auto& schema = c.schema;
-        std::uint64_t since = 0;
-        {
-            auto txn = replica_.storage().begin();
-            since = txn.cursor(schema.name);
-        }
-        detail::pull_fsm fsm({since, config_.first_pull_page_size, config_.pull_page_size});
-        std::deque<std::shared_ptr<pull_flight>> flying; // asked for, in order
-        std::shared_ptr<pull_flight> page;               // arrived, not yet applied
-        step_failure<ev> failure; // a store or send failure, rethrown when it ends
-        ev event;
-        for (;;) {
-            const auto step =
-                fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
-            if (step.what == act::request_page) {
-                if (step.refetch)
-                    emit(sync_event::kind::error, schema.name, 0,
-                         "the store does not hold a write the server has from it; pulling in "
-                         "full");
-                try {
-                    flying.push_back(launch(pull_request{schema.name, step.since, step.page_size,
-                                                         step.echoes ? client_id_ : std::string()}));
-                    event = ev{ev::kind::sent};
-                } catch (...) {
-                    event = failure.take();
-                }
-            } else if (step.what == act::await_page || step.what == act::drop_page) {
-                co_await land(*flying.front());
-                page = std::move(flying.front());
-                flying.pop_front();
-                const auto& r = page->response;
-                event = ev::page(page->ec, r.cursor, r.has_more, r.changes.empty());
-            } else if (step.what == act::apply_page) {
-                try {
-                    const bool held = apply_page(schema, page->response);
-                    if (held) {
-                        report.pulled += page->response.changes.size();
-                        emit(sync_event::kind::page_pulled, schema.name,
-                             page->response.changes.size());
+        for (int phase = state && state->backfill ? 0 : 1; phase < 2; ++phase) {
+            const bool backfill = phase == 0;
+            std::uint64_t since = 0;
+            if (backfill) {
+                since = state->backfill_cursor;
+            } else {
+                auto txn = replica_.storage().begin();
+                since = txn.cursor(schema.name);
+            }
+            detail::pull_fsm fsm({since, config_.first_pull_page_size, config_.pull_page_size});
+            std::deque<std::shared_ptr<pull_flight>> flying; // asked for, in order
+            std::shared_ptr<pull_flight> page;               // arrived, not yet applied
+            step_failure<ev> failure; // a store or send failure, rethrown when it ends
+            ev event;
+            for (;;) {
+                const auto step =
+                    fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
+                if (step.what == act::request_page) {
+                    if (step.refetch)
+                        emit(sync_event::kind::error, schema.name, 0,
+                             "the store does not hold a write the server has from it; pulling in "
+                             "full");
+                    try {
+                        // A backfill brings records the store lacks: no echoes to look for.
+                        const bool echoes = step.echoes && !backfill;
+                        pull_request request{schema.name, step.since, step.page_size,
+                                             echoes ? client_id_ : std::string()};
+                        if (state) request.subset = state->subset;
+                        if (backfill) request.backfill = state->backfill;
+                        flying.push_back(launch(std::move(request)));
+                        event = ev{ev::kind::sent};
+                    } catch (...) {
+                        event = failure.take();
                     }
-                    event = ev::applied(held);
-                } catch (...) {
-                    event = failure.take();
+                } else if (step.what == act::await_page || step.what == act::drop_page) {
+                    co_await land(*flying.front());
+                    page = std::move(flying.front());
+                    flying.pop_front();
+                    const auto& r = page->response;
+                    event = ev::page(page->ec, r.cursor, r.has_more, r.changes.empty());
+                } else if (step.what == act::apply_page) {
+                    try {
+                        const bool held =
+                            apply_page(schema, page->response, backfill ? state : nullptr);
+                        if (held) {
+                            report.pulled += page->response.changes.size();
+                            emit(sync_event::kind::page_pulled, schema.name,
+                                 page->response.changes.size());
+                        }
+                        event = ev::applied(held);
+                    } catch (...) {
+                        event = failure.take();
+                    }
+                } else if (step.what == act::reset_cursor) {
+                    try {
+                        auto txn = replica_.storage().begin();
+                        txn.set_cursor(schema.name, 0);
+                        if constexpr (subset_keeping_transaction<typename Storage::transaction>) {
+                            // The server lost history: a backfill's `until` means nothing now.
+                            if (backfill) {
+                                state->backfill.reset();
+                                txn.set_subset_state(schema.name,
+                                                     detail::encode_subset_state(*state));
+                            }
+                        }
+                        txn.commit();
+                        emit(sync_event::kind::error, schema.name, 0,
+                             "cursor ahead of the server; pulling from the start");
+                        // What the backfill was for comes with the pull from 0 that follows.
+                        if (backfill) break;
+                    } catch (...) {
+                        event = failure.take();
+                    }
+                } else if (step.what == act::rethrow) {
+                    std::rethrow_exception(failure.caught);
+                } else { // finish
+                    if (step.ec == boost::asio::error::operation_aborted && round_cancelled_)
+                        throw_aborted();
+                    if (*step.message) throw boost::system::system_error(step.ec, step.message);
+                    if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
+                                                page ? page->response.failure : request_failure{},
+                                                report);
+                    break;
                 }
-            } else if (step.what == act::reset_cursor) {
-                try {
-                    auto txn = replica_.storage().begin();
-                    txn.set_cursor(schema.name, 0);
-                    txn.commit();
-                    emit(sync_event::kind::error, schema.name, 0,
-                         "cursor ahead of the server; pulling from the start");
-                } catch (...) {
-                    event = failure.take();
-                }
-            } else if (step.what == act::rethrow) {
-                std::rethrow_exception(failure.caught);
-            } else { // finish
-                if (step.ec == boost::asio::error::operation_aborted && round_cancelled_)
-                    throw_aborted();
-                if (*step.message) throw boost::system::system_error(step.ec, step.message);
-                if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
-                                            page ? page->response.failure : request_failure{},
-                                            report);
-                co_return;
             }
         }
     }
 
-    /// Applies one pull page and its cursor in one transaction. Returns false, having applied
+    /// Compares the subset the app wants with the one the store holds and, if they differ,
+    /// moves to the new one in one transaction: evicts the clean records it drops, and records
+    /// the backfill (or the restart from 0) that `detail::plan_subset_change` decides.
+    detail::device_subset_state settle_subset(const collection_entry& c)
+        requires subset_keeping_transaction<typename Storage::transaction>
+    {
+        const auto& schema = c.schema;
+        const auto wanted = subset(schema.name);
+        std::optional<detail::device_subset_state> stored;
+        {
+            auto txn = replica_.storage().begin();
+            stored = detail::decode_subset_state(txn.subset_state(schema.name));
+        }
+        if (stored && stored->subset == wanted) return *stored;
+        if (!stored)
+            emit(sync_event::kind::error, schema.name, 0,
+                 "the store's subset state cannot be read; pulling the subset from the start");
+        // Listed before the transaction begins: a memory store's transaction holds its lock.
+        auto held = replica_.storage().list(schema.name);
+        const auto now = replica_.clock()();
+        auto& hub = replica_.changes();
+        auto store_txn = replica_.storage().begin();
+        detail::recording_transaction<typename Storage::transaction> txn(store_txn,
+                                                                         hub.begin(schema.name));
+        auto plan = detail::plan_subset_change(stored, wanted, txn.cursor(schema.name));
+        if (plan.restart) txn.set_cursor(schema.name, 0);
+        for (auto& [key, listed] : held)
+            if (!subset_matches(schema, listed.value, wanted))
+                evict_if_outside(txn, schema, key, wanted, now);
+        txn.set_subset_state(schema.name, detail::encode_subset_state(plan.next));
+        txn.commit();
+        hub.publish(txn.take(), /*distinct_keys=*/true);
+        return plan.next;
+    }
+
+    /// Removes record `key` from the device if it is outside `part` and the server holds it as
+    /// the device does (clean, not parked): as a removal from the server would. A record with
+    /// unpushed edits stays until they are pushed.
+    template <class Txn>
+    static void evict_if_outside(Txn& txn, const collection_schema& schema,
+                                 const std::string& key, const sync_subset& part,
+                                 std::int64_t now) {
+        const auto rec = txn.load(schema.name, key);
+        if (!rec || rec->deleted || rec->dirty() || rec->parked != park_state::none ||
+            subset_matches(schema, rec->value, part))
+            return;
+        change gone;
+        gone.id = key_to_json(schema, key);
+        gone.version = rec->base_version;
+        gone.deleted = true;
+        detail::apply_pulled(txn, schema, gone, now);
+    }
+
+    /// Applies one pull page and its cursor in one transaction (a backfill's page: the state
+    /// `backfill` it advances, or ends on its last page). Returns false, having applied
     /// nothing, if an echo marker does not match the store (the page must come in full).
-    bool apply_page(const collection_schema& schema, pull_response& page) {
+    bool apply_page(const collection_schema& schema, pull_response& page,
+                    detail::device_subset_state* backfill = nullptr) {
         const auto now = replica_.clock()();
         auto& hub = replica_.changes();
         auto store_txn = replica_.storage().begin();
@@ -763,8 +900,18 @@ private:
             hlc_observe(clock, *newest, now);
             txn.set_clock(clock);
         }
-        txn.set_cursor(schema.name, page.cursor);
+        std::optional<detail::device_subset_state> next;
+        if (backfill) {
+            next = *backfill;
+            if (page.has_more) next->backfill_cursor = page.cursor;
+            else next->backfill.reset();
+            if constexpr (subset_keeping_transaction<typename Storage::transaction>)
+                txn.set_subset_state(schema.name, detail::encode_subset_state(*next));
+        } else {
+            txn.set_cursor(schema.name, page.cursor);
+        }
         txn.commit();
+        if (next) *backfill = std::move(*next);
         hub.publish(txn.take(), /*distinct_keys=*/true); // a page holds each record once
         return true;
     }
@@ -787,6 +934,9 @@ private:
     bool round_cancelled_ = false;
     /// The cancellation of the request the round waits for, if it waits for one.
     boost::asio::cancellation_signal* landing_ = nullptr;
+    /// The subsets the app asked for (`set_subset`), by collection; read by rounds.
+    mutable std::mutex subsets_mutex_;
+    std::map<std::string, sync_subset, std::less<>> wanted_subsets_;
 };
 
 } // namespace offsync

@@ -94,6 +94,16 @@ public:
     {
         return next_.insert_new(c, k, r);
     }
+    std::string subset_state(std::string_view c)
+        requires subset_keeping_transaction<next_type>
+    {
+        return next_.subset_state(c);
+    }
+    void set_subset_state(std::string_view c, std::string_view state)
+        requires subset_keeping_transaction<next_type>
+    {
+        next_.set_subset_state(c, state);
+    }
 
 private:
     Next next_;

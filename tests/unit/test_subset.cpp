@@ -201,3 +201,58 @@ TEST_CASE("subset: JSON scalars compare as the typed query compares them", "[sub
     CHECK_FALSE(json_scalar_order(json::value(json::array{}), json::value(json::array{})));
     CHECK_FALSE(json_scalar_order(json::value(true), json::value(1)));
 }
+
+#include <offsync/detail/subset_state.hpp>
+
+TEST_CASE("subset: the device's state, stored and changed", "[subset]") {
+    using namespace offsync::detail;
+    sync_subset home;
+    home.groups = std::vector<std::string>{"home"};
+    sync_subset both;
+    both.groups = std::vector<std::string>{"home", "work"};
+
+    CHECK(encode_subset_state({}).empty());
+    REQUIRE(decode_subset_state(""));
+    CHECK(decode_subset_state("")->subset.everything());
+    device_subset_state s{both, subset_backfill{home, 42}, 7};
+    const auto text = encode_subset_state(s);
+    const auto back = decode_subset_state(text);
+    REQUIRE(back);
+    CHECK(back->subset == both);
+    REQUIRE(back->backfill);
+    CHECK(back->backfill->held == home);
+    CHECK(back->backfill->until == 42);
+    CHECK(back->backfill_cursor == 7);
+    for (const char* broken : {"{", "[]", "{}", R"({"subset": 1})", R"({"subset": {"x": 1}})",
+                               R"({"subset": {}, "backfill": {"held": {}}})",
+                               R"({"subset": {}, "backfill": {"held": {}, "until": -1, "cursor": 0}})"})
+        CHECK_FALSE(decode_subset_state(broken));
+
+    CHECK(subset_within(home, both));
+    CHECK_FALSE(subset_within(both, home));
+    CHECK(subset_within(both, sync_subset{}));
+    CHECK_FALSE(subset_within(sync_subset{}, both));
+    sync_subset open_home = home;
+    open_home.where.conditions.push_back({"bought", compare_op::equal, false});
+    CHECK_FALSE(subset_within(open_home, home)); // could tell, but does not try: a backfill
+    CHECK_FALSE(subset_within(home, open_home));
+
+    // Never pulled: the new subset from the start.
+    auto c = plan_subset_change(device_subset_state{home}, both, 0);
+    CHECK_FALSE(c.restart);
+    CHECK_FALSE(c.next.backfill);
+    // Widening: a backfill of what it adds, up to the cursor.
+    c = plan_subset_change(device_subset_state{home}, both, 30);
+    CHECK_FALSE(c.restart);
+    REQUIRE(c.next.backfill);
+    CHECK(c.next.backfill->held == home);
+    CHECK(c.next.backfill->until == 30);
+    CHECK(c.next.subset == both);
+    // Narrowing: nothing to fetch.
+    c = plan_subset_change(device_subset_state{both}, home, 30);
+    CHECK_FALSE(c.restart);
+    CHECK_FALSE(c.next.backfill);
+    // A state that cannot be read, or a change during a backfill: from 0.
+    CHECK(plan_subset_change(std::nullopt, home, 30).restart);
+    CHECK(plan_subset_change(device_subset_state{both, subset_backfill{home, 9}, 3}, home, 30).restart);
+}

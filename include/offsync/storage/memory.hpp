@@ -73,6 +73,16 @@ public:
         void set_cursor(std::string_view collection, std::uint64_t cursor) {
             cursors_[std::string(collection)] = cursor;
         }
+        std::string subset_state(std::string_view collection) {
+            std::string c(collection);
+            if (auto it = subset_states_.find(c); it != subset_states_.end()) return it->second;
+            auto& all = store_->state_.subset_states;
+            auto it = all.find(c);
+            return it == all.end() ? std::string() : it->second;
+        }
+        void set_subset_state(std::string_view collection, std::string_view state) {
+            subset_states_[std::string(collection)] = std::string(state);
+        }
         std::optional<parked_record> load_parked(std::string_view collection,
                                                  std::string_view key) {
             auto id = make_id(collection, key);
@@ -113,11 +123,16 @@ public:
                 else st.parked.erase(id);
             }
             for (auto& [c, v] : cursors_) st.cursors[c] = v;
+            for (auto& [c, v] : subset_states_) {
+                if (v.empty()) st.subset_states.erase(c);
+                else st.subset_states[c] = std::move(v);
+            }
             if (next_mutation_) st.next_mutation = *next_mutation_;
             if (clock_) st.clock = *clock_;
             records_.clear();
             parked_.clear();
             cursors_.clear();
+            subset_states_.clear();
             next_mutation_.reset();
             clock_.reset();
         }
@@ -135,6 +150,7 @@ public:
         std::map<record_id, std::optional<local_record>> records_;
         std::map<record_id, std::optional<parked_record>> parked_;
         std::map<std::string, std::uint64_t> cursors_;
+        std::map<std::string, std::string> subset_states_;
         std::optional<std::uint64_t> next_mutation_;
         std::optional<hlc_state> clock_;
     };
@@ -177,6 +193,7 @@ private:
         std::map<std::string, std::set<std::string, std::less<>>> pushable;
         std::map<std::pair<std::string, std::string>, parked_record> parked;
         std::map<std::string, std::uint64_t> cursors;
+        std::map<std::string, std::string> subset_states;
         std::uint64_t next_mutation = 1;
         hlc_state clock;
     };

@@ -212,6 +212,26 @@ public:
             run(st);
         }
 
+        // The partial-sync state of a collection: a row of offsync_meta, so that files
+        // written before it existed need no migration.
+        std::string subset_state(std::string_view collection) {
+            auto& st = store_->stmt_.get_meta;
+            const auto key = "subset:" + std::string(collection);
+            bind_text(st, 1, key);
+            std::string out;
+            if (step(st) == SQLITE_ROW) out = column_text(st, 0);
+            reset(st);
+            return out;
+        }
+
+        void set_subset_state(std::string_view collection, std::string_view state) {
+            const auto key = "subset:" + std::string(collection);
+            auto& st = state.empty() ? store_->stmt_.remove_meta : store_->stmt_.set_meta;
+            bind_text(st, 1, key);
+            if (!state.empty()) bind_text(st, 2, state);
+            run(st);
+        }
+
         std::optional<parked_record> load_parked(std::string_view collection,
                                                  std::string_view key) {
             auto& st = store_->stmt_.load_parked;
@@ -784,6 +804,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
                 .c_str());
         stmt_.cursor = prepare("SELECT cursor FROM offsync_cursors WHERE collection = ?1");
         stmt_.set_cursor = prepare("INSERT OR REPLACE INTO offsync_cursors VALUES (?1, ?2)");
+        stmt_.remove_meta = prepare("DELETE FROM offsync_meta WHERE key = ?1");
         stmt_.load_parked = prepare("SELECT * FROM offsync_parked WHERE collection = ?1 AND key = ?2");
         stmt_.save_parked =
             prepare("INSERT OR REPLACE INTO offsync_parked VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
@@ -808,6 +829,7 @@ INSERT INTO offsync_meta VALUES ('schema_version', 1);
 
     struct statements {
         statement load, load_metadata, save, insert_new, save_metadata, acknowledge, remove, pushable, pushable_records, cursor, set_cursor,
+            remove_meta,
             load_parked, save_parked, remove_parked, all_parked, list, list_where, check_path, pending, get_meta, set_meta;
     };
 

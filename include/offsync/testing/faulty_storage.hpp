@@ -174,6 +174,18 @@ public:
             check("save");
             return next_.insert_new(collection, key, r);
         }
+        std::string subset_state(std::string_view collection)
+            requires subset_keeping_transaction<next_transaction>
+        {
+            check("subset_state");
+            return next_.subset_state(collection);
+        }
+        void set_subset_state(std::string_view collection, std::string_view state)
+            requires subset_keeping_transaction<next_transaction>
+        {
+            check("set_subset_state");
+            next_.set_subset_state(collection, state);
+        }
 
         next_transaction& next_layer() noexcept { return next_; }
 
