@@ -939,6 +939,13 @@ std::vector<change> pull_pages(server::sync_service& service, std::string_view u
         INFO(d.message);
         REQUIRE_FALSE(d);
         for (auto& c : response.changes) out.push_back(std::move(c));
+        // A backfill's pages stop at its `until`, and the last one says so.
+        if (request.backfill) {
+            CHECK(response.cursor <= request.backfill->until);
+            const bool more_past_until =
+                response.has_more && response.cursor == request.backfill->until;
+            CHECK_FALSE(more_past_until);
+        }
         request.since = response.cursor;
         if (!response.has_more) break;
     }

@@ -819,6 +819,17 @@ private:
                     if (step.ec) request_failed(step.ec, "pull from '" + schema.name + "'",
                                                 page ? page->response.failure : request_failure{},
                                                 report);
+                    // A backfill the server ended without a last page to apply (an empty
+                    // one at the cursor) is over too.
+                    if constexpr (subset_keeping_transaction<typename Storage::transaction>) {
+                        if (backfill && state->backfill) {
+                            auto txn = replica_.storage().begin();
+                            state->backfill.reset();
+                            txn.set_subset_state(schema.name,
+                                                 detail::encode_subset_state(*state));
+                            txn.commit();
+                        }
+                    }
                     break;
                 }
             }

@@ -102,9 +102,12 @@ inline bool keep_for_subset(const collection_schema& schema, const pull_request&
     return true;
 }
 
-/// A backfill's last page ends at its `until`, where the device's own cursor takes over.
+/// A backfill's last page ends at its `until`, where the device's own cursor takes over; a
+/// page that reaches `until` is the last, whatever follows it in the feed.
 inline void end_backfill_page(const pull_request& request, pull_response& page) {
-    if (request.backfill && !page.has_more) page.cursor = request.backfill->until;
+    if (!request.backfill) return;
+    if (page.cursor >= request.backfill->until) page.has_more = false;
+    if (!page.has_more) page.cursor = request.backfill->until;
 }
 
 } // namespace offsync::server::detail
