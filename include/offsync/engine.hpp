@@ -794,14 +794,8 @@ private:
                     try {
                         auto txn = replica_.storage().begin();
                         txn.set_cursor(schema.name, 0);
-                        if constexpr (subset_keeping_transaction<typename Storage::transaction>) {
-                            // The server lost history: a backfill's `until` means nothing now.
-                            if (backfill) {
-                                state->backfill.reset();
-                                txn.set_subset_state(schema.name,
-                                                     detail::encode_subset_state(*state));
-                            }
-                        }
+                        // The server lost history: a backfill's `until` means nothing now.
+                        if (backfill) end_backfill(txn, schema.name, *state);
                         txn.commit();
                         emit(sync_event::kind::error, schema.name, 0,
                              "cursor ahead of the server; pulling from the start");
@@ -821,14 +815,10 @@ private:
                                                 report);
                     // A backfill the server ended without a last page to apply (an empty
                     // one at the cursor) is over too.
-                    if constexpr (subset_keeping_transaction<typename Storage::transaction>) {
-                        if (backfill && state->backfill) {
-                            auto txn = replica_.storage().begin();
-                            state->backfill.reset();
-                            txn.set_subset_state(schema.name,
-                                                 detail::encode_subset_state(*state));
-                            txn.commit();
-                        }
+                    if (backfill && state->backfill) {
+                        auto txn = replica_.storage().begin();
+                        end_backfill(txn, schema.name, *state);
+                        txn.commit();
                     }
                     break;
                 }
@@ -869,6 +859,15 @@ private:
         txn.commit();
         hub.publish(txn.take(), /*distinct_keys=*/true);
         return plan.next;
+    }
+
+    /// Ends the backfill of `state`, in `txn`.
+    template <class Txn>
+    static void end_backfill(Txn& txn, const std::string& collection,
+                             detail::device_subset_state& state) {
+        state.backfill.reset();
+        if constexpr (subset_keeping_transaction<Txn>)
+            txn.set_subset_state(collection, detail::encode_subset_state(state));
     }
 
     /// Removes record `key` from the device if it is outside `part` and the server holds it as

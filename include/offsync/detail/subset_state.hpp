@@ -71,10 +71,9 @@ inline std::optional<device_subset_state> decode_subset_state(std::string_view t
 /// the records: the same conditions, and groups that `wider` has too (or `wider` has all).
 inline bool subset_within(const sync_subset& narrower, const sync_subset& wider) {
     if (wider.everything()) return true;
-    if (!(narrower.where.conditions.size() == wider.where.conditions.size())) return false;
-    sync_subset same_where = wider;
-    same_where.groups = narrower.groups;
-    if (!(same_where == narrower)) return false; // the conditions differ
+    // The same conditions: the subsets without their groups are equal.
+    if (!(sync_subset{std::nullopt, narrower.where} == sync_subset{std::nullopt, wider.where}))
+        return false;
     if (!wider.groups) return true;
     if (!narrower.groups) return false;
     return std::all_of(narrower.groups->begin(), narrower.groups->end(), [&](const auto& g) {
