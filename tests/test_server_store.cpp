@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 using namespace offsync_test;
 
@@ -772,7 +773,7 @@ TEST_CASE("a server file of schema version 1 is migrated on open and keeps its r
     make_version_1(false);
     server::sqlite_server_store store(file.str());
     CHECK(sql_int(store.native_handle(),
-                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 3);
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 4);
     auto remembered = store.find_result("alice\nphone", 7);
     REQUIRE(remembered);
     CHECK(remembered->status == mutation_status::rejected);
@@ -832,7 +833,7 @@ TEST_CASE("a server file of schema version 2 gains the tables of sharing on open
     make_version_2(false);
     server::sqlite_server_store store(file.str());
     CHECK(sql_int(store.native_handle(),
-                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 3);
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 4);
     manual_clock clock;
     server::sync_service service(store, config_at(clock));
     add_landmarks(service);
@@ -841,6 +842,103 @@ TEST_CASE("a server file of schema version 2 gains the tables of sharing on open
     service.add_user("bob");
     REQUIRE_FALSE(service.grant("family", "bob"));
     CHECK(service.members("family") == std::vector<std::string>{"bob"});
+}
+
+TEST_CASE("a server file of schema version 3 learns which channel entries are present; a join "
+          "after it sees exactly the group's records",
+          "[server-store][sharing]") {
+    temp_file file;
+    std::uint64_t next_id = 0;
+    auto write = [&](const auto& value, std::uint64_t base = 0) {
+        using T = std::decay_t<decltype(value)>;
+        mutation m;
+        m.mutation_id = ++next_id;
+        m.collection = std::string(model_traits<T>::collection);
+        m.id = json::string(key_of(value));
+        m.base_version = base;
+        m.fields = to_json_object(value);
+        return m;
+    };
+    auto open_service = [](server::sqlite_server_store& store, manual_clock& clock) {
+        auto service = std::make_unique<server::sync_service>(store, config_at(clock));
+        service->add_collections(collections<List, Item>{});
+        for (const char* user : {"alice", "bob", "carol"}) service->add_user(user);
+        return service;
+    };
+    // In list "home": i-1 stays, i-2 moves to "work", i-3 is deleted. Bob joins "work" only.
+    {
+        server::sqlite_server_store store(file.str());
+        manual_clock clock;
+        auto service = open_service(store, clock);
+        const auto home = push(*service, "alice", "phone",
+                               {write(List{"home", "groceries", {"alice"}}),
+                                write(List{"work", "office", {"alice", "bob"}}),
+                                write(Item{"i-1", "home", "milk"}), write(Item{"i-2", "home", "tea"}),
+                                write(Item{"i-3", "home", "jam"})});
+        REQUIRE(home.results.size() == 5);
+        auto remove = write(Item{"i-3", "home", "jam"}, home.results[4].version);
+        remove.op = mutation_op::remove;
+        remove.fields = {};
+        push(*service, "alice", "phone",
+             {write(Item{"i-2", "work", "tea"}, home.results[3].version), std::move(remove)});
+    }
+    // Version 3 had no presence column (or, to make the migration fail, the file has it).
+    auto make_version_3 = [&](bool keep_column) {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(file.str().c_str(), &db) == SQLITE_OK);
+        sql_exec(db, "BEGIN");
+        if (!keep_column) sql_exec(db, "ALTER TABLE offsync_server_channels DROP COLUMN present");
+        sql_exec(db, "UPDATE offsync_server_meta SET value = 3 WHERE key = 'schema_version'");
+        sql_exec(db, "COMMIT");
+        sqlite3_close(db);
+    };
+    SECTION("a migration that fails leaves the file as it was") {
+        make_version_3(true);
+        const auto before = file_bytes(file.str());
+        auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+        CHECK(d.code == errc::storage_failure);
+        CHECK(d.message.find("present") != std::string::npos);
+        CHECK(file_bytes(file.str()) == before);
+        return;
+    }
+    make_version_3(false);
+    server::sqlite_server_store store(file.str());
+    CHECK(sql_int(store.native_handle(),
+                  "SELECT value FROM offsync_server_meta WHERE key = 'schema_version'") == 4);
+    CHECK(sql_int(store.native_handle(),
+                  "SELECT count(*) FROM offsync_server_channels WHERE present IS NULL") > 0);
+    manual_clock clock;
+    auto service = open_service(store, clock);
+    // A record written after the migration is known present; those before are read.
+    push(*service, "alice", "phone", {write(Item{"i-4", "home", "bread"})});
+    // The ids a user's pull from 0 names, and those of them live on the device after it.
+    struct seen {
+        std::set<std::string> named, live;
+    };
+    auto items_of = [&](std::string_view user) {
+        seen out;
+        pull_response page;
+        REQUIRE_FALSE(service->pull(user, {"items", 0, 1000}, page));
+        for (const auto& c : page.changes) {
+            const auto id = std::string(c.id.as_string());
+            out.named.insert(id);
+            if (c.deleted) out.live.erase(id);
+            else out.live.insert(id);
+        }
+        return out;
+    };
+    using ids = std::set<std::string>;
+    CHECK(items_of("bob").named == ids{"i-2"});
+    REQUIRE_FALSE(service->grant("home", "bob"));
+    // Neither the item that left nor the deleted one is named to the newcomer.
+    CHECK(items_of("bob").named == ids{"i-1", "i-2", "i-4"});
+    CHECK(items_of("bob").live == ids{"i-1", "i-2", "i-4"});
+    REQUIRE_FALSE(service->grant("home", "carol"));
+    CHECK(items_of("carol").named == ids{"i-1", "i-4"});
+    // A leave removes what the leaver saw of the group, and keeps what they see elsewhere.
+    REQUIRE_FALSE(service->revoke("home", "bob"));
+    CHECK(items_of("bob").live == ids{"i-2"});
+    CHECK(items_of("bob").named == ids{"i-1", "i-2", "i-4"});
 }
 
 TEST_CASE("retries are answered whatever order a push's ids came in, around runs already kept",
@@ -1324,6 +1422,12 @@ int run_every_call(server::faulty_server_store& store, server::server_store& bel
         {"begin", [&] { store.begin(); }, {}},
         {"counters", [&] { (void)store.counters(); }, {}},
         {"find", [&] { (void)store.find(schema, "alice", "r-1"); }, {}},
+        {"find_page",
+         [&] {
+             std::vector<std::optional<server::server_record>> found;
+             store.find_page(schema, "alice", {"r-1"}, found);
+         },
+         {}},
         {"feed", [&] { store.feed(schema, "alice", 0, 10, page); }, {}},
         {"feed_for_client", [&] { store.feed_for_client(schema, "alice", 0, 10, page, "phone"); },
          {}},
@@ -1371,10 +1475,45 @@ int run_every_call(server::faulty_server_store& store, server::server_store& bel
 
 } // namespace
 
+TEST_CASE("find_page answers each key in its order, nothing where there is no record, whatever "
+          "the key's characters",
+          "[server-store]") {
+    const bool on_sqlite = GENERATE(false, true);
+    CAPTURE(on_sqlite);
+    either_store stores(on_sqlite);
+    auto& store = stores.get();
+    const auto& schema = schema_of<Reservation>();
+    const std::vector<std::string> stored{"r-1", "quote \"and\" \\ back", "caf\u00e9 \u2615",
+                                          "[\"array\"]", "42"};
+    store.begin();
+    std::uint64_t version = 0;
+    for (const auto& key : stored) store.put(schema, "alice", stored_record(key, ++version));
+    store.put(schema, "bob", stored_record("bob-only", ++version));
+    store.commit();
+
+    std::vector<std::optional<server::server_record>> found;
+    const std::vector<std::string_view> keys{"42", "missing", stored[2], "bob-only", stored[1],
+                                             stored[3], "r-1", "r-1"};
+    store.find_page(schema, "alice", keys, found);
+    REQUIRE(found.size() == keys.size());
+    const std::vector<std::uint64_t> versions{5, 0, 3, 0, 2, 4, 1, 1};
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        CAPTURE(i, keys[i]);
+        REQUIRE(found[i].has_value() == (versions[i] != 0));
+        if (!found[i]) continue;
+        CHECK(found[i]->key == keys[i]);
+        CHECK(found[i]->version == versions[i]);
+        CHECK(found[i]->value == to_json_object(reservation(std::string(keys[i]))));
+    }
+    store.find_page(schema, "alice", {}, found);
+    CHECK(found.empty());
+}
+
 TEST_CASE("faulty_server_store fails the call its hook names, and the wrapped store never "
           "sees it",
           "[testing][faults]") {
-    const std::string op = GENERATE(as<std::string>{}, "begin", "counters", "find", "feed",
+    const std::string op = GENERATE(as<std::string>{}, "begin", "counters", "find", "find_page",
+                                    "feed",
                                     "feed_for_client", "feed_version_below", "find_result",
                                     "newest_result", "put", "remember_result",
                                     "keep_newest_results", "set_counters", "commit");

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -212,9 +213,9 @@ TEST_CASE("access: a channel feed merges channels by version, one probe each, bo
          std::vector<std::tuple<std::string, std::string, std::uint64_t>>{
              {"a", "k1", 1}, {"b", "k2", 2}, {"b", "k3", 3}, {"a", "k4", 4}, {"b", "k5", 5},
              {"a", "k6", 6}, {"c", "k0", 2}, {"c", "k7", 7}})
-        store.touch_channel(s, channel, key, version);
+        store.touch_channel(s, channel, key, version, true);
     // Touching again moves a key up its channel.
-    store.touch_channel(s, "a", "k1", 8);
+    store.touch_channel(s, "a", "k1", 8, true);
     store.commit();
 
     std::vector<channel_entry> out;
@@ -235,6 +236,47 @@ TEST_CASE("access: a channel feed merges channels by version, one probe each, bo
     CHECK(all.size() == 3);
 }
 
+TEST_CASE("access: copy_channel copies the present entries, and those touched after a version, "
+          "in order",
+          "[access][channels]") {
+    memory_server_store store;
+    const auto s = grouped_schema();
+    store.begin();
+    store.touch_channel(s, "group:g", "k1", 1, true);
+    store.touch_channel(s, "group:g", "k2", 2, false); // left the group, or deleted
+    store.touch_channel(s, "group:g", "k3", 3, true);
+    store.touch_channel(s, "group:g", "k4", 5, false);
+    store.touch_channel(s, "user:u", "k3", 4, true);
+    store.commit();
+
+    std::vector<channel_entry> undecided;
+    std::vector<channel_entry> out;
+    store.begin();
+    // A join: what is in the group now, at fresh versions in the group's order.
+    CHECK(store.copy_channel(s, "group:g", "user:u", ~std::uint64_t{0}, 10, undecided) == 2);
+    store.channel_page(s, "user:u", 0, ~std::uint64_t{0}, 10, out);
+    CHECK(out == std::vector<channel_entry>{{"k1", 11}, {"k3", 12}});
+    // A leave of a member since version 2: also what was touched in the group after it.
+    CHECK(store.copy_channel(s, "group:g", "user:u", 2, 12, undecided) == 3);
+    out.clear();
+    store.channel_page(s, "user:u", 0, ~std::uint64_t{0}, 10, out);
+    CHECK(out == std::vector<channel_entry>{{"k1", 13}, {"k3", 14}, {"k4", 15}});
+    CHECK(undecided.empty());
+    // A channel nobody touched copies nothing.
+    CHECK(store.copy_channel(s, "group:none", "user:u", 0, 15, undecided) == 0);
+    store.rollback();
+
+    out.clear();
+    store.channel_page(s, "user:u", 0, ~std::uint64_t{0}, 10, out);
+    CHECK(out == std::vector<channel_entry>{{"k3", 4}});
+    std::vector<channel_entry> all;
+    store.channel_entries(s, "group:g", all);
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.version < b.version; });
+    CHECK(all == std::vector<channel_entry>{
+                     {"k1", 1, true}, {"k2", 2, false}, {"k3", 3, true}, {"k4", 5, false}});
+}
+
 TEST_CASE("access: the memory store's groups and channels roll back with their transaction",
           "[access][channels]") {
     memory_server_store store;
@@ -242,13 +284,13 @@ TEST_CASE("access: the memory store's groups and channels roll back with their t
     store.begin();
     store.add_group("home");
     store.add_member("home", "alice", 3);
-    store.touch_channel(s, "group:home", "t-1", 3);
+    store.touch_channel(s, "group:home", "t-1", 3, true);
     store.commit();
 
     store.begin();
     store.add_member("home", "bob", 4);
     store.remove_member("home", "alice");
-    store.touch_channel(s, "group:home", "t-1", 5);
+    store.touch_channel(s, "group:home", "t-1", 5, false);
     store.add_group("work");
     store.remove_group("home");
     CHECK_FALSE(store.group_exists("home"));

@@ -54,7 +54,9 @@ class sqlite_server_store final : public server_store {
 public:
     /// 2: a row of remembered results may stand for a run of plain successes (`run`).
     /// 3: groups, memberships and channels (grouped collections).
-    static constexpr int schema_version = 3;
+    /// 4: a channel entry says whether its record was then in the group (`present`; empty in
+    ///    rows of version 3, which `copy_channel` hands back undecided).
+    static constexpr int schema_version = 4;
 
     explicit sqlite_server_store(const std::string& path, sqlite_server_config config = {})
         : db_(path, checked(config).busy_timeout_ms) {
@@ -120,6 +122,26 @@ public:
         std::optional<server_record> out;
         if (db_.step(st) == SQLITE_ROW) out = read_record(schema, st, std::string(key), true);
         return out;
+    }
+
+    void find_page(const collection_schema& schema, std::string_view owner,
+                   const std::vector<std::string_view>& keys,
+                   std::vector<std::optional<server_record>>& out) override {
+        out.assign(keys.size(), std::nullopt);
+        if (keys.empty()) return;
+        boost::json::array list;
+        list.reserve(keys.size());
+        for (const auto key : keys) list.emplace_back(key);
+        const auto text = boost::json::serialize(list);
+        auto& st = stmt_.find_page;
+        bind_record_key(st, schema.name, owner);
+        db_.bind_text(st, 3, text);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        while (db_.step(st) == SQLITE_ROW) {
+            const auto at = std::size_t(sqlite3_column_int64(st.get(), 9));
+            if (at < out.size())
+                out[at] = read_record(schema, st, std::string(keys[at]), false);
+        }
     }
 
     void put(const collection_schema& schema, std::string_view owner,
@@ -351,12 +373,13 @@ public:
         db_.run(st);
     }
     void touch_channel(const collection_schema& schema, std::string_view channel,
-                       std::string_view key, std::uint64_t version) override {
+                       std::string_view key, std::uint64_t version, bool present) override {
         auto& st = stmt_.touch;
         db_.bind_text(st, 1, schema.name);
         db_.bind_text(st, 2, channel);
         db_.bind_text(st, 3, key);
         sqlite3_bind_int64(st.get(), 4, std::int64_t(version));
+        sqlite3_bind_int(st.get(), 5, present ? 1 : 0);
         db_.run(st);
     }
     void channel_page(const collection_schema& schema, std::string_view channel,
@@ -387,7 +410,41 @@ public:
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         out.clear();
-        channel_page(schema, channel, 0, ~std::uint64_t{0}, ~std::size_t{0}, out);
+        auto& st = stmt_.channel_entries;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, channel);
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        while (db_.step(st) == SQLITE_ROW) {
+            std::optional<bool> present;
+            if (sqlite3_column_type(st.get(), 2) != SQLITE_NULL)
+                present = sqlite3_column_int(st.get(), 2) != 0;
+            out.push_back({db_.column_text(st, 0),
+                           std::uint64_t(sqlite3_column_int64(st.get(), 1)), present});
+        }
+    }
+    std::size_t copy_channel(const collection_schema& schema, std::string_view from,
+                             std::string_view to, std::uint64_t touched_after,
+                             std::uint64_t last_version,
+                             std::vector<channel_entry>& undecided) override {
+        auto& copy = stmt_.copy_channel;
+        db_.bind_text(copy, 1, schema.name);
+        db_.bind_text(copy, 2, from);
+        db_.bind_text(copy, 3, to);
+        sqlite3_bind_int64(copy.get(), 4,
+                           std::int64_t(std::min<std::uint64_t>(touched_after, INT64_MAX)));
+        sqlite3_bind_int64(copy.get(), 5, std::int64_t(last_version));
+        db_.run(copy);
+        const auto copied = std::size_t(sqlite3_changes64(db_.get()));
+        auto& st = stmt_.undecided_entries;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, from);
+        sqlite3_bind_int64(st.get(), 3,
+                           std::int64_t(std::min<std::uint64_t>(touched_after, INT64_MAX)));
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        while (db_.step(st) == SQLITE_ROW)
+            undecided.push_back({db_.column_text(st, 0),
+                                 std::uint64_t(sqlite3_column_int64(st.get(), 1)), std::nullopt});
+        return copied;
     }
 
 private:
@@ -567,6 +624,11 @@ private:
                 db_.exec(sharing_tables);
                 db_.exec("UPDATE offsync_server_meta SET value = 3 WHERE key = 'schema_version'");
             });
+        if (version < 4)
+            in_schema_transaction([&] {
+                db_.exec(channel_presence);
+                db_.exec("UPDATE offsync_server_meta SET value = 4 WHERE key = 'schema_version'");
+            });
     }
 
     template <class Body>
@@ -594,10 +656,13 @@ CREATE TABLE offsync_server_channels (
     PRIMARY KEY (collection, channel, key)) WITHOUT ROWID;
 CREATE INDEX offsync_server_channel_feed ON offsync_server_channels (collection, channel, version);
 )";
+    static constexpr const char* channel_presence =
+        "ALTER TABLE offsync_server_channels ADD COLUMN present INTEGER";
 
     void create_schema() {
         in_schema_transaction([&] {
             db_.exec(sharing_tables);
+            db_.exec(channel_presence);
             db_.exec(R"(
 CREATE TABLE offsync_server_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE offsync_server_records (
@@ -611,7 +676,7 @@ CREATE TABLE offsync_server_results (
     client TEXT NOT NULL, mutation_id INTEGER NOT NULL, version INTEGER NOT NULL, detail TEXT,
     run INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (client, mutation_id)) WITHOUT ROWID;
-INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
+INSERT INTO offsync_server_meta VALUES ('schema_version', 4);
 )");
         });
     }
@@ -626,6 +691,13 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
             "SELECT version, deleted, value, stamp_wall, stamp_logical, stamp_node, "
             "last_writer, key, field_writes FROM offsync_server_records "
             "WHERE collection = ?1 AND owner = ?2 AND version > ?3 ORDER BY version LIMIT ?4");
+        // The keys come as a JSON array, walked in order, each looked up by primary key:
+        // one statement for a page of a grouped pull instead of a `find` per key.
+        stmt_.find_page = db_.prepare(
+            "SELECT r.version, r.deleted, r.value, r.stamp_wall, r.stamp_logical, r.stamp_node, "
+            "r.last_writer, r.key, r.field_writes, j.key FROM json_each(?3) AS j "
+            "CROSS JOIN offsync_server_records AS r "
+            "ON r.collection = ?1 AND r.owner = ?2 AND r.key = j.value");
         stmt_.feed_below = db_.prepare(
             "SELECT version FROM offsync_server_records WHERE collection = ?1 AND owner = ?2 "
             "AND version < ?3 ORDER BY version DESC LIMIT 1");
@@ -669,8 +741,24 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
         stmt_.remove_member =
             db_.prepare("DELETE FROM offsync_server_members WHERE grp = ?1 AND member = ?2");
         stmt_.touch = db_.prepare(
-            "INSERT INTO offsync_server_channels VALUES (?1, ?2, ?3, ?4) "
-            "ON CONFLICT (collection, channel, key) DO UPDATE SET version = excluded.version");
+            "INSERT INTO offsync_server_channels VALUES (?1, ?2, ?3, ?4, ?5) "
+            "ON CONFLICT (collection, channel, key) DO UPDATE SET version = excluded.version, "
+            "present = excluded.present");
+        stmt_.channel_entries = db_.prepare(
+            "SELECT key, version, present FROM offsync_server_channels "
+            "WHERE collection = ?1 AND channel = ?2");
+        // One statement in place of a read and a touch per entry; the window numbers the
+        // copies in the source channel's order. An ON CONFLICT after a SELECT needs its WHERE.
+        stmt_.copy_channel = db_.prepare(
+            "INSERT INTO offsync_server_channels (collection, channel, key, version, present) "
+            "SELECT collection, ?3, key, ?5 + row_number() OVER (ORDER BY version), 1 "
+            "FROM offsync_server_channels WHERE collection = ?1 AND channel = ?2 AND "
+            "(present OR version > ?4) ORDER BY version "
+            "ON CONFLICT (collection, channel, key) DO UPDATE SET version = excluded.version, "
+            "present = 1");
+        stmt_.undecided_entries = db_.prepare(
+            "SELECT key, version FROM offsync_server_channels WHERE collection = ?1 AND "
+            "channel = ?2 AND present IS NULL AND version <= ?3 ORDER BY version");
         stmt_.channel_page = db_.prepare(
             "SELECT key, version FROM offsync_server_channels WHERE collection = ?1 AND "
             "channel = ?2 AND version > ?3 AND version <= ?4 ORDER BY version LIMIT ?5");
@@ -682,10 +770,11 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 3);
     }
 
     struct statements {
-        offsync::detail::sqlite_statement find, feed, feed_below, put, insert_new, find_result,
+        offsync::detail::sqlite_statement find, find_page, feed, feed_below, put, insert_new, find_result,
             newest_result, remember, oldest_run, runs_newest_first, forget, shorten_run,
             get_meta, set_meta, group_exists, add_group, remove_group, remove_members,
-            members_of, groups_of, add_member, remove_member, touch, channel_page, channel_version;
+            members_of, groups_of, add_member, remove_member, touch, channel_page, channel_version,
+            channel_entries, copy_channel, undecided_entries;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -50,11 +50,14 @@ struct server_counters {
     hlc_state clock;
 };
 
-/// One entry of a channel (see `server_store::touch_channel`): a key, and the version at which
-/// it was last touched in that channel.
+/// One entry of a channel (see `server_store::touch_channel`): a key, the version at which it
+/// was last touched in that channel, and whether the record was then live in the channel's
+/// group (unknown, empty, for entries written before stores kept it; `channel_page` leaves it
+/// true).
 struct channel_entry {
     std::string key;
     std::uint64_t version = 0;
+    std::optional<bool> present = true;
     friend bool operator==(const channel_entry&, const channel_entry&) = default;
 };
 
@@ -115,6 +118,17 @@ public:
     virtual void feed(const collection_schema& schema, std::string_view owner,
                       std::uint64_t since, std::size_t limit,
                       std::vector<server_record>& out) = 0;
+
+    /// The records of `owner` at `keys`, in their order (none where there is no record), read
+    /// as `feed` reads them (per-field versions may be left empty): a grouped pull reads its
+    /// page this way. The default finds each; a store may read them in one statement.
+    virtual void find_page(const collection_schema& schema, std::string_view owner,
+                           const std::vector<std::string_view>& keys,
+                           std::vector<std::optional<server_record>>& out) {
+        out.clear();
+        out.reserve(keys.size());
+        for (const auto key : keys) out.push_back(find(schema, owner, key));
+    }
 
     /// `feed` as the client `client_id` pulls it: the service answers the records that client
     /// wrote last as echoes, without their values, so a store may leave those values unread
@@ -195,10 +209,12 @@ public:
     /// channel of each group a write concerns (the groups the record leaves and those it
     /// joins), and in a user's own channel when the user gains or loses access to it. Touching
     /// sets the key's version in the channel, replacing the one before: a channel holds each
-    /// key once, at its latest touch.
+    /// key once, at its latest touch. `present` says whether the record is, after the write,
+    /// live in the channel's group (always true in a user's channel): a join copies the present
+    /// entries without reading a record (`copy_channel`).
     virtual void touch_channel(const collection_schema& schema, std::string_view channel,
-                               std::string_view key, std::uint64_t version) {
-        (void)schema, (void)channel, (void)key, (void)version, unsupported();
+                               std::string_view key, std::uint64_t version, bool present) {
+        (void)schema, (void)channel, (void)key, (void)version, (void)present, unsupported();
     }
     /// The entries of one channel with a version in (`after`, `through`], ascending by
     /// version, at most `limit`, appended to `out`. Cost must grow with the entries read, not
@@ -219,6 +235,29 @@ public:
     virtual void channel_entries(const collection_schema& schema, std::string_view channel,
                                  std::vector<channel_entry>& out) {
         (void)schema, (void)channel, (void)out, unsupported();
+    }
+    /// Touches in channel `to` (as present), in `from`'s order of versions and at consecutive
+    /// versions above `last_version`, each key of `from` that is present there or was touched
+    /// there after `touched_after`; returns how many. An entry whose presence is unknown and
+    /// touched at or below `touched_after` is not copied but appended to `undecided`, for the
+    /// caller to decide from the record. This is how a user who joins or leaves a group is told
+    /// of its records: a store may do it in one statement, without reading them.
+    virtual std::size_t copy_channel(const collection_schema& schema, std::string_view from,
+                                     std::string_view to, std::uint64_t touched_after,
+                                     std::uint64_t last_version,
+                                     std::vector<channel_entry>& undecided) {
+        std::vector<channel_entry> entries;
+        channel_entries(schema, from, entries);
+        std::sort(entries.begin(), entries.end(),
+                  [](const auto& a, const auto& b) { return a.version < b.version; });
+        std::size_t copied = 0;
+        for (const auto& e : entries) {
+            if (e.version > touched_after || e.present.value_or(false))
+                touch_channel(schema, to, e.key, last_version + ++copied, true);
+            else if (!e.present)
+                undecided.push_back(e);
+        }
+        return copied;
     }
 
     /// The entries of several channels with a version above `since` (and above each channel's
@@ -425,14 +464,14 @@ public:
         });
     }
     void touch_channel(const collection_schema& schema, std::string_view channel,
-                       std::string_view key, std::uint64_t version) override {
+                       std::string_view key, std::uint64_t version, bool present) override {
         auto& ch = collections_[schema.name].channels[std::string(channel)];
-        std::optional<std::uint64_t> previous;
-        auto [it, inserted] = ch.versions.try_emplace(std::string(key), version);
+        std::optional<touch> previous;
+        auto [it, inserted] = ch.versions.try_emplace(std::string(key), touch{version, present});
         if (!inserted) {
             previous = it->second;
-            ch.keys.erase(it->second);
-            it->second = version;
+            ch.keys.erase(it->second.version);
+            it->second = {version, present};
         }
         ch.keys[version] = std::string(key);
         on_rollback([this, name = schema.name, c = std::string(channel), k = std::string(key),
@@ -441,7 +480,7 @@ public:
             chan.keys.erase(version);
             if (previous) {
                 chan.versions[k] = *previous;
-                chan.keys[*previous] = k;
+                chan.keys[previous->version] = k;
             } else {
                 chan.versions.erase(k);
             }
@@ -468,7 +507,7 @@ public:
         if (ch == c->second.channels.end()) return std::nullopt;
         auto it = ch->second.versions.find(std::string(key));
         if (it == ch->second.versions.end()) return std::nullopt;
-        return it->second;
+        return it->second.version;
     }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
@@ -477,7 +516,7 @@ public:
         if (c == collections_.end()) return;
         auto ch = c->second.channels.find(channel);
         if (ch == c->second.channels.end()) return;
-        for (const auto& [key, version] : ch->second.versions) out.push_back({key, version});
+        for (const auto& [key, t] : ch->second.versions) out.push_back({key, t.version, t.present});
     }
 
 private:
@@ -485,9 +524,14 @@ private:
         if (in_transaction_) undo_.push_back(std::move(undo));
     }
 
+    /// A key's latest touch in a channel.
+    struct touch {
+        std::uint64_t version = 0;
+        bool present = true;
+    };
     /// One channel: each key once, at its latest touch, and the same entries by version.
     struct channel_state {
-        std::unordered_map<std::string, std::uint64_t> versions;
+        std::unordered_map<std::string, touch> versions;
         std::map<std::uint64_t, std::string> keys;
     };
     struct collection_state {

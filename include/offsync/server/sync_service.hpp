@@ -683,7 +683,7 @@ private:
                             insert_if_new(schema, base_owner, key, m, written, client)) {
                         for (const auto& g : fresh.after)
                             store_.touch_channel(schema, detail::group_channel(g), key,
-                                                 inserted->version);
+                                                 inserted->version, true);
                         return *inserted;
                     }
             }
@@ -1039,12 +1039,14 @@ private:
     void grouped_written(const collection_schema& schema, const std::string& key,
                          const std::vector<std::string>& before, const server_record* written,
                          std::uint64_t version, access_cache* access) {
-        auto groups = detail::stored_groups(schema, written);
+        const auto now_in = detail::stored_groups(schema, written);
+        auto groups = now_in;
         groups.insert(groups.end(), before.begin(), before.end());
         std::sort(groups.begin(), groups.end());
         groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
         for (const auto& g : groups)
-            store_.touch_channel(schema, detail::group_channel(g), key, version);
+            store_.touch_channel(schema, detail::group_channel(g), key, version,
+                                 detail::holds(now_in, g));
         if (schema.members_field.empty()) return;
         std::vector<std::string> members;
         if (written && !written->deleted)
@@ -1091,20 +1093,19 @@ private:
     /// channel that is live in the group or was touched there after `touched_after`.
     void tell_user(const std::string& group, const std::string& user,
                    std::uint64_t touched_after) {
-        std::vector<channel_entry> entries;
+        std::vector<channel_entry> undecided;
         for (const auto* schema : grouped_schemas()) {
-            store_.channel_entries(*schema, detail::group_channel(group), entries);
-            std::sort(entries.begin(), entries.end(),
-                      [](const auto& a, const auto& b) { return a.version < b.version; });
-            for (const auto& e : entries) {
-                if (e.version <= touched_after) {
-                    const auto rec = store_.find(*schema, {}, e.key);
-                    if (!detail::holds(detail::stored_groups(*schema, rec ? &*rec : nullptr),
-                                       group))
-                        continue;
-                }
-                store_.touch_channel(*schema, detail::user_channel(user), e.key,
-                                     ++counters_.last_version);
+            undecided.clear();
+            const auto from = detail::group_channel(group);
+            const auto to = detail::user_channel(user);
+            counters_.last_version +=
+                store_.copy_channel(*schema, from, to, touched_after, counters_.last_version,
+                                    undecided);
+            // Entries from before channels kept presence: the record decides.
+            for (const auto& e : undecided) {
+                const auto rec = store_.find(*schema, {}, e.key);
+                if (detail::holds(detail::stored_groups(*schema, rec ? &*rec : nullptr), group))
+                    store_.touch_channel(*schema, to, e.key, ++counters_.last_version, true);
             }
         }
     }
@@ -1180,22 +1181,33 @@ private:
         out.cursor = request.since;
         out.has_more = entries.size() > limit;
         if (out.has_more) entries.resize(limit);
+        // The page's keys, each once, then their records in one read.
         std::unordered_set<std::string_view> page_keys;
+        std::vector<std::string_view> keys;
+        std::vector<std::uint64_t> touched; // the version of each key's first entry
+        keys.reserve(entries.size());
         for (const auto& e : entries) {
             if (request.backfill && e.version > request.backfill->until) {
                 out.has_more = false;
                 break;
             }
             out.cursor = e.version;
-            if (!page_keys.insert(e.key).second) continue;
-            auto rec = store_.find(schema, {}, e.key);
+            if (page_keys.insert(e.key).second) {
+                keys.push_back(e.key);
+                touched.push_back(e.version);
+            }
+        }
+        std::vector<std::optional<server_record>> records;
+        store_.find_page(schema, {}, keys, records);
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            auto& rec = records[i];
             if (!rec) continue;
             // A group channel holds a deletion at the tombstone's own version, and a user's
             // channel holds fresh versions no record has: an entry below the tombstone is one
             // from before the deletion (a join, or the eviction of a former member), whose
             // user is not told the record was deleted, only that it is gone for them.
             const bool unseen = rec->deleted
-                                    ? e.version < rec->version
+                                    ? touched[i] < rec->version
                                     : !detail::may_see(detail::stored_groups(schema, &*rec),
                                                        groups);
             change c;

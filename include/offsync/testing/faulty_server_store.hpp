@@ -62,6 +62,12 @@ public:
         check("find");
         return next_.find(schema, owner, key);
     }
+    void find_page(const collection_schema& schema, std::string_view owner,
+                   const std::vector<std::string_view>& keys,
+                   std::vector<std::optional<server_record>>& out) override {
+        check("find_page");
+        next_.find_page(schema, owner, keys, out);
+    }
     void put(const collection_schema& schema, std::string_view owner,
              const server_record& record) override {
         check("put");
@@ -138,9 +144,9 @@ public:
         next_.remove_member(group, user);
     }
     void touch_channel(const collection_schema& schema, std::string_view channel,
-                       std::string_view key, std::uint64_t version) override {
+                       std::string_view key, std::uint64_t version, bool present) override {
         check("touch_channel");
-        next_.touch_channel(schema, channel, key, version);
+        next_.touch_channel(schema, channel, key, version, present);
     }
     void channel_page(const collection_schema& schema, std::string_view channel,
                       std::uint64_t after, std::uint64_t through, std::size_t limit,
@@ -158,6 +164,13 @@ public:
                          std::vector<channel_entry>& out) override {
         check("channel_entries");
         next_.channel_entries(schema, channel, out);
+    }
+    std::size_t copy_channel(const collection_schema& schema, std::string_view from,
+                             std::string_view to, std::uint64_t touched_after,
+                             std::uint64_t last_version,
+                             std::vector<channel_entry>& undecided) override {
+        check("copy_channel");
+        return next_.copy_channel(schema, from, to, touched_after, last_version, undecided);
     }
 
 private:
