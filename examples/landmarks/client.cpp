@@ -31,6 +31,7 @@
 #include "model.hpp"
 
 #include <offsync/device.hpp>
+#include <offsync/subset.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -95,6 +96,10 @@ commands:
   share RID USER...            share reservation RID with users: they see and edit it
   unshare RID USER...          stop sharing it with them: their devices drop it
   members RID                  who shares reservation RID
+  sync-from YYYY-MM-DD|all     this device keeps only reservations dated from that day
+                               on: the next sync drops the older ones (the server keeps
+                               them; unsynced edits stay until pushed), and `all`
+                               brings them back
   sync                         push local changes, then pull the server's
   status                       changes waiting to sync, conflicts, rejections, last sync
   conflicts                    conflicts waiting for you: your fields and the server's
@@ -350,6 +355,24 @@ public:
     explicit device(const options& o) : path_(o.db), facade_(open(io_, o)) {
         exec("CREATE TABLE IF NOT EXISTS landmarks_cli_state (key TEXT PRIMARY KEY, value) "
              "WITHOUT ROWID");
+        // offsync keeps the subset a device held, but the app says at every start which
+        // one it wants: this program keeps its choice (`sync-from`) with its own state.
+        if (const auto from = reservations_from())
+            facade_->set_subset<landmarks::Reservation>(reservations_subset(*from));
+    }
+
+    /// The first day of the reservations this device syncs (`sync-from`), if it is set.
+    std::optional<std::chrono::sys_days> reservations_from() {
+        const auto day = state("reservations_from");
+        return day && !day->empty() ? parse_day(*day) : std::nullopt;
+    }
+    /// The reservations dated from `first_day` on. A time field is ISO 8601 text in JSON, of
+    /// one width, so it compares as text: the condition is written as data.
+    static offsync::sync_subset reservations_subset(std::chrono::sys_days first_day) {
+        offsync::sync_subset part;
+        part.where.conditions.push_back({"date", offsync::compare_op::greater_equal,
+                                         json::value(offsync::format_iso8601(first_day))});
+        return part;
     }
 
     const std::string& path() const noexcept { return path_; }
@@ -827,6 +850,33 @@ int change_members(context& c, bool share) {
     return exit_ok;
 }
 
+/// `sync-from DAY|all`: which reservations this device syncs (partial sync, docs/sharing.md).
+/// It takes effect at the next sync, which drops the reservations dated before DAY (an
+/// unsynced edit of one stays until it is pushed) or, after `all`, brings them back.
+int cmd_sync_from(context& c) {
+    expect_operands(c, 1, "sync-from YYYY-MM-DD|all");
+    const auto& arg = c.opt.args[1];
+    std::optional<std::chrono::sys_days> from;
+    if (arg != "all") {
+        from = parse_day(arg);
+        if (!from) usage_error("sync-from takes a day as YYYY-MM-DD or 'all', not '" + arg + "'");
+    }
+    const auto before = c.dev.reservations_from();
+    const bool changed = before != from;
+    if (changed) {
+        c.dev.facade().set_subset<landmarks::Reservation>(
+            from ? device::reservations_subset(*from) : offsync::sync_subset{});
+        c.dev.set_state({{"reservations_from", from ? format_day(*from) : std::string()}});
+    }
+    c.out.doc["reservations_from"] = from ? json::value(format_day(*from)) : json::value(nullptr);
+    c.out.doc["changed"] = changed;
+    const auto what = from ? "reservations dated from " + format_day(*from) + " on"
+                           : std::string("all reservations");
+    c.out.text(std::string(changed ? "This device now syncs " : "This device already syncs ") +
+               what + (changed ? " (from the next sync)." : "."));
+    return exit_ok;
+}
+
 int cmd_share(context& c) { return change_members(c, true); }
 int cmd_unshare(context& c) { return change_members(c, false); }
 
@@ -922,6 +972,9 @@ int cmd_status(context& c) {
     doc["server"] = c.opt.server;
     doc["landmarks"] = c.dev.store().list("landmarks").size();
     doc["reservations"] = c.dev.store().list("reservations").size();
+    // The first day of the reservations this device syncs (`sync-from`); null: all of them.
+    const auto from = c.dev.reservations_from();
+    doc["reservations_from"] = from ? json::value(format_day(*from)) : json::value(nullptr);
     doc["pending"] = {{"landmarks", counts_json(st.landmarks)},
                       {"reservations", counts_json(st.reservations)}};
     doc["dirty"] = st.dirty();
@@ -952,7 +1005,8 @@ int cmd_status(context& c) {
 
     c.out.text("Device       " + c.dev.path() + " (client " + client_id + ")");
     c.out.text("Data         " + plural(doc["landmarks"].as_uint64(), "landmark", "landmarks") +
-               ", " + plural(doc["reservations"].as_uint64(), "reservation", "reservations"));
+               ", " + plural(doc["reservations"].as_uint64(), "reservation", "reservations") +
+               (from ? " (syncing those dated from " + format_day(*from) + " on)" : ""));
     if (at_ms)
         c.out.text("Last sync    " + format_time_ms(at_ms) + " (" + ago(at_ms) + ") with " +
                    c.dev.state("last_sync_server").value_or("?") + ": " +
@@ -1273,7 +1327,7 @@ const command commands[] = {
     {"reserve", cmd_reserve},   {"cancel", cmd_cancel},     {"share", cmd_share},
     {"unshare", cmd_unshare},   {"members", cmd_members},   {"sync", cmd_sync},
     {"status", cmd_status},     {"conflicts", cmd_conflicts}, {"resolve", cmd_resolve},
-    {"watch", cmd_watch},
+    {"watch", cmd_watch},       {"sync-from", cmd_sync_from},
 };
 
 } // namespace

@@ -5,7 +5,8 @@
 # sync, the reservation conflicts, Alice settles it on the laptop, and both devices end equal.
 # Bob's device shows that Alice's favorites and reservations are hers alone, until she shares
 # the reservation with him: he sees it and edits its notes, she sees his edit, and when she
-# takes him off it his device drops it.
+# takes him off it his device drops it. Last, the laptop syncs only next year's bookings
+# (partial sync), then all of them again.
 #
 #   examples/landmarks/demo-story.sh BUILD_DIR
 #
@@ -199,10 +200,24 @@ doc=$(json phone "$alice" list reservations)
 expect "alice's phone keeps r-1 with bob's note" has "$doc" '"notes":"bob brings the snacks"'
 expect "r-1 is alice's alone again" has "$doc" '"members":["alice"]'
 
+section "10. Alice's laptop keeps only next year's bookings; the others stay on the server"
+device phone "$alice" "$online" 0 reserve 16 --id r-2 --date 2027-06-01 --party 2
+device phone "$alice" "$online" 0 sync
+device laptop "$alice" "$online" 0 sync-from 2027-01-01
+device laptop "$alice" "$online" 0 sync
+device laptop "$alice" "$online" 0 list reservations
+doc=$(json laptop "$alice" list reservations)
+expect "the laptop holds r-2" has "$doc" '"id":"r-2"'
+expect "the laptop dropped r-1 (dated 2026)" eval '! has "$doc" "\"id\":\"r-1\""'
+expect "the phone keeps both" has "$(json phone "$alice" list reservations)" '"id":"r-1"'
+device laptop "$alice" "$online" 0 sync-from all
+device laptop "$alice" "$online" 0 sync
+expect "r-1 is back on the laptop" has "$(json laptop "$alice" list reservations)" '"id":"r-1"'
+
 if [ "$failures" -ne 0 ]; then
     printf '\nThe story did not hold: %d check(s) failed. The server said:\n' "$failures"
     tail -n 20 "$work/server.err" "$work/server.log" | sed 's/^/  /'
     exit 1
 fi
 printf '\nEvery device equals the server: offline edits kept, the conflict settled by Alice,\n'
-printf 'r-1 shared with Bob and taken back.\n'
+printf 'r-1 shared with Bob and taken back, and a laptop that syncs only part of them.\n'

@@ -480,6 +480,62 @@ case_sharing() {
     run 2 "--user takes a user name" -- phone --user "" list
 }
 
+case_partial_sync() {
+    start_server
+    # Alice books a visit for 2026 and one for 2027 on her phone; her tablet keeps 2027 on.
+    run 0 -- phone sync
+    run 0 "Reserved r-old" -- phone reserve 1 --id r-old --date 2026-12-24
+    run 0 "Reserved r-new" -- phone reserve 2 --id r-new --date 2027-03-01
+    run 0 -- phone sync
+    run 0 -- tablet sync
+    lm tablet --json status
+    json_has '"reservations":2,'
+    json_has '"reservations_from":null'
+    run 0 "This device now syncs reservations dated from 2027-01-01 on (from the next sync)" \
+        -- tablet sync-from 2027-01-01
+    run 0 "already syncs reservations dated from 2027-01-01" -- tablet sync-from 2027-01-01
+    run 0 -- tablet sync
+    lm tablet --json list reservations
+    json_has '"id":"r-new"'
+    if grep -qF '"id":"r-old"' "$work/stdout"; then failed "the tablet still holds r-old"; fi
+    run 0 "syncing those dated from 2027-01-01 on" -- tablet status
+    # The server keeps r-old: the phone still has it, and a change to it does not reach the
+    # tablet; a booking moved into 2027 does.
+    run 0 -- phone reserve 1 --id r-old --notes "still on"
+    run 0 -- phone sync
+    run 0 -- tablet sync
+    lm tablet --json list reservations
+    if grep -qF '"id":"r-old"' "$work/stdout"; then failed "r-old came back to the tablet"; fi
+    run 0 -- phone reserve 1 --id r-old --date 2027-02-02
+    run 0 -- phone sync
+    run 0 -- tablet sync
+    lm tablet --json list reservations
+    json_has '"id":"r-old"'
+    # An edit made offline to a booking the subset then drops is pushed before it leaves.
+    run 0 -- tablet sync-from 2027-03-01
+    run 0 "Changed r-old" -- tablet reserve 1 --id r-old --notes "from the tablet"
+    run 0 "Everything is in sync" -- tablet sync
+    lm tablet --json list reservations
+    if grep -qF '"id":"r-old"' "$work/stdout"; then failed "r-old stayed on the tablet"; fi
+    run 0 -- phone sync
+    lm phone --json list reservations
+    json_has '"notes":"from the tablet"'
+    # `all` brings every booking back; it survives a restart of the program (each command is one).
+    run 0 "This device now syncs all reservations" -- tablet sync-from all
+    run 0 -- tablet sync
+    lm tablet --json list reservations
+    json_has '"id":"r-old"'
+    json_has '"id":"r-new"'
+    lm tablet --json status
+    json_has '"reservations_from":null'
+    # Bad input: refused, nothing changed.
+    run 2 "sync-from takes a day as YYYY-MM-DD or 'all', not '2027-13-01'" -- tablet sync-from 2027-13-01
+    run 2 "usage: landmarks sync-from" -- tablet sync-from
+    run 2 "usage: landmarks sync-from" -- tablet sync-from 2027-01-01 2027-02-01
+    lm tablet --json status
+    json_has '"reservations_from":null'
+}
+
 case "$case_name" in
 happy-path) case_happy_path ;;
 server-down) case_server_down ;;
@@ -489,6 +545,7 @@ usage) case_usage ;;
 json) case_json ;;
 watch) case_watch ;;
 sharing) case_sharing ;;
+partial-sync) case_partial_sync ;;
 *)
     echo "test-cli.sh: unknown case '$case_name'" >&2
     exit 2

@@ -4,7 +4,10 @@
 //
 //     offsync::sync_subset part;
 //     part.groups = {"r-1", "r-2"};                        // grouped collections: these groups
-//     part.where = (offsync::field(&Reservation::date) >= std::string("2026-12-07")).spec();
+//     part.where = offsync::query<Task>(offsync::field(&Task::done) == false).spec();
+//     // A time field is ISO 8601 text in JSON: compare it as such, written as data.
+//     part.where.conditions.push_back({"date", offsync::compare_op::greater_equal,
+//                                      boost::json::value("2026-12-07T00:00:00.000Z")});
 //
 // A pull that carries a subscription answers only the records in it; a record that changes and
 // is not in it comes as a removal, so the device drops it if it held it. A pull that carries a
