@@ -1,8 +1,11 @@
-// offsync-bench: sharing (grouped collections, docs/sharing.md), measured on the sync service
+// offsync-bench: sharing (grouped collections, docs/sharing.md). Measured on the sync service
 // alone in this process, on the server store of `--server-store`: what a pull, a join, a leave
 // and a push cost the server when records belong to groups, each next to the same work on a
-// per-user collection. No HTTP and no client: the server's share of a round.
+// per-user collection (the server's share of a round). And end to end (`sharing_http`, in the
+// http mode): the rounds of SQLite devices over HTTP, a grouped push and a backfill next to a
+// per-user push and a plain pull.
 #include "metrics.hpp"
+#include "modes.hpp"
 #include "scenarios.hpp"
 #include "server_process.hpp"
 #include "workload.hpp"
@@ -23,40 +26,10 @@
 
 namespace offsync_bench {
 
-/// A reservation that belongs to a group: the workload's record with the group it is in.
-struct GroupedReservation {
-    std::string id;
-    std::string group;
-    std::int64_t landmark_id = 0;
-    std::chrono::system_clock::time_point date;
-    std::int32_t party_size = 1;
-    std::string status = "confirmed";
-    std::string notes;
-};
-BOOST_DESCRIBE_STRUCT(GroupedReservation, (),
-                      (id, group, landmark_id, date, party_size, status, notes))
-
-} // namespace offsync_bench
-
-template <>
-struct offsync::model_traits<offsync_bench::GroupedReservation> {
-    static constexpr std::string_view collection = "group_reservations";
-    static constexpr auto key = &offsync_bench::GroupedReservation::id;
-    static constexpr offsync::scope scope = offsync::scope::grouped;
-    static constexpr auto group = &offsync_bench::GroupedReservation::group;
-};
-
-namespace offsync_bench {
-
 namespace {
 
 namespace json = boost::json;
 using namespace offsync;
-
-/// Records per group: the "1 of 1,000 groups of a 1,000,000-record collection".
-constexpr std::size_t group_size = 1000;
-
-std::string group_name(std::size_t i) { return "g-" + std::to_string(i / group_size); }
 
 /// A service on its own store, with both collections and the users of the scenarios.
 struct sharing_server {
@@ -68,7 +41,6 @@ struct sharing_server {
     explicit sharing_server(const options& o)
         : file((o.dir / ("sharing-" + make_uuid() + ".db")).string()),
           state(make_server_state(o.server_store, file)) {
-        state.service->add_collection<GroupedReservation>();
         for (const char* user : {"writer", "reader", "owner"}) state.service->add_user(user);
     }
     ~sharing_server() {
@@ -318,14 +290,90 @@ json::object sharing_push(const options& o, std::size_t n) {
                                            {"ratio", own_s / grouped_s}}}};
 }
 
+/// End to end, SQLite devices over HTTP to the server process: n new grouped records pushed by
+/// a member of their groups, next to n records of a user's own; then a user joins groups of
+/// min(n, 10,000) records and pulls them (the backfill), next to a second device of that user
+/// pulling them with no join, and a device that pulls the n records of its own (the plain
+/// pull). Each round is also written as a row of its own.
+json::object sharing_http(const options& o, std::size_t n, output& out) {
+    http_mode mode(o);
+    const auto now = system_wall_ms();
+    const std::size_t groups = (n + group_size - 1) / group_size;
+    for (std::size_t g = 0; g < groups; ++g) mode.server.grant(group_name(g * group_size), "writer");
+
+    auto round = [&](auto& device, const char* scenario, std::size_t records) {
+        sync_report report;
+        auto row = measure_round(mode, device, scenario, records, &report);
+        row["n"] = n;
+        out.write(row);
+        if (report.pushed + report.pulled < records)
+            throw std::runtime_error(std::string("sharing bench: ") + scenario +
+                                     " moved fewer than " + std::to_string(records) + " records");
+        return row["seconds"].as_double();
+    };
+    auto writer = mode.make_device("writer");
+    writer->engine.template add_collection<GroupedReservation>();
+    edit_records<GroupedReservation>(*writer->storage, 0, n, 1, 0, now);
+    const double grouped_push_s = round(*writer, "sharing_http_push_grouped", n);
+    auto owner = mode.make_device("owner");
+    owner->engine.template add_collection<Reservation>();
+    edit_records(*owner->storage, 0, n, 1, 0, now);
+    const double own_push_s = round(*owner, "sharing_http_push_own", n);
+
+    // The reader syncs once (nothing), joins groups, and pulls what they hold.
+    auto reader = mode.make_device("reader");
+    reader->engine.template add_collection<GroupedReservation>();
+    reader->sync();
+    const std::size_t joined = std::min<std::size_t>(n, 10 * group_size);
+    const auto start = steady::now();
+    for (std::size_t at = 0; at < joined; at += group_size)
+        mode.server.grant(group_name(at), "reader");
+    const double grant_s = seconds_since(start);
+    const double backfill_s = round(*reader, "sharing_http_backfill", joined);
+    const auto held = reader->storage->list("group_reservations").size();
+    if (held != joined)
+        throw std::runtime_error("sharing bench: the backfill left " + std::to_string(held) +
+                                 " records of " + std::to_string(joined));
+    // The same records pulled by a second device of the reader, with no join: what a grouped
+    // pull costs, apart from the backfill.
+    auto second_reader = mode.make_device("reader");
+    second_reader->engine.template add_collection<GroupedReservation>();
+    const double grouped_pull_s = round(*second_reader, "sharing_http_pull_grouped", joined);
+    auto own_reader = mode.make_device("owner");
+    own_reader->engine.template add_collection<Reservation>();
+    const double own_pull_s = round(*own_reader, "sharing_http_pull_own", n);
+
+    const double grouped_rate = double(n) / grouped_push_s, own_rate = double(n) / own_push_s;
+    const double backfill_rate = double(joined) / backfill_s;
+    const double with_grant_rate = double(joined) / (backfill_s + grant_s);
+    const double pull_rate = double(n) / own_pull_s;
+    return {{"scenario", "sharing_http"}, {"mode", "http"}, {"server_store", o.server_store},
+            {"n", n},
+            {"push_records_per_s", json::object{{"grouped", grouped_rate}, {"own", own_rate},
+                                                {"ratio", grouped_rate / own_rate}}},
+            {"backfill", json::object{{"records", joined},
+                                      {"grant_ms", grant_s * 1000},
+                                      {"pull_records_per_s", backfill_rate},
+                                      {"with_grant_records_per_s", with_grant_rate},
+                                      {"grouped_pull_records_per_s",
+                                       double(joined) / grouped_pull_s},
+                                      {"plain_pull_records_per_s", pull_rate},
+                                      {"ratio", backfill_rate / pull_rate},
+                                      {"ratio_with_grant", with_grant_rate / pull_rate}}},
+            {"load_avg", load_average()}};
+}
+
 } // namespace
 
 void run_sharing(const options& o, output& out) {
     for (auto n : o.n) {
-        out.write(sharing_pull(o, n));
-        out.write(sharing_membership(o, n));
-        out.write(sharing_push(o, n));
-        out.write(sharing_subset(o, n));
+        if (o.mode != "http") {
+            out.write(sharing_pull(o, n));
+            out.write(sharing_membership(o, n));
+            out.write(sharing_push(o, n));
+            out.write(sharing_subset(o, n));
+        }
+        if (o.mode != "inproc") out.write(sharing_http(o, n, out));
     }
 }
 

@@ -97,6 +97,16 @@ int serve_main(int argc, char** argv) {
             reset_peak_rss();
             std::printf("ok\n");
             std::fflush(stdout);
+        } else if (line.rfind("grant ", 0) == 0) {
+            // "grant GROUP USER": an admin's grant, the group and the user made first.
+            const auto space = line.find(' ', 6);
+            const auto group = line.substr(6, space == std::string::npos ? 0 : space - 6);
+            const auto user = space == std::string::npos ? std::string() : line.substr(space + 1);
+            state.service->add_user(user);
+            auto d = state.service->create_group(group);
+            if (!d) d = state.service->grant(group, user);
+            std::printf("%s\n", d ? ("error " + d.message).c_str() : "ok");
+            std::fflush(stdout);
         } else if (line == "quit") {
             break;
         }

@@ -1,8 +1,8 @@
 // offsync-bench: the server side. End to end, the server runs in a child process: this binary
 // started again as `offsync-bench serve` (serve.cpp), which prints its port, then reads commands
 // on stdin and answers on stdout: `stats` (cumulative request counters and memory as one JSON
-// line), `reset` (restart the peak RSS; answers `ok`), `quit` (shut down; answers the last
-// stats). `server_process` is the parent's handle on it.
+// line), `reset` (restart the peak RSS; answers `ok`), `grant GROUP USER` (answers `ok` or
+// `error MESSAGE`), `quit` (shut down; answers the last stats). `server_process` is the parent's handle on it.
 #pragma once
 
 #include "workload.hpp"
@@ -47,6 +47,7 @@ inline server_state make_server_state(const std::string& store, const std::strin
         s.service = std::make_unique<offsync::server::sync_service>();
     }
     s.service->add_collection<Reservation>();
+    s.service->add_collection<GroupedReservation>();
     return s;
 }
 
@@ -110,6 +111,12 @@ public:
     void reset_peak() {
         send("reset");
         read_line();
+    }
+    /// Makes `user` a member of `group` (creating both if need be), as an admin would.
+    void grant(const std::string& group, const std::string& user) {
+        send(("grant " + group + " " + user).c_str());
+        const auto answer = read_line();
+        if (answer != "ok") throw std::runtime_error("the server refused a grant: " + answer);
     }
     /// Stops the child; returns its last stats, with its lifetime peak from wait4.
     boost::json::object stop() {

@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 namespace offsync_bench {
 
@@ -45,6 +47,32 @@ struct offsync::model_traits<offsync_bench::Reservation> {
 
 namespace offsync_bench {
 
+/// A reservation that belongs to a group: the workload's record with the group it is in
+/// (sharing, docs/sharing.md).
+struct GroupedReservation {
+    std::string id;
+    std::string group;
+    std::int64_t landmark_id = 0;
+    std::chrono::system_clock::time_point date;
+    std::int32_t party_size = 1;
+    std::string status = "confirmed";
+    std::string notes;
+};
+BOOST_DESCRIBE_STRUCT(GroupedReservation, (),
+                      (id, group, landmark_id, date, party_size, status, notes))
+
+} // namespace offsync_bench
+
+template <>
+struct offsync::model_traits<offsync_bench::GroupedReservation> {
+    static constexpr std::string_view collection = "group_reservations";
+    static constexpr auto key = &offsync_bench::GroupedReservation::id;
+    static constexpr offsync::scope scope = offsync::scope::grouped;
+    static constexpr auto group = &offsync_bench::GroupedReservation::group;
+};
+
+namespace offsync_bench {
+
 /// Record `i` of a workload; `variant` > 0 is the same record after `variant` edits.
 inline Reservation make_reservation(std::size_t i, int variant = 0) {
     Reservation r;
@@ -61,22 +89,42 @@ inline Reservation make_reservation(std::size_t i, int variant = 0) {
     return r;
 }
 
+/// Records per group in the sharing scenarios: the issue's "1 of 1,000 groups of a
+/// 1,000,000-record collection".
+constexpr std::size_t group_size = 1000;
+
+/// The group of grouped record `i`: groups of `group_size` consecutive records.
+inline std::string group_name(std::size_t i) { return "g-" + std::to_string(i / group_size); }
+
+/// Grouped record `i`: record `i` in its group.
+inline GroupedReservation make_grouped_reservation(std::size_t i, int variant = 0) {
+    auto r = make_reservation(i, variant);
+    return {std::move(r.id), group_name(i), r.landmark_id, r.date, r.party_size,
+            std::move(r.status), std::move(r.notes)};
+}
+
 inline std::size_t record_json_bytes() {
     return boost::json::serialize(offsync::to_json_object(make_reservation(123456))).size();
 }
 
 /// Writes `count` records (ids first, first + stride, ...) into a store as app edits, 10,000 per
 /// transaction: the setup of a scenario, not part of what it measures.
-template <class Storage>
+/// `Model` is `Reservation` or `GroupedReservation`.
+template <class Model = Reservation, class Storage>
 void edit_records(Storage& storage, std::size_t first, std::size_t count, std::size_t stride,
                   int variant, std::int64_t now_ms) {
-    const auto& schema = offsync::schema_of<Reservation>();
+    const auto& schema = offsync::schema_of<Model>();
     std::size_t done = 0;
     while (done < count) {
         auto txn = storage.begin();
         const std::size_t end = std::min(count, done + 10'000);
         for (; done < end; ++done) {
-            auto r = make_reservation(first + done * stride, variant);
+            const auto i = first + done * stride;
+            Model r;
+            if constexpr (std::is_same_v<Model, GroupedReservation>)
+                r = make_grouped_reservation(i, variant);
+            else
+                r = make_reservation(i, variant);
             offsync::detail::local_edit(txn, schema, r.id, offsync::to_json_object(r), now_ms);
         }
         txn.commit();

@@ -1545,9 +1545,15 @@ TEST_CASE("faulty_server_store forwards to the wrapped store's own versions of t
     fill(stores.get());
     const auto& schema = schema_of<Reservation>();
     store.begin();
-    // Both stores answer these two; server_store's defaults would answer nullopt.
+    // Both stores answer these; server_store's defaults would answer nullopt.
     CHECK(store.feed_version_below(schema, "alice", 5) == 1);
     CHECK(store.newest_result(phone_results) == 3);
+    store.touch_channel(schema, "group:g", "k-1", 3, true);
+    store.touch_channel(schema, "group:g", "k-2", 7, false);
+    CHECK(store.channel_version_below(schema, "group:g", 7) == 3);
+    CHECK(store.channel_version_below(schema, "group:g", 8) == 7);
+    CHECK(store.channel_version_below(schema, "group:g", 3) == 0);
+    CHECK(store.channel_version_below(schema, "group:none", 9) == 0);
     std::vector<server::server_record> page;
     store.feed_for_client(schema, "alice", 0, 10, page, "phone");
     REQUIRE(page.size() == 1);

@@ -355,6 +355,62 @@ TEST_CASE("sharing: a record in several groups is seen through any of them",
     CHECK(r.status == mutation_status::applied);
 }
 
+TEST_CASE("sharing: a push to a one-group collection tells the feed range its writes fill alone, "
+          "as its writer sees it",
+          "[sharing][own-writes]") {
+    sharing_world w;
+    auto push_all = [&](std::string_view user, std::vector<mutation> ms) {
+        push_request request;
+        request.client_id = std::string(user) + "-phone";
+        request.mutations = std::move(ms);
+        push_response response;
+        const auto d = w.service.push(user, request, response);
+        INFO(d.message);
+        REQUIRE_FALSE(d);
+        for (const auto& r : response.results) REQUIRE(r.status == mutation_status::applied);
+        return response;
+    };
+    // A membership record's write may copy a group into its writer's channel: no range.
+    CHECK_FALSE(push_all("alice", {upsert(1, list("home", {"alice", "bob"}))}).own_writes);
+    CHECK_FALSE(push_all("carol", {upsert(1, list("work", {"carol"}))}).own_writes);
+    const auto bobs = push_all("bob", {upsert(1, item("b-1", "home"))});
+    REQUIRE(bobs.own_writes);
+    // Carol writes after Bob, in a group Alice is not in: not in Alice's feed.
+    const auto carols = push_all("carol", {upsert(2, item("c-1", "work"))});
+    REQUIRE(carols.own_writes);
+    CHECK(carols.own_writes->through == carols.results[0].version);
+
+    const auto alices = push_all("alice", {upsert(2, item("a-1", "home")),
+                                           upsert(3, item("a-2", "home"))});
+    REQUIRE(alices.own_writes);
+    CHECK(alices.own_writes->collection == "items");
+    CHECK(alices.own_writes->after == bobs.results[0].version);
+    CHECK(alices.own_writes->through == alices.results[1].version);
+    // What the range promises: Alice's feed above `after` up to `through` is her writes alone.
+    pull_request request{"items", alices.own_writes->after, 100};
+    pull_response page;
+    REQUIRE_FALSE(w.service.pull("alice", request, page));
+    std::vector<std::string> ids;
+    for (const auto& c : page.changes)
+        if (c.version <= alices.own_writes->through) ids.push_back(std::string(c.id.as_string()));
+    CHECK(ids == strings{"a-1", "a-2"});
+
+    // Dave joins later: his items feed below the join is the join's own entries (the group's
+    // older entries reach him through them), whose last is where his pull ends.
+    REQUIRE_FALSE(w.service.grant("home", "dave"));
+    pull_response daves_feed;
+    REQUIRE_FALSE(w.service.pull("dave", {"items", 0, 100}, daves_feed));
+    CHECK(daves_feed.changes.size() == 3);
+    const auto daves = push_all("dave", {upsert(1, item("d-1", "home"))});
+    REQUIRE(daves.own_writes);
+    CHECK(daves.own_writes->after == daves_feed.cursor);
+    CHECK(daves.own_writes->after > alices.own_writes->through);
+
+    // A record of several groups may leave its writer's sight by their own write: no range.
+    const auto note = push_all("alice", {upsert(4, Note{"n-1", {"home"}, "hello"})});
+    CHECK_FALSE(note.own_writes);
+}
+
 TEST_CASE("sharing: bad membership input is refused and changes nothing",
           "[sharing][membership][bad-input]") {
     sharing_world w;

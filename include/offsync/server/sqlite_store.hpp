@@ -407,6 +407,17 @@ public:
         if (db_.step(st) != SQLITE_ROW) return std::nullopt;
         return std::uint64_t(sqlite3_column_int64(st.get(), 0));
     }
+    std::optional<std::uint64_t> channel_version_below(const collection_schema& schema,
+                                                       std::string_view channel,
+                                                       std::uint64_t version) override {
+        auto& st = stmt_.channel_below;
+        db_.bind_text(st, 1, schema.name);
+        db_.bind_text(st, 2, channel);
+        sqlite3_bind_int64(st.get(), 3, std::int64_t(std::min<std::uint64_t>(version, INT64_MAX)));
+        const offsync::detail::sqlite_connection::reset_on_exit done(st);
+        if (db_.step(st) != SQLITE_ROW) return 0;
+        return std::uint64_t(sqlite3_column_int64(st.get(), 0));
+    }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         out.clear();
@@ -762,6 +773,9 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 4);
         stmt_.channel_page = db_.prepare(
             "SELECT key, version FROM offsync_server_channels WHERE collection = ?1 AND "
             "channel = ?2 AND version > ?3 AND version <= ?4 ORDER BY version LIMIT ?5");
+        stmt_.channel_below = db_.prepare(
+            "SELECT version FROM offsync_server_channels WHERE collection = ?1 AND "
+            "channel = ?2 AND version < ?3 ORDER BY version DESC LIMIT 1");
         stmt_.channel_version = db_.prepare(
             "SELECT version FROM offsync_server_channels WHERE collection = ?1 AND "
             "channel = ?2 AND key = ?3");
@@ -774,7 +788,7 @@ INSERT INTO offsync_server_meta VALUES ('schema_version', 4);
             newest_result, remember, oldest_run, runs_newest_first, forget, shorten_run,
             get_meta, set_meta, group_exists, add_group, remove_group, remove_members,
             members_of, groups_of, add_member, remove_member, touch, channel_page, channel_version,
-            channel_entries, copy_channel, undecided_entries;
+            channel_entries, copy_channel, undecided_entries, channel_below;
     };
 
     offsync::detail::sqlite_connection db_;

@@ -231,6 +231,15 @@ public:
                                                          std::string_view key) {
         return (void)schema, (void)channel, (void)key, unsupported(), std::nullopt;
     }
+    /// The highest version below `version` in one channel (0: none), if the store can tell
+    /// with one index probe; nullopt otherwise (the default). A push answer to a grouped
+    /// collection uses it as `feed_version_below` is used for a per-user one.
+    virtual std::optional<std::uint64_t> channel_version_below(const collection_schema& schema,
+                                                               std::string_view channel,
+                                                               std::uint64_t version) {
+        (void)schema, (void)channel, (void)version;
+        return std::nullopt;
+    }
     /// Every entry of one channel, in any order.
     virtual void channel_entries(const collection_schema& schema, std::string_view channel,
                                  std::vector<channel_entry>& out) {
@@ -508,6 +517,17 @@ public:
         auto it = ch->second.versions.find(std::string(key));
         if (it == ch->second.versions.end()) return std::nullopt;
         return it->second.version;
+    }
+    std::optional<std::uint64_t> channel_version_below(const collection_schema& schema,
+                                                       std::string_view channel,
+                                                       std::uint64_t version) override {
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return 0;
+        auto ch = c->second.channels.find(channel);
+        if (ch == c->second.channels.end()) return 0;
+        auto it = ch->second.keys.lower_bound(version);
+        if (it == ch->second.keys.begin()) return 0;
+        return std::prev(it)->first;
     }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {

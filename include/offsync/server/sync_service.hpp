@@ -875,11 +875,35 @@ private:
         const auto& schema = *written.schema;
         const bool shared = schema.scope == scope::shared;
         if (shared && schema.per_user_mask) return std::nullopt;
-        // A grouped feed merges channels: the push's versions need not be alone in it.
-        if (schema.scope == scope::grouped) return std::nullopt;
+        if (schema.scope == scope::grouped) return grouped_own_writes(user, schema, written);
         const auto below =
             store_.feed_version_below(schema, shared ? std::string_view() : user, written.lowest);
         if (!below) return std::nullopt;
+        return own_writes_range{schema.name, *below, written.highest};
+    }
+
+    /// `own_writes_of` for a grouped collection, whose feed merges the user's channels: the
+    /// entry below the lowest write is the highest of them below it (one probe per channel,
+    /// as a pull page pays). Told for a one-group collection without membership records only:
+    /// there a write keeps its record in the writer's sight (its one group is the writer's),
+    /// so each write is a change the writer sees. A record of several groups can leave the
+    /// writer's sight by their own write (a group they are not in may stay), and a membership
+    /// record's write touches the user's own channel at versions of the push (a join copies a
+    /// group's records there): the client pulls as before.
+    std::optional<own_writes_range> grouped_own_writes(std::string_view user,
+                                                       const collection_schema& schema,
+                                                       const own_writes_tracker& written) {
+        if (schema.group_is_list || !schema.members_field.empty()) return std::nullopt;
+        auto below = store_.channel_version_below(schema, detail::user_channel(user),
+                                                  written.lowest);
+        if (!below) return std::nullopt;
+        for (const auto& m : store_.groups_of(user)) {
+            const auto v =
+                store_.channel_version_below(schema, detail::group_channel(m.group), written.lowest);
+            if (!v) return std::nullopt;
+            // A group's channel serves the user from the membership's start only.
+            if (*v > m.since) below = std::max(*below, *v);
+        }
         return own_writes_range{schema.name, *below, written.highest};
     }
 

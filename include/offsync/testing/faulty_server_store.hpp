@@ -160,6 +160,12 @@ public:
         check("channel_version");
         return next_.channel_version(schema, channel, key);
     }
+    std::optional<std::uint64_t> channel_version_below(const collection_schema& schema,
+                                                       std::string_view channel,
+                                                       std::uint64_t version) override {
+        check("channel_version_below");
+        return next_.channel_version_below(schema, channel, version);
+    }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         check("channel_entries");
