@@ -380,9 +380,7 @@ public:
         if (c == collections_.end()) return 0;
         auto f = c->second.feeds.find(owner);
         if (f == c->second.feeds.end()) return 0;
-        auto it = f->second.lower_bound(version);
-        if (it == f->second.begin()) return 0;
-        return std::prev(it)->first;
+        return highest_below(f->second, version);
     }
 
     std::optional<mutation_result> find_result(std::string_view client,
@@ -498,45 +496,34 @@ public:
     void channel_page(const collection_schema& schema, std::string_view channel,
                       std::uint64_t after, std::uint64_t through, std::size_t limit,
                       std::vector<channel_entry>& out) override {
-        auto c = collections_.find(schema.name);
-        if (c == collections_.end()) return;
-        auto ch = c->second.channels.find(channel);
-        if (ch == c->second.channels.end()) return;
+        const auto* ch = find_channel(schema, channel);
+        if (!ch) return;
         std::size_t taken = 0;
-        for (auto it = ch->second.keys.upper_bound(after);
-             it != ch->second.keys.end() && it->first <= through && taken < limit; ++it, ++taken)
+        for (auto it = ch->keys.upper_bound(after);
+             it != ch->keys.end() && it->first <= through && taken < limit; ++it, ++taken)
             out.push_back({it->second, it->first});
     }
     std::optional<std::uint64_t> channel_version(const collection_schema& schema,
                                                  std::string_view channel,
                                                  std::string_view key) override {
-        auto c = collections_.find(schema.name);
-        if (c == collections_.end()) return std::nullopt;
-        auto ch = c->second.channels.find(channel);
-        if (ch == c->second.channels.end()) return std::nullopt;
-        auto it = ch->second.versions.find(std::string(key));
-        if (it == ch->second.versions.end()) return std::nullopt;
+        const auto* ch = find_channel(schema, channel);
+        if (!ch) return std::nullopt;
+        auto it = ch->versions.find(std::string(key));
+        if (it == ch->versions.end()) return std::nullopt;
         return it->second.version;
     }
     std::optional<std::uint64_t> channel_version_below(const collection_schema& schema,
                                                        std::string_view channel,
                                                        std::uint64_t version) override {
-        auto c = collections_.find(schema.name);
-        if (c == collections_.end()) return 0;
-        auto ch = c->second.channels.find(channel);
-        if (ch == c->second.channels.end()) return 0;
-        auto it = ch->second.keys.lower_bound(version);
-        if (it == ch->second.keys.begin()) return 0;
-        return std::prev(it)->first;
+        const auto* ch = find_channel(schema, channel);
+        return ch ? highest_below(ch->keys, version) : 0;
     }
     void channel_entries(const collection_schema& schema, std::string_view channel,
                          std::vector<channel_entry>& out) override {
         out.clear();
-        auto c = collections_.find(schema.name);
-        if (c == collections_.end()) return;
-        auto ch = c->second.channels.find(channel);
-        if (ch == c->second.channels.end()) return;
-        for (const auto& [key, t] : ch->second.versions) out.push_back({key, t.version, t.present});
+        const auto* ch = find_channel(schema, channel);
+        if (!ch) return;
+        for (const auto& [key, t] : ch->versions) out.push_back({key, t.version, t.present});
     }
 
 private:
@@ -561,6 +548,22 @@ private:
         std::map<std::string, std::map<std::uint64_t, std::string>, std::less<>> feeds;
         std::map<std::string, channel_state, std::less<>> channels;
     };
+
+    /// A channel of a collection, if anything was ever touched in it.
+    const channel_state* find_channel(const collection_schema& schema,
+                                      std::string_view channel) const {
+        auto c = collections_.find(schema.name);
+        if (c == collections_.end()) return nullptr;
+        auto ch = c->second.channels.find(channel);
+        return ch == c->second.channels.end() ? nullptr : &ch->second;
+    }
+
+    /// The highest version below `version` of a feed or a channel (version -> key); 0: none.
+    static std::uint64_t highest_below(const std::map<std::uint64_t, std::string>& by_version,
+                                       std::uint64_t version) {
+        auto it = by_version.lower_bound(version);
+        return it == by_version.begin() ? 0 : std::prev(it)->first;
+    }
 
     static std::string record_id(std::string_view owner, std::string_view key) {
         std::string id;

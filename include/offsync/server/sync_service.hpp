@@ -1117,11 +1117,11 @@ private:
     /// channel that is live in the group or was touched there after `touched_after`.
     void tell_user(const std::string& group, const std::string& user,
                    std::uint64_t touched_after) {
+        const auto from = detail::group_channel(group);
+        const auto to = detail::user_channel(user);
         std::vector<channel_entry> undecided;
         for (const auto* schema : grouped_schemas()) {
             undecided.clear();
-            const auto from = detail::group_channel(group);
-            const auto to = detail::user_channel(user);
             counters_.last_version +=
                 store_.copy_channel(*schema, from, to, touched_after, counters_.last_version,
                                     undecided);
