@@ -7,7 +7,8 @@
 // The pieces: metrics.hpp (time, memory, CPUs), workload.hpp (the records), options.hpp,
 // output.hpp (the JSON lines), server_process.hpp and serve.cpp (the server process),
 // transports.hpp and modes.hpp (the devices of each mode, the measurement of a round),
-// scenarios.hpp with scenarios_rounds.cpp and scenarios_baselines.cpp.
+// scenarios.hpp with scenarios_rounds.cpp, scenarios_baselines.cpp, scenarios_sharing.cpp and
+// scenarios_live.cpp.
 #include "metrics.hpp"
 #include "options.hpp"
 #include "output.hpp"
@@ -46,6 +47,7 @@ int bench_main(int argc, char** argv) {
     if (o.wants("baseline")) run_baselines(o, out);
     run_rounds(o, out);
     if (o.wants("sharing")) run_sharing(o, out);
+    if (o.wants("live") && o.mode != "inproc") run_live(o, out);
     out.write(machine_row());
     if (own_dir) {
         std::error_code ec;

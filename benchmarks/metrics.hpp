@@ -70,6 +70,16 @@ inline std::int64_t page_faults() {
 }
 
 /// The system's 1-minute load average, recorded with every row as a noise indicator.
+/// Raises this process's limit of open descriptors to its hard limit: idle change streams
+/// hold one socket each.
+inline void raise_descriptor_limit() {
+    rlimit r{};
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+}
+
 inline double load_average() {
     double l[1] = {0};
     return getloadavg(l, 1) == 1 ? l[0] : -1;

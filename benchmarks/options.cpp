@@ -23,7 +23,7 @@ std::vector<std::size_t> parse_list(const std::string& s) {
 bool known_scenarios(const std::string& list) {
     static const char* scenarios[] = {"all",      "push",    "pull",     "incremental",
                                       "conflict", "clients", "baseline", "listeners",
-                                      "sharing"};
+                                      "sharing",  "live"};
     std::stringstream in(list);
     std::string item;
     while (std::getline(in, item, ','))
@@ -45,9 +45,10 @@ bool options::wants(std::string_view s) const {
 
 void usage(std::ostream& out) {
     out << "usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,"
-           "clients,baseline,listeners,sharing]\n"
+           "clients,baseline,listeners,sharing,live]\n"
            "                     [--mode inproc|http|both] [--n LIST] [--k LIST] "
            "[--clients LIST] [--listeners LIST]\n"
+           "                     [--devices LIST] [--idle-streams N]\n"
            "                     [--conflicts LIST] [--batch N] [--page N] "
            "[--durability full|normal]\n"
            "                     [--server-store memory|sqlite] [--naive-max N] [--dir DIR] "
@@ -59,7 +60,8 @@ void usage(std::ostream& out) {
 }
 
 std::optional<int> parse_options(int argc, char** argv, options& o) {
-    bool n_set = false, k_set = false, c_set = false, conf_set = false;
+    bool n_set = false, k_set = false, c_set = false, conf_set = false, dev_set = false,
+         idle_set = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -74,6 +76,8 @@ std::optional<int> parse_options(int argc, char** argv, options& o) {
         else if (a == "--clients") o.clients = parse_list(value()), c_set = true;
         else if (a == "--conflicts") o.conflicts = parse_list(value()), conf_set = true;
         else if (a == "--listeners") o.listeners = parse_list(value());
+        else if (a == "--devices") o.devices = parse_list(value()), dev_set = true;
+        else if (a == "--idle-streams") o.idle_streams = std::stoul(value()), idle_set = true;
         else if (a == "--batch") o.batch = std::stoul(value());
         else if (a == "--page") o.page = std::uint32_t(std::stoul(value()));
         else if (a == "--durability") o.durability = value();
@@ -95,6 +99,8 @@ std::optional<int> parse_options(int argc, char** argv, options& o) {
         if (!k_set) o.k = {10, 100};
         if (!c_set) o.clients = {4};
         if (!conf_set) o.conflicts = {100};
+        if (!dev_set) o.devices = {1, 10};
+        if (!idle_set) o.idle_streams = 100;
         o.naive_max = std::min<std::size_t>(o.naive_max, 300);
     }
     if (!known_scenarios(o.scenario) ||

@@ -1,9 +1,9 @@
 // offsync-bench: its command line. usage() prints it:
 //
 //   usage: offsync-bench [--quick] [--scenario all|push,pull,incremental,conflict,clients,
-//                                   baseline,listeners]
+//                                   baseline,listeners,sharing,live]
 //                        [--mode inproc|http|both] [--n LIST] [--k LIST] [--clients LIST]
-//                        [--listeners LIST]
+//                        [--listeners LIST] [--devices LIST] [--idle-streams N]
 //                        [--conflicts LIST] [--batch N] [--page N] [--durability full|normal]
 //                        [--server-store memory|sqlite] [--naive-max N] [--dir DIR] [--out FILE]
 //                        [--client-cpus LIST] [--server-cpus LIST] [--server-threads N]
@@ -36,6 +36,8 @@ struct options {
     std::vector<std::size_t> clients{1, 4, 16};        ///< clients syncing at once
     std::vector<std::size_t> conflicts{1000};          ///< conflicting records per round
     std::vector<std::size_t> listeners{0, 1, 10};      ///< change listeners of a pull
+    std::vector<std::size_t> devices{1, 100, 1000};    ///< live: devices on change streams
+    std::size_t idle_streams = 10'000;                 ///< live: idle streams held at once
     std::size_t batch = offsync::engine_config{}.push_batch_size; // the engine's defaults
     std::uint32_t page = offsync::engine_config{}.pull_page_size;
     std::size_t naive_max = 20'000;    ///< requests of the one-request-per-record baseline

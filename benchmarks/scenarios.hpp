@@ -21,4 +21,9 @@ void run_baselines(const options& o, output& out);
 /// a per-user collection (scenarios_sharing.cpp).
 void run_sharing(const options& o, output& out);
 
+/// Live changes end to end (HTTP only): the latency from a push's acknowledgement to the hint
+/// and to the record in the store of each of `o.devices` listening devices, and the server's
+/// memory per idle change stream with `o.idle_streams` open (scenarios_live.cpp).
+void run_live(const options& o, output& out);
+
 } // namespace offsync_bench

@@ -42,13 +42,14 @@ struct counters {
 };
 
 /// Prints the counters and this process's memory, CPU time and page faults as one JSON line.
-void print_stats(const counters& c) {
+void print_stats(const counters& c, std::size_t streams) {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     json::object o{{"requests", c.requests.load()},
                    {"bytes_in", c.bytes_in.load()},
                    {"bytes_out", c.bytes_out.load()},
                    {"busy_us", c.busy_us.load()},
+                   {"streams", streams},
                    {"hwm_kb", status_kb("VmHWM")},
                    {"rss_kb", status_kb("VmRSS")},
                    {"maxrss_kb", ru.ru_maxrss},
@@ -64,6 +65,12 @@ void print_stats(const counters& c) {
 int serve_main(int argc, char** argv) {
     int threads = 2;
     std::string store = "memory", db;
+    // The live scenario's devices are all one user's; the process holds every stream it is
+    // asked for, up to its descriptors.
+    offsync::server::service_config service_config;
+    service_config.live.max_streams = 1'000'000;
+    service_config.live.max_streams_per_user = 1'000'000;
+    raise_descriptor_limit();
     for (int i = 2; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--cpus") pin_to(argv[i + 1]); // before any thread starts
@@ -71,7 +78,7 @@ int serve_main(int argc, char** argv) {
         else if (a == "--store") store = argv[i + 1];
         else if (a == "--db") db = argv[i + 1];
     }
-    auto state = make_server_state(store, db);
+    auto state = make_server_state(store, db, service_config);
     counters count;
     offsync::server::http_server_config config;
     config.log = [&](const offsync::server::request_log& r) {
@@ -92,7 +99,7 @@ int serve_main(int argc, char** argv) {
     std::string line;
     while (std::getline(std::cin, line)) {
         if (line == "stats") {
-            print_stats(count);
+            print_stats(count, srv.streams());
         } else if (line == "reset") {
             reset_peak_rss();
             std::printf("ok\n");
@@ -113,7 +120,7 @@ int serve_main(int argc, char** argv) {
     }
     srv.async_shutdown([&](offsync::error_code) { work.reset(); });
     for (auto& t : pool) t.join();
-    print_stats(count);
+    print_stats(count, 0);
     return 0;
 }
 

@@ -38,13 +38,14 @@ struct server_state {
 };
 
 /// The one place that picks the server's storage: "sqlite" (a file at `db`) or "memory".
-inline server_state make_server_state(const std::string& store, const std::string& db) {
+inline server_state make_server_state(const std::string& store, const std::string& db,
+                                      offsync::server::service_config config = {}) {
     server_state s;
     if (store == "sqlite") {
         s.store = std::make_unique<offsync::server::sqlite_server_store>(db);
-        s.service = std::make_unique<offsync::server::sync_service>(*s.store);
+        s.service = std::make_unique<offsync::server::sync_service>(*s.store, std::move(config));
     } else {
-        s.service = std::make_unique<offsync::server::sync_service>();
+        s.service = std::make_unique<offsync::server::sync_service>(std::move(config));
     }
     s.service->add_collection<Reservation>();
     s.service->add_collection<GroupedReservation>();

@@ -8,7 +8,7 @@
 //   reserve LANDMARK-ID [--party N] [--date YYYY-MM-DD] [--notes TEXT] [--id RID]
 //   cancel RID  share RID USER...  unshare RID USER...  members RID
 //   sync  status  conflicts  resolve RID keep-mine|use-server
-//   watch [--interval SECONDS] [--rounds N]  help
+//   watch [--interval SECONDS] [--rounds N] [--no-stream]  help
 //
 // Exit status, for scripts (also printed by `landmarks help`):
 //   0  success
@@ -106,9 +106,11 @@ commands:
   resolve RID keep-mine|use-server
                                settle a conflict (keep-mine keeps the fields you changed),
                                or drop a change the server rejected (use-server)
-  watch [--interval SECONDS] [--rounds N]
+  watch [--interval SECONDS] [--rounds N] [--no-stream]
                                sync in the background every SECONDS (default 30), at once
-                               on start, with backoff while the server is unreachable;
+                               on start, with backoff while the server is unreachable,
+                               and within milliseconds of another device's change (the
+                               server's change stream; --no-stream: periodic rounds only);
                                a live status line; stops on Ctrl-C or after N rounds
   help                         this text
 
@@ -193,6 +195,7 @@ struct options {
     // watch's own options
     std::chrono::seconds interval{30};
     std::optional<std::size_t> rounds;
+    bool stream = true; ///< keep the server's change stream open
     std::vector<std::string> args; ///< the command and its operands
 };
 
@@ -245,6 +248,7 @@ options parse_command_line(int argc, char** argv) {
     o.token = env_or("LANDMARKS_TOKEN", "");
     o.user = env_or("LANDMARKS_USER", "");
     bool interval_given = false;
+    bool stream_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--") {
@@ -319,14 +323,17 @@ options parse_command_line(int argc, char** argv) {
             if (!n || *n < 1 || *n > 1'000'000)
                 usage_error("--rounds takes a number from 1 to 1000000, not '" + v + "'");
             o.rounds = std::size_t(*n);
+        } else if (name == "--no-stream") {
+            o.stream = false;
+            stream_given = true;
         } else usage_error("unknown option " + name);
     }
     const bool reserve = !o.args.empty() && o.args[0] == "reserve";
     if (!reserve && (o.party || o.date || o.notes || o.reservation_id))
         usage_error("--party, --date, --notes and --id belong to the reserve command");
     const bool watch = !o.args.empty() && o.args[0] == "watch";
-    if (!watch && (interval_given || o.rounds))
-        usage_error("--interval and --rounds belong to the watch command");
+    if (!watch && (interval_given || o.rounds || stream_given))
+        usage_error("--interval, --rounds and --no-stream belong to the watch command");
     if (o.db.empty()) usage_error("--db takes a file name");
     return o;
 }
@@ -549,6 +556,12 @@ public:
         io().restart();
         io().run();
         return std::move(*out);
+    }
+
+    /// Where and how the device's transport reaches the server (the change stream opens its
+    /// own connection with the same settings).
+    const offsync::http_transport_config& transport_config() noexcept {
+        return device_.facade().transport().config();
     }
 
     /// The transport's detail for the last failed request (the report's message is shorter).
@@ -1160,10 +1173,12 @@ int cmd_resolve(context& c) {
 }
 
 /// One status line: what background sync is doing and what waits on this device.
-std::string watch_line(const offsync::background_state& b, const device_status& st) {
+std::string watch_line(const offsync::background_state& b, const device_status& st,
+                       std::optional<offsync::live_state> stream) {
     using namespace std::chrono;
     const auto now = steady_clock::now();
     std::string line = format("%s  rounds %zu", offsync::to_string(b.phase), b.rounds);
+    if (stream) line += format("  stream %s", offsync::to_string(*stream));
     if (b.next_run)
         line += format("  next in %llds",
                        static_cast<long long>(
@@ -1182,7 +1197,7 @@ std::string watch_line(const offsync::background_state& b, const device_status& 
 }
 
 int cmd_watch(context& c) {
-    expect_operands(c, 0, "watch [--interval SECONDS] [--rounds N]");
+    expect_operands(c, 0, "watch [--interval SECONDS] [--rounds N] [--no-stream]");
     split_server(c.opt.server);
     if (c.opt.token.empty())
         fail(exit_auth, "no_token",
@@ -1205,6 +1220,8 @@ int cmd_watch(context& c) {
     std::optional<failure> last_failure;
     std::string last_line;
     std::function<void()> finish; // stops the scheduler, then the io_context
+    std::optional<offsync::live_state> stream_state;
+    if (c.opt.stream) stream_state = offsync::live_state::off;
     config.on_state_change = [&](const offsync::background_state& b) {
         if (b.rounds > seen && b.last_report) {
             seen = b.rounds;
@@ -1213,6 +1230,12 @@ int cmd_watch(context& c) {
             // (The scheduler reports such a round in last_report only.)
             if (finishing && b.last_report->error) {
                 cut_short = true;
+                return;
+            }
+            // A round that began before the stop took effect (the stream's hint or opening
+            // queued it) and ended well: its sync is recorded, but the watch had its rounds.
+            if (finishing) {
+                record_round(c.dev, c.opt, *b.last_report, nullptr);
                 return;
             }
             ++completed;
@@ -1225,13 +1248,14 @@ int cmd_watch(context& c) {
             if (c.opt.rounds && completed >= *c.opt.rounds) finish();
         }
         if (c.out.json) return;
-        const auto line = watch_line(b, status_of(c.dev));
+        const auto line = watch_line(b, status_of(c.dev), stream_state);
         if (line == last_line) return;
         last_line = line;
         if (live) std::printf("\r\033[K%s", line.c_str());
         else std::printf("%s\n", line.c_str());
         std::fflush(stdout);
     };
+    std::function<void(const offsync::background_state&)> draw = config.on_state_change;
     // The records the rounds change, as they land (change listeners, on this io_context).
     json::array changes;
     auto show_change = [&](const std::string& line, json::object item) {
@@ -1274,18 +1298,35 @@ int cmd_watch(context& c) {
             }
         });
     offsync::basic_background_sync scheduler(s.engine(), std::move(config));
+    // The server's change stream: each hint (and each opening of the stream, which may
+    // follow changes nobody announced to this device) runs a round at once.
+    std::optional<offsync::http_change_stream> stream;
+    if (c.opt.stream) {
+        offsync::live_config live_config;
+        live_config.client_id = s.engine().client_id();
+        live_config.on_change = [&](const offsync::change_hint&) { scheduler.remote_change(); };
+        live_config.on_open = [&] { scheduler.remote_change(); };
+        live_config.on_state = [&](offsync::live_state state, const offsync::diagnostics&) {
+            stream_state = state;
+            draw(scheduler.state());
+        };
+        stream.emplace(s.io().get_executor(), s.transport_config(), std::move(live_config));
+    }
     asio::signal_set signals(s.io(), SIGINT, SIGTERM);
     finish = [&] {
         if (std::exchange(finishing, true)) return;
         signals.cancel();
+        if (stream) stream->stop();
         scheduler.async_stop([&] { s.io().stop(); });
     };
     signals.async_wait([&](boost::system::error_code ec, int) {
         if (!ec) finish();
     });
-    c.out.text(format("Watching: syncing with %s every %llds (Ctrl-C stops).",
-                      c.opt.server.c_str(), static_cast<long long>(c.opt.interval.count())));
+    c.out.text(format("Watching: syncing with %s every %llds%s (Ctrl-C stops).",
+                      c.opt.server.c_str(), static_cast<long long>(c.opt.interval.count()),
+                      c.opt.stream ? " and on each change the server announces" : ""));
     scheduler.start();
+    if (stream) stream->start();
     s.io().run();
     if (live) std::printf("\n");
 
@@ -1295,6 +1336,7 @@ int cmd_watch(context& c) {
     doc["rounds"] = completed;
     doc["cut_short"] = cut_short;
     doc["interval_s"] = c.opt.interval.count();
+    doc["streams_opened"] = stream ? stream->opened() : 0;
     doc["changes"] = std::move(changes);
     doc["waiting"] = {{"dirty", st.dirty()}, {"conflicts", st.conflicts()},
                       {"rejected", st.rejected()}};

@@ -233,6 +233,11 @@ public:
     void app_backgrounded() { sync_now(); }
     /// Connectivity is back: retry now rather than at the end of a backoff delay.
     void network_restored() { sync_now(); }
+    /// The server announced a change this device may see (a hint of its change stream,
+    /// docs/live.md): a round at once, or one follow-up after the round that runs, so a storm
+    /// of hints makes one round running and one waiting, never more. A server that asked for
+    /// quiet (`Retry-After`) still gets it.
+    void remote_change() { sync_now(); }
     /// The app changed local data: sync once edits pause for `debounce`.
     void local_edit() {
         post_to_impl([](impl& i) { i.local_edit(); });

@@ -25,6 +25,7 @@
 #include <offsync/replica.hpp>
 #include <offsync/storage/sqlite.hpp>
 #include <offsync/transport/http.hpp>
+#include <offsync/transport/http_live.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/deferred.hpp>
@@ -96,6 +97,7 @@ public:
     device(const device&) = delete;
     device& operator=(const device&) = delete;
     ~device() {
+        if (live_) live_->stop();
         if (background_) background_->stop();
     }
 
@@ -236,12 +238,37 @@ public:
     /// The background scheduler, if started: for `sync_now()`, `state()` and the other triggers.
     background_type* background() noexcept { return background_.get(); }
 
-    /// Stops background sync and completes (signature `void()`) once no round runs on the
-    /// device any more; completes at once if background sync was never started.
+    /// Opens the server's change stream (docs/live.md), so that another device's change
+    /// reaches this one in milliseconds rather than at the next periodic round. Each hint runs
+    /// a round through background sync, which this starts with its defaults if it is not
+    /// running, and so does each (re)opening of the stream: what changed while it was closed
+    /// was announced to nobody. While the stream is lost, periodic rounds carry on. The
+    /// device sets `config.client_id`, `on_change` and `on_open`; `on_state` and the backoff
+    /// are the app's. A second call does nothing. Throws `sync_error`
+    /// (`errc::invalid_configuration`) for a bad backoff.
+    void start_live(live_config config = {}) {
+        if (live_) return;
+        if (!background_) start_background();
+        config.client_id = engine_.client_id();
+        auto* scheduler = background_.get();
+        config.on_change = [scheduler](const change_hint&) { scheduler->remote_change(); };
+        config.on_open = [scheduler] { scheduler->remote_change(); };
+        live_ = std::make_unique<http_change_stream>(ex_, transport_.config(), std::move(config));
+        live_->start();
+    }
+    /// The change stream's state: `off` until `start_live`.
+    live_state live() const { return live_ ? live_->state() : live_state::off; }
+    /// The change stream, if started: for `last_error()` and `opened()`.
+    http_change_stream* live_stream() noexcept { return live_.get(); }
+
+    /// Stops the change stream and background sync, and completes (signature `void()`) once
+    /// no round runs on the device any more; completes at once if background sync was never
+    /// started.
     template <class Token = boost::asio::deferred_t>
     auto async_stop(Token&& token = {}) {
         return boost::asio::async_initiate<Token, void()>(
             [this](auto handler) {
+                if (live_) live_->stop();
                 if (background_) {
                     background_->async_stop(std::move(handler));
                     return;
@@ -297,6 +324,7 @@ private:
     http_transport transport_;
     engine_type engine_;
     std::unique_ptr<background_type> background_;
+    std::unique_ptr<http_change_stream> live_;
 };
 
 } // namespace offsync

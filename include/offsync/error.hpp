@@ -52,6 +52,8 @@ enum class errc {
     // The app's side (added in December 2026).
     invalid_configuration, ///< a setting that cannot work (a bad server URL, a malformed token file)
     undecodable_record,    ///< a stored record does not decode as its model type (a field of the wrong type)
+    // Live changes (added in December 2026).
+    too_many_streams, ///< the server holds as many change streams as it allows (per user or in all)
 };
 
 /// Groups of codes a caller acts on alike: `if (ec == offsync::condition::retry_later)`.
@@ -121,6 +123,8 @@ inline constexpr errc_row errc_table[] = {
      condition::bad_request},
     {errc::undecodable_record, "undecodable_record",
      "a stored record does not decode as its model type", condition::local_storage},
+    {errc::too_many_streams, "too_many_streams", "too many change streams open",
+     condition::retry_later},
 };
 
 constexpr bool errc_table_in_enum_order() {

@@ -1,6 +1,6 @@
 // HTTP test fixtures: a sync service behind a real HTTP server on 127.0.0.1 (`http_world`), a
 // device syncing over HTTP (`http_client`), a raw client that sends exact bytes (`raw`), a proxy
-// that swallows answers (`dropping_proxy`), and servers that answer as the test scripts them
+// that swallows answers or stalls (`dropping_proxy`), and servers that answer as the test scripts them
 // (`answers_anything`, `scripted_server`).
 #pragma once
 
@@ -72,9 +72,11 @@ struct http_world {
     std::mutex log_mutex;
     std::vector<std::string> log_lines;
     std::function<void(const server::request_log&)> on_request;
+    server::authenticator auth = test_tokens(); ///< read at each `start()`
 
-    explicit http_world(server::http_server_config c = test_server_config())
-        : config(std::move(c)) {
+    explicit http_world(server::http_server_config c = test_server_config(),
+                        server::service_config service_config = {})
+        : owned(make_service(clock, std::move(service_config))), config(std::move(c)) {
         service.admin_put("landmarks", to_json_object(half_dome()));
         service.admin_put("landmarks", to_json_object(landmark(2, "Golden Gate Bridge")));
         start();
@@ -90,7 +92,7 @@ struct http_world {
             }
             if (on_request) on_request(r);
         };
-        srv.emplace(server_io.get_executor(), service, test_tokens(), c);
+        srv.emplace(server_io.get_executor(), service, auth, c);
         srv->listen({asio::ip::make_address("127.0.0.1"), port});
         port = srv->local_endpoint().port();
         srv->start();
@@ -291,9 +293,9 @@ struct answers_anything {
     int requests = 0;
 };
 
-/// A TCP proxy in front of the server that can swallow responses: it closes both sides when
+/// A TCP proxy in front of the server that can swallow responses (it closes both sides when
 /// the server's answer arrives, so the server applied a request whose answer the client never
-/// sees.
+/// sees) or go silent on the connections open at a moment (`stall_open_connections`).
 struct dropping_proxy {
     dropping_proxy(asio::io_context& io, unsigned short target)
         : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), target(target) {
@@ -301,21 +303,30 @@ struct dropping_proxy {
     }
     unsigned short port() const { return acceptor.local_endpoint().port(); }
 
+    /// Every connection open now goes silent, as a stuck proxy or a dead network path: bytes
+    /// are read and dropped both ways, nothing is closed. Later connections forward.
+    void stall_open_connections() { stalled_below = next_connection; }
+
     tcp::acceptor acceptor;
     unsigned short target;
     int drop_responses = 0;
     int dropped = 0;
+    int connections = 0; ///< accepted and connected through, so far
 
 private:
+    int next_connection = 0;
+    int stalled_below = 0;
+
     static asio::awaitable<void> pipe(std::shared_ptr<tcp::socket> from,
                                       std::shared_ptr<tcp::socket> to, dropping_proxy* p,
-                                      bool responses) {
+                                      bool responses, int number) {
         const auto tok = asio::as_tuple(asio::use_awaitable);
         std::array<char, 16384> buf;
         for (;;) {
             auto space = asio::buffer(buf);
             auto [ec, n] = co_await from->async_read_some(space, tok);
             if (ec) break;
+            if (number < p->stalled_below) continue; // swallowed
             if (responses && p->drop_responses > 0) {
                 --p->drop_responses;
                 ++p->dropped;
@@ -340,8 +351,10 @@ private:
             tcp::endpoint server(asio::ip::make_address("127.0.0.1"), p->target);
             auto [cec] = co_await s->async_connect(server, tok);
             if (cec) continue;
-            asio::co_spawn(c->get_executor(), pipe(c, s, p, false), asio::detached);
-            asio::co_spawn(c->get_executor(), pipe(s, c, p, true), asio::detached);
+            const int number = p->next_connection++;
+            ++p->connections;
+            asio::co_spawn(c->get_executor(), pipe(c, s, p, false, number), asio::detached);
+            asio::co_spawn(c->get_executor(), pipe(s, c, p, true, number), asio::detached);
         }
     }
 };

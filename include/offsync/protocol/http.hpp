@@ -38,24 +38,27 @@ inline bool percent_decode(std::string_view in, std::string& out, bool plus_is_s
     return true;
 }
 
+/// Appends `text` to `out` percent-encoded: everything but the unreserved characters.
+inline void percent_encode(std::string_view text, std::string& out) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    for (unsigned char ch : text) {
+        if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out += char(ch);
+        } else {
+            out += '%';
+            out += hex[ch >> 4];
+            out += hex[ch & 15];
+        }
+    }
+}
+
 } // namespace detail
 
 /// The request target of a pull: "/v1/sync/pull?collection=C&since=N&limit=N", then the
 /// optional `client_id`, `subset` and `backfill`.
 inline std::string pull_target(const pull_request& r) {
     std::string t = "/v1/sync/pull?collection=";
-    static constexpr char hex[] = "0123456789ABCDEF";
-    auto encode = [&](std::string_view text) {
-        for (unsigned char ch : text) {
-            if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-                t += char(ch);
-            } else {
-                t += '%';
-                t += hex[ch >> 4];
-                t += hex[ch & 15];
-            }
-        }
-    };
+    auto encode = [&](std::string_view text) { detail::percent_encode(text, t); };
     encode(r.collection);
     t += "&since=" + std::to_string(r.since) + "&limit=" + std::to_string(r.limit);
     if (!r.client_id.empty()) {
@@ -130,9 +133,21 @@ inline diagnostics parse_pull_query(std::string_view query, pull_request& r) {
     return {};
 }
 
+/// The request target of a change stream (docs/live.md): "/v1/stream", with the device's
+/// client id when it has one, so that its own writes do not wake it.
+inline std::string stream_target(std::string_view client_id) {
+    std::string t = "/v1/stream";
+    if (!client_id.empty()) {
+        t += "?client_id=";
+        detail::percent_encode(client_id, t);
+    }
+    return t;
+}
+
 /// The HTTP status that answers an offsync error: 400 for a request that can never succeed as
 /// sent, 401/403 for who may do what, 404 for what does not exist, 409 for a conflict, 413/431
-/// for sizes, 500 for the server's own failures (and any code that is not offsync's).
+/// for sizes, 429 for too many change streams, 500 for the server's own failures (and any
+/// code that is not offsync's).
 inline unsigned http_status(const error_code& ec) {
     switch (errc_of(ec)) {
     case errc::malformed_json:
@@ -150,6 +165,7 @@ inline unsigned http_status(const error_code& ec) {
     case errc::method_not_allowed: return 405;
     case errc::unsupported_media_type: return 415;
     case errc::headers_too_large: return 431;
+    case errc::too_many_streams: return 429;
     default: return 500;
     }
 }

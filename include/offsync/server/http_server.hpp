@@ -3,6 +3,7 @@
 #pragma once
 
 #include <offsync/error.hpp>
+#include <offsync/live.hpp>
 #include <offsync/protocol.hpp>
 #include <offsync/server/auth.hpp>
 #include <offsync/server/sync_service.hpp>
@@ -19,12 +20,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json/parse.hpp>
@@ -98,6 +102,16 @@ struct http_server_config {
     /// How long `async_shutdown` lets in-flight requests finish before it closes their
     /// connections.
     std::chrono::milliseconds drain_timeout{10'000};
+    /// Change streams (`GET /v1/stream`): how often an idle one gets a heartbeat, which keeps
+    /// proxies from closing it and lets the device notice a dead server. The stream's token is
+    /// checked again at each heartbeat: one no longer accepted (revoked, expired) closes the
+    /// stream within this time. Must be positive.
+    std::chrono::milliseconds stream_heartbeat{15'000};
+    /// Whether `GET /v1/stream` is served. Off, it answers 404 and devices stay on periodic
+    /// rounds (for a deployment whose proxies cannot carry long responses).
+    bool change_streams = true;
+    /// The `Retry-After` (seconds) of a 429 for too many change streams.
+    std::chrono::seconds stream_retry_after{30};
     /// Called once per request, after its response was written (or failed to be), on the
     /// connection's executor; may be called from several threads at once. Default: no log.
     std::function<void(const request_log&)> log;
@@ -108,11 +122,18 @@ namespace detail {
 using http_request = boost::beast::http::request<boost::beast::http::string_body>;
 using http_response = boost::beast::http::response<boost::beast::http::string_body>;
 
+/// A change stream the router accepted: the connection turns into it.
+struct stream_request {
+    std::string token;  ///< checked again at each heartbeat
+    std::string client; ///< the device's client id (`?client_id=`), whose own writes it skips
+};
+
 /// What the router answered, and what the log line needs to know about it.
 struct routed {
     http_response response;
     std::string user;
     std::string error; ///< the error body's code, when the answer is an error
+    std::optional<stream_request> stream; ///< set instead of a response for a change stream
 };
 
 inline void set_json(http_response& res, unsigned status, std::string body) {
@@ -298,10 +319,33 @@ inline void route_rest(routed& r, sync_service& service, const http_request& req
     route_record(r, service, req, collection, id);
 }
 
+/// `GET /v1/stream[?client_id=ID]`: accepted (the caller opens the stream) or refused.
+inline void route_stream(routed& r, const http_request& req, std::string_view query,
+                         std::string_view token, bool stopping) {
+    if (req.method() != boost::beast::http::verb::get) return method_not_allowed(r, "GET");
+    if (stopping) return set_error(r, 503, errc::server_error, "the server is shutting down");
+    stream_request open;
+    open.token = std::string(token);
+    while (!query.empty()) {
+        const auto amp = query.find('&');
+        const auto pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+        const auto eq = pair.find('=');
+        if (pair.substr(0, eq) != "client_id") continue; // parameters of later versions
+        if (eq == std::string_view::npos ||
+            !offsync::detail::percent_decode(pair.substr(eq + 1), open.client, true) ||
+            open.client.empty() || open.client.size() > max_id_length)
+            return set_error(r, 400, errc::invalid_field,
+                             "'client_id' must be 1 to " +
+                                 std::to_string(max_id_length) + " bytes");
+    }
+    r.stream = std::move(open);
+}
+
 /// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
 /// report that the server drains.
 inline routed route(sync_service& service, const authenticator& auth, const http_request& req,
-                    bool stopping) {
+                    bool stopping, bool change_streams = true) {
     routed r;
     r.response.version(11);
     const auto target = std::string_view(req.target().data(), req.target().size());
@@ -333,6 +377,10 @@ inline routed route(sync_service& service, const authenticator& auth, const http
 
     if (path == "/v1/sync/push" || path == "/v1/sync/pull")
         route_sync(r, service, req, path == "/v1/sync/push", query);
+    else if (path == "/v1/stream" && change_streams)
+        route_stream(r, req, query, token, stopping);
+    else if (path == "/v1/stream")
+        set_error(r, 404, errc::not_found, "this server serves no change streams");
     else
         route_rest(r, service, req, path);
     return r;
@@ -359,7 +407,14 @@ public:
                      http_server_config config)
         : ex_(std::move(ex)), strand_(boost::asio::make_strand(ex_)), acceptor_(strand_),
           drained_(strand_), service_(service), auth_(std::move(auth)),
-          config_(std::move(config)) {}
+          config_(checked(std::move(config))) {}
+
+    static http_server_config checked(http_server_config config) {
+        if (config.stream_heartbeat <= std::chrono::milliseconds::zero())
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "http_server: stream_heartbeat must be positive");
+        return config;
+    }
 
     void listen(const tcp::endpoint& endpoint) {
         acceptor_.open(endpoint.protocol());
@@ -385,6 +440,11 @@ public:
         return connections_.size();
     }
 
+    std::size_t streams() const {
+        std::lock_guard lock(mutex_);
+        return streams_;
+    }
+
     /// From now on no request begins: idle connections close as they notice, busy ones after
     /// their answer.
     void begin_stop() {
@@ -395,15 +455,20 @@ public:
     boost::asio::awaitable<void> shutdown(std::shared_ptr<http_server_impl> self) {
         const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         std::vector<std::shared_ptr<connection>> idle;
+        std::vector<std::shared_ptr<stream_wake>> streaming;
         {
             std::lock_guard lock(mutex_);
             stopping_ = true;
-            for (auto& [id, c] : connections_)
+            for (auto& [id, c] : connections_) {
                 if (c->idle) idle.push_back(c);
+                if (c->live) streaming.push_back(c->live);
+            }
         }
         boost::system::error_code ignored;
         acceptor_.close(ignored);
         for (auto& c : idle) cancel(c, true);
+        // Each stream says goodbye (a `close` event) and ends.
+        for (auto& w : streaming) wake(w);
         auto deadline = std::chrono::steady_clock::now() + config_.drain_timeout;
         bool forced = false;
         for (;;) {
@@ -428,12 +493,29 @@ public:
     }
 
 private:
+    /// How a change stream's writer sleeps between events: on a timer until its heartbeat,
+    /// cut short by news or a shutdown. `woken` keeps a wake that came while the writer was
+    /// busy. Both are touched on the connection's strand only.
+    struct stream_wake {
+        explicit stream_wake(const boost::asio::any_io_executor& ex) : timer(ex) {}
+        boost::asio::steady_timer timer;
+        bool woken = false;
+    };
+
+    static void wake(const std::shared_ptr<stream_wake>& w) {
+        boost::asio::post(w->timer.get_executor(), [w] {
+            w->woken = true;
+            w->timer.cancel();
+        });
+    }
+
     struct connection {
         explicit connection(tcp::socket socket) : stream(std::move(socket)) {}
         boost::beast::tcp_stream stream;
         std::uint64_t id = 0;
         std::string remote;
         bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
+        std::shared_ptr<stream_wake> live; ///< set while it carries a change stream; guarded too
     };
 
     /// Cancels a connection's I/O on its strand. `if_still_idle`: only if it still waits for a
@@ -463,7 +545,8 @@ private:
                 if (stopping_ || !acceptor_.is_open()) break;
                 if (ec) {
                     // Out of descriptors and the like: breathe, then accept again.
-                } else if (connections_.size() >= config_.max_connections) {
+                } else if (connections_.size() - streams_ >= config_.max_connections) {
+                    // Change streams have a limit of their own (`service_config::live`).
                     // Answered outside `this`: it may outlive the server.
                     boost::asio::co_spawn(socket.get_executor(),
                                    reject_busy(std::move(socket), config_.busy_retry_after),
@@ -556,25 +639,153 @@ private:
                 const bool request_came = co_await wait_for_request(c, buffer);
                 if (!request_came) co_return;
             }
-            request_parser parser;
-            const auto read = co_await read_request(stream, buffer, parser);
+            std::optional<request_parser> parser(std::in_place);
+            const auto read = co_await read_request(stream, buffer, *parser);
             if (!read) co_return; // gone, stalled or cancelled: nobody to answer
             const auto ec = *read;
             const auto started = std::chrono::steady_clock::now();
             bool close = false;
-            routed r = answer(parser, ec, close);
+            routed r = answer(*parser, ec, close);
+            if (r.stream) {
+                log_request(c, *parser, ec, r, started);
+                // What the request held is not kept for the stream's life.
+                parser.reset();
+                buffer.clear();
+                buffer.shrink_to_fit();
+                co_await stream_changes(c, std::move(r.user), std::move(*r.stream));
+                co_return;
+            }
             r.response.set(boost::beast::http::field::server, "offsync");
             r.response.keep_alive(!close);
             r.response.prepare_payload();
             stream.expires_after(config_.read_timeout);
             auto [wec, wn] = co_await boost::beast::http::async_write(stream, r.response, tok);
-            log_request(c, parser, ec, r, started);
+            log_request(c, *parser, ec, r, started);
             if (wec) co_return;
             if (close) {
                 co_await linger_close(stream);
                 co_return;
             }
         }
+    }
+
+    /// Carries a change stream (docs/live.md) until the client goes, the token is no longer
+    /// accepted, or the server stops: `ready`, then `change` events as the hub queues hints,
+    /// heartbeats when idle, and a `close` event when the server ends it.
+    boost::asio::awaitable<void> stream_changes(connection& c, std::string user,
+                                                stream_request request) {
+        namespace http = boost::beast::http;
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        auto& stream = c.stream;
+        auto w = std::make_shared<stream_wake>(stream.get_executor());
+        diagnostics refused;
+        auto subscription = service_.live_streams()->subscribe(
+            user, request.client, [weak = std::weak_ptr<stream_wake>(w)] {
+                if (auto alive = weak.lock()) wake(alive);
+            },
+            refused);
+        if (!subscription) {
+            routed r;
+            r.response.version(11);
+            set_error(r, refused);
+            r.response.set(http::field::retry_after,
+                           std::to_string(config_.stream_retry_after.count()));
+            r.response.set(http::field::server, "offsync");
+            r.response.keep_alive(false);
+            r.response.prepare_payload();
+            stream.expires_after(config_.read_timeout);
+            auto [ec, n] = co_await http::async_write(stream, r.response, tok);
+            if (!ec) co_await linger_close(stream);
+            co_return;
+        }
+        struct registration {
+            http_server_impl* server;
+            connection& c;
+            ~registration() {
+                std::lock_guard lock(server->mutex_);
+                c.live.reset();
+                --server->streams_;
+            }
+        };
+        {
+            std::lock_guard lock(mutex_);
+            c.live = w;
+            ++streams_;
+        }
+        registration registered{this, c};
+
+        http::response<http::empty_body> res{http::status::ok, 11};
+        res.set(http::field::server, "offsync");
+        res.set(http::field::content_type, "text/event-stream");
+        res.set(http::field::cache_control, "no-store");
+        res.set("X-Accel-Buffering", "no"); // nginx and others: pass each event on at once
+        res.keep_alive(false);
+        res.chunked(true);
+        http::response_serializer<http::empty_body> header(res);
+        stream.expires_after(config_.read_timeout);
+        auto [hec, hn] = co_await http::async_write_header(stream, header, tok);
+        if (hec) co_return;
+        const bool greeted = co_await send(stream, live::ready_text(config_.stream_heartbeat));
+        if (!greeted) co_return;
+        auto next_heartbeat = std::chrono::steady_clock::now() + config_.stream_heartbeat;
+        for (;;) {
+            if (!w->woken) {
+                w->timer.expires_at(next_heartbeat);
+                co_await w->timer.async_wait(tok);
+            }
+            w->woken = false;
+            bool stopping;
+            {
+                std::lock_guard lock(mutex_);
+                stopping = stopping_;
+            }
+            if (stopping) {
+                co_await finish(stream, errc::server_error, "the server is shutting down");
+                co_return;
+            }
+            std::string text;
+            for (const auto& hint : subscription->take()) text += live::change_text(hint);
+            if (std::chrono::steady_clock::now() >= next_heartbeat) {
+                std::optional<std::string> still;
+                try {
+                    if (auth_) still = auth_(request.token);
+                } catch (const std::exception&) {
+                    // An authenticator that fails is no answer: keep the stream till next time.
+                    still = user;
+                }
+                if (!still || *still != user) {
+                    co_await finish(stream, errc::unauthorized, "the token is no longer accepted");
+                    co_return;
+                }
+                if (text.empty()) text = live::heartbeat_text;
+                next_heartbeat = std::chrono::steady_clock::now() + config_.stream_heartbeat;
+            }
+            if (!text.empty()) {
+                const bool sent = co_await send(stream, text);
+                if (!sent) co_return; // the client went away, or stopped reading
+            }
+        }
+    }
+
+    /// Writes one chunk of a change stream; false if it could not be written in time.
+    boost::asio::awaitable<bool> send(boost::beast::tcp_stream& stream, const std::string& text) {
+        stream.expires_after(config_.read_timeout);
+        auto [ec, n] = co_await boost::asio::async_write(
+            stream, boost::beast::http::make_chunk(boost::asio::buffer(text)),
+            boost::asio::as_tuple(boost::asio::use_awaitable));
+        co_return !ec;
+    }
+
+    /// Ends a change stream the server closes: a `close` event telling why, the last chunk.
+    boost::asio::awaitable<void> finish(boost::beast::tcp_stream& stream, errc code,
+                                        std::string_view why) {
+        const bool sent = co_await send(stream, live::close_text(code, why));
+        if (!sent) co_return;
+        stream.expires_after(config_.read_timeout);
+        auto [ec, n] = co_await boost::asio::async_write(
+            stream, boost::beast::http::make_chunk_last(),
+            boost::asio::as_tuple(boost::asio::use_awaitable));
+        if (!ec) co_await linger_close(stream);
     }
 
     /// Waits, idle, for the first bytes of the next request; false if none will come (the
@@ -656,7 +867,7 @@ private:
             close = true;
         } else {
             try {
-                r = route(service_, auth_, parser.get(), stopping);
+                r = route(service_, auth_, parser.get(), stopping, config_.change_streams);
             } catch (const std::exception& e) {
                 r = routed{};
                 r.response.version(11);
@@ -712,6 +923,7 @@ private:
     mutable std::mutex mutex_;
     std::unordered_map<std::uint64_t, std::shared_ptr<connection>> connections_;
     std::uint64_t last_connection_id_ = 0;
+    std::size_t streams_ = 0; ///< connections carrying a change stream
     bool accepting_ = false;
     bool stopping_ = false;
 };
@@ -728,11 +940,14 @@ private:
 /// | `GET /v1/C/{id}` | Bearer | the record as a `<change>`, with `ETag: "<version>"` |
 /// | `PUT /v1/C/{id}` | Bearer | writes the fields of the JSON object body; `If-Match: "<version>"` makes it conditional: a stale base answers 409 with the server's record |
 /// | `DELETE /v1/C/{id}` | Bearer | deletes it (a tombstone); `If-Match` as for PUT |
+/// | `GET /v1/stream[?client_id=ID]` | Bearer | a change stream (`text/event-stream`, docs/live.md): a hint each time a collection changes where the user may see it |
 /// | `GET /healthz` | none | `{"status": "ok", ...}`; 503 `"stopping"` while it drains |
 ///
 /// Errors are `{"error": {"code", "message"}}` with the status of `http_status()`, plus 405 (a
 /// method a route does not have), 415 (a body that is not `application/json`), 431 (headers
-/// too large) and 503 (too many connections). docs/protocol.md has the details.
+/// too large), 429 (too many change streams, with `Retry-After`) and 503 (too many
+/// connections). docs/protocol.md has the details. Change streams do not count against
+/// `max_connections`; `service_config::live` limits them.
 ///
 /// Threading: the accept loop runs on a strand of the executor; every connection runs as a
 /// coroutine on a strand of its own, so a multi-threaded io_context serves connections in
@@ -761,8 +976,11 @@ public:
     /// Starts accepting connections. Call once, after `listen`.
     void start() { impl_->start(); }
 
-    /// Open connections right now.
+    /// Open connections right now, change streams included.
     std::size_t connections() const { return impl_->connections(); }
+
+    /// Open change streams right now.
+    std::size_t streams() const { return impl_->streams(); }
 
     /// Graceful shutdown: stops accepting, closes idle keep-alive connections, lets requests in
     /// flight finish (their responses carry `Connection: close`), and completes once every

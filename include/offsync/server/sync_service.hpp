@@ -18,6 +18,7 @@
 #include <offsync/server/change_feed.hpp>
 #include <offsync/server/conflict_check.hpp>
 #include <offsync/server/idempotency.hpp>
+#include <offsync/server/live_hub.hpp>
 #include <offsync/server/record_view.hpp>
 #include <offsync/server/rest_rules.hpp>
 #include <offsync/server/store.hpp>
@@ -59,6 +60,8 @@ struct service_config {
     std::size_t max_groups_per_record = 100;
     std::size_t max_members_per_group = 1000;
     wall_clock clock = system_wall_ms;
+    /// Change streams the service's hub holds open (docs/live.md).
+    live_limits live;
 };
 
 /// The answer to a request in its wire form: the response's JSON text, or why the request was
@@ -92,13 +95,15 @@ public:
     /// Throws std::invalid_argument if `config` is inconsistent (see `service_config`).
     explicit sync_service(service_config config = {})
         : owned_store_(std::make_unique<memory_server_store>()), store_(*owned_store_),
-          config_(checked(std::move(config))), counters_(store_.counters()) {}
+          config_(checked(std::move(config))), counters_(store_.counters()),
+          live_(live_hub::make(config_.live)) {}
 
     /// A service over `store`, which must outlive it. The store's counters (the version
     /// sequence and the clock) carry on where they were. Throws std::invalid_argument if
     /// `config` is inconsistent (see `service_config`).
     explicit sync_service(server_store& store, service_config config = {})
-        : store_(store), config_(checked(std::move(config))), counters_(store_.counters()) {}
+        : store_(store), config_(checked(std::move(config))), counters_(store_.counters()),
+          live_(live_hub::make(config_.live)) {}
 
     sync_service(const sync_service&) = delete;
     sync_service& operator=(const sync_service&) = delete;
@@ -121,6 +126,13 @@ public:
         auto name = schema.name;
         schemas_[name] = std::move(schema);
     }
+
+    /// The registry of open change streams (docs/live.md). After each commit the service
+    /// queues a hint on every stream whose user may see what changed (per-user records: their
+    /// owner; shared: everyone; grouped: the members of the groups the record was and is in,
+    /// and a user whose membership changed), never on the pushing device's own. A server
+    /// front (the HTTP server's `GET /v1/stream`) subscribes streams to it.
+    const std::shared_ptr<live_hub>& live_streams() const noexcept { return live_; }
 
     // --- Sharing (grouped collections; docs/sharing.md).
 
@@ -231,6 +243,7 @@ public:
         std::vector<mutation_result> results;
         results.reserve(request.mutations.size());
         std::optional<own_writes_range> own_writes;
+        const news_origin origin(*this, user, request.client_id);
         auto d = in_transaction([&] {
             detail::remembered_results remembered(store_,
                                                   std::string(user) + '\n' + request.client_id);
@@ -550,6 +563,10 @@ private:
     diagnostics in_transaction(Body&& body) {
         const auto saved = counters_;
         bool open = false;
+        news_.clear();
+        // Decided once per transaction: a stream that subscribes meanwhile runs a round once
+        // it is told it is open, and that round's pull waits for this commit.
+        announcing_ = live_->size() != 0;
         auto d = guarded([&] {
             store_.begin();
             open = true;
@@ -565,7 +582,83 @@ private:
             store_.rollback();
             counters_ = saved;
         }
+        if (!d) announce();
+        news_.clear();
         return d;
+    }
+
+    // --- Live changes: what a transaction will announce once it commits.
+
+    enum class audience { everyone, user, group };
+    struct news_key {
+        const collection_schema* schema;
+        audience to;
+        std::string name; ///< the user or the group
+        bool own;         ///< the pushing device's own write
+        auto operator<=>(const news_key&) const = default;
+    };
+
+    /// The device whose push is being applied, for the length of the push.
+    struct news_origin {
+        news_origin(sync_service& s, std::string_view user, std::string_view client) : service(s) {
+            service.origin_user_ = user;
+            service.origin_client_ = client;
+        }
+        ~news_origin() {
+            service.origin_user_.clear();
+            service.origin_client_.clear();
+        }
+        news_origin(const news_origin&) = delete;
+        news_origin& operator=(const news_origin&) = delete;
+        sync_service& service;
+    };
+
+    void note(const collection_schema& schema, audience to, std::string_view name,
+              std::uint64_t version, bool own) {
+        if (!announcing_) return;
+        auto& v = news_[news_key{&schema, to, std::string(name), own && !origin_client_.empty()}];
+        v = std::max(v, version);
+    }
+
+    /// A record of a per-user or shared collection written under `owner` (empty: the one
+    /// record everybody sees); grouped records are announced by their channels.
+    void note_record(const collection_schema& schema, std::string_view owner,
+                     std::uint64_t version) {
+        if (schema.scope == scope::grouped) return;
+        note(schema, owner.empty() ? audience::everyone : audience::user, owner, version, true);
+    }
+
+    /// A channel touched: a group's (its members hear of it) or a user's. `own`: by a write of
+    /// the pushing device, rather than by a membership change, whose copies the device has not
+    /// seen even if its push caused them.
+    void note_channel(const collection_schema& schema, std::string_view channel,
+                      std::uint64_t version, bool own) {
+        constexpr std::string_view group_prefix = "group:", user_prefix = "user:";
+        if (channel.starts_with(group_prefix))
+            note(schema, audience::group, channel.substr(group_prefix.size()), version, own);
+        else if (channel.starts_with(user_prefix))
+            note(schema, audience::user, channel.substr(user_prefix.size()), version, own);
+    }
+
+    /// Publishes the committed transaction's news. A failure to read a group's members loses
+    /// hints, never data: the devices catch up at their next round.
+    void announce() noexcept {
+        if (news_.empty()) return;
+        try {
+            live_news n;
+            for (const auto& [key, version] : news_) {
+                n.collection = key.schema->name;
+                n.version = version;
+                n.everyone = key.to == audience::everyone;
+                n.users.clear();
+                if (key.to == audience::user) n.users.push_back(key.name);
+                else if (key.to == audience::group) n.users = store_.members_of(key.name);
+                n.origin_user = key.own ? origin_user_ : std::string();
+                n.origin_client = key.own ? origin_client_ : std::string();
+                live_->publish(n);
+            }
+        } catch (...) {
+        }
     }
 
     diagnostics rest_write(std::string_view user, std::string_view collection,
@@ -682,8 +775,7 @@ private:
                     if (auto inserted =
                             insert_if_new(schema, base_owner, key, m, written, client)) {
                         for (const auto& g : fresh.after)
-                            store_.touch_channel(schema, detail::group_channel(g), key,
-                                                 inserted->version, true);
+                            touch(schema, detail::group_channel(g), key, inserted->version, true);
                         return *inserted;
                     }
             }
@@ -934,6 +1026,7 @@ private:
         rec.stamp = stamp;
         rec.last_writer = writer;
         store_.put(schema, owner, rec);
+        note_record(schema, owner, version);
         return rec;
     }
 
@@ -972,6 +1065,7 @@ private:
                                new_record(schema, key, m.fields, mask, version, m.stamp, client)))
             return std::nullopt;
         counters_.last_version = version;
+        note_record(schema, owner, version);
         mutation_result r;
         r.version = version; // every field is this write's: nothing unseen to send back
         return r;
@@ -987,6 +1081,7 @@ private:
         rec.stamp = stamp;
         rec.last_writer = writer;
         store_.put(schema, owner, rec);
+        note_record(schema, owner, rec.version);
         return rec.version;
     }
 
@@ -1057,6 +1152,13 @@ private:
         return out;
     }
 
+    /// Touches a channel (`server_store::touch_channel`) and notes it for the live streams.
+    void touch(const collection_schema& schema, const std::string& channel, const std::string& key,
+               std::uint64_t version, bool present, bool own = true) {
+        store_.touch_channel(schema, channel, key, version, present);
+        note_channel(schema, channel, version, own);
+    }
+
     /// What a write to a grouped record does besides the record (`written`, null once deleted,
     /// at `version`): it touches the channels of the groups the record was in (`before`) and is
     /// in now, so their members' pulls see it; a membership record sets its group's members.
@@ -1069,8 +1171,7 @@ private:
         std::sort(groups.begin(), groups.end());
         groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
         for (const auto& g : groups)
-            store_.touch_channel(schema, detail::group_channel(g), key, version,
-                                 detail::holds(now_in, g));
+            touch(schema, detail::group_channel(g), key, version, detail::holds(now_in, g));
         if (schema.members_field.empty()) return;
         std::vector<std::string> members;
         if (written && !written->deleted)
@@ -1122,15 +1223,21 @@ private:
         std::vector<channel_entry> undecided;
         for (const auto* schema : grouped_schemas()) {
             undecided.clear();
-            counters_.last_version +=
+            const auto copied =
                 store_.copy_channel(*schema, from, to, touched_after, counters_.last_version,
                                     undecided);
+            counters_.last_version += copied;
             // Entries from before channels kept presence: the record decides.
             for (const auto& e : undecided) {
                 const auto rec = store_.find(*schema, {}, e.key);
                 if (detail::holds(detail::stored_groups(*schema, rec ? &*rec : nullptr), group))
-                    store_.touch_channel(*schema, to, e.key, ++counters_.last_version, true);
+                    touch(*schema, to, e.key, ++counters_.last_version, true,
+                          user == origin_user_);
             }
+            // The pushing user's own join (founding a group by a membership record) copies
+            // only what that push wrote: their device has it.
+            if (copied != 0)
+                note_channel(*schema, to, counters_.last_version, user == origin_user_);
         }
     }
 
@@ -1283,6 +1390,10 @@ private:
     std::map<std::string, collection_schema, std::less<>> schemas_;
     std::set<std::string, std::less<>> users_; ///< known users: membership names only these
     server_counters counters_;
+    std::shared_ptr<live_hub> live_;
+    std::map<news_key, std::uint64_t> news_; ///< the open transaction's, by audience
+    bool announcing_ = false;                ///< whether any stream listens
+    std::string origin_user_, origin_client_;
 };
 
 } // namespace offsync::server

@@ -83,6 +83,25 @@ struct http_transport_config {
     }
 };
 
+namespace detail {
+
+/// Throws `sync_error` (`errc::invalid_configuration`, the message starting with `who`) for a
+/// configuration that cannot reach a server: no host, port 0, a base path that does not start
+/// with '/'.
+inline void check_server_address(const http_transport_config& config, const char* who) {
+    auto require = [who](bool ok, const char* why) {
+        if (!ok)
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             std::string(who) + ": " + why);
+    };
+    require(!config.host.empty(), "no host");
+    require(config.port != 0, "port 0 (give the server's port, 1 to 65535)");
+    require(config.base_path.empty() || config.base_path.front() == '/',
+            "base_path must be empty or start with '/'");
+}
+
+} // namespace detail
+
 /// Carries push batches and pull pages to an offsync HTTP server (protocol v1): one request per
 /// batch or page, over one keep-alive connection that is opened on first use and reused.
 /// Operations started while others are outstanding are written on the same connection without
@@ -181,16 +200,10 @@ private:
     using response_parser = boost::beast::http::response_parser<boost::beast::http::string_body>;
 
     static http_transport_config checked(http_transport_config config) {
-        auto require = [](bool ok, const char* why) {
-            if (!ok)
-                throw sync_error(make_error_code(errc::invalid_configuration),
-                                 std::string("http_transport: ") + why);
-        };
-        require(!config.host.empty(), "no host");
-        require(config.port != 0, "port 0 (give the server's port, 1 to 65535)");
-        require(config.max_requests_in_flight > 0, "max_requests_in_flight must be positive");
-        require(config.base_path.empty() || config.base_path.front() == '/',
-                "base_path must be empty or start with '/'");
+        detail::check_server_address(config, "http_transport");
+        if (config.max_requests_in_flight == 0)
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "http_transport: max_requests_in_flight must be positive");
         return config;
     }
 
