@@ -21,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -104,6 +105,15 @@ bool run_until(asio::io_context& io, Pred done, std::chrono::milliseconds limit)
     return done();
 }
 
+/// A server database of its own, never one a run before left behind: its records would be
+/// in the devices' stores before they are pushed.
+std::string fresh_database(const options& o, const std::string& name) {
+    const auto path = (o.dir / name).string();
+    std::error_code ignored;
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
+    return path;
+}
+
 double percentile(std::vector<double> v, double p) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());
@@ -141,7 +151,7 @@ steady::time_point push_one(asio::io_context& io, offsync::http_transport& write
 
 void measure_latency(const options& o, output& out, std::size_t devices, std::size_t& next_id) {
     asio::io_context io;
-    server_process server(o, (o.dir / ("live-" + std::to_string(devices) + ".db")).string());
+    server_process server(o, fresh_database(o, "live-" + std::to_string(devices) + ".db"));
     const auto transport = bench_transport(server, "u");
     std::vector<std::unique_ptr<listening_device>> listening;
     for (std::size_t i = 0; i < devices; ++i)
@@ -200,9 +210,68 @@ void measure_latency(const options& o, output& out, std::size_t devices, std::si
     out.write(std::move(row));
 }
 
+/// The server's fan-out alone: K streams that only take hints (no rounds, so the listening
+/// side costs nearly nothing on this machine), and the time from each push's acknowledgement
+/// to each stream's hint.
+void measure_fanout(const options& o, output& out, std::size_t streams_wanted,
+                    std::size_t& next_id) {
+    asio::io_context io;
+    server_process server(o,
+                          fresh_database(o, "live-fanout-" + std::to_string(streams_wanted) + ".db"));
+    const auto transport = bench_transport(server, "u");
+    std::vector<std::unique_ptr<offsync::http_change_stream>> streams;
+    std::vector<std::optional<steady::time_point>> heard(streams_wanted);
+    for (std::size_t i = 0; i < streams_wanted; ++i) {
+        offsync::live_config live;
+        live.client_id = "fanout-" + std::to_string(i);
+        live.on_change = [&heard, i](const offsync::change_hint&) {
+            if (!heard[i]) heard[i] = steady::now();
+        };
+        streams.push_back(
+            std::make_unique<offsync::http_change_stream>(io.get_executor(), transport, live));
+        streams.back()->start();
+    }
+    if (!run_until(io, [&] {
+            return std::all_of(streams.begin(), streams.end(),
+                               [](const auto& s) { return s->opened() >= 1; });
+        }, std::chrono::seconds(120)))
+        throw std::runtime_error("live: not every stream opened");
+    offsync::http_transport writer(io.get_executor(), transport);
+    const std::size_t rounds = o.quick ? 5 : 50;
+    std::vector<double> hint_ms;
+    std::size_t missed = 0;
+    for (std::size_t r = 0; r < rounds; ++r) {
+        std::fill(heard.begin(), heard.end(), std::nullopt);
+        ++next_id;
+        const auto acked = push_one(io, writer, next_id, "fanout-" + std::to_string(next_id));
+        run_until(io, [&] {
+            return std::all_of(heard.begin(), heard.end(), [](const auto& h) { return h.has_value(); });
+        }, std::chrono::seconds(30));
+        for (const auto& h : heard) {
+            if (h) hint_ms.push_back(ms(*h - acked));
+            else ++missed;
+        }
+    }
+    boost::json::object row;
+    row["scenario"] = "live_fanout";
+    row["mode"] = "http";
+    row["server_store"] = o.server_store;
+    row["streams"] = streams_wanted;
+    row["pushes"] = rounds;
+    row["samples"] = hint_ms.size();
+    row["missed"] = missed;
+    row["hint_p50_ms"] = percentile(hint_ms, 0.50);
+    row["hint_p99_ms"] = percentile(hint_ms, 0.99);
+    row["hint_max_ms"] = percentile(hint_ms, 1.0);
+    for (auto& s : streams) s->stop();
+    run_until(io, [] { return false; }, std::chrono::milliseconds(100));
+    row["server"] = server.stop();
+    out.write(std::move(row));
+}
+
 void measure_idle_streams(const options& o, output& out) {
     asio::io_context io;
-    server_process server(o, (o.dir / "live-idle.db").string());
+    server_process server(o, fresh_database(o, "live-idle.db"));
     const auto transport = bench_transport(server, "idle");
     const auto before = server.stats();
     std::vector<std::unique_ptr<offsync::http_change_stream>> streams;
@@ -255,6 +324,8 @@ void run_live(const options& o, output& out) {
     for (auto devices : o.devices) {
         std::cerr << "offsync-bench: live latency, " << devices << " devices\n";
         measure_latency(o, out, devices, next_id);
+        std::cerr << "offsync-bench: live fan-out, " << devices << " streams\n";
+        measure_fanout(o, out, devices, next_id);
     }
     if (o.idle_streams > 0) {
         std::cerr << "offsync-bench: " << o.idle_streams << " idle streams\n";

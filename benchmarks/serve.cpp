@@ -81,6 +81,9 @@ int serve_main(int argc, char** argv) {
     auto state = make_server_state(store, db, service_config);
     counters count;
     offsync::server::http_server_config config;
+    // Every device of the live scenario syncs at once, beside its stream: admit them all (a
+    // real server sizes this to its devices; past it, a 503 with Retry-After spreads them).
+    config.max_connections = 1'000'000;
     config.log = [&](const offsync::server::request_log& r) {
         ++count.requests;
         count.bytes_in += r.request_bytes;
