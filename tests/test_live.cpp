@@ -196,6 +196,9 @@ struct stream_probe {
         config.client_id = std::move(client_id);
         config.seed = 42;
         if (config.backoff_base == live_config{}.backoff_base) config.backoff_base = 50ms;
+        // Three of the tests' 100 ms heartbeats would be too tight on a loaded machine: only
+        // the stall test counts on them.
+        if (config.stall_timeout == 0ms) config.stall_timeout = 5s;
         config.on_change = [this](const change_hint& h) { hints.push_back(h); };
         config.on_open = [this] { ++opens; };
         config.on_state = [this](live_state s, const diagnostics& d) { states.emplace_back(s, d); };
@@ -236,7 +239,7 @@ TEST_CASE("live over HTTP: another device's edit reaches a listening device; the
     asio::io_context io;
     device_on_disk listening(io, w.port, alice_token);
     listening->start_background(hints_only());
-    listening->start_live({.backoff_base = 50ms});
+    listening->start_live({.backoff_base = 50ms, .stall_timeout = 5s});
     REQUIRE(run_until(io, [&] { return listening->live() == live_state::live; }, 5s));
     // The opening's round brings what was there before.
     REQUIRE(run_until(io, [&] { return listening->list<Landmark>().size() == 2; }, 5s));
@@ -244,7 +247,7 @@ TEST_CASE("live over HTTP: another device's edit reaches a listening device; the
     http_client writer(io, w.port, alice_token, w.clock.as_wall_clock());
     stream_probe writers_stream(io, w.port, alice_token, writer.engine.client_id());
     stream_probe bobs_stream(io, w.port, bob_token, "bobs-phone");
-    REQUIRE(run_until(io, [&] { return writers_stream.opens == 1 && bobs_stream.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return writers_stream.opens >= 1 && bobs_stream.opens >= 1; }, 5s));
 
     writer.replica.put(booking("r1", "window table"));
     CHECK(writer.sync().error == error_code{});
@@ -259,7 +262,7 @@ TEST_CASE("live over HTTP: another device's edit reaches a listening device; the
     // Bob may not see Alice's reservations: not even a hint of them.
     CHECK_FALSE(bobs_stream.heard("reservations"));
     REQUIRE(run_until(io, [&] { return listening->list<Landmark>().size() == 3; }, 5s));
-    CHECK(listening->live_stream()->opened() == 1);
+    CHECK(listening->live_stream()->opened() >= 1);
 }
 
 TEST_CASE("live over HTTP: a storm of commits reaches the stream coalesced, the newest version "
@@ -268,7 +271,7 @@ TEST_CASE("live over HTTP: a storm of commits reaches the stream coalesced, the 
     http_world w(fast_heartbeat());
     asio::io_context io;
     stream_probe laptop(io, w.port, alice_token, "laptop");
-    REQUIRE(run_until(io, [&] { return laptop.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return laptop.opens >= 1; }, 5s));
     std::uint64_t last = 0;
     constexpr int commits = 500;
     for (int i = 0; i < commits; ++i)
@@ -288,7 +291,7 @@ TEST_CASE("live over HTTP: past the per-user limit a stream is refused with 429 
     http_world w(fast_heartbeat(), sc);
     asio::io_context io;
     stream_probe first(io, w.port, alice_token, "phone");
-    REQUIRE(run_until(io, [&] { return first.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return first.opens >= 1; }, 5s));
     stream_probe second(io, w.port, alice_token, "laptop");
     REQUIRE(run_until(io, [&] { return second.stream->state() == live_state::waiting; }, 5s));
     const auto why = second.stream->last_error();
@@ -301,7 +304,7 @@ TEST_CASE("live over HTTP: past the per-user limit a stream is refused with 429 
     CHECK(second.stream->state() == live_state::waiting);
     // Another user is not held back by Alice's limit.
     stream_probe bob(io, w.port, bob_token, "phone");
-    REQUIRE(run_until(io, [&] { return bob.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return bob.opens >= 1; }, 5s));
     CHECK(w.srv->streams() == 2);
     CHECK(w.service.live_streams()->size() == 2);
 }
@@ -334,7 +337,7 @@ TEST_CASE("live over HTTP: a server without streams leaves the device on periodi
     periodic.earliest_begin = 0ms;
     periodic.interval = 100ms;
     d->start_background(periodic);
-    d->start_live({.backoff_base = 50ms});
+    d->start_live({.backoff_base = 50ms, .stall_timeout = 5s});
     REQUIRE(run_until(io, [&] { return d->live() == live_state::unavailable; }, 5s));
     CHECK_THAT(d->live_stream()->last_error().message,
                Catch::Matchers::Contains("HTTP 404") &&
@@ -359,7 +362,8 @@ TEST_CASE("live over HTTP: a revoked token closes its stream at the next heartbe
     asio::io_context io;
     stream_probe phone(io, w.port, alice_token, "phone",
                        {.backoff_base = 50ms, .backoff_cap = 400ms});
-    REQUIRE(run_until(io, [&] { return phone.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return phone.opens >= 1; }, 5s));
+    const int opened_before = phone.opens;
     *revoked = true;
     REQUIRE(run_until(io, [&] {
         for (const auto& [s, d] : phone.states)
@@ -368,12 +372,12 @@ TEST_CASE("live over HTTP: a revoked token closes its stream at the next heartbe
     }, 5s));
     // The close event said why; the next attempts ask for a fresh token, and are refused.
     REQUIRE(run_until(io, [&] { return phone.refreshes >= 2; }, 5s));
-    CHECK(phone.opens == 1);
+    CHECK(phone.opens == opened_before);
     CHECK(phone.stream->state() != live_state::live);
     CHECK(w.service.live_streams()->size() == 0);
     // A new token (the app's provider) opens it again.
     *revoked = false;
-    REQUIRE(run_until(io, [&] { return phone.opens == 2; }, 10s));
+    REQUIRE(run_until(io, [&] { return phone.opens > opened_before; }, 10s));
 }
 
 TEST_CASE("live over HTTP: shutdown closes the streams with a word, at once", "[live][http]") {
@@ -384,7 +388,7 @@ TEST_CASE("live over HTTP: shutdown closes the streams with a word, at once", "[
     asio::io_context io;
     stream_probe a(io, w.port, alice_token, "phone");
     stream_probe b(io, w.port, bob_token, "phone");
-    REQUIRE(run_until(io, [&] { return a.opens == 1 && b.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return a.opens >= 1 && b.opens >= 1; }, 5s));
     // The client side runs while the server drains, so it reads the goodbye.
     std::thread client([&] { run_until(io, [&] { return b.stream->state() == live_state::waiting; }, 5s); });
     const auto started = std::chrono::steady_clock::now();
@@ -400,11 +404,12 @@ TEST_CASE("live over HTTP: streams come back after a server restart", "[live][ht
     http_world w(fast_heartbeat());
     asio::io_context io;
     stream_probe phone(io, w.port, alice_token, "phone");
-    REQUIRE(run_until(io, [&] { return phone.opens == 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return phone.opens >= 1; }, 5s));
+    const int opened_before = phone.opens;
     w.stop();
     REQUIRE(run_until(io, [&] { return phone.stream->state() == live_state::waiting; }, 5s));
     w.start();
-    REQUIRE(run_until(io, [&] { return phone.opens == 2; }, 10s));
+    REQUIRE(run_until(io, [&] { return phone.opens > opened_before; }, 10s));
     CHECK(phone.stream->state() == live_state::live);
     const auto v = push(w.service, "alice", "laptop", upsert_of(1, booking("r1"))).results.at(0).version;
     REQUIRE(run_until(io, [&] { return phone.heard("reservations", v); }, 5s));
@@ -420,7 +425,7 @@ TEST_CASE("live over HTTP: a stalled path is noticed by the missing heartbeats, 
     d->start_background(hints_only());
     std::vector<std::string> lost;
     live_config c;
-    c.backoff_base = 50ms;
+    c.backoff_base = 50ms; // and the stall timeout: three heartbeats, 300 ms
     c.on_state = [&](live_state s, const diagnostics& why) {
         if (s == live_state::waiting) lost.push_back(why.message);
     };
@@ -437,4 +442,27 @@ TEST_CASE("live over HTTP: a stalled path is noticed by the missing heartbeats, 
     REQUIRE_FALSE(lost.empty());
     CHECK_THAT(lost.front(), Catch::Matchers::Contains("stalled"));
     CHECK(proxy.connections >= 3); // the stalled stream, the rounds', the new stream
+}
+
+TEST_CASE("live over HTTP: a device's newer stream replaces its older one", "[live][http][limits]") {
+    server::service_config sc;
+    sc.live.max_streams_per_user = 2;
+    http_world w(fast_heartbeat(), sc);
+    asio::io_context io;
+    // The old stream of a device whose path died unnoticed: it is still registered.
+    stream_probe old_stream(io, w.port, alice_token, "phone", {.backoff_base = 10s});
+    REQUIRE(run_until(io, [&] { return old_stream.opens >= 1; }, 5s));
+    stream_probe laptop(io, w.port, alice_token, "laptop");
+    REQUIRE(run_until(io, [&] { return laptop.opens >= 1; }, 5s));
+    // The device reconnects: its user is at the limit, yet the new stream opens, in the old
+    // one's place.
+    stream_probe new_stream(io, w.port, alice_token, "phone");
+    REQUIRE(run_until(io, [&] { return new_stream.opens >= 1; }, 5s));
+    REQUIRE(run_until(io, [&] { return old_stream.stream->state() == live_state::waiting; }, 5s));
+    CHECK(old_stream.stream->last_error().message ==
+          "replaced by a newer stream of the same device");
+    CHECK(w.service.live_streams()->size_of("alice") == 2);
+    const auto v = push(w.service, "alice", "tablet", upsert_of(1, booking("r1"))).results.at(0).version;
+    REQUIRE(run_until(io, [&] { return new_stream.heard("reservations", v); }, 5s));
+    CHECK_FALSE(old_stream.heard("reservations"));
 }

@@ -33,6 +33,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -309,8 +310,17 @@ private:
         t.host = std::move(url.host);
         t.port = url.port;
         t.base_path = std::move(url.base_path);
-        if (c.token_provider) t.token_provider = c.token_provider;
-        else if (!c.token.empty()) t.token_provider = [token = c.token](bool) { return token; };
+        if (c.token_provider) {
+            // The change stream calls it from its own strand, beside the transport's: one call
+            // at a time, as the provider was written for.
+            t.token_provider = [provider = c.token_provider,
+                                one_at_a_time = std::make_shared<std::mutex>()](bool refresh) {
+                std::lock_guard lock(*one_at_a_time);
+                return provider(refresh);
+            };
+        } else if (!c.token.empty()) {
+            t.token_provider = [token = c.token](bool) { return token; };
+        }
         return t;
     }
 

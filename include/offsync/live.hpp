@@ -153,9 +153,9 @@ inline diagnostics parse_close(std::string_view data) {
 /// Text/event-stream parsing, sans I/O: feed it the bytes as they come, in pieces of any size,
 /// and it hands back each complete event. Lines end with "\n", "\r\n" or "\r"; comments
 /// (":...") and `id:`/`retry:` fields are skipped; an event without data is not dispatched, as
-/// the standard says. A line longer than `max_line_bytes` is an error (a server that streams
-/// garbage must not grow the client's memory): `feed` then returns false and the stream
-/// should be dropped.
+/// the standard says. A line longer than `max_line_bytes`, or an event whose data grows past
+/// it, is an error (a server that streams garbage must not grow the client's memory): `feed`
+/// then returns false and the stream should be dropped.
 class event_parser {
 public:
     explicit event_parser(std::size_t max_line_bytes = 64 * 1024) : max_line_(max_line_bytes) {}
@@ -172,7 +172,8 @@ public:
                 line_done(out);
                 continue;
             }
-            if (line_.size() >= max_line_) return false;
+            if (line_.size() >= max_line_ || data_.size() + line_.size() >= max_line_)
+                return false;
             line_.push_back(ch);
         }
         return true;

@@ -77,6 +77,10 @@ TEST_CASE("live events: a line over the limit stops the parser", "[live]") {
     std::vector<live_event> out;
     CHECK(p.feed("data: 0123456789\n", out)); // 16 bytes on the line: at the limit
     CHECK_FALSE(p.feed("data: 0123456789abcdef", out));
+    // Many short data lines of one event: their sum is bounded too.
+    live::event_parser q(16);
+    CHECK(q.feed("data: 0123\ndata: 4567\n", out));
+    CHECK_FALSE(q.feed("data: 89ab\n", out));
 }
 
 TEST_CASE("live events: bad payloads are told apart, never thrown", "[live]") {
@@ -236,6 +240,41 @@ TEST_CASE("live hub: limits per user and in all are refused with too_many_stream
     hub->publish(news_for({"alice", "carol"}, "x", 1));
     CHECK(a2->sub->take().size() == 1);
     CHECK(c1->sub->take().size() == 1);
+}
+
+TEST_CASE("live hub: a device's newer stream replaces its older one", "[live]") {
+    auto hub = server::live_hub::make({.max_streams = 10, .max_streams_per_user = 2});
+    auto old_phone = listen(*hub, "alice", "phone");
+    auto laptop = listen(*hub, "alice", "laptop");
+    auto bobs_phone = listen(*hub, "bob", "phone");
+    auto new_phone = listen(*hub, "alice", "phone"); // at the per-user limit, yet accepted
+    CHECK(old_phone->sub->replaced());
+    CHECK(old_phone->wakes == 1); // its writer ends it
+    CHECK_FALSE(new_phone->sub->replaced());
+    CHECK_FALSE(bobs_phone->sub->replaced()); // another user's device of the same id
+    CHECK(hub->size_of("alice") == 2);
+    CHECK(hub->size() == 3);
+    hub->publish(news_for({"alice"}, "x", 1));
+    CHECK(old_phone->sub->take().empty());
+    CHECK(new_phone->sub->take().size() == 1);
+    // The replaced one leaves without taking the new one's place with it.
+    old_phone.reset();
+    CHECK(hub->size_of("alice") == 2);
+    // Streams without a client id never replace each other.
+    auto hub2 = server::live_hub::make();
+    auto a = listen(*hub2, "alice", "");
+    auto b = listen(*hub2, "alice", "");
+    CHECK_FALSE(a->sub->replaced());
+    CHECK(hub2->size() == 2);
+}
+
+TEST_CASE("live hub: a refused user leaves nothing behind", "[live]") {
+    auto hub = server::live_hub::make({.max_streams = 10, .max_streams_per_user = 0});
+    offsync::diagnostics why;
+    for (int i = 0; i < 100; ++i)
+        CHECK_FALSE(hub->subscribe("user-" + std::to_string(i), "c", {}, why));
+    CHECK(why.code == offsync::errc::too_many_streams);
+    CHECK(hub->size() == 0);
 }
 
 TEST_CASE("live hub: a subscription outlives the hub's owner, and leaves cleanly", "[live]") {

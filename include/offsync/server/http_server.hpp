@@ -483,7 +483,15 @@ public:
             if (late) {
                 if (forced) break; // closed connections that still have not ended: give up
                 forced = true;
-                for (auto& c : left) cancel(c, false);
+                for (auto& c : left) {
+                    cancel(c, false);
+                    std::shared_ptr<stream_wake> live;
+                    {
+                        std::lock_guard lock(mutex_);
+                        live = c->live;
+                    }
+                    if (live) wake(live); // a stream's writer waits on its timer, not on I/O
+                }
                 deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
             }
             drained_.expires_at(deadline);
@@ -711,6 +719,9 @@ private:
             std::lock_guard lock(mutex_);
             c.live = w;
             ++streams_;
+            // A shutdown that began since the request was routed did not see this stream:
+            // it says goodbye at its first wake.
+            if (stopping_) w->woken = true;
         }
         registration registered{this, c};
 
@@ -741,6 +752,11 @@ private:
             }
             if (stopping) {
                 co_await finish(stream, errc::server_error, "the server is shutting down");
+                co_return;
+            }
+            if (subscription->replaced()) {
+                co_await finish(stream, errc::server_error,
+                                "replaced by a newer stream of the same device");
                 co_return;
             }
             std::string text;

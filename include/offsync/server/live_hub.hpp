@@ -54,6 +54,9 @@ public:
     const std::string& user() const noexcept { return user_; }
     const std::string& client() const noexcept { return client_; }
 
+    /// Whether a newer stream of the same device took this one's place: its writer ends it.
+    bool replaced() const;
+
     /// The hints waiting, in the order their collections first changed since the last take;
     /// clears them. After this, the next news wakes the stream again.
     std::vector<change_hint> take();
@@ -75,6 +78,7 @@ private:
     std::function<void()> wake_;
     std::vector<change_hint> pending_; ///< guarded by the hub's mutex
     bool woken_ = false;               ///< a wake is on its way; guarded by the hub's mutex
+    bool replaced_ = false;            ///< guarded by the hub's mutex
 };
 
 /// The registry. Thread-safe: streams subscribe and leave from their own strands while commits
@@ -89,9 +93,38 @@ public:
 
     /// Registers a stream of `user` from device `client` (empty: unknown). `wake` is called
     /// when hints wait for it. Returns null and sets `why` past a limit.
+    ///
+    /// A device has one stream: an older one of the same user and client id is replaced (it
+    /// leaves the registry at once and its writer is woken to end it). A device that lost its
+    /// stream on a path that died silently reconnects at once, while the server may not notice
+    /// the dead connection for minutes; without this, its dead streams would fill its user's
+    /// limit.
     std::shared_ptr<live_subscription> subscribe(std::string user, std::string client,
                                                  std::function<void()> wake, diagnostics& why) {
+        std::shared_ptr<live_subscription> replaced;
+        auto s = subscribe_locked(std::move(user), std::move(client), std::move(wake), why,
+                                  replaced);
+        if (replaced && replaced->wake_) replaced->wake_();
+        return s;
+    }
+
+private:
+    std::shared_ptr<live_subscription> subscribe_locked(std::string user, std::string client,
+                                                        std::function<void()> wake,
+                                                        diagnostics& why,
+                                                        std::shared_ptr<live_subscription>& replaced) {
         std::lock_guard lock(mutex_);
+        if (auto it = by_user_.find(user); it != by_user_.end() && !client.empty()) {
+            auto& v = it->second;
+            for (auto at = v.begin(); at != v.end(); ++at) {
+                if ((*at)->client_ != client) continue;
+                (*at)->replaced_ = true;
+                replaced = (*at)->weak_from_this().lock(); // null if it is being destroyed
+                v.erase(at);
+                --total_;
+                break;
+            }
+        }
         if (total_ >= limits_.max_streams) {
             why = {make_error_code(errc::too_many_streams),
                    "the server holds " + std::to_string(limits_.max_streams) +
@@ -103,6 +136,7 @@ public:
             why = {make_error_code(errc::too_many_streams),
                    "at most " + std::to_string(limits_.max_streams_per_user) +
                        " change streams per user"};
+            if (mine.empty()) by_user_.erase(user);
             return nullptr;
         }
         auto s = std::make_shared<live_subscription>(live_subscription::key{}, shared_from_this(),
@@ -112,6 +146,8 @@ public:
         ++total_;
         return s;
     }
+
+public:
 
     /// Queues a hint on every stream that may hear of `news`, and wakes those that were not
     /// already woken.
@@ -185,6 +221,11 @@ private:
         return std::exchange(s->pending_, {});
     }
 
+    bool replaced(const live_subscription* s) const {
+        std::lock_guard lock(mutex_);
+        return s->replaced_;
+    }
+
     live_limits limits_;
     mutable std::mutex mutex_;
     std::unordered_map<std::string, std::vector<live_subscription*>> by_user_;
@@ -194,5 +235,7 @@ private:
 inline live_subscription::~live_subscription() { hub_->leave(this); }
 
 inline std::vector<change_hint> live_subscription::take() { return hub_->take(this); }
+
+inline bool live_subscription::replaced() const { return hub_->replaced(this); }
 
 } // namespace offsync::server

@@ -63,7 +63,7 @@ struct live_config {
     /// closed was announced to nobody, so the device runs a round now. Must not block.
     std::function<void()> on_open = {};
     /// Called whenever the state changes, with why the stream was lost or refused (empty when
-    /// it opens or stops), on the stream's strand. Must not block.
+    /// it opens or stops), on the stream's strand; `off` from within `stop()`. Must not block.
     std::function<void(live_state, const diagnostics&)> on_state = {};
 };
 
@@ -77,10 +77,14 @@ struct live_config {
 /// 405) makes the state `unavailable` for good: the device's periodic rounds carry on alone.
 ///
 /// Thread safety: the members may be called from any thread; the work and the callbacks run on
-/// a strand of the executor. Lifetime: `stop()` (or the destructor) ends the stream; no
-/// callback begins after `stop()` returns on the strand's thread, but one running on another
-/// thread may finish. The object may be destroyed at any time after `stop()`: its coroutine
-/// keeps what it needs alive.
+/// a strand of the executor. Lifetime: `stop()` (or the destructor) ends the stream and
+/// returns once no callback runs (a callback may call it: it then returns at once); no callback
+/// begins after it, so what the callbacks use may go away then. The object may be destroyed at
+/// any time after `stop()`: its coroutine keeps what it needs alive.
+///
+/// The token provider is called from the stream's strand, which is not the transport's: a
+/// provider shared with an `http_transport` on a multi-threaded executor must be thread-safe
+/// (`device` makes it so).
 class http_change_stream {
 public:
     using executor_type = boost::asio::any_io_executor;
@@ -111,14 +115,24 @@ public:
         auto i = impl_;
         {
             std::lock_guard lock(i->mutex);
+            if (i->stop_requested) return;
             i->stop_requested = true;
+        }
+        {
+            // Waits for a callback that runs now (on another thread), then says `off`.
+            std::lock_guard gate(i->callback_gate);
+            {
+                std::lock_guard lock(i->mutex);
+                i->state = live_state::off;
+                i->error = {};
+            }
+            if (i->config.on_state) i->config.on_state(live_state::off, {});
         }
         boost::asio::dispatch(i->strand, [i] {
             if (i->stopped) return;
             i->stopped = true;
             i->pause.cancel();
             if (i->stream) i->stream->cancel();
-            i->set_state(live_state::off, {});
         });
     }
 
@@ -143,14 +157,24 @@ private:
             : strand(boost::asio::make_strand(ex)), transport(std::move(t)), config(std::move(c)),
               random(config.seed ? config.seed : std::random_device{}()), pause(strand) {}
 
+        /// Runs a callback unless `stop()` was called; `stop()` waits for it to end.
+        template <class F>
+        void call(F&& f) {
+            std::lock_guard gate(callback_gate);
+            if (stopping()) return;
+            f();
+        }
+
         void set_state(live_state s, diagnostics why) {
-            {
-                std::lock_guard lock(mutex);
-                if (state == s && error.message == why.message) return;
-                state = s;
-                error = why;
-            }
-            if (config.on_state) config.on_state(s, why);
+            call([&] {
+                {
+                    std::lock_guard lock(mutex);
+                    if (state == s && error.message == why.message) return;
+                    state = s;
+                    error = why;
+                }
+                if (config.on_state) config.on_state(s, why);
+            });
         }
         bool stopping() const {
             std::lock_guard lock(mutex);
@@ -167,6 +191,7 @@ private:
         bool stopped = false; ///< on the strand
         bool refresh_token = false;
 
+        std::recursive_mutex callback_gate; ///< held while a callback runs
         mutable std::mutex mutex; ///< guards what other threads read:
         bool stop_requested = false;
         live_state state = live_state::off;
@@ -306,18 +331,23 @@ private:
                     }
                     a.was_open = true;
                     i->set_state(live_state::live, {});
-                    if (i->config.on_open) i->config.on_open();
+                    i->call([&] {
+                        if (i->config.on_open) i->config.on_open();
+                    });
                 } else if (e.name == live::change_event) {
                     if (auto hint = live::parse_change(e.data))
-                        if (i->config.on_change) i->config.on_change(*hint);
+                        i->call([&] {
+                            if (i->config.on_change) i->config.on_change(*hint);
+                        });
                 } else if (e.name == live::close_event) {
                     a.why = live::parse_close(e.data);
                     if (a.why.code == errc::unauthorized) i->refresh_token = true;
                 }
             }
             if (ec == boost::beast::error::timeout) {
+                const auto waited = stall.count() > 0 ? stall : t.request_timeout;
                 a.why = failed("the stream stalled: nothing from the server for " +
-                               std::to_string(stall.count()) + " ms");
+                               std::to_string(waited.count()) + " ms");
                 co_return a;
             }
             if (ec || parser.is_done()) {
