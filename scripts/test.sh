@@ -19,7 +19,7 @@ if [ "${1:-}" != "--quick" ]; then
         -DCMAKE_CXX_FLAGS="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
     cmake --build build-asan -j "$jobs" --target offsync-tests offsync-tests-sqlite offsync-unit-tests offsync-doc-snippets \
         offsync-doc-snippets-background offsync-doc-snippets-app-api offsync-doc-snippets-stores \
-        offsync-doc-snippets-sharing
+        offsync-doc-snippets-sharing offsync-doc-snippets-live
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 600 -LE consumer
 
