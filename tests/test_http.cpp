@@ -761,6 +761,115 @@ TEST_CASE("http: bad input is answered 4xx and changes nothing", "[http][bad-inp
     CHECK(ok.body().at("results").at(0).at("status") == "applied");
 }
 
+namespace {
+
+/// Everything the server sends on one connection after `wire`, and whether it closed the
+/// connection within `limit` (rather than keeping it open for a next request).
+struct raw_transcript {
+    std::string bytes;
+    bool closed = false;
+    std::size_t responses() const {
+        std::size_t n = 0;
+        for (auto at = bytes.find("HTTP/1.1 "); at != std::string::npos;
+             at = bytes.find("HTTP/1.1 ", at + 1))
+            ++n;
+        return n;
+    }
+};
+
+raw_transcript raw_until_closed(unsigned short port, std::string wire,
+                                std::chrono::milliseconds limit = 3s) {
+    asio::io_context io;
+    raw_transcript out;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const auto tok = asio::as_tuple(asio::use_awaitable);
+            beast::tcp_stream stream(co_await asio::this_coro::executor);
+            auto [cec] = co_await stream.async_connect(
+                tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), tok);
+            if (cec) co_return;
+            co_await asio::async_write(stream, asio::buffer(wire), tok);
+            char chunk[4096];
+            for (;;) {
+                auto [rec, n] = co_await stream.async_read_some(asio::buffer(chunk), tok);
+                out.bytes.append(chunk, n);
+                if (rec) {
+                    out.closed = rec == asio::error::eof || rec == asio::error::connection_reset;
+                    co_return;
+                }
+            }
+        },
+        asio::detached);
+    io.run_for(limit);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("http: a Transfer-Encoding the server does not decode is refused and the connection "
+          "closed, so its body is never read as a request",
+          "[http][bad-input][security]") {
+    http_world w;
+    const auto before = snapshot(w.service);
+    // The "body" is a second request: a server that kept the connection would answer it.
+    const std::string smuggled = "PUT /v1/reservations/r-9 HTTP/1.1\r\nHost: x\r\n"
+                                 "Authorization: Bearer " + alice_token +
+                                 "\r\nContent-Type: application/json\r\nContent-Length: 2"
+                                 "\r\n\r\n{}";
+    for (const char* te : {"gzip", "identity", "xchunked", "chunked, identity"}) {
+        INFO("Transfer-Encoding: " << te);
+        const std::string wire = "POST /v1/sync/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                 alice_token + "\r\nContent-Type: application/json\r\n"
+                                 "Transfer-Encoding: " + te + "\r\n\r\n" + smuggled;
+        const auto t = raw_until_closed(w.port, wire);
+        CHECK(t.closed);
+        CHECK(t.responses() == 1);
+        CHECK_THAT(t.bytes, Catch::Matchers::StartsWith("HTTP/1.1 400 "));
+        CHECK_THAT(t.bytes, Catch::Matchers::Contains("Transfer-Encoding"));
+    }
+    CHECK(snapshot(w.service) == before);
+    // Chunked alone is HTTP/1.1's own framing and is served.
+    const std::string body = R"({"party_size": 2})";
+    std::ostringstream size;
+    size << std::hex << body.size();
+    const auto chunked = raw(w.port, "PUT /v1/reservations/r-9 HTTP/1.1\r\nHost: x\r\n"
+                                     "Authorization: Bearer " + alice_token +
+                                     "\r\nContent-Type: application/json\r\nTransfer-Encoding: "
+                                     "chunked\r\nConnection: close\r\n\r\n" +
+                                     size.str() + "\r\n" + body + "\r\n0\r\n\r\n");
+    REQUIRE(!chunked.ec);
+    CHECK(chunked.status() == 200);
+}
+
+TEST_CASE("http: HTTP/1.0 is served without keep-alive; other versions are refused",
+          "[http][bad-input]") {
+    http_world w;
+    const std::string auth = "Authorization: Bearer " + alice_token + "\r\n";
+    // A reverse proxy such as nginx speaks HTTP/1.0 to its upstream by default.
+    const auto old = raw_until_closed(w.port, "GET /v1/landmarks/1 HTTP/1.0\r\n" + auth + "\r\n");
+    CHECK(old.closed);
+    CHECK(old.responses() == 1);
+    CHECK_THAT(old.bytes, Catch::Matchers::StartsWith("HTTP/1.1 200 "));
+    CHECK_THAT(old.bytes, Catch::Matchers::Contains("Half Dome"));
+    // A change stream is chunked, which HTTP/1.0 cannot read.
+    const auto stream = raw_until_closed(w.port, "GET /v1/stream HTTP/1.0\r\n" + auth + "\r\n");
+    CHECK(stream.closed);
+    CHECK_THAT(stream.bytes, Catch::Matchers::StartsWith("HTTP/1.1 400 "));
+    CHECK_THAT(stream.bytes, Catch::Matchers::Contains("needs HTTP/1.1"));
+    CHECK(w.srv->streams() == 0);
+    for (const char* version : {"HTTP/1.2", "HTTP/2.0"}) {
+        INFO(version);
+        const auto t = raw_until_closed(
+            w.port, std::string("GET /v1/landmarks/1 ") + version + "\r\n" + auth + "\r\n" +
+                        "GET /v1/landmarks/1 HTTP/1.1\r\n" + auth + "\r\n");
+        CHECK(t.closed);
+        CHECK(t.responses() == 1);
+        CHECK_THAT(t.bytes, Catch::Matchers::StartsWith("HTTP/1.1 400 "));
+        CHECK_THAT(t.bytes, Catch::Matchers::Contains("is not served"));
+    }
+}
+
 TEST_CASE("http: a body sent after 100 Continue, as curl does", "[http]") {
     http_world w;
     asio::io_context io;

@@ -307,6 +307,17 @@ TEST_CASE("live over HTTP: past the per-user limit a stream is refused with 429 
     REQUIRE(run_until(io, [&] { return bob.opens >= 1; }, 5s));
     CHECK(w.srv->streams() == 2);
     CHECK(w.service.live_streams()->size() == 2);
+    // The log tells the refusal as it was answered: a 429 with its error, not a stream's 200.
+    std::size_t refused = 0, opened = 0;
+    for (const auto& line : w.logs()) {
+        if (line.find("/v1/stream") == std::string::npos) continue;
+        if (line.find("\"status\":429") != std::string::npos &&
+            line.find("\"error\":\"too_many_streams\"") != std::string::npos)
+            ++refused;
+        if (line.find("\"status\":200") != std::string::npos) ++opened;
+    }
+    CHECK(refused == 1);
+    CHECK(opened == 2);
 }
 
 TEST_CASE("live over HTTP: bad stream requests are refused and open nothing", "[live][http]") {

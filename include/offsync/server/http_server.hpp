@@ -324,6 +324,9 @@ inline void route_stream(routed& r, const http_request& req, std::string_view qu
                          std::string_view token, bool stopping) {
     if (req.method() != boost::beast::http::verb::get) return method_not_allowed(r, "GET");
     if (stopping) return set_error(r, 503, errc::server_error, "the server is shutting down");
+    // Events are sent as chunks, which an HTTP/1.0 peer does not read.
+    if (req.version() != 11)
+        return set_error(r, 400, errc::malformed_json, "a change stream needs HTTP/1.1");
     stream_request open;
     open.token = std::string(token);
     while (!query.empty()) {
@@ -396,6 +399,37 @@ inline routed read_error(const boost::beast::error_code& ec) {
         set_error(r, 431, errc::headers_too_large, "request headers too large");
     else
         set_error(r, 400, errc::malformed_json, "malformed HTTP request: " + ec.message());
+    return r;
+}
+
+/// A request whose framing the server will not trust, answered 400 and its connection closed:
+/// a version other than HTTP/1.0 or 1.1, or a `Transfer-Encoding` other than exactly
+/// `chunked`. Beast reads such a request's body as empty, so the connection's next "request"
+/// would be the body: the request smuggling that RFC 9112 section 6.3 closes the connection
+/// to prevent. `nullopt` when the framing is sound.
+inline std::optional<routed> framing_refusal(const http_request& req) {
+    if (req.version() != 10 && req.version() != 11) {
+        routed r;
+        r.response.version(11);
+        set_error(r, 400, errc::malformed_json,
+                  "HTTP/" + std::to_string(req.version() / 10) + "." +
+                      std::to_string(req.version() % 10) +
+                      " is not served: send HTTP/1.1 (or 1.0)");
+        return r;
+    }
+    const auto te = req.find(boost::beast::http::field::transfer_encoding);
+    if (te == req.end()) return std::nullopt;
+    const auto value = std::string_view(te->value().data(), te->value().size());
+    std::size_t first = 0, last = value.size();
+    while (first < last && (value[first] == ' ' || value[first] == '\t')) ++first;
+    while (last > first && (value[last - 1] == ' ' || value[last - 1] == '\t')) --last;
+    // A second Transfer-Encoding line is refused too: Beast reports it as a read error.
+    if (iequals(value.substr(first, last - first), "chunked")) return std::nullopt;
+    routed r;
+    r.response.version(11);
+    set_error(r, 400, errc::malformed_json,
+              "Transfer-Encoding '" + std::string(value.substr(0, 64)) +
+                  "' is not served: send Content-Length or 'chunked' alone");
     return r;
 }
 
@@ -655,13 +689,21 @@ private:
             bool close = false;
             routed r = answer(*parser, ec, close);
             if (r.stream) {
-                log_request(c, *parser, ec, r, started);
-                // What the request held is not kept for the stream's life.
-                parser.reset();
-                buffer.clear();
-                buffer.shrink_to_fit();
-                co_await stream_changes(c, std::move(r.user), std::move(*r.stream));
-                co_return;
+                auto w = std::make_shared<stream_wake>(stream.get_executor());
+                auto subscription = subscribe_stream(r, w);
+                if (subscription) {
+                    log_request(c, *parser, ec, r, started);
+                    // What the request held is not kept for the stream's life.
+                    parser.reset();
+                    buffer.clear();
+                    buffer.shrink_to_fit();
+                    co_await stream_changes(c, std::move(r.user), std::move(*r.stream),
+                                            std::move(w), std::move(subscription));
+                    co_return;
+                }
+                // Refused (too many streams): answered and logged like any request, and the
+                // connection closes, since a client that wanted a stream has no next request.
+                close = true;
             }
             r.response.set(boost::beast::http::field::server, "offsync");
             r.response.keep_alive(!close);
@@ -677,35 +719,33 @@ private:
         }
     }
 
-    /// Carries a change stream (docs/live.md) until the client goes, the token is no longer
-    /// accepted, or the server stops: `ready`, then `change` events as the hub queues hints,
-    /// heartbeats when idle, and a `close` event when the server ends it.
-    boost::asio::awaitable<void> stream_changes(connection& c, std::string user,
-                                                stream_request request) {
-        namespace http = boost::beast::http;
-        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
-        auto& stream = c.stream;
-        auto w = std::make_shared<stream_wake>(stream.get_executor());
+    /// Registers a routed stream with the live hub. Null if refused: `r` then holds the error
+    /// answer, with the `Retry-After` that the client honours.
+    std::shared_ptr<live_subscription> subscribe_stream(
+        routed& r, const std::shared_ptr<stream_wake>& w) {
         diagnostics refused;
         auto subscription = service_.live_streams()->subscribe(
-            user, request.client, [weak = std::weak_ptr<stream_wake>(w)] {
+            r.user, r.stream->client, [weak = std::weak_ptr<stream_wake>(w)] {
                 if (auto alive = weak.lock()) wake(alive);
             },
             refused);
         if (!subscription) {
-            routed r;
-            r.response.version(11);
             set_error(r, refused);
-            r.response.set(http::field::retry_after,
+            r.response.set(boost::beast::http::field::retry_after,
                            std::to_string(config_.stream_retry_after.count()));
-            r.response.set(http::field::server, "offsync");
-            r.response.keep_alive(false);
-            r.response.prepare_payload();
-            stream.expires_after(config_.read_timeout);
-            auto [ec, n] = co_await http::async_write(stream, r.response, tok);
-            if (!ec) co_await linger_close(stream);
-            co_return;
         }
+        return subscription;
+    }
+
+    /// Carries a change stream (docs/live.md) until the client goes, the token is no longer
+    /// accepted, or the server stops: `ready`, then `change` events as the hub queues hints,
+    /// heartbeats when idle, and a `close` event when the server ends it.
+    boost::asio::awaitable<void> stream_changes(
+        connection& c, std::string user, stream_request request, std::shared_ptr<stream_wake> w,
+        std::shared_ptr<live_subscription> subscription) {
+        namespace http = boost::beast::http;
+        const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        auto& stream = c.stream;
         struct registration {
             http_server_impl* server;
             connection& c;
@@ -880,6 +920,9 @@ private:
         }
         if (read_error_code) {
             r = read_error(read_error_code);
+            close = true;
+        } else if (auto refused = framing_refusal(parser.get())) {
+            r = std::move(*refused);
             close = true;
         } else {
             try {
