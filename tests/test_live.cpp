@@ -232,7 +232,7 @@ background_config hints_only() {
 
 } // namespace
 
-TEST_CASE("live over HTTP: another device's edit reaches a listening device; the writer's own "
+TEST_CASE("live over HTTP: another device's edit reaches a listening device, the writer's own "
           "stream stays quiet",
           "[live][http]") {
     http_world w(fast_heartbeat());

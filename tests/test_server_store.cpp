@@ -844,7 +844,7 @@ TEST_CASE("a server file of schema version 2 gains the tables of sharing on open
     CHECK(service.members("family") == std::vector<std::string>{"bob"});
 }
 
-TEST_CASE("a server file of schema version 3 learns which channel entries are present; a join "
+TEST_CASE("a server file of schema version 3 learns which channel entries are present, a join "
           "after it sees exactly the group's records",
           "[server-store][sharing]") {
     temp_file file;
@@ -1240,6 +1240,99 @@ TEST_CASE("SQLite server store errors are clear and change nothing", "[server-st
         CHECK(d.code == errc::storage_failure);
         CHECK(d.message.find("another program") != std::string::npos);
         CHECK(file_bytes(file.str()) == before);
+    }
+    SECTION("an empty file, or a database with nothing in it: not started afresh") {
+        // A truncated file or a restore that wrote nothing became a new store whose versions
+        // restarted at 1, and health said ready.
+        for (const bool as_sqlite : {false, true}) {
+            INFO((as_sqlite ? "an empty SQLite database" : "an empty file"));
+            if (as_sqlite) {
+                sqlite3* db = nullptr;
+                sqlite3_open(file.str().c_str(), &db);
+                sqlite3_exec(db, "PRAGMA user_version = 7", nullptr, nullptr, nullptr);
+                sqlite3_close(db);
+            } else {
+                std::ofstream{file.str()};
+            }
+            REQUIRE(std::filesystem::exists(file.str()));
+            const auto before = file_bytes(file.str());
+            auto d = error_of([&] { server::sqlite_server_store store(file.str()); });
+            CHECK(d.code == errc::storage_failure);
+            CHECK_THAT(d.message, Catch::Contains("holds no offsync server store") &&
+                                      Catch::Contains(file.str()) &&
+                                      Catch::Contains("remove this one"));
+            CHECK(file_bytes(file.str()) == before);
+            // Removed, the same path starts a new store, which opens again as itself.
+            std::filesystem::remove(file.str());
+            { server::sqlite_server_store store(file.str()); }
+            { server::sqlite_server_store store(file.str()); }
+            std::error_code ec;
+            for (const char* suffix : {"", "-wal", "-shm"})
+                std::filesystem::remove(file.str() + suffix, ec);
+        }
+    }
+    SECTION("a damaged file: refused by quick_check on open, and unreadable to the readiness "
+            "check") {
+        {
+            server::sqlite_server_config small_pages;
+            small_pages.page_size = 4096; // many pages for a few records, the schema in one
+            server::sqlite_server_store store(file.str(), small_pages);
+            server::sync_service service(store);
+            add_landmarks(service);
+            for (std::uint64_t batch = 0; batch < 2; ++batch) {
+                std::vector<mutation> ms;
+                for (std::uint64_t i = batch * 500 + 1; i <= batch * 500 + 500; ++i)
+                    ms.push_back(upsert(i, "r-" + std::to_string(i), 0,
+                                        to_json_object(reservation("r-" + std::to_string(i))),
+                                        "phone"));
+                push(service, "alice", "phone", std::move(ms));
+            }
+            CHECK_NOTHROW(store.check_readable());
+        }
+        // Every page but the first (the schema) and the counters' own is overwritten, as a
+        // failing disk or a stray write outside SQLite would.
+        std::int64_t meta_page = 0;
+        {
+            sqlite3* db = nullptr;
+            sqlite3_open(file.str().c_str(), &db);
+            sqlite3_stmt* st = nullptr;
+            sqlite3_prepare_v2(db,
+                               "SELECT rootpage FROM sqlite_master WHERE name = 'offsync_server_meta'",
+                               -1, &st, nullptr);
+            if (sqlite3_step(st) == SQLITE_ROW) meta_page = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+            sqlite3_close(db);
+        }
+        REQUIRE(meta_page > 1);
+        const auto size = std::filesystem::file_size(file.str());
+        REQUIRE(size > 40 * 4096);
+        {
+            std::fstream out(file.str(), std::ios::in | std::ios::out | std::ios::binary);
+            const std::string garbage(4096, '\x5a');
+            for (std::uint64_t page = 2; page * 4096 <= size; ++page) {
+                if (std::int64_t(page) == meta_page) continue;
+                out.seekp(std::streamoff((page - 1) * 4096));
+                out.write(garbage.data(), std::streamsize(garbage.size()));
+            }
+        }
+        server::sqlite_server_config checked;
+        checked.quick_check_on_open = true;
+        auto refused = error_of([&] { server::sqlite_server_store store(file.str(), checked); });
+        CHECK(refused.code == errc::storage_failure);
+        CHECK_THAT(refused.message, Catch::Contains(file.str()) &&
+                                        (Catch::Contains("quick_check") ||
+                                         Catch::Contains("malformed")));
+        // Opened without the check, it starts (the counters are intact), but the readiness
+        // check reads through the damage and says so.
+        server::sqlite_server_store store(file.str());
+        auto unreadable = error_of([&] { store.check_readable(); });
+        CHECK(unreadable.code == errc::storage_failure);
+        CHECK_THAT(unreadable.message, Catch::Contains(file.str()));
+        server::sync_service service(store);
+        add_landmarks(service);
+        auto health = service.check_storage();
+        CHECK(health.code == errc::server_error);
+        CHECK_THAT(health.message, Catch::Contains("server store"));
     }
     SECTION("a schema newer than this code") {
         { server::sqlite_server_store store(file.str()); }

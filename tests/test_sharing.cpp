@@ -179,7 +179,7 @@ TEST_CASE("sharing: a list's members see it and its items, and nobody else does 
     CHECK(s.members("l-1") == strings{"alice", "bob"});
 }
 
-TEST_CASE("sharing: bob joins, edits, and leaves; his devices follow, and nothing is lost",
+TEST_CASE("sharing: bob joins, edits, and leaves, his devices follow, and nothing is lost",
           "[sharing][membership][engine]") {
     sharing_world w;
     auto alice = w.member_device("alice");
@@ -617,7 +617,7 @@ void run_churn(std::uint64_t seed, int steps) {
 
 } // namespace
 
-TEST_CASE("sharing: members edit while membership churns and rounds fail; every device ends with "
+TEST_CASE("sharing: members edit while membership churns and rounds fail, every device ends with "
           "exactly what its user sees",
           "[sharing][convergence]") {
     const char* seeds_env = std::getenv("OFFSYNC_SHARING_SEEDS");
@@ -862,7 +862,7 @@ TEST_CASE("sharing: one group is governed by one membership record, whatever its
           mutation_status::applied);
 }
 
-TEST_CASE("sharing: membership changes while members write from other threads; no acknowledged "
+TEST_CASE("sharing: membership changes while members write from other threads, no acknowledged "
           "write is lost and everyone ends seeing exactly their groups",
           "[sharing][membership][threads]") {
     // Three members write items of one list from threads of their own while a fourth thread
@@ -994,6 +994,9 @@ std::vector<change> pull_pages(server::sync_service& service, std::string_view u
         const auto d = service.pull(user, request, response);
         INFO(d.message);
         REQUIRE_FALSE(d);
+        // A page without changes never says more follow: devices refuse that as a server's
+        // way to keep them pulling for ever.
+        CHECK_FALSE((response.changes.empty() && response.has_more));
         for (auto& c : response.changes) out.push_back(std::move(c));
         // A backfill's pages stop at its `until`, and the last one says so.
         if (request.backfill) {
@@ -1092,6 +1095,40 @@ TEST_CASE("partial sync: a device that subscribes to some groups gets only their
     pull_request probe{"items", 0, 2, ""};
     probe.subset = groups_subset({"home", "trip"});
     CHECK(pull_pages(s, "bob", probe).empty());
+}
+
+TEST_CASE("partial sync: a backfill's long run of records the device holds is read past in one "
+          "answer",
+          "[sharing][partial]") {
+    sharing_world w;
+    auto& s = w.service;
+    push_one(s, "alice", upsert(1, list("home", {"alice"})));
+    std::uint64_t id = 2;
+    for (int i = 0; i < 25; ++i) {
+        auto done = item("b-" + std::to_string(i), "home", "bought");
+        done.bought = true;
+        push_one(s, "alice", upsert(id++, done));
+    }
+    push_one(s, "alice", upsert(id++, item("open-1", "home", "milk")));
+    // The device held the bought items and now wants everything: its backfill brings what it
+    // did not hold. Each window of 2 holds held items only, until the last: the server reads
+    // on to it rather than answer empty pages that claim more.
+    sync_subset held;
+    held.where = query<Item>(field(&Item::bought) == true).spec();
+    pull_request widen{"items", 0, 2, "alice-phone"};
+    widen.backfill = subset_backfill{held, s.last_version()};
+    pull_response page;
+    REQUIRE_FALSE(s.pull("alice", widen, page));
+    CHECK(live_ids(page.changes) == strings{"open-1"});
+    CHECK_FALSE(page.has_more);
+    CHECK(page.cursor == s.last_version());
+    // Nothing to bring at all: one empty page that says nothing more follows.
+    pull_request again = widen;
+    again.backfill = subset_backfill{sync_subset{}, s.last_version()};
+    pull_response none;
+    REQUIRE_FALSE(s.pull("alice", again, none));
+    CHECK(none.changes.empty());
+    CHECK_FALSE(none.has_more);
 }
 
 TEST_CASE("partial sync: a query subset sends what matches and removes what stops matching",
@@ -1195,7 +1232,7 @@ std::unique_ptr<client> alice_with_two_lists(sharing_world& w) {
 strings held_items(client& d) { return ids_of(d.replica.list<Item>()); }
 } // namespace
 
-TEST_CASE("partial sync: a device narrows and widens its subset; it holds exactly the subset, "
+TEST_CASE("partial sync: a device narrows and widens its subset, it holds exactly the subset, "
           "and a change downloads only what it adds",
           "[sharing][partial][engine]") {
     sharing_world w;

@@ -417,7 +417,7 @@ TEST_CASE("a push carries a new record whole and an edited one as its dirty fiel
     }
 }
 
-TEST_CASE("acknowledging an unchanged record is one write; anything else is left to the caller",
+TEST_CASE("acknowledging an unchanged record is one write, anything else is left to the caller",
           "[sqlite]") {
     temp_file file;
     faulty_storage<sqlite_storage> store(file.str());
@@ -455,7 +455,7 @@ TEST_CASE("acknowledging an unchanged record is one write; anything else is left
     CHECK(txn.load("reservations", "r-1")->base_version == 7);
 }
 
-TEST_CASE("a pulled record new to the store is inserted in one write; an existing one is "
+TEST_CASE("a pulled record new to the store is inserted in one write, an existing one is "
           "never replaced that way",
           "[sqlite]") {
     temp_file file;
@@ -662,7 +662,7 @@ TEST_CASE("the pushable index serves push batches in key order", "[sqlite]") {
     }
 }
 
-TEST_CASE("a store's page size is chosen for a new file; a file that exists keeps its own",
+TEST_CASE("a store's page size is chosen for a new file, a file that exists keeps its own",
           "[sqlite]") {
     // A client's edits are scattered over its file, a server's writes come in batches.
     struct store_kind {
@@ -973,7 +973,7 @@ TEST_CASE("faulty_storage fails the operation its hook names, and the wrapped st
     }
 }
 
-TEST_CASE("faulty_storage forwards the wrapped store's capabilities; their writes fail as "
+TEST_CASE("faulty_storage forwards the wrapped store's capabilities, their writes fail as "
           "\"save\"",
           "[testing][faults]") {
     temp_file file;

@@ -953,6 +953,9 @@ TEST_CASE("a rejected mutation changes nothing and names the problem", "[service
         {{{"landmark_id", "1"}}, "invalid_field", "'landmark_id'"},
         {{{"date", "tomorrow"}}, "invalid_field", "'date'"},
         {{{"date", "2026-12-24T10:00:00+01:00"}}, "invalid_field", "'date'"},
+        // Past 2262-04-11 a system_clock date wrapped around into 1715 before it was refused.
+        {{{"date", "2300-01-01T00:00:00Z"}}, "invalid_field", "range of its type"},
+        {{{"date", "1600-01-01T00:00:00Z"}}, "invalid_field", "range of its type"},
         {{{"notes", "fine"}, {"colour", "red"}}, "unknown_field", "'colour'"},
         {{{"id", "r-2"}}, "invalid_id", "does not match"},
         {{{"id", 1}}, "invalid_field", "'id'"},
@@ -986,6 +989,34 @@ TEST_CASE("a rejected mutation changes nothing and names the problem", "[service
         CHECK(now->value.at("party_size") == 2);
         CHECK(now->value.at("notes") == "ok");
     }
+}
+
+TEST_CASE("a base version from the future is rejected and skips no conflict check",
+          "[service][bad-input]") {
+    seeded s;
+    auto& service = s.service;
+    const auto last = service.last_version();
+    const auto before = snapshot(service);
+    // An existing record: before the check, a base above every version passed the conflict
+    // check and overwrote whatever was written since.
+    auto r = s.alice.put("reservations", "r-1", last + 1, {{"notes", "from the future"}});
+    CHECK(r.status == mutation_status::rejected);
+    CHECK(r.error_code == "invalid_field");
+    CHECK_THAT(r.error_message, Contains("reservations/r-1") && Contains("base_version") &&
+                                    Contains("above every version"));
+    CHECK_FALSE(r.server);
+    // A new record with a base it cannot have, and a delete: refused alike.
+    auto fresh = s.alice.put("reservations", "r-new", 1'000'000, to_json_object(reservation("r-new")));
+    CHECK(fresh.status == mutation_status::rejected);
+    auto erase = s.alice.push({s.alice.make_delete("reservations", "r-1", 1'000'000)}).results.at(0);
+    CHECK(erase.status == mutation_status::rejected);
+    CHECK(snapshot(service) == before);
+    CHECK(service.last_version() == last);
+    // The newest version itself is a fine base.
+    const auto current = service.get("alice", "reservations", "r-1")->version;
+    CHECK(current <= last);
+    CHECK(s.alice.put("reservations", "r-1", current, {{"notes", "now"}}).status ==
+          mutation_status::applied);
 }
 
 TEST_CASE("a request-level error rejects the whole push and changes nothing", "[service]") {

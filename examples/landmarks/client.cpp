@@ -225,6 +225,10 @@ std::optional<std::chrono::sys_days> parse_day(std::string_view text) {
     if (!y || !m || !d || *m < 1 || *d < 1) return std::nullopt;
     const year_month_day ymd{year{int(*y)}, month{unsigned(*m)}, day{unsigned(*d)}};
     if (!ymd.ok()) return std::nullopt;
+    // A reservation's date is a system_clock time point: a day it cannot hold is refused
+    // here rather than wrapped into another date.
+    if (!offsync::time_point_holds<system_clock::duration>(offsync::wire_time{sys_days{ymd}}))
+        return std::nullopt;
     return sys_days{ymd};
 }
 
@@ -303,7 +307,9 @@ options parse_command_line(int argc, char** argv) {
         } else if (name == "--date") {
             auto v = take();
             o.date = parse_day(v);
-            if (!o.date) usage_error("--date takes a day as YYYY-MM-DD, not '" + v + "'");
+            if (!o.date)
+                usage_error("--date takes a day as YYYY-MM-DD, from 1677-09-22 to 2262-04-11, "
+                            "not '" + v + "'");
         } else if (name == "--notes") o.notes = take();
         else if (name == "--id") {
             auto v = take();

@@ -1,14 +1,17 @@
 // landmarks-server: the Landmarks sync server over HTTP/1.1.
 //
 //   landmarks-server [--port N] [--bind ADDR] [--tokens FILE] [--catalog FILE]
-//                    [--data FILE | --in-memory]
+//                    [--data FILE [--check-data] | --in-memory]
 //
 // --port     TCP port (default 8080; 0 picks a free one and prints it)
 // --bind     address to listen on (default 127.0.0.1)
 // --tokens   lines of "token user" (default: tokens.txt beside this source)
 // --catalog  the shared landmark catalog, a JSON array (default: catalog.json beside it)
 // --data     the SQLite file the server keeps its records in (default landmarks-server.db in
-//            the working directory); created on first start, carried on after a restart
+//            the working directory); created on first start, carried on after a restart. A
+//            file that exists but holds no store (a truncated file) is refused.
+// --check-data  check the whole data file when it opens (SQLite's quick_check) and refuse a
+//            damaged one
 // --in-memory  keep records in memory instead: everything is gone when the server stops
 //
 // The catalog is merged into the store at every start: a landmark that is missing, or whose
@@ -43,7 +46,7 @@ int usage(const char* why) {
     std::fprintf(stderr,
                  "landmarks-server: %s\n"
                  "usage: landmarks-server [--port N] [--bind ADDR] [--tokens FILE] "
-                 "[--catalog FILE] [--data FILE | --in-memory]\n",
+                 "[--catalog FILE] [--data FILE [--check-data] | --in-memory]\n",
                  why);
     return 2;
 }
@@ -79,11 +82,15 @@ bool unchanged(offsync::server::sync_service& service, const offsync::collection
 int main(int argc, char** argv) {
     std::string port = "8080", bind = "127.0.0.1", data = "landmarks-server.db";
     std::string tokens_path = LANDMARKS_TOKENS, catalog_path = LANDMARKS_CATALOG;
-    bool in_memory = false, data_given = false;
+    bool in_memory = false, data_given = false, check_data = false;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--in-memory") {
             in_memory = true;
+            continue;
+        }
+        if (flag == "--check-data") {
+            check_data = true;
             continue;
         }
         if (i + 1 >= argc) return usage(("missing value after " + flag).c_str());
@@ -96,6 +103,7 @@ int main(int argc, char** argv) {
         else return usage(("unknown option " + flag).c_str());
     }
     if (in_memory && data_given) return usage("--data and --in-memory exclude each other");
+    if (in_memory && check_data) return usage("--check-data checks a --data file, not memory");
     unsigned short port_number = 0;
     try {
         const auto n = std::stoul(port);
@@ -112,7 +120,11 @@ int main(int argc, char** argv) {
 
         std::unique_ptr<offsync::server::server_store> store;
         if (in_memory) store = std::make_unique<offsync::server::memory_server_store>();
-        else store = std::make_unique<offsync::server::sqlite_server_store>(data);
+        else {
+            offsync::server::sqlite_server_config config;
+            config.quick_check_on_open = check_data;
+            store = std::make_unique<offsync::server::sqlite_server_store>(data, config);
+        }
         offsync::server::sync_service service(*store);
         service.add_collections(landmarks::models{}); // the list every device syncs
         // Reservations are shared by user name: every user of the token file may be a member.

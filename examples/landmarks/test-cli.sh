@@ -278,6 +278,9 @@ case_usage() {
     run 2 "a landmark id is a number" -- phone favorite abc
     run 2 "--party takes a number" -- phone reserve 1 --party 0
     run 2 "--date takes a day" -- phone reserve 1 --date 2026-13-01
+    # A day the reservation's date cannot hold was wrapped into another (9999 became 1816).
+    run 2 "from 1677-09-22 to 2262-04-11" -- phone reserve 1 --date 9999-12-31
+    run 2 "from 1677-09-22 to 2262-04-11" -- phone reserve 1 --date 1600-01-01
     run 2 "belong to the reserve command" -- phone list --party 3
     run 2 "resolve takes keep-mine or use-server" -- phone resolve r-1 maybe
     run 2 "list shows landmarks, favorites or reservations" -- phone list bogus
@@ -296,6 +299,16 @@ case_usage() {
     run 6 "not a usable SQLite database" -- junk status
     grep -qx "not a database" "$work/junk.db" || failed "the junk file was changed"
     run 6 "cannot open" -- missing-dir/x list
+    # The server refuses a data file that exists but holds no store (a truncated file) rather
+    # than start afresh with versions from 1.
+    : >"$work/empty-server.db"
+    rc=0
+    timeout 20 "$bin/landmarks-server" --port 0 --data "$work/empty-server.db" \
+        --tokens "$here/tokens.txt" --catalog "$here/catalog.json" \
+        >"$work/stdout" 2>"$work/stderr" || rc=$?
+    last_args="landmarks-server --data (an empty file)"
+    expect 1 "holds no offsync server store"
+    [ ! -s "$work/empty-server.db" ] || failed "the empty data file was written to"
 }
 
 case_json() {

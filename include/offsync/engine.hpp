@@ -74,6 +74,13 @@ struct engine_config {
     /// server whose `idempotency_window` covers them (the reference server's default, 20,000
     /// results, covers 19 pushes of 1,000).
     std::size_t max_push_requests_in_flight = 2;
+    /// The longest a round may run; zero for no limit. Past it, the round stops at its next
+    /// step, as a cancelled one does (after the requests in flight have finished, keeping
+    /// what it had applied), and reports `boost::asio::error::timed_out` (`retry_later`).
+    /// Each request is bounded by the transport's own timeouts; this bounds their number, so
+    /// that a server answering page after page of nothing cannot hold a device for ever. The
+    /// default leaves a first sync of millions of records room on a slow network.
+    std::chrono::milliseconds round_timeout = std::chrono::minutes{10};
     /// Progress events, called on the engine's strand. Must not block.
     std::function<void(const sync_event&)> on_event;
 };
@@ -108,6 +115,8 @@ public:
             throw std::invalid_argument("offsync: batch and page sizes must be positive");
         if (config_.max_push_requests_in_flight == 0)
             throw std::invalid_argument("offsync: max_push_requests_in_flight must be positive");
+        if (config_.round_timeout < std::chrono::milliseconds::zero())
+            throw std::invalid_argument("offsync: round_timeout must not be negative");
         auto txn = replica_.storage().begin();
         client_id_ = txn.client_id();
     }
@@ -304,7 +313,11 @@ private:
     void start_round() {
         running_ = true;
         round_cancelled_ = false;
+        round_timed_out_ = false;
         landing_ = nullptr;
+        round_deadline_ = config_.round_timeout == std::chrono::milliseconds::zero()
+                              ? std::chrono::steady_clock::time_point::max()
+                              : std::chrono::steady_clock::now() + config_.round_timeout;
         boost::asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
             if (ep && !r.error) {
                 r.error = make_error_code(errc::storage_failure);
@@ -349,6 +362,12 @@ private:
         } catch (const std::exception& e) {
             report.error = make_error_code(errc::storage_failure);
             report.error_message = e.what();
+        }
+        if (round_timed_out_ && report.error == boost::asio::error::operation_aborted) {
+            report.error = boost::asio::error::timed_out;
+            report.error_message = "the round ran longer than round_timeout (" +
+                                   std::to_string(config_.round_timeout.count()) +
+                                   " ms); what it had applied is kept";
         }
         report.duration = std::chrono::steady_clock::now() - started;
         if (report.error) emit(sync_event::kind::error, {}, 0, report.error_message);
@@ -448,6 +467,15 @@ private:
             co_await f.wake.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     }
 
+    /// Whether the round is to stop: cancelled, or past its deadline (which cancels it).
+    bool stopping_round() {
+        if (!round_cancelled_ && std::chrono::steady_clock::now() >= round_deadline_) {
+            round_timed_out_ = true;
+            round_cancelled_ = true;
+        }
+        return round_cancelled_;
+    }
+
     static void throw_aborted() {
         throw boost::system::system_error(boost::asio::error::operation_aborted);
     }
@@ -522,7 +550,7 @@ private:
         ev event;
         for (;;) {
             const auto step =
-                fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
+                fsm.resume(std::exchange(event, ev{ev::kind::resumed}), stopping_round());
             if (step.what == act::build_batch) {
                 try {
                     if (step.first_of_pass) after.clear();
@@ -629,6 +657,11 @@ private:
             if (result.mutation_id != request.mutations[i].mutation_id)
                 throw boost::system::system_error(make_error_code(errc::bad_response),
                                                   "push results out of order");
+            // A record the server answers with is stored too: checked first, so that an
+            // answer holding one that does not decode is applied not at all.
+            if (result.server && !result.server->deleted)
+                detail::expect_server_value(schema, key, result.server->value,
+                                            "the server's record");
             if (result.status == mutation_status::applied) {
                 if (result.server && result.server->version != result.version)
                     throw boost::system::system_error(
@@ -753,7 +786,7 @@ private:
             ev event;
             for (;;) {
                 const auto step =
-                    fsm.resume(std::exchange(event, ev{ev::kind::resumed}), round_cancelled_);
+                    fsm.resume(std::exchange(event, ev{ev::kind::resumed}), stopping_round());
                 if (step.what == act::request_page) {
                     if (step.refetch)
                         emit(sync_event::kind::error, schema.name, 0,
@@ -942,6 +975,10 @@ private:
     std::atomic<std::uint64_t> last_waiter_id_{0};
     /// The running round has been cancelled: it stops at its next step.
     bool round_cancelled_ = false;
+    /// The running round passed its deadline (`engine_config::round_timeout`), which
+    /// cancelled it.
+    bool round_timed_out_ = false;
+    std::chrono::steady_clock::time_point round_deadline_ = std::chrono::steady_clock::time_point::max();
     /// The cancellation of the request the round waits for, if it waits for one.
     boost::asio::cancellation_signal* landing_ = nullptr;
     /// The subsets the app asked for (`set_subset`), by collection; read by rounds.

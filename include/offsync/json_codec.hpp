@@ -10,9 +10,13 @@
 #include <boost/json/value_to.hpp>
 #include <boost/mp11/algorithm.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <optional>
+#include <ratio>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -93,14 +97,22 @@ inline bool parse_digits(std::string_view s, std::size_t pos, std::size_t n, int
 }
 } // namespace detail
 
-/// Formats a time point as ISO 8601 UTC with milliseconds: "2026-11-25T15:25:15.123Z".
-inline std::string format_iso8601(std::chrono::system_clock::time_point tp) {
+/// Instants at millisecond precision: what the wire's ISO 8601 text carries. Years 0000 to 9999
+/// (the text's four digits) fit in it without overflow, whatever the clock's own duration.
+using wire_time = std::chrono::sys_time<std::chrono::milliseconds>;
+
+/// Formats a time point as ISO 8601 UTC with milliseconds: "2026-11-25T15:25:15.123Z" (finer
+/// precision is cut, toward the past). Years outside 0000 to 9999 have no such text: the year
+/// is then written with more digits or a sign, which `parse_iso8601` refuses, so a codec
+/// checks `iso8601_year_ok` first.
+template <class Duration>
+std::string format_iso8601(std::chrono::time_point<std::chrono::system_clock, Duration> tp) {
     using namespace std::chrono;
     const auto ms = floor<milliseconds>(tp);
     const auto day = floor<days>(ms);
     const year_month_day ymd{day};
     const hh_mm_ss hms{ms - day};
-    char buf[32];
+    char buf[48];
     std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", int(ymd.year()),
                   unsigned(ymd.month()), unsigned(ymd.day()), int(hms.hours().count()),
                   int(hms.minutes().count()), int(hms.seconds().count()),
@@ -108,9 +120,17 @@ inline std::string format_iso8601(std::chrono::system_clock::time_point tp) {
     return buf;
 }
 
+/// Whether an instant's year has four digits, as ISO 8601 text needs.
+inline bool iso8601_year_ok(wire_time tp) {
+    const std::chrono::year_month_day ymd{std::chrono::floor<std::chrono::days>(tp)};
+    return int(ymd.year()) >= 0 && int(ymd.year()) <= 9999;
+}
+
 /// Parses "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)". Only UTC is accepted: a sync protocol
-/// that stores local offsets invites two replicas to disagree about one instant.
-inline std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) {
+/// that stores local offsets invites two replicas to disagree about one instant. Digits past
+/// the millisecond are dropped. Whether the instant fits a given time point type is
+/// `time_point_holds`'s question.
+inline std::optional<wire_time> parse_iso8601(std::string_view s) {
     using namespace std::chrono;
     int y, mo, d, h, mi, sec;
     if (s.size() < 20 || !detail::parse_digits(s, 0, 4, y) || s[4] != '-' ||
@@ -136,15 +156,76 @@ inline std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::s
     if (rest != "Z" && rest != "z" && rest != "+00:00") return std::nullopt;
     const year_month_day ymd{year{y}, month{unsigned(mo)}, day{unsigned(d)}};
     if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
-    return sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} + milliseconds{frac_ms};
+    return wire_time{sys_days{ymd}} + hours{h} + minutes{mi} + seconds{sec} +
+           milliseconds{frac_ms};
+}
+
+/// Whether `tp` is an instant that a `time_point<system_clock, Duration>` holds. The system
+/// clock's own nanoseconds reach only from 1677-09-21 to 2262-04-11: converting an instant
+/// outside them would wrap around through a signed overflow into a wrong date.
+template <class Duration>
+constexpr bool time_point_holds(wire_time tp) {
+    using namespace std::chrono;
+    using target = time_point<system_clock, Duration>;
+    if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
+        // Finer than milliseconds: its range is the narrower one. Compared in milliseconds,
+        // where both of its ends fit.
+        return tp >= ceil<milliseconds>(target::min()) && tp <= floor<milliseconds>(target::max());
+    } else if constexpr (std::is_integral_v<typename Duration::rep>) {
+        // As coarse or coarser: counted in 64 bits first (no overflow for four-digit years),
+        // then compared with what the field's own representation holds.
+        using rep = typename Duration::rep;
+        const auto count =
+            floor<duration<std::int64_t, typename Duration::period>>(tp).time_since_epoch().count();
+        return count >= std::int64_t(std::numeric_limits<rep>::lowest()) &&
+               (std::is_unsigned_v<rep> && sizeof(rep) >= sizeof(std::int64_t)
+                    ? true
+                    : count <= std::int64_t(std::numeric_limits<rep>::max()));
+    } else {
+        return true; // a floating-point count
+    }
+}
+
+/// The instants a `time_point<system_clock, Duration>` field holds on the wire, the narrower of
+/// its own range and the four-digit years, as text for a message: "1677-09-21T00:12:43.146Z
+/// to 2262-04-11T23:47:16.854Z" for the system clock's own.
+template <class Duration>
+std::string time_point_range_text() {
+    using namespace std::chrono;
+    using target = time_point<system_clock, Duration>;
+    wire_time low = wire_time{sys_days{year{0} / 1 / 1}};
+    wire_time high = wire_time{sys_days{year{9999} / 12 / 31}} + hours{24} - milliseconds{1};
+    if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
+        low = std::max(low, ceil<milliseconds>(target::min()));
+        high = std::min(high, floor<milliseconds>(target::max()));
+    } else if constexpr (std::is_integral_v<typename Duration::rep>) {
+        // A narrow count (32-bit seconds end in 2038): its ends in milliseconds, computed in
+        // long double since a coarse period's ends may not fit 64 bits; the last one held
+        // is the whole last period.
+        using rep = typename Duration::rep;
+        constexpr long double period_ms = 1000.0L * Duration::period::num / Duration::period::den;
+        const long double lowest = std::numeric_limits<rep>::lowest() * period_ms;
+        const long double highest = (std::numeric_limits<rep>::max() + 1.0L) * period_ms - 1;
+        if (lowest > low.time_since_epoch().count())
+            low = wire_time{milliseconds{std::int64_t(lowest)}};
+        if (highest < high.time_since_epoch().count())
+            high = wire_time{milliseconds{std::int64_t(highest)}};
+    }
+    return format_iso8601(low) + " to " + format_iso8601(high);
 }
 
 template <class Duration>
 struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>> {
     using time_type = std::chrono::time_point<std::chrono::system_clock, Duration>;
+    /// Throws `sync_error` (`invalid_field`) for an instant outside the years 0000 to 9999,
+    /// which ISO 8601 text cannot carry (only a `Duration` coarser than the system clock's
+    /// reaches them).
     static boost::json::value encode(const time_type& v) {
-        return boost::json::value(format_iso8601(std::chrono::time_point_cast<
-                                          std::chrono::system_clock::duration>(v)));
+        const auto ms = std::chrono::floor<std::chrono::milliseconds>(v);
+        if (!iso8601_year_ok(ms))
+            throw sync_error(make_error_code(errc::invalid_field),
+                             "a time outside the years 0000 to 9999 has no ISO 8601 text");
+        return boost::json::value(format_iso8601(ms));
     }
     static bool decode(const boost::json::value& jv, time_type& out, std::string& why) {
         const auto* s = jv.if_string();
@@ -153,7 +234,12 @@ struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>>
             why = "must be an ISO 8601 UTC time such as \"2026-11-25T15:25:15.123Z\"";
             return false;
         }
-        out = std::chrono::time_point_cast<Duration>(*tp);
+        if (!time_point_holds<Duration>(*tp)) {
+            why = "must be a time from " + time_point_range_text<Duration>() +
+                  " (the range of its type), not " + std::string(*s);
+            return false;
+        }
+        out = std::chrono::floor<Duration>(*tp);
         return true;
     }
 };

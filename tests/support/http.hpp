@@ -17,6 +17,7 @@
 #include <boost/asio/write.hpp>
 
 #include <array>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <sstream>
@@ -261,8 +262,15 @@ inline std::string snapshot(server::sync_service& s) {
 /// A server that answers every request with `200` and `body`, whatever was asked: an HTTP
 /// server that is not offsync, or one that is broken.
 struct answers_anything {
+    using request_type = http::request<http::string_body>;
     answers_anything(asio::io_context& io, std::string body)
         : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), body(std::move(body)) {
+        accept();
+    }
+    /// Answers each request with `answer(request)`: a server that lies in the ways a test
+    /// scripts.
+    answers_anything(asio::io_context& io, std::function<std::string(const request_type&)> answer)
+        : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}), answer(std::move(answer)) {
         accept();
     }
     void accept() {
@@ -281,7 +289,7 @@ struct answers_anything {
             ++requests;
             auto res = std::make_shared<http::response<http::string_body>>(http::status::ok, 11);
             res->set(http::field::content_type, "application/json");
-            res->body() = body;
+            res->body() = answer ? answer(*req) : body;
             res->prepare_payload();
             http::async_write(*sock, *res, [this, sock, res](error_code wec, std::size_t) {
                 if (!wec) serve(sock);
@@ -290,8 +298,26 @@ struct answers_anything {
     }
     tcp::acceptor acceptor;
     std::string body;
+    std::function<std::string(const request_type&)> answer;
     int requests = 0;
 };
+
+/// The query parameter `name` of a request target ("" if absent): enough for scripted servers.
+inline std::string query_parameter(std::string_view target, std::string_view name) {
+    const auto q = target.find('?');
+    if (q == std::string_view::npos) return {};
+    auto rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const auto pair = rest.substr(0, amp);
+        const auto eq = pair.find('=');
+        if (pair.substr(0, eq) == name && eq != std::string_view::npos)
+            return std::string(pair.substr(eq + 1));
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+    return {};
+}
 
 /// A TCP proxy in front of the server that can swallow responses (it closes both sides when
 /// the server's answer arrives, so the server applied a request whose answer the client never

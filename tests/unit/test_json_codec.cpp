@@ -10,6 +10,7 @@
 
 #include <array>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -335,6 +336,74 @@ TEST_CASE("ISO 8601 times round trip and accept only UTC", "[codec]") {
         CHECK(field_codec<sys_ms>::decode(json::value("2026-12-24T18:30:00.250Z"), coarse, why));
         CHECK(coarse == at(2026, 12, 24, 18, 30, 0, 250));
         CHECK(field_codec<sys_ms>::encode(coarse) == "2026-12-24T18:30:00.250Z");
+    }
+}
+
+TEST_CASE("a time outside its type's range is refused, never wrapped into another date",
+          "[codec][bad-input]") {
+    using namespace std::chrono;
+    std::string why;
+    SECTION("the system clock's own type: 1677-09-21 to 2262-04-11") {
+        using field = field_codec<system_clock::time_point>;
+        system_clock::time_point out = at(2026, 1, 1, 0, 0, 0);
+        const auto before = out;
+        // These wrapped around through a signed overflow: 2300-01-01 read as 1715-06-13.
+        for (const char* s : {"2300-01-01T00:00:00.000Z", "9999-12-31T00:00:00.000Z",
+                              "1600-01-01T00:00:00.000Z", "0000-01-01T00:00:00.000Z",
+                              "2262-04-11T23:47:16.855Z", "1677-09-21T00:12:43.145Z"}) {
+            INFO(s);
+            why.clear();
+            CHECK_FALSE(field::decode(json::value(s), out, why));
+            CHECK_THAT(why, Contains("1677-09-21T00:12:43.146Z to 2262-04-11T23:47:16.854Z") &&
+                                Contains(s));
+            CHECK(out == before);
+        }
+        // Its very ends are held, and round trip.
+        for (const char* s : {"2262-04-11T23:47:16.854Z", "1677-09-21T00:12:43.146Z"}) {
+            INFO(s);
+            REQUIRE(field::decode(json::value(s), out, why));
+            CHECK(field::encode(out) == s);
+        }
+        // A model's member decodes alike, naming it.
+        Reservation r;
+        auto d = from_json_object(parse_object(R"({"date": "2300-01-01T00:00:00Z"})"), r);
+        CHECK(d.code == errc::invalid_field);
+        CHECK_THAT(d.message, Contains("'date'") && Contains("range of its type"));
+    }
+    SECTION("a millisecond type holds every four-digit year") {
+        sys_ms out{};
+        for (const char* s : {"0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z",
+                              "1600-02-29T12:00:00.000Z", "2300-01-01T00:00:00.000Z"}) {
+            INFO(s);
+            REQUIRE(field_codec<sys_ms>::decode(json::value(s), out, why));
+            CHECK(field_codec<sys_ms>::encode(out) == s);
+        }
+        // A year of five digits has no ISO 8601 text here: encoding refuses it.
+        const sys_ms far = sys_days{year{10000} / 1 / 1};
+        CHECK_THROWS_AS(field_codec<sys_ms>::encode(far), sync_error);
+        const sys_ms before_zero = sys_days{year{-1} / 12 / 31};
+        CHECK_THROWS_AS(field_codec<sys_ms>::encode(before_zero), sync_error);
+        CHECK_FALSE(parse_iso8601(format_iso8601(far)));
+    }
+    SECTION("a 32-bit count of seconds ends in 2038") {
+        using seconds32 = duration<std::int32_t>;
+        using field = field_codec<time_point<system_clock, seconds32>>;
+        time_point<system_clock, seconds32> out{};
+        REQUIRE(field::decode(json::value("2038-01-19T03:14:07Z"), out, why));
+        CHECK(out.time_since_epoch().count() == std::numeric_limits<std::int32_t>::max());
+        CHECK_FALSE(field::decode(json::value("2038-01-19T03:14:08Z"), out, why));
+        CHECK_THAT(why, Contains("2038-01-19T03:14:07.999Z"));
+        REQUIRE(field::decode(json::value("1901-12-13T20:45:52Z"), out, why));
+        CHECK(out.time_since_epoch().count() == std::numeric_limits<std::int32_t>::min());
+        CHECK_FALSE(field::decode(json::value("1901-12-13T20:45:51Z"), out, why));
+    }
+    SECTION("time_point_holds asks the same question without decoding") {
+        CHECK(time_point_holds<system_clock::duration>(wire_time{sys_days{year{2262} / 4 / 11}}));
+        CHECK_FALSE(time_point_holds<system_clock::duration>(wire_time{sys_days{year{2262} / 4 / 12}}));
+        CHECK_FALSE(time_point_holds<system_clock::duration>(wire_time{sys_days{year{1677} / 9 / 21}}));
+        CHECK(time_point_holds<system_clock::duration>(wire_time{sys_days{year{1677} / 9 / 22}}));
+        CHECK(time_point_holds<milliseconds>(wire_time{sys_days{year{9999} / 12 / 31}}));
+        CHECK(time_point_holds<duration<double>>(wire_time{sys_days{year{9999} / 12 / 31}}));
     }
 }
 

@@ -220,7 +220,7 @@ TEST_CASE("a schema's defaults are a default-constructed record", "[model]") {
     CHECK(schema_of<wide>().defaults.at("f51") == 51);
 }
 
-TEST_CASE("schema_of builds a schema once; make_schema builds an equal one each call", "[model]") {
+TEST_CASE("schema_of builds a schema once, make_schema builds an equal one each call", "[model]") {
     CHECK(&schema_of<book>() == &schema_of<book>());
     CHECK(static_cast<const void*>(&schema_of<book>()) !=
           static_cast<const void*>(&schema_of<memo>()));

@@ -267,7 +267,7 @@ TEST_CASE("a change and a pull response round trip, tombstones included", "[prot
     CHECK(!back_last.has_more);
 }
 
-TEST_CASE("a document decoded for good gives up its records; a borrowed one keeps them",
+TEST_CASE("a document decoded for good gives up its records, a borrowed one keeps them",
           "[protocol]") {
     pull_response page;
     page.changes = {sample_change(), sample_change()};

@@ -195,6 +195,18 @@ TEST_CASE("pull fsm: bad answers end the pull", "[pull_fsm]") {
     SECTION("a cursor that stays while more is said to follow") {
         CHECK(s.expect(page(50, true), act::finish).ec == errc::bad_response);
     }
+    SECTION("a page without changes that says more follow, however far its cursor moves") {
+        // Such pages, each a version further, kept a device pulling for ever.
+        for (std::uint64_t cursor : {51u, 5000u}) {
+            script t({50, 100, 100});
+            t.start(act::request_page);
+            t.expect(sent(), act::await_page);
+            auto a = t.expect(pull_event::page({}, cursor, true, true), act::finish);
+            CHECK(a.ec == errc::bad_response);
+            CHECK(std::string(a.message) == "a pull page with no changes claimed more");
+            CHECK(t.fsm.cursor() == 50); // nothing applied
+        }
+    }
 }
 
 TEST_CASE("pull fsm: a store failure ends the pull after the page ahead", "[pull_fsm]") {

@@ -497,7 +497,7 @@ TEST_CASE("an edit answers a rejection by unparking the record", "[replica-rules
     CHECK(pushable_keys(store) == std::vector<std::string>{"t1"});
 }
 
-TEST_CASE("an edit of a conflict-parked record updates the parked copy; the record stays parked",
+TEST_CASE("an edit of a conflict-parked record updates the parked copy, the record stays parked",
           "[replica-rules]") {
     memory_storage store("client-a");
     seed_synced(store, "t1", task_value("t1", "A"), 7);

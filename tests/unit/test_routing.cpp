@@ -3,6 +3,7 @@
 #include "../support/models.hpp"
 
 #include <offsync/server/http_server.hpp>
+#include <offsync/testing/faulty_server_store.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -91,6 +92,32 @@ TEST_CASE("routing: health answers without a token, and says when the server dra
     auto posted = w.answer(http::verb::post, "/healthz", "");
     check_refusal(posted, 405, "method_not_allowed");
     CHECK(posted.response[http::field::allow] == "GET");
+}
+
+TEST_CASE("routing: health is not ready while the store cannot be read", "[routing][ops]") {
+    server::memory_server_store memory;
+    server::faulty_server_store store(memory);
+    server::sync_service service(store);
+    service.add_collection<Landmark>();
+    server::authenticator nobody = [](std::string_view) { return std::optional<std::string>(); };
+    auto health = [&](bool stopping = false) {
+        http_request req{http::verb::get, "/healthz", 11};
+        return route(service, nobody, req, stopping);
+    };
+    CHECK(health().response.result_int() == 200);
+    bool failing = true;
+    store.set_fault_hook([&](std::string_view op) { return failing && op == "check_readable"; });
+    auto down = health();
+    CHECK(down.response.result_int() == 503);
+    CHECK(body_of(down).at("status") == "unavailable");
+    CHECK(body_of(down).at("storage") == "failed");
+    // The store's message (it may name a file) is not told to whoever asks.
+    CHECK(down.response.body().find("injected") == std::string::npos);
+    CHECK(body_of(health(true)).at("status") == "stopping");
+    failing = false;
+    auto back = health();
+    CHECK(back.response.result_int() == 200);
+    CHECK(body_of(back).at("storage") == "ready");
 }
 
 TEST_CASE("routing: everything else needs an accepted Bearer token, and reveals nothing without",

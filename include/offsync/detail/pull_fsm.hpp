@@ -70,7 +70,7 @@ struct pull_event {
 /// - `cursor_ahead` (the server has less than this store saw) resets the cursor and pulls from
 ///   the start, once.
 /// - A cursor that goes back, or that does not move while more is said to follow, is a bad
-///   response.
+///   response; so is a page without changes that says more follow.
 ///
 /// Cancellation is checked at each step (`cancelled` comes with every event): a cancelled pull
 /// asks for nothing more, applies the page it holds and finishes with `operation_aborted`,
@@ -112,6 +112,10 @@ public:
                 if (ev.ec) return finish(ev.ec);
                 if (ev.cursor < since_ || (ev.has_more && ev.cursor == since_))
                     return finish(errc::bad_response, "pull cursor did not advance");
+                // A server reads on past what a device may not see rather than answer nothing:
+                // a page like this would let one keep a device pulling for ever.
+                if (ev.has_more && ev.empty)
+                    return finish(errc::bad_response, "a pull page with no changes claimed more");
                 // Nothing new: an idle round writes nothing (a SQLite store would sync a commit).
                 if (ev.empty && ev.cursor == since_ && !ev.has_more) return finish({});
                 page_cursor_ = ev.cursor;

@@ -394,6 +394,8 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
         if (!rec) return c.deleted; // its own delete, acknowledged and removed
         return rec->base_version == c.version && rec->parked == park_state::none;
     }
+    // Thrown before anything of the page is stored: the caller's transaction rolls back.
+    if (!c.deleted) expect_server_value(schema, key, c.value, "pulled record");
     // The record as a store that has never had it keeps it: the server's, clean.
     auto fresh_from_server = [&] {
         local_record fresh;

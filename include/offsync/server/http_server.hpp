@@ -358,10 +358,14 @@ inline routed route(sync_service& service, const authenticator& auth, const http
 
     if (path == "/healthz") {
         if (req.method() != boost::beast::http::verb::get) return method_not_allowed(r, "GET"), r;
-        boost::json::object o{{"status", stopping ? "stopping" : "ok"},
-                              {"storage", "ready"},
+        // Ready only if the store can be read: a load balancer then takes an instance whose
+        // file is damaged or gone out of rotation. The store's message (a file path) is not
+        // told to whoever asks.
+        const bool storage_ok = !service.check_storage();
+        boost::json::object o{{"status", stopping ? "stopping" : storage_ok ? "ok" : "unavailable"},
+                              {"storage", storage_ok ? "ready" : "failed"},
                               {"last_version", service.last_version()}};
-        set_json(r.response, stopping ? 503 : 200, boost::json::serialize(o));
+        set_json(r.response, stopping || !storage_ok ? 503 : 200, boost::json::serialize(o));
         return r;
     }
 

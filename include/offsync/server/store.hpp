@@ -96,6 +96,12 @@ public:
     virtual server_counters counters() = 0;
     virtual void set_counters(const server_counters& counters) = 0;
 
+    /// Reads a little of everything a request reads first, so that a store that cannot serve
+    /// fails here: the readiness check of `GET /healthz` calls it. Throws what a failing read
+    /// throws (`sync_error`, `storage_failure`). Not a full check of the data: a store may
+    /// offer one where it opens (`sqlite_server_config::quick_check_on_open`).
+    virtual void check_readable() {}
+
     /// The record (owner, key) of the collection, tombstones included.
     virtual std::optional<server_record> find(const collection_schema& schema,
                                               std::string_view owner, std::string_view key) = 0;

@@ -304,6 +304,18 @@ public:
             }
             return guarded([&] {
                 response = feed_page(user, schema, request);
+                // Entries the user may not see, or outside the subset, leave a page empty:
+                // read on rather than answer "nothing, but more follows", which devices refuse
+                // (a server could keep them pulling for ever with it). Each window's cursor is
+                // past the one before, so the loop ends at the feed's end at the latest.
+                if (response.changes.empty() && response.has_more) {
+                    pull_request next = request;
+                    while (response.changes.empty() && response.has_more &&
+                           response.cursor > next.since) {
+                        next.since = response.cursor;
+                        response = feed_page(user, schema, next);
+                    }
+                }
                 return diagnostics{};
             });
         });
@@ -409,6 +421,18 @@ public:
     std::uint64_t last_version() const {
         std::lock_guard lock(mutex_);
         return counters_.last_version;
+    }
+
+    /// Whether the store can serve: `server_store::check_readable` under the service's lock.
+    /// Empty diagnostics when it can; `server_error` with the store's message when not.
+    /// What `GET /healthz` asks, so that a load balancer stops sending requests to an instance
+    /// whose file is damaged or gone.
+    diagnostics check_storage() {
+        std::lock_guard lock(mutex_);
+        return guarded([&] {
+            store_.check_readable();
+            return diagnostics{};
+        });
     }
 
     // --- Per-record REST: what the HTTP server's `/v1/C` and `/v1/C/{id}` routes call. Same
@@ -755,6 +779,15 @@ private:
                               const mutation& m, access_cache& access) {
         const bool shared = schema.scope == scope::shared;
         const bool grouped = schema.scope == scope::grouped;
+        // A copy can derive only from a version this server wrote. One from beyond would skip
+        // the conflict check against every write in between (and a restored or foreign server
+        // is told so, rather than overwritten).
+        if (m.base_version > counters_.last_version)
+            return rejected({make_error_code(errc::invalid_field),
+                             schema.name + "/" + key + ": base_version " +
+                                 std::to_string(m.base_version) +
+                                 " is above every version this server has written"},
+                            std::nullopt);
         const std::string base_owner = owner_of(schema, user);
         // An upsert is checked before any lookup, so that a new record can go straight in.
         diagnostics invalid;

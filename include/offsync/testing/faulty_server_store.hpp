@@ -56,6 +56,10 @@ public:
         check("set_counters");
         next_.set_counters(counters);
     }
+    void check_readable() override {
+        check("check_readable");
+        next_.check_readable();
+    }
 
     std::optional<server_record> find(const collection_schema& schema, std::string_view owner,
                                       std::string_view key) override {
