@@ -84,6 +84,9 @@ int serve_main(int argc, char** argv) {
     // Every device of the live scenario syncs at once, beside its stream: admit them all (a
     // real server sizes this to its devices; past it, a 503 with Retry-After spreads them).
     config.max_connections = 1'000'000;
+    // And every one comes from 127.0.0.1 as one user, at rates a bench is for.
+    config.max_connections_per_address = 0;
+    config.max_requests_per_user_per_second = 0;
     config.log = [&](const offsync::server::request_log& r) {
         ++count.requests;
         count.bytes_in += r.request_bytes;

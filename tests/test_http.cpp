@@ -974,6 +974,147 @@ TEST_CASE("http: a client that stalls mid-request is timed out while others are 
     CHECK(raw(w.port, request("GET", "/v1/landmarks")).status() == 200);
 }
 
+namespace {
+
+/// Whether the server closed `s` within `limit` (a read ends in EOF or a reset), reading and
+/// dropping anything it sent first.
+bool closed_by_server(tcp::socket& s, std::chrono::milliseconds limit) {
+    s.non_blocking(true);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::array<char, 512> sink;
+    while (std::chrono::steady_clock::now() < deadline) {
+        boost::system::error_code ec;
+        s.read_some(asio::buffer(sink), ec);
+        if (ec == asio::error::would_block) {
+            std::this_thread::sleep_for(5ms);
+            continue;
+        }
+        if (ec) return true; // eof or reset
+    }
+    return false;
+}
+
+} // namespace
+
+TEST_CASE("http: idle and slow connections without a token are closed while clients are served",
+          "[http][limits][security]") {
+    auto config = test_server_config();
+    config.max_connections = 6;
+    config.unauthenticated_timeout = 400ms;
+    config.idle_timeout = 30s; // far beyond the test: only the new limit closes anything
+    http_world w(config);
+    asio::io_context io;
+    // They fill the server: four that never send a byte, one that trickles headers without a
+    // token, and one that sends an accepted request and then idles.
+    std::vector<tcp::socket> silent;
+    for (int i = 0; i < 4; ++i) {
+        silent.emplace_back(io);
+        silent.back().connect({asio::ip::make_address("127.0.0.1"), w.port});
+    }
+    tcp::socket trickle(io);
+    trickle.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    asio::write(trickle, asio::buffer(std::string("GET /v1/landmarks HTTP/1.1\r\nHost: x\r\n")));
+    tcp::socket client(io);
+    client.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    auto ask = [&](tcp::socket& s) {
+        const auto wire = "GET /v1/landmarks/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          alice_token + "\r\n\r\n";
+        asio::write(s, asio::buffer(wire));
+        beast::flat_buffer buffer;
+        http::response<http::string_body> res;
+        boost::system::error_code ec;
+        http::read(s, buffer, res, ec);
+        return ec ? 0u : res.result_int();
+    };
+    CHECK(ask(client) == 200);
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (w.srv->connections() < 6 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    REQUIRE(w.srv->connections() == 6);
+    CHECK(raw(w.port, request("GET", "/v1/landmarks")).status() == 503); // full
+    // Past the limit the five without a token are gone; the client's connection stays.
+    for (auto& s : silent) CHECK(closed_by_server(s, 3s));
+    boost::system::error_code late; // the server may have closed it already
+    asio::write(trickle, asio::buffer(std::string("X-More: slowly\r\n")), late);
+    CHECK(closed_by_server(trickle, 3s));
+    CHECK(ask(client) == 200);
+    // Room again for everyone else.
+    CHECK(raw(w.port, request("GET", "/v1/landmarks")).status() == 200);
+}
+
+TEST_CASE("http: connections past the limit of one address get 429, another address is served",
+          "[http][limits][security]") {
+    auto config = test_server_config();
+    config.max_connections_per_address = 3;
+    config.busy_retry_after = 4s;
+    http_world w(config);
+    asio::io_context io;
+    std::vector<tcp::socket> held;
+    for (int i = 0; i < 3; ++i) {
+        held.emplace_back(io);
+        held.back().connect({asio::ip::make_address("127.0.0.1"), w.port});
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (w.srv->connections() < 3 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    REQUIRE(w.srv->connections() == 3);
+    auto refused = raw(w.port, request("GET", "/v1/landmarks"));
+    REQUIRE(!refused.ec);
+    CHECK(refused.status() == 429);
+    CHECK(refused.code() == "too_many_requests");
+    CHECK(refused.res[http::field::retry_after] == "4");
+    // Another address of the loopback network is not held back by this one. (The server
+    // listens on 127.0.0.1 only; the client binds its end to 127.0.0.2.)
+    tcp::socket other(io);
+    other.open(tcp::v4());
+    boost::system::error_code bec;
+    other.bind({asio::ip::make_address("127.0.0.2"), 0}, bec);
+    REQUIRE_FALSE(bec);
+    other.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    asio::write(other, asio::buffer(request("GET", "/v1/landmarks/1")));
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(other, buffer, res);
+    CHECK(res.result_int() == 200);
+    // Closed, a connection frees its address's slot.
+    held.pop_back();
+    const auto freed = std::chrono::steady_clock::now() + 3s;
+    unsigned status = 0;
+    while (std::chrono::steady_clock::now() < freed && status != 200) {
+        status = raw(w.port, request("GET", "/v1/landmarks")).status();
+        if (status != 200) std::this_thread::sleep_for(20ms);
+    }
+    CHECK(status == 200);
+}
+
+TEST_CASE("http: a user past the request rate gets 429 with Retry-After, and a round reports it",
+          "[http][limits]") {
+    auto config = test_server_config();
+    config.max_requests_per_user_per_second = 0.5;
+    config.user_request_burst = 3;
+    http_world w(config);
+    std::vector<unsigned> statuses;
+    for (int i = 0; i < 4; ++i)
+        statuses.push_back(raw(w.port, request("GET", "/v1/landmarks/1")).status());
+    CHECK(statuses == std::vector<unsigned>{200, 200, 200, 429});
+    auto refused = raw(w.port, request("GET", "/v1/landmarks/1"));
+    CHECK(refused.code() == "too_many_requests");
+    CHECK(refused.res[http::field::retry_after] == "2");
+    // Another user, and health, are not held back.
+    CHECK(raw(w.port, request("GET", "/v1/landmarks/1", bob_token)).status() == 200);
+    CHECK(raw(w.port, request("GET", "/healthz", "")).status() == 200);
+    // A device's round ends with the code and the wait, which background sync honours
+    // (`background_config::honour_retry_after`, tests/test_background.cpp).
+    asio::io_context io;
+    http_client phone(io, w.port, alice_token, w.clock.as_wall_clock());
+    auto report = phone.sync();
+    CHECK(report.error == errc::too_many_requests);
+    CHECK(report.error == condition::retry_later);
+    REQUIRE(report.retry_after);
+    CHECK(*report.retry_after == 2s);
+    CHECK_THAT(report.error_message, Catch::Contains("HTTP 429"));
+}
+
 TEST_CASE("http: connections beyond the limit get 503 with Retry-After", "[http][bad-input]") {
     auto config = test_server_config();
     config.max_connections = 2;

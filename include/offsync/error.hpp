@@ -54,6 +54,8 @@ enum class errc {
     undecodable_record,    ///< a stored record does not decode as its model type (a field of the wrong type)
     // Live changes (added in December 2026).
     too_many_streams, ///< the server holds as many change streams as it allows (per user or in all)
+    // Limits on the open internet (added in December 2026).
+    too_many_requests, ///< a user's requests or an address's connections over the server's limit (HTTP 429, `Retry-After`)
 };
 
 /// Groups of codes a caller acts on alike: `if (ec == offsync::condition::retry_later)`.
@@ -125,6 +127,7 @@ inline constexpr errc_row errc_table[] = {
      "a stored record does not decode as its model type", condition::local_storage},
     {errc::too_many_streams, "too_many_streams", "too many change streams open",
      condition::retry_later},
+    {errc::too_many_requests, "too_many_requests", "too many requests", condition::retry_later},
 };
 
 constexpr bool errc_table_in_enum_order() {

@@ -332,3 +332,84 @@ TEST_CASE("routing: a change stream needs HTTP/1.1", "[routing][live]") {
     req.version(11);
     CHECK(route(w.service, w.auth, req, false).stream);
 }
+
+TEST_CASE("limits: a user's requests are a token bucket, and idle users are forgotten",
+          "[routing][limits]") {
+    using server::detail::request_rate_limiter;
+    using namespace std::chrono_literals;
+    const auto t0 = std::chrono::steady_clock::time_point{} + 1h;
+    request_rate_limiter limit(2.0, 3.0, 4); // 2 a second, bursts of 3
+    CHECK(limit.enabled());
+    for (int i = 0; i < 3; ++i) CHECK_FALSE(limit.admit("alice", t0));
+    auto refused = limit.admit("alice", t0);
+    REQUIRE(refused);
+    CHECK(*refused == 1s); // half a second, said in whole seconds
+    CHECK_FALSE(limit.admit("bob", t0)); // another user has a bucket of their own
+    CHECK(limit.admit("alice", t0 + 100ms)); // 0.2 of a token
+    CHECK_FALSE(limit.admit("alice", t0 + 500ms)); // one token refilled
+    CHECK(limit.admit("alice", t0 + 500ms));
+    // A long wait refills to the burst, never beyond.
+    const auto later = t0 + 1h;
+    for (int i = 0; i < 3; ++i) CHECK_FALSE(limit.admit("alice", later));
+    CHECK(limit.admit("alice", later));
+    // A slow rate says how many seconds.
+    request_rate_limiter slow(0.1, 1.0);
+    CHECK_FALSE(slow.admit("carol", t0));
+    CHECK(slow.admit("carol", t0) == std::optional<std::chrono::seconds>(10s));
+    // Memory: users whose buckets have refilled are dropped to make room.
+    for (int i = 0; i < 100; ++i)
+        CHECK_FALSE(limit.admit("user-" + std::to_string(i), later + std::chrono::seconds(10 * i)));
+    CHECK(limit.tracked() <= 5);
+    // No limit: everything passes, nothing is kept.
+    request_rate_limiter none(0, 0);
+    CHECK_FALSE(none.enabled());
+    for (int i = 0; i < 10'000; ++i) CHECK_FALSE(none.admit("alice", t0));
+    CHECK(none.tracked() == 0);
+}
+
+TEST_CASE("limits: connections are counted per address", "[routing][limits]") {
+    server::detail::address_counter counter(2);
+    CHECK(counter.open("10.0.0.1"));
+    CHECK(counter.open("10.0.0.1"));
+    CHECK_FALSE(counter.open("10.0.0.1"));
+    CHECK(counter.open("10.0.0.2"));
+    counter.close("10.0.0.1");
+    CHECK(counter.open("10.0.0.1"));
+    counter.close("10.0.0.1");
+    counter.close("10.0.0.1");
+    counter.close("10.0.0.2");
+    CHECK(counter.addresses() == 0);
+    counter.close("10.0.0.9"); // never opened: nothing happens
+    server::detail::address_counter unlimited(0);
+    for (int i = 0; i < 1000; ++i) CHECK(unlimited.open("10.0.0.1"));
+    CHECK(unlimited.addresses() == 0);
+}
+
+TEST_CASE("routing: a request the user's limit refuses is answered 429 with Retry-After",
+          "[routing][limits]") {
+    router_world w;
+    int asked = 0;
+    server::detail::request_admission refuse_alice =
+        [&](std::string_view user) -> std::optional<std::chrono::seconds> {
+        ++asked;
+        if (user == "alice") return std::chrono::seconds(3);
+        return std::nullopt;
+    };
+    http_request pull{http::verb::get, "/v1/sync/pull?collection=landmarks", 11};
+    pull.set(http::field::authorization, "Bearer alice-token");
+    auto r = route(w.service, w.auth, pull, false, true, refuse_alice);
+    check_refusal(r, 429, "too_many_requests");
+    CHECK(r.response[http::field::retry_after] == "3");
+    CHECK(r.user == "alice");
+    pull.set(http::field::authorization, "Bearer bob-token");
+    CHECK(route(w.service, w.auth, pull, false, true, refuse_alice).response.result_int() == 200);
+    // Neither health nor a refused token is counted against anyone.
+    const int before = asked;
+    http_request health{http::verb::get, "/healthz", 11};
+    CHECK(route(w.service, w.auth, health, false, true, refuse_alice).response.result_int() == 200);
+    pull.set(http::field::authorization, "Bearer mallory-token");
+    CHECK(route(w.service, w.auth, pull, false, true, refuse_alice).response.result_int() == 401);
+    CHECK(asked == before);
+    CHECK(offsync::http_status(make_error_code(errc::too_many_requests)) == 429);
+    CHECK(error_code(errc::too_many_requests) == condition::retry_later);
+}

@@ -12,15 +12,17 @@
 
 namespace offsync::detail {
 
-/// Validates a JSON value as a record of `schema`: an object with known fields of the right
-/// types whose key field, if present, matches `key`.
-inline diagnostics validate_value(const collection_schema& schema, std::string_view key,
-                                  const boost::json::object& value) {
+/// The checks of `validate_value` and `validate_server_value`, which differ in what a field the
+/// model does not declare is.
+inline diagnostics validate_fields(const collection_schema& schema, std::string_view key,
+                                   const boost::json::object& value, bool unknown_is_error) {
     for (const auto& [name, v] : value) {
         auto index = schema.field_index(name);
-        if (!index)
+        if (!index) {
+            if (!unknown_is_error) continue;
             return {make_error_code(errc::unknown_field),
                     "unknown field '" + std::string(name) + "' in " + schema.name};
+        }
         if (auto d = schema.check_field(*index, v)) return d;
         if (name == schema.key_field) {
             std::string k;
@@ -32,6 +34,13 @@ inline diagnostics validate_value(const collection_schema& schema, std::string_v
     return {};
 }
 
+/// Validates a JSON value as a record of `schema`: an object with known fields of the right
+/// types whose key field, if present, matches `key`.
+inline diagnostics validate_value(const collection_schema& schema, std::string_view key,
+                                  const boost::json::object& value) {
+    return validate_fields(schema, key, value, true);
+}
+
 /// Validates a record the server sent, before a device's store takes it: every field the model
 /// declares must convert to its member's type, and the key field, if present, must match
 /// `key`. A field the model does not declare passes: it is a newer schema's, which an older
@@ -40,18 +49,7 @@ inline diagnostics validate_value(const collection_schema& schema, std::string_v
 /// again, since the cursor had moved past it.
 inline diagnostics validate_server_value(const collection_schema& schema, std::string_view key,
                                          const boost::json::object& value) {
-    for (const auto& [name, v] : value) {
-        auto index = schema.field_index(name);
-        if (!index) continue;
-        if (auto d = schema.check_field(*index, v)) return d;
-        if (name == schema.key_field) {
-            std::string k;
-            if (key_from_json(schema, v, k) || k != key)
-                return {make_error_code(errc::invalid_id),
-                        "field '" + schema.key_field + "' does not match the record id"};
-        }
-    }
-    return {};
+    return validate_fields(schema, key, value, false);
 }
 
 /// Throws `sync_error` (`bad_response`) when a record the server sent does not validate

@@ -165,7 +165,8 @@ inline unsigned http_status(const error_code& ec) {
     case errc::method_not_allowed: return 405;
     case errc::unsupported_media_type: return 415;
     case errc::headers_too_large: return 431;
-    case errc::too_many_streams: return 429;
+    case errc::too_many_streams:
+    case errc::too_many_requests: return 429;
     default: return 500;
     }
 }

@@ -6,6 +6,7 @@
 #include <offsync/live.hpp>
 #include <offsync/protocol.hpp>
 #include <offsync/server/auth.hpp>
+#include <offsync/server/limits.hpp>
 #include <offsync/server/sync_service.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -99,6 +100,24 @@ struct http_server_config {
     std::size_t max_connections = 512;
     /// The `Retry-After` (seconds) of a 503 for too many connections.
     std::chrono::seconds busy_retry_after{1};
+    /// How long a new connection has, from its acceptance, to send a request with an accepted
+    /// token (or a health check): until then this one deadline holds instead of
+    /// `read_timeout` and `idle_timeout`, and past it the connection is closed without an
+    /// answer. A request whose token is accepted lifts it as soon as its headers are read,
+    /// so a large first push is not cut short. Without it, connections that never send a
+    /// byte would hold `max_connections` for `idle_timeout` each.
+    std::chrono::milliseconds unauthenticated_timeout{10'000};
+    /// Open connections from one IP address at most (change streams included); beyond it a
+    /// new one is answered `429 too_many_requests` with `Retry-After` (`busy_retry_after`) and
+    /// closed. 0: no limit. Behind a reverse proxy every connection comes from the proxy's
+    /// address: set 0 there and let the proxy limit its clients.
+    std::size_t max_connections_per_address = 128;
+    /// Requests one user may make per second, sustained, and in a burst (a token bucket per
+    /// user); beyond them a request is answered `429 too_many_requests` with `Retry-After`,
+    /// which the device's background sync honours. 0: no limit. The defaults leave a first
+    /// sync of millions of records (one request per 1,000 records) at full speed.
+    double max_requests_per_user_per_second = 500;
+    double user_request_burst = 2000;
     /// How long `async_shutdown` lets in-flight requests finish before it closes their
     /// connections.
     std::chrono::milliseconds drain_timeout{10'000};
@@ -347,8 +366,13 @@ inline void route_stream(routed& r, const http_request& req, std::string_view qu
 
 /// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
 /// report that the server drains.
+/// Asked once per authenticated request: nullopt admits it, a duration refuses it with
+/// `429 too_many_requests` and that `Retry-After`.
+using request_admission = std::function<std::optional<std::chrono::seconds>(std::string_view user)>;
+
 inline routed route(sync_service& service, const authenticator& auth, const http_request& req,
-                    bool stopping, bool change_streams = true) {
+                    bool stopping, bool change_streams = true,
+                    const request_admission& admit = {}) {
     routed r;
     r.response.version(11);
     const auto target = std::string_view(req.target().data(), req.target().size());
@@ -381,6 +405,14 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         return r;
     }
     r.user = std::move(*user);
+    if (admit)
+        if (const auto wait = admit(r.user)) {
+            r.response.set(boost::beast::http::field::retry_after, std::to_string(wait->count()));
+            set_error(r, 429, errc::too_many_requests,
+                      "more requests than this server takes from one user; retry after " +
+                          std::to_string(wait->count()) + " s");
+            return r;
+        }
 
     if (path == "/v1/sync/push" || path == "/v1/sync/pull")
         route_sync(r, service, req, path == "/v1/sync/push", query);
@@ -451,6 +483,14 @@ public:
         if (config.stream_heartbeat <= std::chrono::milliseconds::zero())
             throw sync_error(make_error_code(errc::invalid_configuration),
                              "http_server: stream_heartbeat must be positive");
+        if (config.unauthenticated_timeout <= std::chrono::milliseconds::zero())
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "http_server: unauthenticated_timeout must be positive");
+        if (!(config.max_requests_per_user_per_second >= 0) ||
+            (config.max_requests_per_user_per_second > 0 && !(config.user_request_burst >= 1)))
+            throw sync_error(make_error_code(errc::invalid_configuration),
+                             "http_server: max_requests_per_user_per_second must not be negative, "
+                             "and user_request_burst must be at least 1");
         return config;
     }
 
@@ -560,6 +600,11 @@ private:
         boost::beast::tcp_stream stream;
         std::uint64_t id = 0;
         std::string remote;
+        std::string address; ///< the peer's IP address alone, counted per address
+        /// Whether a request with an accepted token came; until then `unauthenticated_until`
+        /// bounds every wait and read. Touched on the connection's strand only.
+        bool trusted = false;
+        std::chrono::steady_clock::time_point unauthenticated_until;
         bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
         std::shared_ptr<stream_wake> live; ///< set while it carries a change stream; guarded too
     };
@@ -599,11 +644,22 @@ private:
                                    boost::asio::detached);
                     continue;
                 } else {
+                    boost::system::error_code rec;
+                    const auto ep = socket.remote_endpoint(rec);
+                    std::string address = rec ? std::string() : ep.address().to_string();
+                    if (!addresses_.open(address)) {
+                        boost::asio::co_spawn(
+                            socket.get_executor(),
+                            reject_busy(std::move(socket), config_.busy_retry_after, true),
+                            boost::asio::detached);
+                        continue;
+                    }
                     c = std::make_shared<connection>(std::move(socket));
                     c->id = ++last_connection_id_;
-                    boost::system::error_code rec;
-                    auto ep = c->stream.socket().remote_endpoint(rec);
-                    if (!rec) c->remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+                    c->unauthenticated_until =
+                        std::chrono::steady_clock::now() + config_.unauthenticated_timeout;
+                    if (!rec) c->remote = address + ":" + std::to_string(ep.port());
+                    c->address = std::move(address);
                     connections_.emplace(c->id, c);
                 }
             }
@@ -619,13 +675,21 @@ private:
         drained_.cancel();
     }
 
-    static boost::asio::awaitable<void> reject_busy(tcp::socket socket, std::chrono::seconds retry) {
+    /// Answers a connection the server will not serve: `503` when it holds `max_connections`,
+    /// `429` when the peer's address holds `max_connections_per_address`.
+    static boost::asio::awaitable<void> reject_busy(tcp::socket socket, std::chrono::seconds retry,
+                                                    bool address_full = false) {
         const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
         boost::beast::tcp_stream stream(std::move(socket));
         http_response res;
         res.version(11);
-        set_json(res, 503,
-                 boost::json::serialize(error_body(errc::server_error, "too many connections")));
+        if (address_full)
+            set_json(res, 429,
+                     boost::json::serialize(error_body(errc::too_many_requests,
+                                                       "too many connections from this address")));
+        else
+            set_json(res, 503, boost::json::serialize(
+                                   error_body(errc::server_error, "too many connections")));
         res.set(boost::beast::http::field::retry_after, std::to_string(retry.count()));
         res.keep_alive(false);
         res.prepare_payload();
@@ -657,12 +721,14 @@ private:
         struct unregister {
             http_server_impl* server;
             std::uint64_t id;
+            std::string address;
             ~unregister() {
                 std::lock_guard lock(server->mutex_);
                 server->connections_.erase(id);
+                server->addresses_.close(address);
                 if (server->stopping_ && server->connections_.empty()) server->wake_shutdown();
             }
-        } guard{this, c->id};
+        } guard{this, c->id, c->address};
         (void)self;
         try {
             co_await serve(*c);
@@ -686,12 +752,13 @@ private:
                 if (!request_came) co_return;
             }
             std::optional<request_parser> parser(std::in_place);
-            const auto read = co_await read_request(stream, buffer, *parser);
+            const auto read = co_await read_request(c, buffer, *parser);
             if (!read) co_return; // gone, stalled or cancelled: nobody to answer
             const auto ec = *read;
             const auto started = std::chrono::steady_clock::now();
             bool close = false;
             routed r = answer(*parser, ec, close);
+            if (!r.user.empty()) c.trusted = true;
             if (r.stream) {
                 auto w = std::make_shared<stream_wake>(stream.get_executor());
                 auto subscription = subscribe_stream(r, w);
@@ -857,7 +924,8 @@ private:
             if (stopping_) co_return false;
             c.idle = true;
         }
-        c.stream.expires_after(config_.idle_timeout);
+        if (c.trusted) c.stream.expires_after(config_.idle_timeout);
+        else c.stream.expires_at(c.unauthenticated_until);
         auto space = buffer.prepare(idle_read_bytes);
         auto [ec, n] = co_await c.stream.async_read_some(
             space, boost::asio::as_tuple(boost::asio::use_awaitable));
@@ -875,9 +943,9 @@ private:
     /// headers too large, a malformed request), or nullopt when nobody is left to answer: the
     /// client went away, stalled past the timeout, or the read was cancelled.
     boost::asio::awaitable<std::optional<boost::beast::error_code>>
-    read_request(boost::beast::tcp_stream& stream, boost::beast::flat_buffer& buffer,
-                 request_parser& parser) {
+    read_request(connection& c, boost::beast::flat_buffer& buffer, request_parser& parser) {
         const auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+        auto& stream = c.stream;
         auto answerable = [](const boost::beast::error_code& ec)
             -> std::optional<boost::beast::error_code> {
             if (ec == boost::beast::http::error::end_of_stream ||
@@ -889,9 +957,16 @@ private:
         };
         parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
         parser.body_limit(config_.max_body_bytes);
-        stream.expires_after(config_.read_timeout);
+        const auto read_deadline = std::chrono::steady_clock::now() + config_.read_timeout;
+        stream.expires_at(c.trusted ? read_deadline
+                                    : std::min(read_deadline, c.unauthenticated_until));
         auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
         if (hec || parser.is_done()) co_return answerable(hec);
+        if (!c.trusted && accepted_token(parser.get())) {
+            // A client that sent a good token may take `read_timeout` over a large body.
+            c.trusted = true;
+            stream.expires_at(read_deadline);
+        }
         // curl and others wait for "100 Continue" before they send a larger body.
         const auto& fields = parser.get();
         if (auto it = fields.find(boost::beast::http::field::expect);
@@ -930,7 +1005,8 @@ private:
             close = true;
         } else {
             try {
-                r = route(service_, auth_, parser.get(), stopping, config_.change_streams);
+                r = route(service_, auth_, parser.get(), stopping, config_.change_streams,
+                          admission_);
             } catch (const std::exception& e) {
                 r = routed{};
                 r.response.version(11);
@@ -943,6 +1019,18 @@ private:
             close = close || stopping_;
         }
         return r;
+    }
+
+    /// Whether the request's Bearer token is one the authenticator accepts.
+    bool accepted_token(const http_request& req) const {
+        const auto token = bearer_token(req);
+        if (token.empty() || !auth_) return false;
+        try {
+            const auto user = auth_(token);
+            return user && !user->empty();
+        } catch (const std::exception&) {
+            return false;
+        }
     }
 
     void log_request(const connection& c, request_parser& parser,
@@ -983,12 +1071,24 @@ private:
     sync_service& service_;
     authenticator auth_;
     http_server_config config_;
+    /// The per-user request limit, as `route` asks it (empty when there is none).
+    request_admission admission_ =
+        config_.max_requests_per_user_per_second > 0
+            ? request_admission([this](std::string_view user) {
+                  std::lock_guard lock(limiter_mutex_);
+                  return limiter_.admit(user, std::chrono::steady_clock::now());
+              })
+            : request_admission();
     mutable std::mutex mutex_;
     std::unordered_map<std::uint64_t, std::shared_ptr<connection>> connections_;
     std::uint64_t last_connection_id_ = 0;
     std::size_t streams_ = 0; ///< connections carrying a change stream
     bool accepting_ = false;
     bool stopping_ = false;
+    address_counter addresses_{config_.max_connections_per_address}; ///< guarded by mutex_
+    std::mutex limiter_mutex_; ///< apart from mutex_: taken once per request
+    request_rate_limiter limiter_{config_.max_requests_per_user_per_second,
+                                  config_.user_request_burst};
 };
 
 } // namespace detail
