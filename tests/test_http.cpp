@@ -1038,6 +1038,19 @@ TEST_CASE("http: idle and slow connections without a token are closed while clie
     asio::write(trickle, asio::buffer(std::string("X-More: slowly\r\n")), late);
     CHECK(closed_by_server(trickle, 3s));
     CHECK(ask(client) == 200);
+    // A health checker that comes in time keeps its connection, token or not.
+    tcp::socket checker(io);
+    checker.connect({asio::ip::make_address("127.0.0.1"), w.port});
+    for (int i = 0; i < 4; ++i) {
+        asio::write(checker, asio::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")));
+        beast::flat_buffer buffer;
+        http::response<http::string_body> res;
+        boost::system::error_code ec;
+        http::read(checker, buffer, res, ec);
+        REQUIRE_FALSE(ec);
+        CHECK(res.result_int() == 200);
+        std::this_thread::sleep_for(200ms); // 800 ms in all, twice the limit
+    }
     // Room again for everyone else.
     CHECK(raw(w.port, request("GET", "/v1/landmarks")).status() == 200);
 }

@@ -315,9 +315,11 @@ private:
         round_cancelled_ = false;
         round_timed_out_ = false;
         landing_ = nullptr;
-        round_deadline_ = config_.round_timeout == std::chrono::milliseconds::zero()
-                              ? std::chrono::steady_clock::time_point::max()
-                              : std::chrono::steady_clock::now() + config_.round_timeout;
+        // A century is no limit either (and would overflow the clock's nanoseconds).
+        const bool unbounded = config_.round_timeout == std::chrono::milliseconds::zero() ||
+                               config_.round_timeout > std::chrono::hours(24 * 365 * 100);
+        round_deadline_ = unbounded ? std::chrono::steady_clock::time_point::max()
+                                    : std::chrono::steady_clock::now() + config_.round_timeout;
         boost::asio::co_spawn(strand_, run_round(), [this](std::exception_ptr ep, sync_report r) {
             if (ep && !r.error) {
                 r.error = make_error_code(errc::storage_failure);
@@ -646,6 +648,13 @@ private:
         const auto now = replica_.clock()();
         push_outcomes out;
         bool all_held = true; // every applied write is stored at its version
+        // The records the server answers with are stored too: all checked first, so that an
+        // answer holding one that does not decode is applied not at all (and no conflict
+        // policy has run for it).
+        for (std::size_t i = 0; i < response.results.size(); ++i)
+            if (const auto& server = response.results[i].server; server && !server->deleted)
+                detail::expect_server_value(schema, sent[i].key, server->value,
+                                            "the server's record");
         auto txn = replica_.storage().begin();
         // Settling a conflict may change a record's value, which listeners hear of;
         // acknowledgements and rejections do not.
@@ -657,11 +666,6 @@ private:
             if (result.mutation_id != request.mutations[i].mutation_id)
                 throw boost::system::system_error(make_error_code(errc::bad_response),
                                                   "push results out of order");
-            // A record the server answers with is stored too: checked first, so that an
-            // answer holding one that does not decode is applied not at all.
-            if (result.server && !result.server->deleted)
-                detail::expect_server_value(schema, key, result.server->value,
-                                            "the server's record");
             if (result.status == mutation_status::applied) {
                 if (result.server && result.server->version != result.version)
                     throw boost::system::system_error(

@@ -103,8 +103,8 @@ using wire_time = std::chrono::sys_time<std::chrono::milliseconds>;
 
 /// Formats a time point as ISO 8601 UTC with milliseconds: "2026-11-25T15:25:15.123Z" (finer
 /// precision is cut, toward the past). Years outside 0000 to 9999 have no such text: the year
-/// is then written with more digits or a sign, which `parse_iso8601` refuses, so a codec
-/// checks `iso8601_year_ok` first.
+/// is then written with more digits or a sign, which `parse_iso8601` refuses, so the codec
+/// refuses such a time before it formats it.
 template <class Duration>
 std::string format_iso8601(std::chrono::time_point<std::chrono::system_clock, Duration> tp) {
     using namespace std::chrono;
@@ -118,12 +118,6 @@ std::string format_iso8601(std::chrono::time_point<std::chrono::system_clock, Du
                   int(hms.minutes().count()), int(hms.seconds().count()),
                   int(hms.subseconds().count()));
     return buf;
-}
-
-/// Whether an instant's year has four digits, as ISO 8601 text needs.
-inline bool iso8601_year_ok(wire_time tp) {
-    const std::chrono::year_month_day ymd{std::chrono::floor<std::chrono::days>(tp)};
-    return int(ymd.year()) >= 0 && int(ymd.year()) <= 9999;
 }
 
 /// Parses "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)". Only UTC is accepted: a sync protocol
@@ -167,11 +161,13 @@ template <class Duration>
 constexpr bool time_point_holds(wire_time tp) {
     using namespace std::chrono;
     using target = time_point<system_clock, Duration>;
-    if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
+    if constexpr (std::chrono::treat_as_floating_point_v<typename Duration::rep>) {
+        return true; // a floating-point count holds every four-digit year
+    } else if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
         // Finer than milliseconds: its range is the narrower one. Compared in milliseconds,
         // where both of its ends fit.
         return tp >= ceil<milliseconds>(target::min()) && tp <= floor<milliseconds>(target::max());
-    } else if constexpr (std::is_integral_v<typename Duration::rep>) {
+    } else {
         // As coarse or coarser: counted in 64 bits first (no overflow for four-digit years),
         // then compared with what the field's own representation holds.
         using rep = typename Duration::rep;
@@ -181,10 +177,23 @@ constexpr bool time_point_holds(wire_time tp) {
                (std::is_unsigned_v<rep> && sizeof(rep) >= sizeof(std::int64_t)
                     ? true
                     : count <= std::int64_t(std::numeric_limits<rep>::max()));
-    } else {
-        return true; // a floating-point count
     }
 }
+
+namespace detail {
+/// Whether `tp` lies in the years 0000 to 9999, asked in its own type's terms (as seconds in
+/// long double), so that no conversion can overflow on the way: a coarse type's extreme
+/// values (`sys_seconds::max()` as a "never") do not fit milliseconds.
+template <class Duration>
+bool in_iso8601_years(std::chrono::time_point<std::chrono::system_clock, Duration> tp) {
+    using period = typename Duration::period;
+    const long double seconds = static_cast<long double>(tp.time_since_epoch().count()) *
+                                period::num / period::den;
+    constexpr long double year_0 = -62167219200.0L;     // 0000-01-01T00:00:00Z
+    constexpr long double year_10000 = 253402300800.0L; // 10000-01-01T00:00:00Z
+    return seconds >= year_0 && seconds < year_10000;
+}
+} // namespace detail
 
 /// The instants a `time_point<system_clock, Duration>` field holds on the wire, the narrower of
 /// its own range and the four-digit years, as text for a message: "1677-09-21T00:12:43.146Z
@@ -195,10 +204,12 @@ std::string time_point_range_text() {
     using target = time_point<system_clock, Duration>;
     wire_time low = wire_time{sys_days{year{0} / 1 / 1}};
     wire_time high = wire_time{sys_days{year{9999} / 12 / 31}} + hours{24} - milliseconds{1};
-    if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
+    if constexpr (std::chrono::treat_as_floating_point_v<typename Duration::rep>) {
+        // every four-digit year
+    } else if constexpr (std::ratio_less_v<typename Duration::period, std::milli>) {
         low = std::max(low, ceil<milliseconds>(target::min()));
         high = std::min(high, floor<milliseconds>(target::max()));
-    } else if constexpr (std::is_integral_v<typename Duration::rep>) {
+    } else {
         // A narrow count (32-bit seconds end in 2038): its ends in milliseconds, computed in
         // long double since a coarse period's ends may not fit 64 bits; the last one held
         // is the whole last period.
@@ -221,11 +232,10 @@ struct field_codec<std::chrono::time_point<std::chrono::system_clock, Duration>>
     /// which ISO 8601 text cannot carry (only a `Duration` coarser than the system clock's
     /// reaches them).
     static boost::json::value encode(const time_type& v) {
-        const auto ms = std::chrono::floor<std::chrono::milliseconds>(v);
-        if (!iso8601_year_ok(ms))
+        if (!detail::in_iso8601_years(v))
             throw sync_error(make_error_code(errc::invalid_field),
                              "a time outside the years 0000 to 9999 has no ISO 8601 text");
-        return boost::json::value(format_iso8601(ms));
+        return boost::json::value(format_iso8601(std::chrono::floor<std::chrono::milliseconds>(v)));
     }
     static bool decode(const boost::json::value& jv, time_type& out, std::string& why) {
         const auto* s = jv.if_string();

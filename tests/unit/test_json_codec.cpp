@@ -384,6 +384,17 @@ TEST_CASE("a time outside its type's range is refused, never wrapped into anothe
         const sys_ms before_zero = sys_days{year{-1} / 12 / 31};
         CHECK_THROWS_AS(field_codec<sys_ms>::encode(before_zero), sync_error);
         CHECK_FALSE(parse_iso8601(format_iso8601(far)));
+        // A coarse type's extreme values (a "never" sentinel) are refused, not overflowed.
+        CHECK_THROWS_AS(field_codec<sys_seconds>::encode(sys_seconds::max()), sync_error);
+        CHECK_THROWS_AS(field_codec<sys_days>::encode(sys_days::min()), sync_error);
+        CHECK(field_codec<sys_days>::encode(sys_days{year{2026} / 12 / 8}) ==
+              "2026-12-08T00:00:00.000Z");
+    }
+    SECTION("a floating-point count holds every four-digit year") {
+        using micro_f = duration<double, std::micro>;
+        CHECK(time_point_holds<micro_f>(wire_time{sys_days{year{9999} / 12 / 31}}));
+        CHECK(time_point_range_text<micro_f>() ==
+              "0000-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z");
     }
     SECTION("a 32-bit count of seconds ends in 2038") {
         using seconds32 = duration<std::int32_t>;

@@ -97,7 +97,9 @@ TEST_CASE("routing: health answers without a token, and says when the server dra
 TEST_CASE("routing: health is not ready while the store cannot be read", "[routing][ops]") {
     server::memory_server_store memory;
     server::faulty_server_store store(memory);
-    server::sync_service service(store);
+    server::service_config no_cache;
+    no_cache.health_check_interval = std::chrono::milliseconds::zero();
+    server::sync_service service(store, no_cache);
     service.add_collection<Landmark>();
     server::authenticator nobody = [](std::string_view) { return std::optional<std::string>(); };
     auto health = [&](bool stopping = false) {
@@ -114,6 +116,25 @@ TEST_CASE("routing: health is not ready while the store cannot be read", "[routi
     // The store's message (it may name a file) is not told to whoever asks.
     CHECK(down.response.body().find("injected") == std::string::npos);
     CHECK(body_of(health(true)).at("status") == "stopping");
+    // Stopping answers without reading the store.
+    int reads = 0;
+    store.set_fault_hook([&](std::string_view op) {
+        reads += op == "check_readable";
+        return false;
+    });
+    CHECK(health(true).response.result_int() == 503);
+    CHECK(reads == 0);
+    // A verdict is kept for the interval: many health checks, one read.
+    server::memory_server_store other_memory;
+    server::faulty_server_store counted(other_memory);
+    int counted_reads = 0;
+    counted.set_fault_hook([&](std::string_view op) {
+        counted_reads += op == "check_readable";
+        return false;
+    });
+    server::sync_service cached(counted); // the default interval, 1 s
+    for (int i = 0; i < 50; ++i) CHECK_FALSE(cached.check_storage());
+    CHECK(counted_reads == 1);
     failing = false;
     auto back = health();
     CHECK(back.response.result_int() == 200);
@@ -311,6 +332,11 @@ TEST_CASE("routing: framing the server will not trust is refused before routing"
                    Contains("Transfer-Encoding"));
     }
     CHECK_FALSE(framing_refusal(with_encoding("chunked")));
+    // HTTP/1.0 has no transfer codings at all.
+    auto old_chunked = with_encoding("chunked");
+    old_chunked.version(10);
+    REQUIRE(framing_refusal(old_chunked));
+    check_refusal(*framing_refusal(old_chunked), 400, "malformed_json");
     CHECK_FALSE(framing_refusal(with_encoding(" Chunked ")));
     CHECK_FALSE(framing_refusal(http_request{http::verb::get, "/v1/landmarks", 11}));
     CHECK_FALSE(framing_refusal(http_request{http::verb::get, "/v1/landmarks", 10}));

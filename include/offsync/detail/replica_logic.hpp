@@ -394,7 +394,7 @@ bool apply_pulled(Txn& txn, const collection_schema& schema, change& c, std::int
         if (!rec) return c.deleted; // its own delete, acknowledged and removed
         return rec->base_version == c.version && rec->parked == park_state::none;
     }
-    // Thrown before anything of the page is stored: the caller's transaction rolls back.
+    // The caller's transaction then rolls back what the page stored before this change.
     if (!c.deleted) expect_server_value(schema, key, c.value, "pulled record");
     // The record as a store that has never had it keeps it: the server's, clean.
     auto fresh_from_server = [&] {

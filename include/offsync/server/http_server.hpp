@@ -100,18 +100,21 @@ struct http_server_config {
     std::size_t max_connections = 512;
     /// The `Retry-After` (seconds) of a 503 for too many connections.
     std::chrono::seconds busy_retry_after{1};
-    /// How long a new connection has, from its acceptance, to send a request with an accepted
-    /// token (or a health check): until then this one deadline holds instead of
-    /// `read_timeout` and `idle_timeout`, and past it the connection is closed without an
-    /// answer. A request whose token is accepted lifts it as soon as its headers are read,
-    /// so a large first push is not cut short. Without it, connections that never send a
-    /// byte would hold `max_connections` for `idle_timeout` each.
+    /// Until a connection has sent a request with an accepted token, it may wait this long for
+    /// a request to begin (instead of `idle_timeout`), and a request has this long to arrive
+    /// whole (instead of `read_timeout`); past either it is closed without an answer. A
+    /// request whose token is accepted gets `read_timeout` as soon as its headers are read,
+    /// so a large first push is not cut short, and the connection is trusted from then on.
+    /// Without it, connections that never send a byte would hold `max_connections` for
+    /// `idle_timeout` each. Health checks keep their connection open by coming in time.
     std::chrono::milliseconds unauthenticated_timeout{10'000};
     /// Open connections from one IP address at most (change streams included); beyond it a
     /// new one is answered `429 too_many_requests` with `Retry-After` (`busy_retry_after`) and
-    /// closed. 0: no limit. Behind a reverse proxy every connection comes from the proxy's
-    /// address: set 0 there and let the proxy limit its clients.
-    std::size_t max_connections_per_address = 128;
+    /// closed. 0 (the default): no limit. Behind a reverse proxy, the way to run a server
+    /// today, every connection comes from the proxy's address, so leave it 0 there and let
+    /// the proxy limit its clients; set it for a server that devices reach directly. (An
+    /// IPv6 client may hold many addresses.)
+    std::size_t max_connections_per_address = 0;
     /// Requests one user may make per second, sustained, and in a burst (a token bucket per
     /// user); beyond them a request is answered `429 too_many_requests` with `Retry-After`,
     /// which the device's background sync honours. 0: no limit. The defaults leave a first
@@ -364,12 +367,12 @@ inline void route_stream(routed& r, const http_request& req, std::string_view qu
     r.stream = std::move(open);
 }
 
-/// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
-/// report that the server drains.
 /// Asked once per authenticated request: nullopt admits it, a duration refuses it with
 /// `429 too_many_requests` and that `Retry-After`.
 using request_admission = std::function<std::optional<std::chrono::seconds>(std::string_view user)>;
 
+/// Answers one request: sans-I/O, so it is tested without sockets too. `stopping` makes health
+/// report that the server drains; `admit`, if set, is the per-user request limit.
 inline routed route(sync_service& service, const authenticator& auth, const http_request& req,
                     bool stopping, bool change_streams = true,
                     const request_admission& admit = {}) {
@@ -385,7 +388,7 @@ inline routed route(sync_service& service, const authenticator& auth, const http
         // Ready only if the store can be read: a load balancer then takes an instance whose
         // file is damaged or gone out of rotation. The store's message (a file path) is not
         // told to whoever asks.
-        const bool storage_ok = !service.check_storage();
+        const bool storage_ok = stopping || !service.check_storage();
         boost::json::object o{{"status", stopping ? "stopping" : storage_ok ? "ok" : "unavailable"},
                               {"storage", storage_ok ? "ready" : "failed"},
                               {"last_version", service.last_version()}};
@@ -455,6 +458,14 @@ inline std::optional<routed> framing_refusal(const http_request& req) {
     }
     const auto te = req.find(boost::beast::http::field::transfer_encoding);
     if (te == req.end()) return std::nullopt;
+    if (req.version() == 10) {
+        // HTTP/1.0 has no transfer codings (RFC 9112 section 6.1: treat the framing as faulty).
+        routed r;
+        r.response.version(11);
+        set_error(r, 400, errc::malformed_json,
+                  "Transfer-Encoding is not served with HTTP/1.0: send Content-Length");
+        return r;
+    }
     const auto value = std::string_view(te->value().data(), te->value().size());
     std::size_t first = 0, last = value.size();
     while (first < last && (value[first] == ' ' || value[first] == '\t')) ++first;
@@ -601,10 +612,10 @@ private:
         std::uint64_t id = 0;
         std::string remote;
         std::string address; ///< the peer's IP address alone, counted per address
-        /// Whether a request with an accepted token came; until then `unauthenticated_until`
-        /// bounds every wait and read. Touched on the connection's strand only.
+        /// Whether a request with an accepted token came; until then
+        /// `unauthenticated_timeout` bounds every wait and read. Touched on the connection's
+        /// strand only.
         bool trusted = false;
-        std::chrono::steady_clock::time_point unauthenticated_until;
         bool idle = false; ///< waiting for a request to begin; guarded by the server's mutex
         std::shared_ptr<stream_wake> live; ///< set while it carries a change stream; guarded too
     };
@@ -656,8 +667,6 @@ private:
                     }
                     c = std::make_shared<connection>(std::move(socket));
                     c->id = ++last_connection_id_;
-                    c->unauthenticated_until =
-                        std::chrono::steady_clock::now() + config_.unauthenticated_timeout;
                     if (!rec) c->remote = address + ":" + std::to_string(ep.port());
                     c->address = std::move(address);
                     connections_.emplace(c->id, c);
@@ -924,8 +933,9 @@ private:
             if (stopping_) co_return false;
             c.idle = true;
         }
-        if (c.trusted) c.stream.expires_after(config_.idle_timeout);
-        else c.stream.expires_at(c.unauthenticated_until);
+        c.stream.expires_after(c.trusted ? config_.idle_timeout
+                                         : std::min(config_.idle_timeout,
+                                                    config_.unauthenticated_timeout));
         auto space = buffer.prepare(idle_read_bytes);
         auto [ec, n] = co_await c.stream.async_read_some(
             space, boost::asio::as_tuple(boost::asio::use_awaitable));
@@ -957,9 +967,11 @@ private:
         };
         parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes));
         parser.body_limit(config_.max_body_bytes);
-        const auto read_deadline = std::chrono::steady_clock::now() + config_.read_timeout;
+        const auto began = std::chrono::steady_clock::now();
+        const auto read_deadline = began + config_.read_timeout;
         stream.expires_at(c.trusted ? read_deadline
-                                    : std::min(read_deadline, c.unauthenticated_until));
+                                    : std::min(read_deadline,
+                                               began + config_.unauthenticated_timeout));
         auto [hec, hn] = co_await boost::beast::http::async_read_header(stream, buffer, parser, tok);
         if (hec || parser.is_done()) co_return answerable(hec);
         if (!c.trusted && accepted_token(parser.get())) {
@@ -1104,12 +1116,12 @@ private:
 /// | `PUT /v1/C/{id}` | Bearer | writes the fields of the JSON object body; `If-Match: "<version>"` makes it conditional: a stale base answers 409 with the server's record |
 /// | `DELETE /v1/C/{id}` | Bearer | deletes it (a tombstone); `If-Match` as for PUT |
 /// | `GET /v1/stream[?client_id=ID]` | Bearer | a change stream (`text/event-stream`, docs/live.md): a hint each time a collection changes where the user may see it |
-/// | `GET /healthz` | none | `{"status": "ok", ...}`; 503 `"stopping"` while it drains |
+/// | `GET /healthz` | none | `{"status": "ok", ...}`; 503 `"stopping"` while it drains, `"unavailable"` when the store cannot be read |
 ///
 /// Errors are `{"error": {"code", "message"}}` with the status of `http_status()`, plus 405 (a
 /// method a route does not have), 415 (a body that is not `application/json`), 431 (headers
-/// too large), 429 (too many change streams, with `Retry-After`) and 503 (too many
-/// connections). docs/protocol.md has the details. Change streams do not count against
+/// too large), 429 (too many change streams, a user's requests over its rate, or an address's
+/// connections over its limit; with `Retry-After`) and 503 (too many connections). docs/protocol.md has the details. Change streams do not count against
 /// `max_connections`; `service_config::live` limits them.
 ///
 /// Threading: the accept loop runs on a strand of the executor; every connection runs as a

@@ -46,7 +46,8 @@ public:
             b.tokens -= 1.0;
             return std::nullopt;
         }
-        const double wait = (1.0 - b.tokens) / per_second_;
+        // At most a day: a tiny rate must not overflow the conversion.
+        const double wait = std::min((1.0 - b.tokens) / per_second_, 86400.0);
         return std::chrono::seconds(std::max<long long>(1, static_cast<long long>(std::ceil(wait))));
     }
 

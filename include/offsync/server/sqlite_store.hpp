@@ -77,6 +77,8 @@ public:
             db_.fail_message("the file exists but holds no offsync server store (it is empty); "
                              "a new store is created only in a file that does not exist yet: "
                              "restore the store's file, or remove this one to start empty");
+        // Before anything writes to the file (the switch to WAL, a migration).
+        if (exists && config.quick_check_on_open) quick_check();
         if (!exists) db_.set_page_size_of_new_file(config.page_size);
         db_.exec("PRAGMA journal_mode = WAL");
         db_.exec(config.durability == sqlite_durability::full ? "PRAGMA synchronous = FULL"
@@ -84,7 +86,6 @@ public:
         set_checkpoint_size(config.checkpoint_log_bytes);
         if (exists) check_schema();
         else create_schema();
-        if (config.quick_check_on_open) quick_check();
         prepare_statements();
         // A write takes the exclusive lock now rather than at the first request, so that a
         // second server on this file fails here.
@@ -645,9 +646,13 @@ private:
     }
 
     void quick_check() {
-        auto st = db_.prepare("PRAGMA quick_check(1)");
-        const bool row = db_.step(st) == SQLITE_ROW;
-        const auto verdict = row ? db_.column_text(st, 0) : std::string("no answer");
+        std::string verdict;
+        try {
+            auto st = db_.prepare("PRAGMA quick_check(1)");
+            verdict = db_.step(st) == SQLITE_ROW ? db_.column_text(st, 0) : "no answer";
+        } catch (const sync_error& e) {
+            verdict = e.what(); // the check could not even read the file
+        }
         if (verdict != "ok")
             db_.fail_message("the file is damaged (quick_check: " + verdict +
                              "); restore it from a backup");

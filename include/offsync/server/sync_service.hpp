@@ -34,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -46,6 +47,10 @@ namespace offsync::server {
 
 struct service_config {
     std::size_t max_mutations_per_push = 1000;
+    /// How long `check_storage` (what `/healthz` asks) keeps its verdict before it reads the
+    /// store again: health checks cost the store at most one read per interval, however many
+    /// callers ask. Zero reads the store at every call.
+    std::chrono::milliseconds health_check_interval{1000};
     std::size_t max_body_bytes = 8u << 20;
     /// How many of a client's newest results the server remembers for idempotent retries
     /// (older ones are forgotten; a retry of one is applied again). A client retries only what
@@ -304,15 +309,20 @@ public:
             }
             return guarded([&] {
                 response = feed_page(user, schema, request);
-                // Entries the user may not see, or outside the subset, leave a page empty:
-                // read on rather than answer "nothing, but more follows", which devices refuse
-                // (a server could keep them pulling for ever with it). Each window's cursor is
-                // past the one before, so the loop ends at the feed's end at the latest.
+                // Entries the user may not see, or a backfill's device holds, leave a page
+                // empty: read on rather than answer "nothing, but more follows", which devices
+                // refuse (a server could keep them pulling for ever with it). Each window is
+                // twice the last, up to `max_pull_limit`, so a long stretch costs few reads;
+                // the page that ends it may then hold more changes than `limit` asked for.
+                // Each window's cursor is past the one before, so the loop ends at the feed's
+                // end at the latest.
                 if (response.changes.empty() && response.has_more) {
                     pull_request next = request;
                     while (response.changes.empty() && response.has_more &&
                            response.cursor > next.since) {
                         next.since = response.cursor;
+                        next.limit = std::min<std::uint32_t>(
+                            max_pull_limit, std::max<std::uint32_t>(next.limit, 1) * 2);
                         response = feed_page(user, schema, next);
                     }
                 }
@@ -427,12 +437,19 @@ public:
     /// Empty diagnostics when it can; `server_error` with the store's message when not.
     /// What `GET /healthz` asks, so that a load balancer stops sending requests to an instance
     /// whose file is damaged or gone.
+    /// The verdict is kept for `service_config::health_check_interval`: anyone may ask
+    /// `/healthz`, as often as they like, and each check reads the store under the lock.
     diagnostics check_storage() {
         std::lock_guard lock(mutex_);
-        return guarded([&] {
+        const auto now = std::chrono::steady_clock::now();
+        if (storage_checked_ && now - *storage_checked_ < config_.health_check_interval)
+            return storage_verdict_;
+        storage_verdict_ = guarded([&] {
             store_.check_readable();
             return diagnostics{};
         });
+        storage_checked_ = now;
+        return storage_verdict_;
     }
 
     // --- Per-record REST: what the HTTP server's `/v1/C` and `/v1/C/{id}` routes call. Same
@@ -1426,6 +1443,9 @@ private:
     std::shared_ptr<live_hub> live_;
     std::map<news_key, std::uint64_t> news_; ///< the open transaction's, by audience
     bool announcing_ = false;                ///< whether any stream listens
+    /// `check_storage`'s last verdict and when it was reached.
+    std::optional<std::chrono::steady_clock::time_point> storage_checked_;
+    diagnostics storage_verdict_;
     std::string origin_user_, origin_client_;
 };
 
