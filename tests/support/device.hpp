@@ -28,7 +28,17 @@ struct device_on_disk {
         c.storage.durability = sqlite_durability::normal;
         dev = std::make_unique<test_device>(io.get_executor(), std::move(c));
     }
-    ~device_on_disk() { dev.reset(); } // the store closes before its file goes
+    /// The device's contract: stopped, with no round left running on it, before it goes (a
+    /// round suspended on a request would otherwise be destroyed with the io_context, after
+    /// the engine it refers to). Then the store closes before its file goes.
+    ~device_on_disk() {
+        if (dev) {
+            bool stopped = false;
+            dev->async_stop([&] { stopped = true; });
+            run_until(io, [&] { return stopped; }, 10s);
+        }
+        dev.reset();
+    }
 
     sync_report sync() {
         std::optional<sync_report> out;
